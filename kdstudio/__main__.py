@@ -1,0 +1,3 @@
+from kdstudio.cli import main
+
+main()

