@@ -129,6 +129,113 @@ def embed(project_dir: Path, model: str | None) -> None:
     console.print(report.summary(), highlight=False)
 
 
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise KdError(f"{flag} {value!r} is not KEY=VALUE", f"e.g. {flag} noise=0.1")
+        pairs[key.strip()] = rest.strip()
+    return pairs
+
+
+BUDGET_OPTIONS = ("budget_labels", "budget_calls", "budget_usd", "target", "patience", "max_rounds")
+
+
+@cli.command()
+@project_option
+@click.option("--teacher", default="oracle", show_default=True, help="A registered teacher (see `kdstudio plugins`).")
+@click.option("--teacher-option", multiple=True, metavar="KEY=VALUE", help="A teacher option; repeatable.")
+@click.option("--selector", default="margin", show_default=True)
+@click.option("--selector-option", multiple=True, metavar="KEY=VALUE")
+@click.option("--student", default="logreg", show_default=True)
+@click.option("--student-option", multiple=True, metavar="KEY=VALUE")
+@click.option("--seed-selector", default="random", show_default=True, help="How the first batch is chosen.")
+@click.option("--seed-size", default=20, show_default=True, help="Documents in the first batch.")
+@click.option("--batch", default=20, show_default=True, help="Documents labelled per round.")
+@click.option("--budget-labels", type=int, default=200, show_default=True, help="Training documents to buy at most.")
+@click.option("--budget-calls", type=int, help="Teacher calls at most (validation labels included).")
+@click.option("--budget-usd", type=float, help="US dollars at most.")
+@click.option("--target", help="Stop once reached, e.g. val.accuracy>=0.95.")
+@click.option("--patience", type=int, help="Stop after this many rounds without a better validation loss.")
+@click.option("--max-rounds", type=int)
+@click.option("--val-limit", default=200, show_default=True, help="Validation documents labelled by the teacher.")
+@click.option("--test-limit", type=int, help="Gold test documents evaluated each round (default: all).")
+@click.option("--soft-labels", is_flag=True, help="Train on the teacher's probabilities, not just its label.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the latest run (or --run ID) where it stopped.")
+@click.option("--run", "run_id", type=int, help="With --resume: which run.")
+@click.pass_context
+def distill(ctx: click.Context, project_dir: Path, teacher: str, teacher_option: tuple[str, ...], selector: str,
+            selector_option: tuple[str, ...], student: str, student_option: tuple[str, ...], seed_selector: str,
+            seed_size: int, batch: int, budget_labels: int, budget_calls: int | None, budget_usd: float | None,
+            target: str | None, patience: int | None, max_rounds: int | None, val_limit: int,
+            test_limit: int | None, soft_labels: bool, seed: int, resume: bool, run_id: int | None) -> None:
+    """Distill the teacher into a student: select, label, train and evaluate, round after round."""
+    from kdstudio.loop import DistillConfig
+    from kdstudio.render import round_line, simulated_banner
+
+    config = DistillConfig(
+        teacher=teacher, teacher_options=_pairs(teacher_option, "--teacher-option"), selector=selector,
+        selector_options=_pairs(selector_option, "--selector-option"), student=student,
+        student_options=_pairs(student_option, "--student-option"), seed_selector=seed_selector,
+        seed_size=seed_size, batch=batch, budget_labels=budget_labels, budget_calls=budget_calls,
+        budget_usd=budget_usd, target=target, patience=patience, max_rounds=max_rounds, val_limit=val_limit,
+        test_limit=test_limit, soft_labels=soft_labels, seed=seed,
+    )
+
+    def on_event(kind: str, payload: dict) -> None:
+        if kind == "run":
+            console.print(f"[bold]run {payload['run_id']}[/bold]  teacher {payload['teacher']}  "
+                          f"selector {payload['config']['selector']}  student {payload['config']['student']}",
+                          highlight=False)
+            if payload["simulated"]:
+                console.print(simulated_banner(True))
+        elif kind == "round":
+            console.print(round_line(payload["report"]), highlight=False)
+
+    with Project.open(project_dir) as project:
+        if resume:
+            target_run = run_id if run_id is not None else (project.latest_run().id if project.latest_run() else None)
+            if target_run is None:
+                raise KdError("there is no run to resume", "start one with `kdstudio distill`")
+            # Only budgets given explicitly on this command line override the run's own.
+            overrides = {name: ctx.params[name] for name in BUDGET_OPTIONS
+                         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+            result = project.distill(resume=target_run, overrides=overrides, on_event=on_event)
+        else:
+            result = project.distill(config, on_event=on_event)
+    best = next((r for r in result.rounds if r.round == result.best_round), None)
+    console.print(f"[bold]run {result.run_id} {result.status}[/bold]: {result.stop_reason}", highlight=False)
+    if best:
+        console.print(f"best student: round {best.round} (id {result.student_id}), "
+                      f"test accuracy {best.metrics.get('test', {}).get('accuracy', float('nan')):.3f}, "
+                      f"{best.n_labels} labels, ${best.cost_usd:.4f}", highlight=False)
+    if result.simulated:
+        console.print(simulated_banner(True))
+
+
+@cli.command()
+@project_option
+@click.option("--run", "run_id", type=int, help="Show one run's learning curve, round by round.")
+def runs(project_dir: Path, run_id: int | None) -> None:
+    """Distillation runs and their learning curves."""
+    from kdstudio.render import run_curve_view, runs_view
+
+    with Project.open(project_dir) as project:
+        all_runs = project.runs()
+        if run_id is not None:
+            run = next((r for r in all_runs if r.id == run_id), None)
+            if run is None:
+                raise KdError(f"there is no run {run_id}", "see `kdstudio runs`")
+            console.print(run_curve_view(run, project.rounds(run_id)))
+            return
+        if not all_runs:
+            console.print("no runs yet: start one with `kdstudio distill`")
+            return
+        console.print(runs_view(all_runs, {r.id: project.rounds(r.id) for r in all_runs}))
+
+
 @cli.command()
 @project_option
 def status(project_dir: Path) -> None:
@@ -152,9 +259,11 @@ def plugins() -> None:
               show_default=True, help="Where the demo project lives (re-running reuses it).")
 @click.option("--dataset", default="bbc-news", show_default=True)
 @click.option("--limit", type=int, help="Use a stratified slice of the dataset.")
-def demo(directory: Path, dataset: str, limit: int | None) -> None:
-    """The main job: import a bundled real corpus, embed it, and report."""
-    from kdstudio.render import status_view
+@click.option("--budget-labels", default=200, show_default=True)
+def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int) -> None:
+    """The main job: import a bundled real corpus, embed it, distill a student, and report."""
+    from kdstudio.loop import DistillConfig
+    from kdstudio.render import round_line, simulated_banner, status_view
 
     console.rule(f"[bold]kdstudio demo[/bold]: {dataset} -> {directory}")
     project, report = Project.from_dataset(dataset, directory, limit=limit)
@@ -164,7 +273,15 @@ def demo(directory: Path, dataset: str, limit: int | None) -> None:
         embedded = project.embed(lambda done, total: err_console.print(
             f"          {done}/{total}", highlight=False) if done and (done % 512 == 0 or done == total) else None)
         console.print(f"          {embedded.summary()}", highlight=False)
-        console.print("[bold]3. status[/bold]")
+        console.print("[bold]3. distill[/bold] margin selection, logistic-regression student, batches of 20")
+        console.print(simulated_banner(True))
+        result = project.distill(
+            DistillConfig(teacher="oracle", selector="margin", student="logreg", budget_labels=budget_labels),
+            on_event=lambda kind, p: console.print("          " + round_line(p["report"]), highlight=False)
+            if kind == "round" else None,
+        )
+        console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}", highlight=False)
+        console.print("[bold]4. status[/bold]")
         console.print(status_view(project.status()))
 
 

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from kdstudio.errors import KdError
@@ -59,21 +61,93 @@ class Component:
         return doc.splitlines()[0] if doc else ""
 
 
+@dataclass
+class Selection:
+    """What a selector chose: pool positions, each with the score that made it chosen (higher = more wanted)."""
+
+    positions: list[int]
+    scores: list[float]
+    scored: int = 0  # candidates whose student probabilities had to be computed
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class SelectionContext(Protocol):
+    """The view of the pool a selector gets. `score` runs the student on pool positions and counts the work."""
+
+    n_pool: int
+    n_classes: int
+    labels: list[str]
+    round: int
+    rng: np.random.Generator
+    has_student: bool
+
+    def score(self, positions: np.ndarray) -> np.ndarray: ...
+
+    def pool_vectors(self) -> np.ndarray: ...
+
+    def labelled_vectors(self) -> np.ndarray: ...
+
+
 class Selector(Component):
     """Chooses which pool documents to send to the teacher next."""
 
-    def select(self, pool_ids: Sequence[str], student: Any, budget: int, rng: Any, context: Any) -> list[str]:
+    def select(self, context: SelectionContext, k: int) -> Selection:
         raise NotImplementedError
+
+    def training_weights(self, labelled: LabelledSet) -> np.ndarray | None:
+        """Per-sample weights for training (LLKD); None means uniform."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What must survive a resume (e.g. adaptive thresholds)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class LabelledSet:
+    """The training set of a round: class indices, teacher confidences, and the score each had when selected."""
+
+    y: np.ndarray
+    confidence: np.ndarray
+    selection_score: np.ndarray
+    human: np.ndarray
+    probs: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    text: str
 
 
 @dataclass
 class TeacherLabel:
+    """One teacher answer. `label` is None when the teacher failed or abstained; `error` then says why."""
+
     doc_id: str
     label: str | None
     confidence: float | None = None
     probs: dict[str, float] | None = None
+    response: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
     cost_usd: float = 0.0
+    latency_s: float | None = None
     error: str | None = None
+
+
+@dataclass
+class TeachContext:
+    """What a teacher may know beyond the documents. `gold` is given to simulated teachers only;
+    `difficulty` is the current student's uncertainty per document id, where a student exists."""
+
+    labels: list[str]
+    descriptions: dict[str, str] = field(default_factory=dict)
+    gold: dict[str, str] = field(default_factory=dict)
+    difficulty: dict[str, float] = field(default_factory=dict)
 
 
 class Teacher(Component):
@@ -81,17 +155,38 @@ class Teacher(Component):
 
     simulated: ClassVar[bool] = False
 
-    def label(self, docs: Sequence[tuple[str, str]], labels: Sequence[Any], context: Any) -> list[TeacherLabel]:
+    @property
+    def model_name(self) -> str:
+        return self.name
+
+    def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
+        """Everything that determines the answer: its hash is the cache key in the ledger."""
+        options = {o.name: getattr(self, o.name) for o in self.options}
+        return {"teacher": self.name, "options": options, "labels": context.labels, "text": doc.text}
+
+    def label(self, docs: Sequence[Doc], context: TeachContext) -> Iterator[TeacherLabel]:
+        """Yield one answer per document as soon as it is known (in any order)."""
         raise NotImplementedError
 
 
 class Student(Component):
-    """A small classifier trained on teacher (and human) labels."""
+    """A small classifier trained on teacher (and human) labels. `input` says what it reads."""
 
-    def fit(self, X: Any, y: Sequence[str], sample_weight: Any = None) -> None:
+    input: ClassVar[str] = "embeddings"  # or "texts"
+
+    def fit(self, X: Any, y: np.ndarray, n_classes: int, sample_weight: np.ndarray | None = None,
+            soft_labels: np.ndarray | None = None) -> None:
         raise NotImplementedError
 
-    def predict_proba(self, X: Any) -> Any:
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, n_classes) probabilities over the whole label set, classes never seen included."""
+        raise NotImplementedError
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path) -> Student:
         raise NotImplementedError
 
 

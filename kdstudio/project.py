@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kdstudio.config import CONFIG_NAME, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import Embedder, EmbedReport, ProgressFn, embed_missing
-from kdstudio.errors import ConfigError, ProjectNotFound
-from kdstudio.interfaces import DatasetTable
+from kdstudio.errors import ConfigError, KdError, ProjectNotFound
+from kdstudio.interfaces import DatasetTable, Student
+from kdstudio.loop import DistillConfig, Distiller, EventFn, RunResult
 from kdstudio.plugins import Plugins, get_plugins
 from kdstudio.sampling import stratified_sample
-from kdstudio.store import DB_NAME, ImportOptions, ImportReport, Store, import_file, import_table
+from kdstudio.store import (
+    DB_NAME,
+    ImportOptions,
+    ImportReport,
+    RoundRow,
+    RunLog,
+    RunRow,
+    Store,
+    import_file,
+    import_table,
+)
 
 
 @dataclass
@@ -27,7 +39,7 @@ class Status:
     spend_usd: float
     teacher_calls: int
     teacher_errors: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    runs: list[RunRow] = field(default_factory=list)
 
     @property
     def total_documents(self) -> int:
@@ -147,6 +159,43 @@ class Project:
             self._embedder = None
         return embed_missing(self.store, self.embedder, on_progress)
 
+    # -- distillation ----------------------------------------------------------------------------------
+
+    def distill(self, config: DistillConfig | None = None, *, resume: int | None = None,
+                overrides: dict[str, Any] | None = None, on_event: EventFn | None = None,
+                should_stop: Callable[[], bool] | None = None,
+                on_embed_progress: ProgressFn | None = None) -> RunResult:
+        """Start a run with `config`, or resume run `resume` (with optional budget `overrides`)."""
+        self.embed(on_embed_progress)  # a no-op when every document has its vector
+        distiller = Distiller(self.store, self.labels, {lab.name: lab.description for lab in self.config.labels},
+                              self.config.embedding.model, self.plugins, self.directory / "students", on_event,
+                              should_stop)
+        if resume is not None:
+            return distiller.resume(resume, overrides)
+        return distiller.start(config or DistillConfig())
+
+    def runs(self) -> list[RunRow]:
+        return RunLog(self.store).all()
+
+    def latest_run(self) -> RunRow | None:
+        return RunLog(self.store).latest()
+
+    def rounds(self, run_id: int) -> list[RoundRow]:
+        return RunLog(self.store).rounds(run_id)
+
+    def load_student(self, student_id: int | None = None) -> tuple[Student, dict[str, Any]]:
+        """A kept student (default: the best of the latest run) and its record."""
+        kept = RunLog(self.store).students()
+        if student_id is not None:
+            kept = [row for row in kept if row[0] == student_id]
+        if not kept:
+            raise KdError("no trained student in this project" if student_id is None else
+                          f"no student {student_id}", "run `kdstudio distill` first")
+        sid, run_id, round_no, kind, path, metrics = kept[-1]
+        student = self.plugins.get("student", kind).cls.load(Path(path))
+        return student, {"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "path": path,
+                         "metrics": metrics}
+
     # -- reporting -----------------------------------------------------------------------------------
 
     def status(self) -> Status:
@@ -163,4 +212,5 @@ class Project:
             spend_usd=usd,
             teacher_calls=calls,
             teacher_errors=errors,
+            runs=self.runs(),
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 
+from kdstudio.loop import RoundReport
 from kdstudio.plugins import Plugins
 from kdstudio.project import Status
+from kdstudio.store import RoundRow, RunRow
 
 KIND_TITLES = {
     "selector": "Selectors", "teacher": "Teachers", "student": "Students", "exporter": "Exporters",
@@ -46,7 +48,15 @@ def status_view(status: Status) -> Group:
     money = (f"Teacher labels by source: {by_source}\n"
              f"Spent: ${status.spend_usd:.4f} on {status.teacher_calls} teacher calls "
              f"({status.teacher_errors} failed)")
-    return Group(docs, labels, coverage, money)
+    parts: list = [docs, labels, coverage, money]
+    if status.runs:
+        latest = status.runs[-1]
+        simulated = sum(run.simulated for run in status.runs)
+        parts.append(f"Runs: {len(status.runs)}; latest #{latest.id} {latest.status} "
+                     f"({latest.config.get('selector')} / {latest.config.get('student')})")
+        if simulated:
+            parts.append(f"[bold yellow]{simulated} of them used a SIMULATED teacher (gold labels, not an LLM)[/]")
+    return Group(*parts)
 
 
 def plugins_view(plugins: Plugins) -> Group:
@@ -67,4 +77,76 @@ def plugins_view(plugins: Plugins) -> Group:
     for error in plugins.errors:
         parts.append(f"[red]plugin {error.plugin} ({error.distribution}) failed to load and was skipped: "
                      f"{error.error}[/red]")
+    return Group(*parts)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(SPARKS[int((v - low) / span * (len(SPARKS) - 1))] for v in values)
+
+
+def _metric(metrics: dict, split: str, name: str) -> str:
+    value = metrics.get(split, {}).get(name)
+    return "-" if value is None else f"{value:.3f}"
+
+
+def simulated_banner(simulated: bool) -> str:
+    return "[bold black on yellow] SIMULATED TEACHER: labels come from gold, not from an LLM [/]" if simulated else ""
+
+
+def round_line(report: RoundReport) -> str:
+    m = report.metrics
+    teacher = m.get("teacher_accuracy")
+    return (f"round {report.round:>3}  labels {report.n_labels:>5}  spent ${report.cost_usd:.4f}  "
+            f"val acc {_metric(m, 'val', 'accuracy')} F1 {_metric(m, 'val', 'macro_f1')}  "
+            f"test acc {_metric(m, 'test', 'accuracy')} F1 {_metric(m, 'test', 'macro_f1')}  "
+            f"teacher acc {'-' if teacher is None else f'{teacher:.3f}'}  scored {report.scored:>7}"
+            f"{'  *best' if report.best else ''}")
+
+
+def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group:
+    table = Table(title="Runs", title_justify="left")
+    for column in ("run", "status", "teacher", "selector", "student", "rounds", "labels", "spent", "best",
+                   "test acc (best)", "test accuracy curve", "stopped because"):
+        table.add_column(column)
+    for run in runs:
+        rounds = [r for r in rounds_of.get(run.id, []) if r.phase == "done"]
+        config = run.config
+        best = next((r for r in rounds if r.round == run.best_round), None)
+        curve = [r.metrics.get("test", r.metrics.get("val", {})).get("accuracy", 0.0) for r in rounds]
+        teacher = config.get("teacher", "?") + (" [bold yellow](SIMULATED)[/]" if run.simulated else "")
+        table.add_row(
+            str(run.id), run.status, teacher, config.get("selector", "?"), config.get("student", "?"),
+            str(len(rounds)), str(rounds[-1].n_labels if rounds else 0),
+            f"${rounds[-1].cost_usd or 0:.4f}" if rounds else "$0", str(run.best_round if best else "-"),
+            _metric(best.metrics, "test", "accuracy") if best else "-", sparkline(curve), run.stop_reason or "",
+        )
+    return Group(table)
+
+
+def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
+    table = Table(title=f"Run {run.id}: {run.config.get('selector')} / {run.config.get('student')} / "
+                        f"{run.config.get('teacher')}", title_justify="left")
+    for column in ("round", "labels", "spent", "scored", "val acc", "val F1", "val loss", "test acc", "test F1",
+                   "test ECE", "teacher acc", "best"):
+        table.add_column(column, justify="right")
+    for r in rounds:
+        if r.phase != "done":
+            table.add_row(str(r.round), "…", "", "", "(interrupted: resume with --resume)", *[""] * 7)
+            continue
+        m = r.metrics
+        teacher = m.get("teacher_accuracy")
+        table.add_row(str(r.round), str(r.n_labels), f"${r.cost_usd or 0:.4f}", str(r.scored or 0),
+                      _metric(m, "val", "accuracy"), _metric(m, "val", "macro_f1"), _metric(m, "val", "log_loss"),
+                      _metric(m, "test", "accuracy"), _metric(m, "test", "macro_f1"), _metric(m, "test", "ece"),
+                      "-" if teacher is None else f"{teacher:.3f}", "*" if m.get("best") else "")
+    parts: list = [table]
+    if run.simulated:
+        parts.insert(0, simulated_banner(True))
     return Group(*parts)

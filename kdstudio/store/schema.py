@@ -70,15 +70,23 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """CREATE TABLE runs (
                 id INTEGER PRIMARY KEY DEFAULT nextval('runs_id_seq'),
                 config JSON NOT NULL,
-                status VARCHAR NOT NULL,
+                status VARCHAR NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'cancelled')),
+                simulated BOOLEAN NOT NULL DEFAULT false,
+                best_round INTEGER,
+                stop_reason VARCHAR,
                 created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
                 finished_at TIMESTAMP
             )""",
             """CREATE TABLE rounds (
                 run_id INTEGER NOT NULL,
                 round INTEGER NOT NULL,
+                -- 'selected' once the batch is chosen and saved, 'done' once its student is evaluated: a resumed
+                -- run redoes only the steps after the last one saved.
+                phase VARCHAR NOT NULL CHECK (phase IN ('selected', 'done')),
                 selector VARCHAR,
                 selected JSON,
+                scored BIGINT,
+                selector_state JSON,
                 n_labels INTEGER,
                 cost_usd DOUBLE,
                 metrics JSON,

@@ -163,6 +163,17 @@ class Store:
             for name in tables:
                 self.con.unregister(name)
 
+    def ids_in_split(self, split: str, *, source: str | None = None) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT id FROM documents WHERE split = ? AND (? IS NULL OR source = ?) ORDER BY id",
+            [split, source, source]).fetchall()]
+
+    def gold(self, ids: Sequence[str] | None = None) -> dict[str, str]:
+        if ids is None:
+            return dict(self.con.execute("SELECT doc_id, label FROM gold").fetchall())
+        return dict(self.con.execute("SELECT doc_id, label FROM gold WHERE doc_id IN (SELECT unnest(?))",
+                                     [list(ids)]).fetchall())
+
     # -- labels --------------------------------------------------------------------------------------
 
     def label_counts_by_source(self) -> list[tuple[str, int]]:
@@ -207,6 +218,17 @@ class Store:
                 )
         finally:
             self.con.unregister("_batch")
+
+    def embedding_matrix(self, model: str) -> tuple[list[str], np.ndarray]:
+        """Every stored vector of `model` as (ids, float32 matrix), read through Arrow without row loops."""
+        table = self.con.sql("SELECT doc_id, vector FROM embeddings WHERE model = ? ORDER BY doc_id",
+                             params=[model]).to_arrow_table()
+        ids = table.column("doc_id").to_pylist()
+        if not ids:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        vectors = table.column("vector").combine_chunks()
+        flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        return ids, flat.reshape(len(ids), -1)
 
     def embedding_coverage(self) -> list[tuple[str, int, int]]:
         """(model, documents with a vector, vector dimension) per model."""

@@ -1,0 +1,413 @@
+"""The distillation loop: seed -> (select -> teach -> train -> evaluate) per round -> stop.
+
+Every step is persisted before the next begins: a round's selection is saved before any teacher call, each teacher
+answer the moment it arrives, and the round's metrics once its student is evaluated. A killed or cancelled run
+resumes at the first unsaved step and never pays for a teacher call twice (the ledger is also the cache).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdstudio.errors import KdError
+from kdstudio.evaluation import evaluate
+from kdstudio.interfaces import Doc, LabelledSet, Selection, Selector, Student, TeachContext, Teacher
+from kdstudio.plugins import Plugins
+from kdstudio.store import Ledger, RunLog, Store
+from kdstudio.teaching import Budget, TeacherRunner
+from kdstudio.uncertainty import uncertainty
+
+EventFn = Callable[[str, dict[str, Any]], None]
+TARGET = re.compile(r"^(val|test)\.(accuracy|macro_f1|weighted_f1)>=([0-9.]+)$")
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = "oracle"
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    selector: str = "margin"
+    selector_options: dict[str, Any] = field(default_factory=dict)
+    student: str = "logreg"
+    student_options: dict[str, Any] = field(default_factory=dict)
+    seed_selector: str = "random"
+    seed_size: int = 20
+    batch: int = 20
+    budget_labels: int | None = 200
+    budget_calls: int | None = None
+    budget_usd: float | None = None
+    target: str | None = None  # e.g. "val.accuracy>=0.95"
+    patience: int | None = None  # rounds without a better validation loss
+    max_rounds: int | None = None
+    val_limit: int = 200
+    test_limit: int | None = None
+    soft_labels: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.target and not TARGET.match(self.target):
+            raise KdError(f"--target {self.target!r} is not understood",
+                          "write it as val.accuracy>=0.95 (val or test; accuracy, macro_f1 or weighted_f1)")
+        if self.seed_size < 1 or self.batch < 1:
+            raise KdError("--seed-size and --batch must be at least 1")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class RoundReport:
+    round: int
+    n_selected: int
+    n_labels: int
+    failed: int
+    cost_usd: float
+    calls: int
+    scored: int
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+    best: bool
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    status: str
+    stop_reason: str
+    best_round: int | None
+    student_id: int | None
+    simulated: bool
+    rounds: list[RoundReport]
+
+
+class _Pool:
+    """The selector's view of the unlabelled pool (positions index `ids`)."""
+
+    def __init__(self, ids: np.ndarray, features: Callable[[list[str]], Any],
+                 vectors: Callable[[list[str]], np.ndarray], labelled: list[str], student: Student | None,
+                 labels: list[str], round: int,
+                 rng: np.random.Generator) -> None:
+        self.ids = ids
+        self.n_pool = len(ids)
+        self.n_classes = len(labels)
+        self.labels = labels
+        self.round = round
+        self.rng = rng
+        self.has_student = student is not None
+        self.scored = 0
+        self._features = features
+        self._vectors = vectors
+        self._labelled = labelled
+        self._student = student
+
+    def score(self, positions: np.ndarray) -> np.ndarray:
+        if self._student is None:
+            raise KdError("no student to score with yet")
+        positions = np.asarray(positions)
+        self.scored += len(positions)
+        out = []
+        for start in range(0, len(positions), 65536):  # bounded memory on huge pools
+            chunk = self.ids[positions[start:start + 65536]].tolist()
+            out.append(self._student.predict_proba(self._features(chunk)))
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes))
+
+    def pool_vectors(self) -> np.ndarray:
+        return self._vectors(self.ids.tolist())
+
+    def labelled_vectors(self) -> np.ndarray:
+        return self._vectors(self._labelled)
+
+
+class Distiller:
+    def __init__(self, store: Store, labels: list[str], descriptions: dict[str, str], embedding_model: str,
+                 plugins: Plugins, students_dir: Path, on_event: EventFn | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.store = store
+        self.labels = labels
+        self.descriptions = descriptions
+        self.embedding_model = embedding_model
+        self.plugins = plugins
+        self.students_dir = students_dir
+        self.on_event = on_event or (lambda kind, payload: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.ledger = Ledger(store)
+        self.runs = RunLog(store)
+
+    # -- set-up ----------------------------------------------------------------------------------------
+
+    def _components(self, config: DistillConfig) -> tuple[Teacher, Selector, Selector, type[Student]]:
+        teacher = self.plugins.get("teacher", config.teacher).cls(**config.teacher_options)
+        selector = self.plugins.get("selector", config.selector).cls(**config.selector_options)
+        seed_selector = self.plugins.get("selector", config.seed_selector).cls()
+        student_cls = self.plugins.get("student", config.student).cls
+        student_cls(**config.student_options)  # options are checked before anything is spent
+        return teacher, selector, seed_selector, student_cls
+
+    def _load_vectors(self) -> None:
+        ids, matrix = self.store.embedding_matrix(self.embedding_model)
+        self.row_of = {doc_id: i for i, doc_id in enumerate(ids)}
+        self.matrix = matrix
+        missing = [d for d in self.store.ids_in_split("pool") if d not in self.row_of]
+        if missing:
+            raise KdError(f"{len(missing)} pool documents have no {self.embedding_model} vector",
+                          "run `kdstudio embed` first")
+
+    def _vectors(self, ids: list[str]) -> np.ndarray:
+        return self.matrix[[self.row_of[d] for d in ids]] if ids else np.zeros((0, self.matrix.shape[1]))
+
+    def _features(self, student_cls: type[Student]) -> Callable[[list[str]], Any]:
+        return self._vectors if student_cls.input == "embeddings" else self.store.texts
+
+    # -- the run ---------------------------------------------------------------------------------------
+
+    def start(self, config: DistillConfig) -> RunResult:
+        config.validate()
+        teacher, *_ = self._components(config)
+        run_id = self.runs.create(asdict(config), simulated=teacher.simulated)
+        return self._run(run_id, config)
+
+    def resume(self, run_id: int, overrides: dict[str, Any] | None = None) -> RunResult:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise KdError(f"there is no run {run_id}", "see `kdstudio runs`")
+        config = DistillConfig.from_dict({**run.config, **(overrides or {})})
+        config.validate()
+        self.runs.set_status(run_id, "running")
+        return self._run(run_id, config)
+
+    def _run(self, run_id: int, config: DistillConfig) -> RunResult:
+        try:
+            return self._loop(run_id, config)
+        except BaseException as exc:
+            status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.runs.set_status(run_id, status, stop_reason=f"{type(exc).__name__}: {exc}"[:500])
+            raise
+
+    def _loop(self, run_id: int, config: DistillConfig) -> RunResult:
+        teacher, selector, seed_selector, student_cls = self._components(config)
+        self._load_vectors()
+        features = self._features(student_cls)
+        k = len(self.labels)
+        label_index = {label: i for i, label in enumerate(self.labels)}
+        gold = self.store.gold()
+        pool_all = self.store.ids_in_split("pool")
+        pool_set = set(pool_all)
+        setup_rng = np.random.default_rng([config.seed, 7919])
+        val_ids = self._slice(self.store.ids_in_split("val"), config.val_limit, setup_rng)
+        test_ids = self._slice([d for d in self.store.ids_in_split("test") if d in gold], config.test_limit, setup_rng)
+        context = TeachContext(self.labels, self.descriptions, gold if teacher.simulated else {})
+        usd, calls = self.ledger.run_spend(run_id)
+        budget = Budget(config.budget_calls, config.budget_usd, calls, usd)
+        runner = TeacherRunner(self.ledger, teacher, context, run_id, budget, self.should_stop)
+        self.on_event("run", {"run_id": run_id, "simulated": teacher.simulated, "teacher": teacher.model_name,
+                              "config": asdict(config)})
+
+        # The validation set is labelled by the teacher once (cached, so a resume pays nothing again).
+        if val_ids:
+            runner.label([Doc(d, t) for d, t in zip(val_ids, self.store.texts(val_ids), strict=True)], round=None)
+
+        history = self.runs.rounds(run_id)
+        reports = [self._report_from_row(row) for row in history if row.phase == "done"]
+        selected: list[dict[str, Any]] = [item for row in history for item in row.selected]
+        if history and history[-1].selector_state:
+            selector.load_state_dict(history[-1].selector_state)
+        best_loss = min((r.metrics.get("val", {}).get("log_loss", math.inf) for r in reports), default=math.inf)
+        best_round = next((r.round for r in reports if r.best), None)
+        since_best = 0
+        for r in reports:
+            since_best = 0 if r.best else since_best + 1
+        student: Student | None = self._load_student(run_id, student_cls) if reports else None
+        pending = history[-1] if history and history[-1].phase == "selected" else None
+        stop_reason = ""
+        round_no = history[-1].round + (0 if pending else 1) if history else 0
+
+        while True:
+            timings: dict[str, float] = {}
+            if pending is None:
+                stop_reason = self._should_stop(config, reports, len(selected), budget, since_best,
+                                                len(pool_set) - len({s["id"] for s in selected}))
+                if stop_reason:
+                    break
+                started = time.perf_counter()
+                taken = {s["id"] for s in selected} | set(self.ledger.human_labelled())
+                free = np.array([d for d in pool_all if d not in taken], dtype=object)
+                want = config.seed_size if round_no == 0 else config.batch
+                if config.budget_labels is not None:
+                    want = min(want, config.budget_labels - len(selected))
+                rng = np.random.default_rng([config.seed, round_no])
+                pool = _Pool(free, features, self._vectors, [s["id"] for s in selected], student, self.labels,
+                             round_no, rng)
+                chooser = seed_selector if round_no == 0 else selector
+                choice: Selection = chooser.select(pool, want)
+                batch = [{"id": str(free[p]), "score": None if s is None or math.isnan(s) else float(s)}
+                         for p, s in zip(choice.positions, choice.scores, strict=True)]
+                scored = max(choice.scored, pool.scored)
+                self.runs.save_selection(run_id, round_no, chooser.name, batch, scored, selector.state_dict())
+                timings["select_s"] = time.perf_counter() - started
+            else:
+                batch, scored = pending.selected, pending.scored or 0
+                pending = None
+            selected.extend(batch)
+
+            started = time.perf_counter()
+            ids = [s["id"] for s in batch]
+            if student is not None and config.teacher_options.get("noise_mode") == "hard":
+                context.difficulty = dict(zip(ids, uncertainty(student.predict_proba(features(ids)), "entropy"),
+                                              strict=True))
+            docs = [Doc(d, t) for d, t in zip(ids, self.store.texts(ids), strict=True)]
+            self.on_event("teaching", {"round": round_no, "n": len(docs)})
+            outcome = runner.label(docs, round=round_no,
+                                   on_label=lambda a, r=round_no: self.on_event("label", {"round": r,
+                                                                                         "doc_id": a.doc_id}))
+            timings["teach_s"] = time.perf_counter() - started
+            if outcome.stopped == "cancelled" or self.should_stop():
+                self.runs.set_status(run_id, "cancelled", best_round=best_round, stop_reason="cancelled")
+                return self._result(run_id, "cancelled", "cancelled", best_round, teacher, reports)
+
+            started = time.perf_counter()
+            labelled = self.ledger.run_labels(run_id)
+            chosen_ids = {s["id"] for s in selected}
+            scores = {s["id"]: s["score"] for s in selected}
+            train_ids = [d for d in labelled if d in pool_set and (d in chosen_ids or labelled[d].source == "human")]
+            if not train_ids:
+                stop_reason = "the teacher returned no usable label"
+                break
+            train_set = LabelledSet(
+                y=np.array([label_index[labelled[d].label] for d in train_ids]),
+                confidence=np.array([np.nan if labelled[d].confidence is None else labelled[d].confidence
+                                     for d in train_ids], dtype=float),
+                selection_score=np.array([np.nan if scores.get(d) is None else scores[d] for d in train_ids],
+                                         dtype=float),
+                human=np.array([labelled[d].source == "human" for d in train_ids]),
+            )
+            soft = None
+            if config.soft_labels:
+                soft = np.zeros((len(train_ids), k))
+                for i, d in enumerate(train_ids):
+                    probs = labelled[d].probs
+                    if probs and labelled[d].source == "teacher":
+                        soft[i] = [probs.get(label, 0.0) for label in self.labels]
+                        soft[i] /= soft[i].sum() or 1.0
+                    else:
+                        soft[i, train_set.y[i]] = 1.0
+            weights = selector.training_weights(train_set)
+            student = student_cls(**config.student_options)
+            student.fit(features(train_ids), train_set.y, k, sample_weight=weights, soft_labels=soft)
+            timings["train_s"] = time.perf_counter() - started
+
+            started = time.perf_counter()
+            metrics = self._evaluate(student, features, labelled, val_ids, test_ids, gold, label_index, run_id)
+            timings["eval_s"] = time.perf_counter() - started
+            loss = metrics.get("val", {}).get("log_loss", math.inf)
+            is_best = loss < best_loss or best_round is None or (not val_ids)
+            if is_best:
+                best_loss, best_round, since_best = loss, round_no, 0
+                self._keep_student(run_id, round_no, config, student, metrics)
+            else:
+                since_best += 1
+            usd, calls = self.ledger.run_spend(run_id)
+            report = RoundReport(round_no, len(selected), len(train_ids), len(outcome.failed), usd, calls, scored,
+                                 metrics, timings, is_best)
+            self.runs.finish_round(run_id, round_no, n_labels=len(train_ids), cost_usd=usd,
+                                   metrics={**metrics, "best": is_best, "n_selected": len(selected),
+                                            "failed": len(outcome.failed), "calls": calls},
+                                   timings=timings, selector_state=selector.state_dict())
+            reports.append(report)
+            self.on_event("round", {"report": report})
+            if outcome.stopped:
+                stop_reason = outcome.stopped
+                break
+            round_no += 1
+
+        self.runs.set_status(run_id, "finished", best_round=best_round, stop_reason=stop_reason)
+        result = self._result(run_id, "finished", stop_reason, best_round, teacher, reports)
+        self.on_event("done", {"result": result})
+        return result
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _slice(ids: list[str], limit: int | None, rng: np.random.Generator) -> list[str]:
+        if limit is None or len(ids) <= limit:
+            return ids
+        return sorted(rng.choice(ids, size=limit, replace=False).tolist())
+
+    def _should_stop(self, config: DistillConfig, reports: list[RoundReport], n_selected: int, budget: Budget,
+                     since_best: int, pool_left: int) -> str:
+        if self.should_stop():
+            return "cancelled"
+        if config.budget_labels is not None and n_selected >= config.budget_labels:
+            return f"label budget reached ({n_selected}/{config.budget_labels})"
+        if reason := budget.exhausted():
+            return reason
+        if pool_left <= 0:
+            return "the pool is exhausted"
+        if config.max_rounds is not None and len(reports) >= config.max_rounds:
+            return f"{config.max_rounds} rounds done"
+        if config.patience is not None and since_best >= config.patience:
+            return f"no better validation loss for {config.patience} rounds (early stop)"
+        if config.target and reports:
+            split, metric, threshold = TARGET.match(config.target).groups()  # type: ignore[union-attr]
+            value = reports[-1].metrics.get(split, {}).get(metric)
+            if value is not None and value >= float(threshold):
+                return f"target reached: {split}.{metric} = {value:.4f} >= {threshold}"
+        return ""
+
+    def _evaluate(self, student: Student, features: Callable[[list[str]], Any], labelled: dict[str, Any],
+                  val_ids: list[str], test_ids: list[str], gold: dict[str, str], label_index: dict[str, int],
+                  run_id: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        val = [d for d in val_ids if d in labelled]
+        if val:
+            y = np.array([label_index[labelled[d].label] for d in val])
+            metrics["val"] = evaluate(y, student.predict_proba(features(val)), self.labels)
+        if test_ids:
+            y = np.array([label_index[gold[d]] for d in test_ids])
+            metrics["test"] = evaluate(y, student.predict_proba(features(test_ids)), self.labels)
+        judged = [d for d, lab in labelled.items() if lab.source == "teacher" and d in gold]
+        if judged:
+            metrics["teacher_accuracy"] = float(np.mean([labelled[d].label == gold[d] for d in judged]))
+            metrics["teacher_judged"] = len(judged)
+        return metrics
+
+    def _keep_student(self, run_id: int, round_no: int, config: DistillConfig, student: Student,
+                      metrics: dict[str, Any]) -> None:
+        """Only the best student of a run is kept on disk; a better one replaces it."""
+        for student_id, _, _, _, path, _ in self.runs.students(run_id):
+            shutil.rmtree(path, ignore_errors=True)
+            self.runs.delete_student(student_id)
+        directory = self.students_dir / f"run-{run_id}" / f"round-{round_no}"
+        student.save(directory)
+        summary = {split: {m: metrics[split][m] for m in ("accuracy", "macro_f1", "log_loss") if m in metrics[split]}
+                   for split in ("val", "test") if split in metrics}
+        self.runs.save_student(run_id, round_no, config.student, config.student_options, summary, str(directory))
+
+    def _load_student(self, run_id: int, student_cls: type[Student]) -> Student | None:
+        kept = self.runs.students(run_id)
+        if not kept:
+            return None
+        path = Path(kept[-1][4])
+        return student_cls.load(path) if path.exists() else None
+
+    @staticmethod
+    def _report_from_row(row: Any) -> RoundReport:
+        m = row.metrics
+        return RoundReport(row.round, m.get("n_selected", 0), row.n_labels or 0, m.get("failed", 0),
+                           row.cost_usd or 0.0, m.get("calls", 0), row.scored or 0, m, row.timings,
+                           bool(m.get("best")))
+
+    def _result(self, run_id: int, status: str, reason: str, best_round: int | None, teacher: Teacher,
+                reports: list[RoundReport]) -> RunResult:
+        kept = self.runs.students(run_id)
+        return RunResult(run_id, status, reason, best_round, kept[-1][0] if kept else None, teacher.simulated,
+                         reports)

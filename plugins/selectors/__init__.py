@@ -1,0 +1,20 @@
+"""Built-in selectors: random, whole-pool uncertainty, M-RARU, diversity, LLKD and cluster-margin."""
+
+from kdstudio.hookspecs import hookimpl
+from kdstudio_plugins.selectors.cluster_margin import ClusterMarginSelector
+from kdstudio_plugins.selectors.diversity import DiversitySelector
+from kdstudio_plugins.selectors.llkd import LLKDSelector
+from kdstudio_plugins.selectors.mraru import MRARUSelector
+from kdstudio_plugins.selectors.uncertainty import (
+    EntropySelector,
+    LeastConfidenceSelector,
+    MarginSelector,
+    RandomSelector,
+)
+
+
+@hookimpl
+def register_selectors(register):
+    for selector in (RandomSelector, LeastConfidenceSelector, MarginSelector, EntropySelector, MRARUSelector,
+                     DiversitySelector, LLKDSelector, ClusterMarginSelector):
+        register(selector)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+
+from kdstudio.interfaces import Option, Selection, SelectionContext, Selector
+from kdstudio.uncertainty import uncertainty
+from kdstudio_plugins.selectors.uncertainty import random_selection, top_k
+
+
+class ClusterMarginSelector(Selector):
+    """Uncertainty within clusters: the most uncertain documents, spread over k-means clusters of their embeddings."""
+
+    name = "cluster-margin"
+    options = (
+        Option("candidates_per_pick", int, 10, "uncertain candidates considered per document picked"),
+        Option("measure", str, "margin", "uncertainty measure", ("margin", "entropy", "least-confidence")),
+    )
+
+    def select(self, context: SelectionContext, k: int) -> Selection:
+        if not context.has_student:
+            return random_selection(context, k, "random (no student yet)")
+        from sklearn.cluster import KMeans
+
+        u = uncertainty(context.score(np.arange(context.n_pool)), self.measure)
+        candidates = top_k(u, k * self.candidates_per_pick, context.rng)
+        if len(candidates) <= k:
+            return Selection(candidates.tolist(), u[candidates].tolist(), context.n_pool)
+        vectors = context.pool_vectors()[candidates]
+        clusters = KMeans(n_clusters=k, n_init=1, random_state=int(context.rng.integers(2**31))).fit_predict(vectors)
+        picks = []
+        for cluster in range(k):
+            members = candidates[clusters == cluster]
+            if len(members):
+                picks.append(int(members[np.argmax(u[members])]))
+        # Empty clusters (rare) are filled with the next most uncertain candidates.
+        for position in candidates:
+            if len(picks) == k:
+                break
+            if int(position) not in picks:
+                picks.append(int(position))
+        return Selection(picks, u[picks].tolist(), context.n_pool, {"strategy": "cluster-margin"})

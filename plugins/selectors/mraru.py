@@ -1,0 +1,74 @@
+"""M-RARU, as reconstructed in docs/methods.md: a random stream of candidates, each accepted with a probability
+driven by the student's normalized uncertainty, until the batch is full. Only the candidates it meets are scored,
+so a selection costs O(batch / acceptance rate), not O(pool)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdstudio.interfaces import Option, Selection, SelectionContext, Selector
+from kdstudio.uncertainty import MEASURES, uncertainty
+from kdstudio_plugins.selectors.uncertainty import random_selection
+
+
+def empirical_cdf(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Share of `reference` at or below each value."""
+    ordered = np.sort(reference)
+    return np.searchsorted(ordered, values, side="right") / max(len(ordered), 1)
+
+
+class MRARUSelector(Selector):
+    """M-RARU: randomized accept/reject on uncertainty; scores only the candidates it streams past."""
+
+    name = "mraru"
+    options = (
+        Option("measure", str, "margin", "normalized uncertainty u", MEASURES),
+        Option("acceptance", str, "plain", "plain: accept with u^(1/T); relative: with F(u)^sharpness, F the "
+                                            "running CDF of u among candidates scored this round",
+               ("plain", "relative")),
+        Option("temperature", float, 1.0, "T of plain acceptance (below 1 sharpens towards uncertain documents)"),
+        Option("sharpness", float, 3.0, "exponent of relative acceptance (about batch*(1+sharpness) scored)"),
+        Option("chunk", int, 32, "candidates scored together (one student call)"),
+    )
+
+    def select(self, context: SelectionContext, k: int) -> Selection:
+        if not context.has_student:
+            return random_selection(context, k, "random (no student yet)")
+        rng = context.rng
+        order = rng.permutation(context.n_pool)
+        accepted: list[int] = []
+        accepted_u: list[float] = []
+        seen_pos: list[np.ndarray] = []
+        seen_u: list[np.ndarray] = []
+        scored = 0
+        for start in range(0, len(order), self.chunk):
+            candidates = order[start:start + self.chunk]
+            u = uncertainty(context.score(candidates), self.measure)
+            scored += len(candidates)
+            seen_pos.append(candidates)
+            seen_u.append(u)
+            if self.acceptance == "plain":
+                p = u ** (1.0 / self.temperature)
+            else:
+                p = empirical_cdf(np.concatenate(seen_u), u) ** self.sharpness
+            for position, value, prob, draw in zip(candidates, u, p, rng.random(len(candidates)), strict=True):
+                if draw < prob:
+                    accepted.append(int(position))
+                    accepted_u.append(float(value))
+                    if len(accepted) == k:
+                        break
+            if len(accepted) == k:
+                break
+        if len(accepted) < k:
+            # The whole pool was streamed without filling the batch: top it up with the most uncertain rejects.
+            positions = np.concatenate(seen_pos)
+            values = np.concatenate(seen_u)
+            taken = set(accepted)
+            for i in np.argsort(-values):
+                if len(accepted) == k:
+                    break
+                if int(positions[i]) not in taken:
+                    accepted.append(int(positions[i]))
+                    accepted_u.append(float(values[i]))
+        return Selection(accepted, accepted_u, scored,
+                         {"strategy": f"mraru/{self.acceptance}", "acceptance_rate": len(accepted) / max(scored, 1)})
