@@ -159,6 +159,11 @@ class Teacher(Component):
     def model_name(self) -> str:
         return self.name
 
+    @property
+    def wants_difficulty(self) -> bool:
+        """True if the teacher reads TeachContext.difficulty (the loop only computes it then)."""
+        return False
+
     def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
         """Everything that determines the answer: its hash is the cache key in the ledger."""
         options = {o.name: getattr(self, o.name) for o in self.options}

@@ -197,7 +197,6 @@ class Distiller:
         teacher, selector, seed_selector, student_cls = self._components(config)
         self._load_vectors()
         features = self._features(student_cls)
-        k = len(self.labels)
         label_index = {label: i for i, label in enumerate(self.labels)}
         gold = self.store.gold()
         pool_all = self.store.ids_in_split("pool")
@@ -226,7 +225,14 @@ class Distiller:
         since_best = 0
         for r in reports:
             since_best = 0 if r.best else since_best + 1
-        student: Student | None = self._load_student(run_id, student_cls) if reports else None
+        student: Student | None = None
+        done = [item for row in history if row.phase == "done" for item in row.selected]
+        if done:
+            # The next selection needs the latest student, which is rebuilt exactly from the saved labels. The
+            # selector's state is put back afterwards so that resuming does not update it twice.
+            trained = self._train(run_id, done, pool_set, config, student_cls, features, selector)
+            student = trained[0] if trained else None
+            selector.load_state_dict(history[-1].selector_state)
         pending = history[-1] if history and history[-1].phase == "selected" else None
         stop_reason = ""
         round_no = history[-1].round + (0 if pending else 1) if history else 0
@@ -261,7 +267,7 @@ class Distiller:
 
             started = time.perf_counter()
             ids = [s["id"] for s in batch]
-            if student is not None and config.teacher_options.get("noise_mode") == "hard":
+            if student is not None and teacher.wants_difficulty:
                 context.difficulty = dict(zip(ids, uncertainty(student.predict_proba(features(ids)), "entropy"),
                                               strict=True))
             docs = [Doc(d, t) for d, t in zip(ids, self.store.texts(ids), strict=True)]
@@ -275,38 +281,15 @@ class Distiller:
                 return self._result(run_id, "cancelled", "cancelled", best_round, teacher, reports)
 
             started = time.perf_counter()
-            labelled = self.ledger.run_labels(run_id)
-            chosen_ids = {s["id"] for s in selected}
-            scores = {s["id"]: s["score"] for s in selected}
-            train_ids = [d for d in labelled if d in pool_set and (d in chosen_ids or labelled[d].source == "human")]
-            if not train_ids:
+            trained = self._train(run_id, selected, pool_set, config, student_cls, features, selector)
+            if trained is None:
                 stop_reason = "the teacher returned no usable label"
                 break
-            train_set = LabelledSet(
-                y=np.array([label_index[labelled[d].label] for d in train_ids]),
-                confidence=np.array([np.nan if labelled[d].confidence is None else labelled[d].confidence
-                                     for d in train_ids], dtype=float),
-                selection_score=np.array([np.nan if scores.get(d) is None else scores[d] for d in train_ids],
-                                         dtype=float),
-                human=np.array([labelled[d].source == "human" for d in train_ids]),
-            )
-            soft = None
-            if config.soft_labels:
-                soft = np.zeros((len(train_ids), k))
-                for i, d in enumerate(train_ids):
-                    probs = labelled[d].probs
-                    if probs and labelled[d].source == "teacher":
-                        soft[i] = [probs.get(label, 0.0) for label in self.labels]
-                        soft[i] /= soft[i].sum() or 1.0
-                    else:
-                        soft[i, train_set.y[i]] = 1.0
-            weights = selector.training_weights(train_set)
-            student = student_cls(**config.student_options)
-            student.fit(features(train_ids), train_set.y, k, sample_weight=weights, soft_labels=soft)
+            student, train_ids, labelled = trained
             timings["train_s"] = time.perf_counter() - started
 
             started = time.perf_counter()
-            metrics = self._evaluate(student, features, labelled, val_ids, test_ids, gold, label_index, run_id)
+            metrics = self._evaluate(student, features, labelled, val_ids, test_ids, gold, label_index)
             timings["eval_s"] = time.perf_counter() - started
             loss = metrics.get("val", {}).get("log_loss", math.inf)
             is_best = loss < best_loss or best_round is None or (not val_ids)
@@ -336,6 +319,42 @@ class Distiller:
 
     # -- helpers ---------------------------------------------------------------------------------------
 
+    def _train(self, run_id: int, selected: list[dict[str, Any]], pool_set: set[str], config: DistillConfig,
+               student_cls: type[Student], features: Callable[[list[str]], Any],
+               selector: Selector) -> tuple[Student, list[str], dict[str, Any]] | None:
+        """Fit a fresh student on the run's labels for the selected documents (plus human-labelled pool ones)."""
+        labelled = self.ledger.run_labels(run_id)
+        chosen = {s["id"] for s in selected}
+        scores = {s["id"]: s["score"] for s in selected}
+        train_ids = [d for d in labelled if d in pool_set and (d in chosen or labelled[d].source == "human")]
+        if not train_ids:
+            return None
+        k = len(self.labels)
+        index = {label: i for i, label in enumerate(self.labels)}
+        y = np.array([index[labelled[d].label] for d in train_ids])
+        train_set = LabelledSet(
+            y=y,
+            confidence=np.array([np.nan if labelled[d].confidence is None else labelled[d].confidence
+                                 for d in train_ids], dtype=float),
+            selection_score=np.array([np.nan if scores.get(d) is None else scores[d] for d in train_ids], dtype=float),
+            human=np.array([labelled[d].source == "human" for d in train_ids]),
+        )
+        soft = None
+        if config.soft_labels:
+            soft = np.eye(k)[y]
+            for i, d in enumerate(train_ids):
+                probs = labelled[d].probs
+                if probs and labelled[d].source == "teacher":
+                    row = np.array([probs.get(label, 0.0) for label in self.labels])
+                    if row.sum() > 0:
+                        soft[i] = row / row.sum()
+        weights = selector.training_weights(train_set)
+        student = student_cls(**config.student_options)
+        student.fit(features(train_ids), y, k, sample_weight=weights, soft_labels=soft)
+        return student, train_ids, labelled
+
+
+
     @staticmethod
     def _slice(ids: list[str], limit: int | None, rng: np.random.Generator) -> list[str]:
         if limit is None or len(ids) <= limit:
@@ -364,8 +383,8 @@ class Distiller:
         return ""
 
     def _evaluate(self, student: Student, features: Callable[[list[str]], Any], labelled: dict[str, Any],
-                  val_ids: list[str], test_ids: list[str], gold: dict[str, str], label_index: dict[str, int],
-                  run_id: int) -> dict[str, Any]:
+                  val_ids: list[str], test_ids: list[str], gold: dict[str, str],
+                  label_index: dict[str, int]) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         val = [d for d in val_ids if d in labelled]
         if val:
@@ -391,13 +410,6 @@ class Distiller:
         summary = {split: {m: metrics[split][m] for m in ("accuracy", "macro_f1", "log_loss") if m in metrics[split]}
                    for split in ("val", "test") if split in metrics}
         self.runs.save_student(run_id, round_no, config.student, config.student_options, summary, str(directory))
-
-    def _load_student(self, run_id: int, student_cls: type[Student]) -> Student | None:
-        kept = self.runs.students(run_id)
-        if not kept:
-            return None
-        path = Path(kept[-1][4])
-        return student_cls.load(path) if path.exists() else None
 
     @staticmethod
     def _report_from_row(row: Any) -> RoundReport:

@@ -72,10 +72,13 @@ def test_init_needs_exactly_one_label_source(tmp_path: Path):
 
 @pytest.mark.slow
 def test_demo_runs_the_main_job_on_a_slice(tmp_path: Path):
-    result = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "80")
+    result = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "120", "--budget-labels", "40")
     assert result.returncode == 0, result.stderr
-    assert "1. import" in result.stdout and "2. embed" in result.stdout and "3. status" in result.stdout
-    imported = re.search(r"read 80 rows, imported (\d+)", result.stdout)
+    for step in ("1. import", "2. embed", "3. distill", "4. status"):
+        assert step in result.stdout
+    imported = re.search(r"read 120 rows, imported (\d+)", result.stdout)
     assert imported and f"embedded {imported.group(1)} documents" in result.stdout
-    again = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "80")
+    assert "SIMULATED TEACHER" in result.stdout
+    assert "round   1  labels    40" in result.stdout and "label budget reached (40/40)" in result.stdout
+    again = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "120", "--budget-labels", "40")
     assert again.returncode == 0 and "embedded 0 documents" in again.stdout

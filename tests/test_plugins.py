@@ -11,7 +11,7 @@ from conftest import ROOT, run_cli
 
 from kdstudio.errors import KdError, PluginNotFound
 from kdstudio.hookspecs import hookimpl
-from kdstudio.interfaces import Dataset, Option, Selector
+from kdstudio.interfaces import Dataset, Doc, Option, Selector, TeachContext
 from kdstudio.plugins import Plugins
 
 
@@ -128,7 +128,8 @@ def test_example_third_party_plugin_installs_and_appears(tmp_path: Path):
     finally:
         sys.path.remove(str(target))
     teacher = KeywordTeacher(rules="sports=goal|match;tech=chip")
-    labelled = teacher.label([("d1", "A late goal won the match"), ("d2", "Nothing here")], ["sports", "tech"])
+    docs = [Doc("d1", "A late goal won the match"), Doc("d2", "Nothing here")]
+    labelled = list(teacher.label(docs, TeachContext(["sports", "tech"])))
     assert labelled[0].label == "sports" and labelled[0].confidence == 1.0
     assert labelled[1].label is None and labelled[1].error
 

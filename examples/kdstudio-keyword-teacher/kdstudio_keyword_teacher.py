@@ -4,11 +4,10 @@ a module with a `hookimpl`, registered under the `kdstudio` entry-point group of
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from kdstudio.hookspecs import hookimpl
-from kdstudio.interfaces import Option, Teacher, TeacherLabel
+from kdstudio.interfaces import Doc, Option, TeachContext, Teacher, TeacherLabel
 
 
 class KeywordTeacher(Teacher):
@@ -28,19 +27,17 @@ class KeywordTeacher(Teacher):
             patterns[label.strip()] = re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
         return patterns
 
-    def label(self, docs: Sequence[tuple[str, str]], labels: Sequence[Any], context: Any = None) -> list[TeacherLabel]:
-        patterns = {k: v for k, v in self._patterns().items() if k in labels}
-        results = []
-        for doc_id, text in docs:
-            hits = {label: len(p.findall(text)) for label, p in patterns.items()}
+    def label(self, docs: Sequence[Doc], context: TeachContext) -> Iterator[TeacherLabel]:
+        patterns = {k: v for k, v in self._patterns().items() if k in context.labels}
+        for doc in docs:
+            hits = {label: len(p.findall(doc.text)) for label, p in patterns.items()}
             total = sum(hits.values())
             if total < self.min_hits:
-                results.append(TeacherLabel(doc_id, None, error="no keyword matched"))
+                yield TeacherLabel(doc.id, None, error="no keyword matched")
                 continue
             probs = {label: n / total for label, n in hits.items()}
             best = max(probs, key=probs.__getitem__)
-            results.append(TeacherLabel(doc_id, best, confidence=probs[best], probs=probs))
-        return results
+            yield TeacherLabel(doc.id, best, confidence=probs[best], probs=probs, response=best)
 
 
 @hookimpl

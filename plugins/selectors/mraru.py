@@ -11,6 +11,27 @@ from kdstudio.uncertainty import MEASURES, uncertainty
 from kdstudio_plugins.selectors.uncertainty import random_selection
 
 
+def candidate_stream(n: int, chunk: int, rng: np.random.Generator):
+    """Pool positions in random order, `chunk` at a time, without permuting the whole pool: on a huge pool the
+    cost follows the candidates drawn, not the pool size."""
+    if n <= 65536:
+        order = rng.permutation(n)
+        for start in range(0, n, chunk):
+            yield order[start:start + chunk]
+        return
+    seen: set[int] = set()
+    while len(seen) < n // 2:
+        draw = [int(p) for p in np.unique(rng.integers(0, n, size=chunk)) if int(p) not in seen]
+        seen.update(draw)
+        if draw:
+            yield np.array(rng.permutation(draw))
+    # Past half the pool, rejection sampling wastes draws: stream what is left in a random order.
+    rest = np.setdiff1d(np.arange(n), np.fromiter(seen, dtype=np.int64))
+    rest = rng.permutation(rest)
+    for start in range(0, len(rest), chunk):
+        yield rest[start:start + chunk]
+
+
 def empirical_cdf(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Share of `reference` at or below each value."""
     ordered = np.sort(reference)
@@ -35,14 +56,12 @@ class MRARUSelector(Selector):
         if not context.has_student:
             return random_selection(context, k, "random (no student yet)")
         rng = context.rng
-        order = rng.permutation(context.n_pool)
         accepted: list[int] = []
         accepted_u: list[float] = []
         seen_pos: list[np.ndarray] = []
         seen_u: list[np.ndarray] = []
         scored = 0
-        for start in range(0, len(order), self.chunk):
-            candidates = order[start:start + self.chunk]
+        for candidates in candidate_stream(context.n_pool, self.chunk, rng):
             u = uncertainty(context.score(candidates), self.measure)
             scored += len(candidates)
             seen_pos.append(candidates)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -25,14 +26,20 @@ class OracleTeacher(Teacher):
         Option("noise_mode", str, "uniform", "which answers are wrong: uniform, or hard (where the student is "
                                              "uncertain)", ("uniform", "hard")),
         Option("seed", int, 0, "seed of the simulated noise"),
+        Option("delay", float, 0.0, "seconds each answer takes, to simulate an LLM's latency"),
     )
 
     @property
     def model_name(self) -> str:
         return f"oracle(simulated, noise={self.noise})"
 
+    @property
+    def wants_difficulty(self) -> bool:
+        return self.noise_mode == "hard" and self.noise > 0
+
     def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
-        options = {o.name: getattr(self, o.name) for o in self.options}
+        # Latency does not change the answer, so it stays out of the cache key.
+        options = {o.name: getattr(self, o.name) for o in self.options if o.name != "delay"}
         return {"teacher": self.name, "options": options, "labels": context.labels, "doc_id": doc.id}
 
     def label(self, docs: Sequence[Doc], context: TeachContext) -> Iterator[TeacherLabel]:
@@ -40,6 +47,8 @@ class OracleTeacher(Teacher):
         difficulty = np.array([context.difficulty.get(d.id, 1.0) for d in docs]) if docs else np.zeros(0)
         mean = difficulty.mean() if len(difficulty) and difficulty.mean() > 0 else 1.0
         for doc, hard in zip(docs, difficulty, strict=True):
+            if self.delay:
+                time.sleep(self.delay)
             gold = context.gold.get(doc.id)
             if gold is None:
                 yield TeacherLabel(doc.id, None, error="the oracle has no gold label for this document")
