@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support
 
 
 def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
@@ -23,6 +22,9 @@ def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15)
 
 def evaluate(y: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """accuracy, macro/weighted F1, log loss, ECE and a per-class report; `y` holds class indices."""
+    # Imported here: scikit-learn costs a second at start-up, and `kdstudio --help` must not pay it.
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support
+
     if len(y) == 0:
         return {"n": 0}
     k = len(labels)

@@ -217,20 +217,20 @@ class Distiller:
 
         history = self.runs.rounds(run_id)
         reports = [self._report_from_row(row) for row in history if row.phase == "done"]
-        selected: list[dict[str, Any]] = [item for row in history for item in row.selected]
+        # A round saved as 'selected' but never finished is redone below with its own batch.
+        selected: list[dict[str, Any]] = [item for row in history if row.phase == "done" for item in row.selected]
         if history and history[-1].selector_state:
             selector.load_state_dict(history[-1].selector_state)
         best_loss = min((r.metrics.get("val", {}).get("log_loss", math.inf) for r in reports), default=math.inf)
-        best_round = next((r.round for r in reports if r.best), None)
+        best_round = ([r.round for r in reports if r.best] or [None])[-1]
         since_best = 0
         for r in reports:
             since_best = 0 if r.best else since_best + 1
         student: Student | None = None
-        done = [item for row in history if row.phase == "done" for item in row.selected]
-        if done:
+        if selected:
             # The next selection needs the latest student, which is rebuilt exactly from the saved labels. The
             # selector's state is put back afterwards so that resuming does not update it twice.
-            trained = self._train(run_id, done, pool_set, config, student_cls, features, selector)
+            trained = self._train(run_id, selected, pool_set, config, student_cls, features, selector)
             student = trained[0] if trained else None
             selector.load_state_dict(history[-1].selector_state)
         pending = history[-1] if history and history[-1].phase == "selected" else None
@@ -312,8 +312,9 @@ class Distiller:
                 break
             round_no += 1
 
-        self.runs.set_status(run_id, "finished", best_round=best_round, stop_reason=stop_reason)
-        result = self._result(run_id, "finished", stop_reason, best_round, teacher, reports)
+        status = "cancelled" if stop_reason == "cancelled" else "finished"
+        self.runs.set_status(run_id, status, best_round=best_round, stop_reason=stop_reason)
+        result = self._result(run_id, status, stop_reason, best_round, teacher, reports)
         self.on_event("done", {"result": result})
         return result
 
@@ -326,7 +327,9 @@ class Distiller:
         labelled = self.ledger.run_labels(run_id)
         chosen = {s["id"] for s in selected}
         scores = {s["id"]: s["score"] for s in selected}
-        train_ids = [d for d in labelled if d in pool_set and (d in chosen or labelled[d].source == "human")]
+        # Sorted: the SQL returns rows in no fixed order, and the same data in another order can train a
+        # (very slightly) different student, so that a resumed run would drift from an uninterrupted one.
+        train_ids = sorted(d for d in labelled if d in pool_set and (d in chosen or labelled[d].source == "human"))
         if not train_ids:
             return None
         k = len(self.labels)

@@ -211,6 +211,7 @@ def test_sigkill_mid_round_then_resume_pays_no_call_twice(bbc: Path, tmp_path: P
     resumed = run_cli("distill", "--resume", "-p", str(bbc))
     assert resumed.returncode == 0, resumed.stderr
     assert "label budget reached (80/80)" in resumed.stdout
+    assert "round   7  labels    80" in resumed.stdout and "round   8" not in resumed.stdout
     with Project.open(bbc) as project, Project.open(reference) as ref:
         calls = ledger(project)
         assert len(calls) == len({h for h, _, _ in calls})  # no request was ever sent twice
