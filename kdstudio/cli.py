@@ -196,7 +196,8 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str, teacher_option:
 
     with Project.open(project_dir) as project:
         if resume:
-            target_run = run_id if run_id is not None else (project.latest_run().id if project.latest_run() else None)
+            latest = project.latest_run()
+            target_run = run_id if run_id is not None else (latest.id if latest else None)
             if target_run is None:
                 raise KdError("there is no run to resume", "start one with `kdstudio distill`")
             # Only budgets given explicitly on this command line override the run's own.
