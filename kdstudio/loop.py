@@ -90,6 +90,27 @@ class RunResult:
     rounds: list[RoundReport]
 
 
+def why_stop(config: DistillConfig, reports: list[RoundReport], n_selected: int, budget: Budget, since_best: int,
+         pool_left: int) -> str:
+    """Why the run should stop before its next round, or "" to go on."""
+    if config.budget_labels is not None and n_selected >= config.budget_labels:
+        return f"label budget reached ({n_selected}/{config.budget_labels})"
+    if reason := budget.exhausted():
+        return reason
+    if pool_left <= 0:
+        return "the pool is exhausted"
+    if config.max_rounds is not None and len(reports) >= config.max_rounds:
+        return f"{config.max_rounds} rounds done"
+    if config.patience is not None and since_best >= config.patience:
+        return f"no better validation loss for {config.patience} rounds (early stop)"
+    if config.target and reports:
+        split, metric, threshold = TARGET.match(config.target).groups()  # type: ignore[union-attr]
+        value = reports[-1].metrics.get(split, {}).get(metric)
+        if value is not None and value >= float(threshold):
+            return f"target reached: {split}.{metric} = {value:.4f} >= {threshold}"
+    return ""
+
+
 class _Pool:
     """The selector's view of the unlabelled pool (positions index `ids`)."""
 
@@ -140,6 +161,7 @@ class Distiller:
         self.students_dir = students_dir
         self.on_event = on_event or (lambda kind, payload: None)
         self.should_stop = should_stop or (lambda: False)
+        self.label_index = {label: i for i, label in enumerate(labels)}
         self.ledger = Ledger(store)
         self.runs = RunLog(store)
 
@@ -197,7 +219,6 @@ class Distiller:
         teacher, selector, seed_selector, student_cls = self._components(config)
         self._load_vectors()
         features = self._features(student_cls)
-        label_index = {label: i for i, label in enumerate(self.labels)}
         gold = self.store.gold()
         pool_all = self.store.ids_in_split("pool")
         pool_set = set(pool_all)
@@ -240,8 +261,9 @@ class Distiller:
         while True:
             timings: dict[str, float] = {}
             if pending is None:
-                stop_reason = self._should_stop(config, reports, len(selected), budget, since_best,
-                                                len(pool_set) - len({s["id"] for s in selected}))
+                pool_left = len(pool_set) - len({s["id"] for s in selected})
+                stop_reason = "cancelled" if self.should_stop() else why_stop(
+                    config, reports, len(selected), budget, since_best, pool_left)
                 if stop_reason:
                     break
                 started = time.perf_counter()
@@ -289,7 +311,7 @@ class Distiller:
             timings["train_s"] = time.perf_counter() - started
 
             started = time.perf_counter()
-            metrics = self._evaluate(student, features, labelled, val_ids, test_ids, gold, label_index)
+            metrics = self._evaluate(student, features, labelled, val_ids, test_ids, gold)
             timings["eval_s"] = time.perf_counter() - started
             loss = metrics.get("val", {}).get("log_loss", math.inf)
             is_best = loss < best_loss or best_round is None or (not val_ids)
@@ -333,8 +355,7 @@ class Distiller:
         if not train_ids:
             return None
         k = len(self.labels)
-        index = {label: i for i, label in enumerate(self.labels)}
-        y = np.array([index[labelled[d].label] for d in train_ids])
+        y = np.array([self.label_index[labelled[d].label] for d in train_ids])
         train_set = LabelledSet(
             y=y,
             confidence=np.array([np.nan if labelled[d].confidence is None else labelled[d].confidence
@@ -364,37 +385,15 @@ class Distiller:
             return ids
         return sorted(rng.choice(ids, size=limit, replace=False).tolist())
 
-    def _should_stop(self, config: DistillConfig, reports: list[RoundReport], n_selected: int, budget: Budget,
-                     since_best: int, pool_left: int) -> str:
-        if self.should_stop():
-            return "cancelled"
-        if config.budget_labels is not None and n_selected >= config.budget_labels:
-            return f"label budget reached ({n_selected}/{config.budget_labels})"
-        if reason := budget.exhausted():
-            return reason
-        if pool_left <= 0:
-            return "the pool is exhausted"
-        if config.max_rounds is not None and len(reports) >= config.max_rounds:
-            return f"{config.max_rounds} rounds done"
-        if config.patience is not None and since_best >= config.patience:
-            return f"no better validation loss for {config.patience} rounds (early stop)"
-        if config.target and reports:
-            split, metric, threshold = TARGET.match(config.target).groups()  # type: ignore[union-attr]
-            value = reports[-1].metrics.get(split, {}).get(metric)
-            if value is not None and value >= float(threshold):
-                return f"target reached: {split}.{metric} = {value:.4f} >= {threshold}"
-        return ""
-
     def _evaluate(self, student: Student, features: Callable[[list[str]], Any], labelled: dict[str, Any],
-                  val_ids: list[str], test_ids: list[str], gold: dict[str, str],
-                  label_index: dict[str, int]) -> dict[str, Any]:
+                  val_ids: list[str], test_ids: list[str], gold: dict[str, str]) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         val = [d for d in val_ids if d in labelled]
         if val:
-            y = np.array([label_index[labelled[d].label] for d in val])
+            y = np.array([self.label_index[labelled[d].label] for d in val])
             metrics["val"] = evaluate(y, student.predict_proba(features(val)), self.labels)
         if test_ids:
-            y = np.array([label_index[gold[d]] for d in test_ids])
+            y = np.array([self.label_index[gold[d]] for d in test_ids])
             metrics["test"] = evaluate(y, student.predict_proba(features(test_ids)), self.labels)
         judged = [d for d, lab in labelled.items() if lab.source == "teacher" and d in gold]
         if judged:

@@ -14,8 +14,9 @@ import pytest
 from conftest import run_cli
 
 from kdstudio.errors import KdError
-from kdstudio.loop import DistillConfig
+from kdstudio.loop import DistillConfig, why_stop
 from kdstudio.project import Project
+from kdstudio.teaching import Budget
 
 pytestmark = pytest.mark.slow
 SELECTORS = ["random", "least-confidence", "margin", "entropy", "mraru", "diversity", "llkd", "cluster-margin"]
@@ -115,7 +116,14 @@ def test_stop_on_target_patience_calls_and_rounds(bbc: Path):
         assert len(rounds.rounds) == 2 and rounds.stop_reason == "2 rounds done"
         patient = project.distill(DistillConfig(seed_size=10, batch=10, budget_labels=150, patience=1,
                                                 student="rf", student_options={"n_estimators": 20}))
-        assert patient.stop_reason.startswith("no better validation loss") or patient.stop_reason.startswith("label")
+        # Patience stops exactly when the last round failed to beat the best validation loss so far.
+        last_is_best = patient.rounds[-1].best
+        assert patient.stop_reason.startswith("no better validation loss") == (not last_is_best)
+    config = DistillConfig(patience=3, budget_labels=None)
+    assert why_stop(config, [], 0, Budget(), since_best=3, pool_left=10).startswith("no better")
+    assert why_stop(config, [], 0, Budget(), since_best=2, pool_left=10) == ""
+    assert why_stop(config, [], 0, Budget(max_usd=1.0, spent_usd=1.0), 0, 10).startswith("USD budget")
+    assert why_stop(config, [], 0, Budget(), 0, pool_left=0) == "the pool is exhausted"
     with pytest.raises(KdError, match="not understood"):
         DistillConfig(target="accuracy>0.9").validate()
 
