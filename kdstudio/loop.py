@@ -240,8 +240,6 @@ class Distiller:
         reports = [self._report_from_row(row) for row in history if row.phase == "done"]
         # A round saved as 'selected' but never finished is redone below with its own batch.
         selected: list[dict[str, Any]] = [item for row in history if row.phase == "done" for item in row.selected]
-        if history and history[-1].selector_state:
-            selector.load_state_dict(history[-1].selector_state)
         best_loss = min((r.metrics.get("val", {}).get("log_loss", math.inf) for r in reports), default=math.inf)
         best_round = ([r.round for r in reports if r.best] or [None])[-1]
         since_best = 0
@@ -250,9 +248,10 @@ class Distiller:
         student: Student | None = None
         if selected:
             # The next selection needs the latest student, which is rebuilt exactly from the saved labels. The
-            # selector's state is put back afterwards so that resuming does not update it twice.
+            # selector's saved state is put back after it, so that resuming does not update it twice.
             trained = self._train(run_id, selected, pool_set, config, student_cls, features, selector)
             student = trained[0] if trained else None
+        if history:
             selector.load_state_dict(history[-1].selector_state)
         pending = history[-1] if history and history[-1].phase == "selected" else None
         stop_reason = ""
@@ -261,13 +260,13 @@ class Distiller:
         while True:
             timings: dict[str, float] = {}
             if pending is None:
-                pool_left = len(pool_set) - len({s["id"] for s in selected})
+                chosen = {s["id"] for s in selected}
                 stop_reason = "cancelled" if self.should_stop() else why_stop(
-                    config, reports, len(selected), budget, since_best, pool_left)
+                    config, reports, len(selected), budget, since_best, len(pool_set) - len(chosen))
                 if stop_reason:
                     break
                 started = time.perf_counter()
-                taken = {s["id"] for s in selected} | set(self.ledger.human_labelled())
+                taken = chosen | set(self.ledger.human_labelled())
                 free = np.array([d for d in pool_all if d not in taken], dtype=object)
                 want = config.seed_size if round_no == 0 else config.batch
                 if config.budget_labels is not None:
