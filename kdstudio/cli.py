@@ -190,7 +190,7 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str, teacher_option:
                           f"selector {payload['config']['selector']}  student {payload['config']['student']}",
                           highlight=False)
             if payload["simulated"]:
-                console.print(simulated_banner(True))
+                console.print(simulated_banner())
         elif kind == "round":
             console.print(round_line(payload["report"]), highlight=False)
 
@@ -213,7 +213,7 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str, teacher_option:
                       f"test accuracy {best.metrics.get('test', {}).get('accuracy', float('nan')):.3f}, "
                       f"{best.n_labels} labels, ${best.cost_usd:.4f}", highlight=False)
     if result.simulated:
-        console.print(simulated_banner(True))
+        console.print(simulated_banner())
 
 
 @cli.command()
@@ -275,7 +275,7 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int) -
             f"          {done}/{total}", highlight=False) if done and (done % 512 == 0 or done == total) else None)
         console.print(f"          {embedded.summary()}", highlight=False)
         console.print("[bold]3. distill[/bold] margin selection, logistic-regression student, batches of 20")
-        console.print(simulated_banner(True))
+        console.print(simulated_banner())
         result = project.distill(
             DistillConfig(teacher="oracle", selector="margin", student="logreg", budget_labels=budget_labels),
             on_event=lambda kind, p: console.print("          " + round_line(p["report"]), highlight=False)

@@ -96,8 +96,8 @@ def _metric(metrics: dict, split: str, name: str) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def simulated_banner(simulated: bool) -> str:
-    return "[bold black on yellow] SIMULATED TEACHER: labels come from gold, not from an LLM [/]" if simulated else ""
+def simulated_banner() -> str:
+    return "[bold black on yellow] SIMULATED TEACHER: labels come from gold, not from an LLM [/]"
 
 
 def round_line(report: RoundReport) -> str:
@@ -148,5 +148,5 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
                       "-" if teacher is None else f"{teacher:.3f}", "*" if m.get("best") else "")
     parts: list = [table]
     if run.simulated:
-        parts.insert(0, simulated_banner(True))
+        parts.insert(0, simulated_banner())
     return Group(*parts)

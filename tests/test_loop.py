@@ -16,6 +16,7 @@ from conftest import run_cli
 from kdstudio.errors import KdError
 from kdstudio.loop import DistillConfig, why_stop
 from kdstudio.project import Project
+from kdstudio.store import Ledger
 from kdstudio.teaching import Budget
 
 pytestmark = pytest.mark.slow
@@ -136,6 +137,22 @@ def test_a_second_run_gets_teacher_answers_from_the_ledger_for_free(bbc: Path):
         assert ledger(project) == before  # same documents, same teacher: no new call
         assert [r.n_labels for r in second.rounds] == [r.n_labels for r in first.rounds]
         assert len(before) == len({h for h, _, _ in before})
+
+
+def test_a_human_label_overrides_the_teacher_and_joins_training(bbc: Path):
+    with Project.open(bbc) as project:
+        result = project.distill(DistillConfig(selector="random", seed_size=10, batch=10, budget_labels=10))
+        ledger_ = Ledger(project.store)
+        labels = ledger_.run_labels(result.run_id)
+        doc_id, teacher_label = next((d, lab.label) for d, lab in labels.items() if lab.source == "teacher")
+        other = next(x for x in project.labels if x != teacher_label)
+        ledger_.add_human_label(doc_id, other, annotator="ana")
+        extra = next(d for d in project.store.ids_in_split("pool") if d not in labels)
+        ledger_.add_human_label(extra, project.labels[0], annotator="ana")
+        after = ledger_.run_labels(result.run_id)
+        assert (after[doc_id].label, after[doc_id].source) == (other, "human")
+        assert after[extra].source == "human"
+        assert ledger_.human_labelled() and set(ledger_.human_labelled()) == {doc_id, extra}
 
 
 def test_noisy_simulated_teacher_is_measured_against_gold(bbc: Path):

@@ -121,9 +121,3 @@ class Ledger:
             "SELECT coalesce(sum(cost_usd), 0), count(*) FROM teacher_calls WHERE run_id = ?", [run_id]
         ).fetchall()[0]
         return float(usd), int(calls)
-
-    def failed_docs(self, run_id: int) -> set[str]:
-        rows = self.con.execute(
-            "SELECT DISTINCT doc_id FROM teacher_calls WHERE run_id = ? AND error IS NOT NULL", [run_id]
-        ).fetchall()
-        return {r[0] for r in rows}
