@@ -142,10 +142,26 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 BUDGET_OPTIONS = ("budget_labels", "budget_calls", "budget_usd", "target", "patience", "max_rounds")
 
 
+def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_base: str | None,
+                     price_in: float | None, price_out: float | None) -> dict[str, str]:
+    """--teacher-option pairs plus the LLM shortcuts (--model, --api-base, --price-in, --price-out)."""
+    options = _pairs(teacher_option, "--teacher-option")
+    for key, value in (("model", model), ("api_base", api_base), ("price_in", price_in), ("price_out", price_out)):
+        if value is not None:
+            options[key] = str(value)
+    return options
+
+
 @cli.command()
 @project_option
-@click.option("--teacher", default="oracle", show_default=True, help="A registered teacher (see `kdstudio plugins`).")
+@click.option("--teacher", help="A registered teacher (see `kdstudio plugins`); default zeroshot, or llm when "
+                                "--model is given.")
 @click.option("--teacher-option", multiple=True, metavar="KEY=VALUE", help="A teacher option; repeatable.")
+@click.option("--model", help="LLM teacher: a litellm model string, e.g. openai/gpt-4o-mini (key from the "
+                              "provider's environment variable).")
+@click.option("--api-base", help="LLM teacher: base URL of an OpenAI-compatible server (Ollama, vLLM, llama.cpp).")
+@click.option("--price-in", type=float, help="LLM teacher: USD per million prompt tokens (for unpriced models).")
+@click.option("--price-out", type=float, help="LLM teacher: USD per million completion tokens.")
 @click.option("--selector", default="margin", show_default=True)
 @click.option("--selector-option", multiple=True, metavar="KEY=VALUE")
 @click.option("--student", default="logreg", show_default=True)
@@ -162,26 +178,40 @@ BUDGET_OPTIONS = ("budget_labels", "budget_calls", "budget_usd", "target", "pati
 @click.option("--val-limit", default=200, show_default=True, help="Validation documents labelled by the teacher.")
 @click.option("--test-limit", type=int, help="Gold test documents evaluated each round (default: all).")
 @click.option("--soft-labels", is_flag=True, help="Train on the teacher's probabilities, not just its label.")
+@click.option("--generate", type=click.Choice(["pgkd"]), help="The teacher also writes new training samples aimed "
+                                                            "at the student's weaknesses, each round (PGKD).")
+@click.option("--generate-samples", default=32, show_default=True, help="PGKD: new samples per round.")
+@click.option("--generate-shots", default=16, show_default=True,
+              help="PGKD: few-shot, correct, misclassified and hard-negative samples shown, each.")
+@click.option("--no-report", is_flag=True, help="PGKD ablation: leave the validation report out of the prompt.")
+@click.option("--no-hard-negatives", is_flag=True, help="PGKD ablation: leave the hard negatives out.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--plan", is_flag=True, help="Estimate what the run would cost the teacher, and send nothing.")
 @click.option("--resume", is_flag=True, help="Continue the latest run (or --run ID) where it stopped.")
 @click.option("--run", "run_id", type=int, help="With --resume: which run.")
 @click.pass_context
-def distill(ctx: click.Context, project_dir: Path, teacher: str, teacher_option: tuple[str, ...], selector: str,
+def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_option: tuple[str, ...],
+            model: str | None, api_base: str | None, price_in: float | None, price_out: float | None, selector: str,
             selector_option: tuple[str, ...], student: str, student_option: tuple[str, ...], seed_selector: str,
             seed_size: int, batch: int, budget_labels: int, budget_calls: int | None, budget_usd: float | None,
             target: str | None, patience: int | None, max_rounds: int | None, val_limit: int,
-            test_limit: int | None, soft_labels: bool, seed: int, resume: bool, run_id: int | None) -> None:
+            test_limit: int | None, soft_labels: bool, generate: str | None, generate_samples: int,
+            generate_shots: int, no_report: bool, no_hard_negatives: bool, seed: int, plan: bool, resume: bool,
+            run_id: int | None) -> None:
     """Distill the teacher into a student: select, label, train and evaluate, round after round."""
     from kdstudio.loop import DistillConfig
-    from kdstudio.render import round_line, simulated_banner
+    from kdstudio.render import plan_view, round_line, simulated_banner
 
     config = DistillConfig(
-        teacher=teacher, teacher_options=_pairs(teacher_option, "--teacher-option"), selector=selector,
+        teacher=teacher or ("llm" if model else "zeroshot"),
+        teacher_options=_teacher_options(teacher_option, model, api_base, price_in, price_out), selector=selector,
         selector_options=_pairs(selector_option, "--selector-option"), student=student,
         student_options=_pairs(student_option, "--student-option"), seed_selector=seed_selector,
         seed_size=seed_size, batch=batch, budget_labels=budget_labels, budget_calls=budget_calls,
         budget_usd=budget_usd, target=target, patience=patience, max_rounds=max_rounds, val_limit=val_limit,
-        test_limit=test_limit, soft_labels=soft_labels, seed=seed,
+        test_limit=test_limit, soft_labels=soft_labels, seed=seed, generate=generate,
+        generate_samples=generate_samples, generate_shots=generate_shots, generate_report=not no_report,
+        generate_hard_negatives=not no_hard_negatives,
     )
 
     def on_event(kind: str, payload: dict) -> None:
@@ -193,8 +223,14 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str, teacher_option:
                 console.print(simulated_banner())
         elif kind == "round":
             console.print(round_line(payload["report"]), highlight=False)
+        elif kind == "generated" and payload["error"]:
+            err_console.print(f"[yellow]round {payload['round']}: generation failed: {payload['error']}[/]",
+                              highlight=False)
 
     with Project.open(project_dir) as project:
+        if plan:
+            console.print(plan_view(project.plan(config)))
+            return
         if resume:
             latest = project.latest_run()
             target_run = run_id if run_id is not None else (latest.id if latest else None)
@@ -248,6 +284,16 @@ def status(project_dir: Path) -> None:
 
 
 @cli.command()
+@project_option
+def cost(project_dir: Path) -> None:
+    """What the teacher cost: calls, errors, tokens and USD by run and model, from the ledger."""
+    from kdstudio.render import cost_view
+
+    with Project.open(project_dir, read_only=True) as project:
+        console.print(cost_view(project.cost()))
+
+
+@cli.command()
 def plugins() -> None:
     """Every registered selector, teacher, student, exporter, review backend and dataset."""
     from kdstudio.render import plugins_view
@@ -261,10 +307,14 @@ def plugins() -> None:
 @click.option("--dataset", default="bbc-news", show_default=True)
 @click.option("--limit", type=int, help="Use a stratified slice of the dataset.")
 @click.option("--budget-labels", default=200, show_default=True)
-def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int) -> None:
+@click.option("--llm", "llm_model", metavar="MODEL", help="Use an LLM teacher instead of the offline one, e.g. "
+                                                          "openai/gpt-4o-mini (its key from the environment).")
+@click.option("--api-base", help="With --llm: an OpenAI-compatible server's base URL.")
+def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, llm_model: str | None,
+         api_base: str | None) -> None:
     """The main job: import a bundled real corpus, embed it, distill a student, and report."""
     from kdstudio.loop import DistillConfig
-    from kdstudio.render import round_line, simulated_banner, status_view
+    from kdstudio.render import round_line, status_view
 
     console.rule(f"[bold]kdstudio demo[/bold]: {dataset} -> {directory}")
     project, report = Project.from_dataset(dataset, directory, limit=limit)
@@ -274,13 +324,17 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int) -
         embedded = project.embed(lambda done, total: err_console.print(
             f"          {done}/{total}", highlight=False) if done and (done % 512 == 0 or done == total) else None)
         console.print(f"          {embedded.summary()}", highlight=False)
-        console.print("[bold]3. distill[/bold] margin selection, logistic-regression student, batches of 20")
-        console.print(simulated_banner())
-        result = project.distill(
-            DistillConfig(teacher="oracle", selector="margin", student="logreg", budget_labels=budget_labels),
-            on_event=lambda kind, p: console.print("          " + round_line(p["report"]), highlight=False)
-            if kind == "round" else None,
-        )
+        if llm_model:
+            config = DistillConfig(teacher="llm", teacher_options={"model": llm_model, "api_base": api_base or ""},
+                                   budget_labels=budget_labels)
+            teacher_text = f"LLM teacher {llm_model}"
+        else:
+            config = DistillConfig(teacher="zeroshot", budget_labels=budget_labels)
+            teacher_text = "zero-shot teacher (MiniLM similarity to the label descriptions, offline, free)"
+        console.print(f"[bold]3. distill[/bold] {teacher_text};\n          margin selection, logistic-regression "
+                      "student, batches of 20; test accuracy is measured against the corpus' own labels")
+        result = project.distill(config, on_event=lambda kind, p: console.print(
+            "          " + round_line(p["report"]), highlight=False) if kind == "round" else None)
         console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}", highlight=False)
         console.print("[bold]4. status[/bold]")
         console.print(status_view(project.status()))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -137,23 +137,103 @@ class TeacherLabel:
     cost_usd: float = 0.0
     latency_s: float | None = None
     error: str | None = None
+    # A transient failure (timeout, rate limit, server error) is logged but never served from the cache: a later
+    # run asks again. A bad answer (garbage, a label outside the set) was paid for and is cached as an error.
+    transient: bool = False
+    attempts: int = 1
+
+
+class SpendGate(Protocol):
+    """Asked by a teacher before every request it sends: money is reserved first, settled once the answer is
+    priced, so that concurrent requests can never overrun the USD budget together."""
+
+    def reserve(self, usd: float) -> bool: ...
+
+    def settle(self, reserved: float, actual: float) -> None: ...
+
+
+class OpenGate:
+    """No USD budget: every reservation succeeds."""
+
+    def reserve(self, usd: float) -> bool:
+        return True
+
+    def settle(self, reserved: float, actual: float) -> None:
+        pass
 
 
 @dataclass
 class TeachContext:
     """What a teacher may know beyond the documents. `gold` is given to simulated teachers only;
-    `difficulty` is the current student's uncertainty per document id, where a student exists."""
+    `difficulty` is the current student's uncertainty per document id, where a student exists; `examples` are
+    labelled pool documents (id, text, label), human labels first, for few-shot prompts or calibration;
+    `vectors` returns the stored embeddings of documents by id and `encode` embeds texts, both with the
+    project's `embedding_model` (for teachers that work in the embedding space)."""
 
     labels: list[str]
     descriptions: dict[str, str] = field(default_factory=dict)
     gold: dict[str, str] = field(default_factory=dict)
     difficulty: dict[str, float] = field(default_factory=dict)
+    examples: list[tuple[str, str, str]] = field(default_factory=list)
+    gate: SpendGate = field(default_factory=OpenGate)
+    vectors: Callable[[list[str]], np.ndarray] | None = None
+    encode: Callable[[list[str]], np.ndarray] | None = None
+    embedding_model: str | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """PGKD: what the teacher is shown to write new training samples aimed at the student's weaknesses.
+    Sample lists hold (text, label) pairs; hard negatives are (text, true label, label the student chose
+    with high confidence). `report` holds per-class validation metrics only, never validation samples."""
+
+    n: int
+    few_shot: list[tuple[str, str]]
+    correct: list[tuple[str, str]]
+    misclassified: list[tuple[str, str, str]]
+    hard_negatives: list[tuple[str, str, str]]
+    report: dict[str, dict[str, float]] | None
+
+
+@dataclass
+class GeneratedSamples:
+    """A generation call's outcome: valid samples, and how many the teacher wrote that were unusable."""
+
+    samples: list[tuple[str, str]]
+    rejected: int = 0
+    response: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float = 0.0
+    latency_s: float | None = None
+    error: str | None = None
+    transient: bool = False
+    attempts: int = 1
+
+
+@dataclass
+class CostEstimate:
+    """What labelling `n_docs` documents would cost, from the prompts alone; nothing is sent."""
+
+    n_docs: int
+    tokens_in_per_doc: float
+    tokens_out_per_doc: float
+    usd_per_doc: float
+    price_source: str
+    priced: bool = True  # False: the price is unknown, so a USD budget cannot be enforced
+
+    @property
+    def usd(self) -> float:
+        return self.usd_per_doc * self.n_docs
 
 
 class Teacher(Component):
     """Labels documents; may also generate new ones (PGKD)."""
 
     simulated: ClassVar[bool] = False
+    # Whether the ledger keeps each request (the prompt) beside its answer; a teacher whose request is just the
+    # document says no, since the ledger knows the document by its id.
+    log_prompts: ClassVar[bool] = True
 
     @property
     def model_name(self) -> str:
@@ -164,14 +244,41 @@ class Teacher(Component):
         """True if the teacher reads TeachContext.difficulty (the loop only computes it then)."""
         return False
 
+    @property
+    def examples_wanted(self) -> int:
+        """How many labelled examples the teacher reads from TeachContext.examples (the loop draws them once per
+        run, balanced over the classes, so that prompts and thus cache keys stay the same on resume)."""
+        return 0
+
     def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
         """Everything that determines the answer: its hash is the cache key in the ledger."""
         options = {o.name: getattr(self, o.name) for o in self.options}
         return {"teacher": self.name, "options": options, "labels": context.labels, "text": doc.text}
 
     def label(self, docs: Sequence[Doc], context: TeachContext) -> Iterator[TeacherLabel]:
-        """Yield one answer per document as soon as it is known (in any order)."""
+        """Yield one answer per document as soon as it is known (in any order). A document the teacher did not
+        send (its gate refused the money) gets no answer at all."""
         raise NotImplementedError
+
+    @property
+    def can_generate(self) -> bool:
+        return False
+
+    def generation_request(self, request: GenerationRequest, context: TeachContext) -> dict[str, Any]:
+        """The cache key of a generation call (like `request` for a label)."""
+        raise KdError(f"teacher {self.name} cannot generate training samples", "use --teacher llm for PGKD")
+
+    def generate(self, request: GenerationRequest, context: TeachContext) -> GeneratedSamples | None:
+        """Write new labelled samples (PGKD); None when the gate refused the money."""
+        raise KdError(f"teacher {self.name} cannot generate training samples", "use --teacher llm for PGKD")
+
+    def estimate(self, docs: Sequence[Doc], context: TeachContext, n_docs: int) -> CostEstimate:
+        """The cost of labelling `n_docs` documents like `docs` (a sample of them), without sending anything."""
+        return CostEstimate(n_docs, 0.0, 0.0, 0.0, "free (no paid calls)")
+
+    def estimate_generation(self, request: GenerationRequest, context: TeachContext, n_calls: int) -> CostEstimate:
+        """The cost of `n_calls` generation calls like `request`, without sending anything."""
+        return CostEstimate(n_calls, 0.0, 0.0, 0.0, "free (no paid calls)")
 
 
 class Student(Component):
@@ -216,6 +323,7 @@ class DatasetTable:
     label_column: str = "label"
     id_column: str | None = "id"
     split_column: str | None = None
+    descriptions: dict[str, str] = field(default_factory=dict)  # label -> what it means, for teachers
 
 
 class Dataset(Component):

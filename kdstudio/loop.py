@@ -20,10 +20,21 @@ import numpy as np
 
 from kdstudio.errors import KdError
 from kdstudio.evaluation import evaluate
-from kdstudio.interfaces import Doc, LabelledSet, Selection, Selector, Student, TeachContext, Teacher
+from kdstudio.interfaces import (
+    CostEstimate,
+    Doc,
+    GenerationRequest,
+    LabelledSet,
+    Selection,
+    Selector,
+    Student,
+    TeachContext,
+    Teacher,
+)
+from kdstudio.pgkd import PgkdSettings, generation_request
 from kdstudio.plugins import Plugins
 from kdstudio.store import Ledger, RunLog, Store
-from kdstudio.teaching import Budget, TeacherRunner
+from kdstudio.teaching import Budget, Generated, TeacherRunner
 from kdstudio.uncertainty import uncertainty
 
 EventFn = Callable[[str, dict[str, Any]], None]
@@ -32,7 +43,7 @@ TARGET = re.compile(r"^(val|test)\.(accuracy|macro_f1|weighted_f1)>=([0-9.]+)$")
 
 @dataclass
 class DistillConfig:
-    teacher: str = "oracle"
+    teacher: str = "zeroshot"
     teacher_options: dict[str, Any] = field(default_factory=dict)
     selector: str = "margin"
     selector_options: dict[str, Any] = field(default_factory=dict)
@@ -51,13 +62,27 @@ class DistillConfig:
     test_limit: int | None = None
     soft_labels: bool = False
     seed: int = 0
+    generate: str | None = None  # "pgkd": the teacher also writes new samples each round
+    generate_samples: int = 32
+    generate_shots: int = 16
+    generate_report: bool = True  # PGKD ablation: without the validation report
+    generate_hard_negatives: bool = True  # PGKD ablation: without hard negatives
 
     def validate(self) -> None:
         if self.target and not TARGET.match(self.target):
             raise KdError(f"--target {self.target!r} is not understood",
                           "write it as val.accuracy>=0.95 (val or test; accuracy, macro_f1 or weighted_f1)")
-        if self.seed_size < 1 or self.batch < 1:
-            raise KdError("--seed-size and --batch must be at least 1")
+        if self.seed_size < 1 or self.batch < 0 or (self.batch == 0 and not self.generate):
+            raise KdError("--seed-size must be at least 1, and --batch too unless the teacher generates samples")
+        if self.generate not in (None, "pgkd"):
+            raise KdError(f"--generate {self.generate!r} is not known", "the one generation method is pgkd")
+        if self.generate and self.generate_samples < 1:
+            raise KdError("--generate-samples must be at least 1")
+
+    @property
+    def pgkd(self) -> PgkdSettings:
+        return PgkdSettings(self.generate_samples, self.generate_shots, self.generate_report,
+                            self.generate_hard_negatives)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
@@ -77,6 +102,22 @@ class RoundReport:
     metrics: dict[str, Any]
     timings: dict[str, float]
     best: bool
+    generated: int = 0
+
+
+@dataclass
+class Plan:
+    """What a run would cost, from its prompts alone: nothing is sent."""
+
+    teacher: str
+    n_train: int
+    n_val: int
+    labels: CostEstimate
+    generation: CostEstimate | None
+
+    @property
+    def usd(self) -> float:
+        return self.labels.usd + (self.generation.usd if self.generation else 0.0)
 
 
 @dataclass
@@ -152,8 +193,10 @@ class _Pool:
 class Distiller:
     def __init__(self, store: Store, labels: list[str], descriptions: dict[str, str], embedding_model: str,
                  plugins: Plugins, students_dir: Path, on_event: EventFn | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None,
+                 encode: Callable[[list[str]], np.ndarray] | None = None) -> None:
         self.store = store
+        self.encode = encode
         self.labels = labels
         self.descriptions = descriptions
         self.embedding_model = embedding_model
@@ -195,8 +238,67 @@ class Distiller:
     def start(self, config: DistillConfig) -> RunResult:
         config.validate()
         teacher, *_ = self._components(config)
+        self._check_teacher(config, teacher)
         run_id = self.runs.create(asdict(config), simulated=teacher.simulated)
         return self._run(run_id, config)
+
+    def _check_teacher(self, config: DistillConfig, teacher: Teacher) -> None:
+        """What can be known before a run spends anything."""
+        if config.generate and not teacher.can_generate:
+            raise KdError(f"--generate {config.generate} needs a teacher that writes samples; {teacher.name} does "
+                          "not", "use --teacher llm")
+        if config.budget_usd is not None:
+            estimate = teacher.estimate([], TeachContext(self.labels, self.descriptions), 0)
+            if not estimate.priced:
+                raise KdError(f"a USD budget cannot be enforced: the price of {teacher.model_name} is "
+                              f"{estimate.price_source}", "give --price-in and --price-out (USD per million tokens)")
+
+    def plan(self, config: DistillConfig, sample: int = 50) -> Plan:
+        """Estimate a run's teacher cost from a sample of its prompts, spending nothing."""
+        config.validate()
+        teacher, *_ = self._components(config)
+        pool = self.store.ids_in_split("pool", source="imported")
+        n_train = len(pool) if config.budget_labels is None else min(config.budget_labels, len(pool))
+        n_val = min(config.val_limit, len(self.store.ids_in_split("val")))
+        rng = np.random.default_rng(config.seed)
+        ids = sorted(rng.choice(pool, size=min(sample, len(pool)), replace=False).tolist()) if pool else []
+        docs = [Doc(d, t) for d, t in zip(ids, self.store.texts(ids), strict=True)]
+        context = self.context(teacher, config, {})
+        labels = teacher.estimate(docs, context, n_train + n_val)
+        generation = None
+        if config.generate and docs:
+            rounds = 1 + math.ceil(max(0, n_train - config.seed_size) / max(1, config.batch))
+            shots = [(d.text, self.labels[i % len(self.labels)]) for i, d in enumerate(docs[:config.generate_shots])]
+            wrong = [(t, lab, lab) for t, lab in shots]
+            request = GenerationRequest(config.generate_samples, shots, shots, wrong,
+                                        wrong if config.generate_hard_negatives else [],
+                                        {x: {"precision": 0.5, "recall": 0.5, "f1": 0.5} for x in self.labels}
+                                        if config.generate_report else None)
+            generation = teacher.estimate_generation(request, context, max(0, rounds - 1))
+        return Plan(teacher.model_name, n_train, n_val, labels, generation)
+
+    def context(self, teacher: Teacher, config: DistillConfig, gold: dict[str, str]) -> TeachContext:
+        """What the teacher is told besides the documents; few-shot examples are drawn once per run, balanced
+        over the classes, so that the same run always builds the same prompts (and cache keys)."""
+        examples: list[tuple[str, str, str]] = []
+        wanted = teacher.examples_wanted
+        if wanted:
+            rows = self.ledger.labelled_examples()
+            humans = dict(self.ledger.human_examples())
+            rng = np.random.default_rng([config.seed, 104729])
+            order = rng.permutation(len(rows))
+            # Human labels first, then round-robin over the classes.
+            ranked = sorted(order.tolist(), key=lambda i: rows[i][0] not in humans)
+            per_class: dict[str, list[int]] = {}
+            for i in ranked:
+                per_class.setdefault(rows[i][2], []).append(i)
+            queues = [per_class[x] for x in self.labels if x in per_class]
+            while len(examples) < wanted and any(queues):
+                for q in queues:
+                    if q and len(examples) < wanted:
+                        examples.append(rows[q.pop(0)])
+        return TeachContext(self.labels, self.descriptions, gold if teacher.simulated else {}, examples=examples,
+                            vectors=self._vectors, encode=self.encode, embedding_model=self.embedding_model)
 
     def resume(self, run_id: int, overrides: dict[str, Any] | None = None) -> RunResult:
         run = self.runs.get(run_id)
@@ -204,6 +306,7 @@ class Distiller:
             raise KdError(f"there is no run {run_id}", "see `kdstudio runs`")
         config = DistillConfig.from_dict({**run.config, **(overrides or {})})
         config.validate()
+        self._check_teacher(config, self._components(config)[0])
         self.runs.set_status(run_id, "running")
         return self._run(run_id, config)
 
@@ -220,12 +323,13 @@ class Distiller:
         self._load_vectors()
         features = self._features(student_cls)
         gold = self.store.gold()
-        pool_all = self.store.ids_in_split("pool")
+        # Synthetic (generated) documents are never selected for labelling: they come with their label.
+        pool_all = self.store.ids_in_split("pool", source="imported")
         pool_set = set(pool_all)
         setup_rng = np.random.default_rng([config.seed, 7919])
         val_ids = self._slice(self.store.ids_in_split("val"), config.val_limit, setup_rng)
         test_ids = self._slice([d for d in self.store.ids_in_split("test") if d in gold], config.test_limit, setup_rng)
-        context = TeachContext(self.labels, self.descriptions, gold if teacher.simulated else {})
+        context = self.context(teacher, config, gold)
         usd, calls = self.ledger.run_spend(run_id)
         budget = Budget(config.budget_calls, config.budget_usd, calls, usd)
         runner = TeacherRunner(self.ledger, teacher, context, run_id, budget, self.should_stop)
@@ -246,10 +350,12 @@ class Distiller:
         for r in reports:
             since_best = 0 if r.best else since_best + 1
         student: Student | None = None
+        trained = None
         if selected:
             # The next selection needs the latest student, which is rebuilt exactly from the saved labels. The
             # selector's saved state is put back after it, so that resuming does not update it twice.
-            trained = self._train(run_id, selected, pool_set, config, student_cls, features, selector)
+            trained = self._train(run_id, selected, pool_set, reports[-1].round, config, student_cls, features,
+                                  selector)
             student = trained[0] if trained else None
         if history:
             selector.load_state_dict(history[-1].selector_state)
@@ -301,8 +407,17 @@ class Distiller:
                 self.runs.set_status(run_id, "cancelled", best_round=best_round, stop_reason="cancelled")
                 return self._result(run_id, "cancelled", "cancelled", best_round, teacher, reports)
 
+            generated = 0
+            if config.generate and trained is not None and reports:
+                started = time.perf_counter()
+                made = self._generate(runner, trained, features, reports[-1], config, round_no)
+                generated = len(made.doc_ids)
+                timings["generate_s"] = time.perf_counter() - started
+                if made.refused:
+                    outcome.stopped = outcome.stopped or made.error
+
             started = time.perf_counter()
-            trained = self._train(run_id, selected, pool_set, config, student_cls, features, selector)
+            trained = self._train(run_id, selected, pool_set, round_no, config, student_cls, features, selector)
             if trained is None:
                 stop_reason = "the teacher returned no usable label"
                 break
@@ -321,10 +436,10 @@ class Distiller:
                 since_best += 1
             usd, calls = self.ledger.run_spend(run_id)
             report = RoundReport(round_no, len(selected), len(train_ids), len(outcome.failed), usd, calls, scored,
-                                 metrics, timings, is_best)
+                                 metrics, timings, is_best, generated)
             self.runs.finish_round(run_id, round_no, n_labels=len(train_ids), cost_usd=usd,
                                    metrics={**metrics, "best": is_best, "n_selected": len(selected),
-                                            "failed": len(outcome.failed), "calls": calls},
+                                            "failed": len(outcome.failed), "calls": calls, "generated": generated},
                                    timings=timings, selector_state=selector.state_dict())
             reports.append(report)
             self.on_event("round", {"report": report})
@@ -341,16 +456,20 @@ class Distiller:
 
     # -- helpers ---------------------------------------------------------------------------------------
 
-    def _train(self, run_id: int, selected: list[dict[str, Any]], pool_set: set[str], config: DistillConfig,
+    def _train(self, run_id: int, selected: list[dict[str, Any]], pool_set: set[str], upto_round: int,
+               config: DistillConfig,
                student_cls: type[Student], features: Callable[[list[str]], Any],
                selector: Selector) -> tuple[Student, list[str], dict[str, Any]] | None:
-        """Fit a fresh student on the run's labels for the selected documents (plus human-labelled pool ones)."""
+        """Fit a fresh student on the run's labels for the selected documents, plus human-labelled pool ones and
+        the samples the run generated up to `upto_round`."""
         labelled = self.ledger.run_labels(run_id)
         chosen = {s["id"] for s in selected}
+        synthetic = set(self.ledger.run_synthetic(run_id, upto_round))
         scores = {s["id"]: s["score"] for s in selected}
         # Sorted: the SQL returns rows in no fixed order, and the same data in another order can train a
         # (very slightly) different student, so that a resumed run would drift from an uninterrupted one.
-        train_ids = sorted(d for d in labelled if d in pool_set and (d in chosen or labelled[d].source == "human"))
+        train_ids = sorted(d for d in labelled if d in synthetic or (
+            d in pool_set and (d in chosen or labelled[d].source == "human")))
         if not train_ids:
             return None
         k = len(self.labels)
@@ -377,6 +496,32 @@ class Distiller:
         return student, train_ids, labelled
 
 
+
+    def _generate(self, runner: TeacherRunner, trained: tuple[Student, list[str], dict[str, Any]],
+                  features: Callable[[list[str]], Any], last: RoundReport, config: DistillConfig,
+                  round_no: int) -> Generated:
+        """PGKD: the last student's errors and validation report go to the teacher, which writes new samples;
+        they are stored as synthetic pool documents (never val or test), embedded, and trained on from now on."""
+        student, train_ids, labelled = trained
+        y = np.array([self.label_index[labelled[d].label] for d in train_ids])
+        request = generation_request(student.predict_proba(features(train_ids)), y, self.store.texts(train_ids),
+                                     self.labels, last.metrics.get("val", {}).get("per_class"), config.pgkd,
+                                     np.random.default_rng([config.seed, round_no, 31]))
+        made = runner.generate(request, round=round_no)
+        fresh = [d for d in made.doc_ids if d not in self.row_of]
+        if fresh:
+            vectors = (self.encode or self._no_encoder)(self.store.texts(fresh))
+            self.store.save_embeddings(self.embedding_model, fresh, vectors)
+            for doc_id in fresh:
+                self.row_of[doc_id] = len(self.row_of)
+            self.matrix = np.vstack([self.matrix, vectors.astype(self.matrix.dtype)])
+        self.on_event("generated", {"round": round_no, "kept": len(made.doc_ids), "duplicates": made.duplicates,
+                                    "rejected": made.rejected, "cached": made.cached, "error": made.error})
+        return made
+
+    @staticmethod
+    def _no_encoder(texts: list[str]) -> np.ndarray:
+        raise KdError("generated samples need embedding, and this distiller has no encoder")
 
     @staticmethod
     def _slice(ids: list[str], limit: int | None, rng: np.random.Generator) -> list[str]:

@@ -11,16 +11,18 @@ from kdstudio.config import CONFIG_NAME, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import Embedder, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectNotFound
 from kdstudio.interfaces import DatasetTable, Student
-from kdstudio.loop import DistillConfig, Distiller, EventFn, RunResult
+from kdstudio.loop import DistillConfig, Distiller, EventFn, Plan, RunResult
 from kdstudio.plugins import Plugins, get_plugins
 from kdstudio.sampling import stratified_sample
 from kdstudio.store import (
     DB_NAME,
     ImportOptions,
     ImportReport,
+    Ledger,
     RoundRow,
     RunLog,
     RunRow,
+    SpendRow,
     Store,
     import_file,
     import_table,
@@ -114,7 +116,7 @@ class Project:
         if cls.exists(directory):
             project = cls.open(directory)
         else:
-            project = cls.init(directory, [Label(label) for label in data.labels])
+            project = cls.init(directory, [Label(label, data.descriptions.get(label, "")) for label in data.labels])
         try:
             return project, project._import_dataset_table(name, data, **kwargs)
         except BaseException:
@@ -167,12 +169,24 @@ class Project:
                 on_embed_progress: ProgressFn | None = None) -> RunResult:
         """Start a run with `config`, or resume run `resume` (with optional budget `overrides`)."""
         self.embed(on_embed_progress)  # a no-op when every document has its vector
-        distiller = Distiller(self.store, self.labels, {lab.name: lab.description for lab in self.config.labels},
-                              self.config.embedding.model, self.plugins, self.directory / "students", on_event,
-                              should_stop)
+        distiller = self._distiller(on_event, should_stop)
         if resume is not None:
             return distiller.resume(resume, overrides)
         return distiller.start(config or DistillConfig())
+
+    def plan(self, config: DistillConfig) -> Plan:
+        """What `distill(config)` would cost the teacher, from the prompts alone: nothing is sent."""
+        return self._distiller().plan(config)
+
+    def _distiller(self, on_event: EventFn | None = None, should_stop: Callable[[], bool] | None = None
+                   ) -> Distiller:
+        return Distiller(self.store, self.labels, {lab.name: lab.description for lab in self.config.labels},
+                         self.config.embedding.model, self.plugins, self.directory / "students", on_event,
+                         should_stop, encode=self.embedder.encode)
+
+    def cost(self) -> list[SpendRow]:
+        """Teacher spend by run and model, from the ledger."""
+        return Ledger(self.store).spend_report()
 
     def runs(self) -> list[RunRow]:
         return RunLog(self.store).all()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 
-from kdstudio.loop import RoundReport
+from kdstudio.loop import Plan, RoundReport
 from kdstudio.plugins import Plugins
 from kdstudio.project import Status
-from kdstudio.store import RoundRow, RunRow
+from kdstudio.store import RoundRow, RunRow, SpendRow
 
 KIND_TITLES = {
     "selector": "Selectors", "teacher": "Teachers", "student": "Students", "exporter": "Exporters",
@@ -107,7 +107,7 @@ def round_line(report: RoundReport) -> str:
             f"val acc {_metric(m, 'val', 'accuracy')} F1 {_metric(m, 'val', 'macro_f1')}  "
             f"test acc {_metric(m, 'test', 'accuracy')} F1 {_metric(m, 'test', 'macro_f1')}  "
             f"teacher acc {'-' if teacher is None else f'{teacher:.3f}'}  scored {report.scored:>7}"
-            f"{'  *best' if report.best else ''}")
+            f"{f'  +{report.generated} generated' if report.generated else ''}{'  *best' if report.best else ''}")
 
 
 def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group:
@@ -150,3 +150,45 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
     if run.simulated:
         parts.insert(0, simulated_banner())
     return Group(*parts)
+
+
+def cost_view(rows: list[SpendRow]) -> Group:
+    table = Table(title="Teacher spend by run and model", title_justify="left")
+    for column in ("run", "model", "calls", "label", "generate", "errors", "transient", "tokens in", "tokens out",
+                   "USD", "mean latency", "reused"):
+        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    for r in rows:
+        table.add_row("-" if r.run_id is None else str(r.run_id), r.model, str(r.calls), str(r.label_calls),
+                      str(r.generate_calls), str(r.errors), str(r.transient), f"{r.tokens_in:,}",
+                      f"{r.tokens_out:,}", f"${r.usd:.4f}",
+                      "-" if r.mean_latency_s is None else f"{r.mean_latency_s:.2f}s", str(r.reused))
+    if rows:
+        table.add_section()
+        table.add_row("total", "", str(sum(r.calls for r in rows)), str(sum(r.label_calls for r in rows)),
+                      str(sum(r.generate_calls for r in rows)), str(sum(r.errors for r in rows)),
+                      str(sum(r.transient for r in rows)), f"{sum(r.tokens_in for r in rows):,}",
+                      f"{sum(r.tokens_out for r in rows):,}", f"${sum(r.usd for r in rows):.4f}", "",
+                      str(sum(r.reused for r in rows)))
+    note = "reused: labels a run took from the ledger (the cache) instead of paying for a call"
+    return Group(table, note)
+
+
+def plan_view(plan: Plan) -> Group:
+    est = plan.labels
+    table = Table(title=f"Plan for teacher {plan.teacher}: nothing was sent", title_justify="left")
+    for column in ("what", "requests", "prompt tokens each", "answer tokens each", "USD each", "USD"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    table.add_row(f"labels ({plan.n_train} training + {plan.n_val} validation)", f"{est.n_docs:,}",
+                  f"{est.tokens_in_per_doc:,.0f}", f"{est.tokens_out_per_doc:,.0f}", f"${est.usd_per_doc:.6f}",
+                  f"${est.usd:.4f}")
+    if plan.generation is not None:
+        g = plan.generation
+        table.add_row("PGKD generation", f"{g.n_docs:,}", f"{g.tokens_in_per_doc:,.0f}",
+                      f"{g.tokens_out_per_doc:,.0f}", f"${g.usd_per_doc:.6f}", f"${g.usd:.4f}")
+    table.add_section()
+    table.add_row("total", "", "", "", "", f"${plan.usd:.4f}")
+    notes = [f"price: {est.price_source}",
+             "an upper bound: answers already in the ledger are reused for free, and a run stops at its budget"]
+    if not est.priced:
+        notes.insert(0, "[bold red]the price is unknown: give --price-in and --price-out to plan a USD budget[/]")
+    return Group(table, *notes)

@@ -3,10 +3,12 @@ they arrive, and budgets are checked before anything is sent."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from kdstudio.interfaces import Doc, TeachContext, Teacher, TeacherLabel
+from kdstudio.interfaces import Doc, GenerationRequest, TeachContext, Teacher, TeacherLabel
 from kdstudio.store import Ledger, request_hash
 
 
@@ -28,6 +30,56 @@ class Budget:
         if self.max_usd is not None and self.spent_usd >= self.max_usd:
             return f"USD budget reached (${self.spent_usd:.4f}/${self.max_usd:.2f})"
         return None
+
+
+class BudgetGate:
+    """The USD budget as a gate that concurrent requests pass one by one: each reserves its worst-case price
+    before it is sent and settles the real one when it is answered, so the sum can never pass the cap."""
+
+    def __init__(self, budget: Budget) -> None:
+        self._lock = threading.Lock()
+        self._base = budget.spent_usd
+        self._cap = budget.max_usd
+        self._committed = 0.0
+        self._outstanding = 0.0
+        self.refused: str | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """Refuse every further request; answers already in flight still arrive and are recorded."""
+        with self._lock:
+            self._closed = True
+
+    def reserve(self, usd: float) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            if self._cap is not None:
+                left = self._cap - self._base - self._committed - self._outstanding
+                if usd > left:
+                    self.refused = (f"USD budget reached: the next request could cost ${usd:.6f}, "
+                                    f"${max(0.0, self._cap - self._base - self._committed):.6f} is left")
+                    return False
+            self._outstanding += usd
+            return True
+
+    def settle(self, reserved: float, actual: float) -> None:
+        with self._lock:
+            self._outstanding -= reserved
+            self._committed += actual
+
+
+@dataclass
+class Generated:
+    """A PGKD step's outcome as the loop sees it."""
+
+    doc_ids: list[str]
+    duplicates: int
+    rejected: int
+    cached: bool
+    cost_usd: float
+    error: str | None = None
+    refused: bool = False  # the budget stopped it before anything was sent
 
 
 @dataclass
@@ -77,15 +129,17 @@ class TeacherRunner:
         if self.budget.exhausted():
             outcome.stopped = self.budget.exhausted()
             return outcome
-        answers = self.teacher.label(to_send, self.context)
+        gate = BudgetGate(self.budget)
+        answers = self.teacher.label(to_send, replace(self.context, gate=gate))
         try:
             for answer in answers:
                 self.ledger.record(
                     request_hash=hashes[answer.doc_id], doc_id=answer.doc_id, run_id=self.run_id,
-                    model=self.teacher.model_name, prompt=requests[answer.doc_id] if self._keep_prompt() else None,
+                    model=self.teacher.model_name, prompt=requests[answer.doc_id] if self.teacher.log_prompts else None,
                     response=answer.response, label=answer.label, confidence=answer.confidence, probs=answer.probs,
                     tokens_in=answer.tokens_in, tokens_out=answer.tokens_out, cost_usd=answer.cost_usd,
-                    latency_s=answer.latency_s, error=answer.error, round=round,
+                    latency_s=answer.latency_s, error=answer.error, round=round, transient=answer.transient,
+                    attempts=answer.attempts,
                 )
                 outcome.calls += 1
                 outcome.cost_usd += answer.cost_usd
@@ -99,14 +153,49 @@ class TeacherRunner:
                     on_label(answer)
                 reason = self.budget.exhausted() or ("cancelled" if self.should_stop() else None)
                 if reason:
+                    # Stop sending, but keep recording what is already on its way: it is paid for.
                     outcome.stopped = reason
-                    break
+                    gate.close()
         finally:
             close = getattr(answers, "close", None)
             if close:
-                close()  # a generator stops sending the moment we stop asking
+                close()  # on an exception: a generator stops the moment we stop asking
+        if gate.refused and not outcome.stopped:
+            outcome.stopped = gate.refused
         return outcome
 
-    def _keep_prompt(self) -> bool:
-        # A simulated teacher's "request" carries the document only; the ledger already knows it by doc_id.
-        return not self.teacher.simulated
+    def generate(self, request: GenerationRequest, round: int | None) -> Generated:
+        """One PGKD generation call through the ledger: a replayed request is served from it (its samples are
+        re-linked to the run, nothing is paid twice); a new one is priced through the budget gate."""
+        key = self.teacher.generation_request(request, self.context)
+        digest = request_hash(key)
+        hit = self.ledger.cached_response(digest)
+        if hit is not None:
+            call_id, response = hit
+            samples = self._replayed_samples(response)
+            kept, duplicates = self.ledger.add_synthetic(samples, self.run_id, round, call_id)
+            return Generated(kept, duplicates, 0, True, 0.0)
+        if reason := self.budget.exhausted():
+            return Generated([], 0, 0, False, 0.0, reason, refused=True)
+        gate = BudgetGate(self.budget)
+        result = self.teacher.generate(request, replace(self.context, gate=gate))
+        if result is None:
+            return Generated([], 0, 0, False, 0.0, gate.refused or "the teacher sent nothing", refused=True)
+        stored = json.dumps({"samples": [{"text": t, "label": lab} for t, lab in result.samples],
+                             "rejected": result.rejected, "raw": result.response})
+        call_id = self.ledger.record(
+            request_hash=digest, doc_id=None, run_id=self.run_id, model=self.teacher.model_name, prompt=key,
+            response=stored, label=None, confidence=None, probs=None, tokens_in=result.tokens_in,
+            tokens_out=result.tokens_out, cost_usd=result.cost_usd, latency_s=result.latency_s, error=result.error,
+            round=round, transient=result.transient, attempts=result.attempts, purpose="generate")
+        self.budget.spent_calls += 1
+        self.budget.spent_usd += result.cost_usd
+        kept, duplicates = self.ledger.add_synthetic(result.samples, self.run_id, round, call_id)
+        return Generated(kept, duplicates, result.rejected, False, result.cost_usd, result.error)
+
+    @staticmethod
+    def _replayed_samples(response: str | None) -> list[tuple[str, str]]:
+        try:
+            return [(s["text"], s["label"]) for s in json.loads(response or "{}").get("samples", [])]
+        except (ValueError, TypeError, KeyError):
+            return []

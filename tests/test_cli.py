@@ -78,7 +78,9 @@ def test_demo_runs_the_main_job_on_a_slice(tmp_path: Path):
         assert step in result.stdout
     imported = re.search(r"read 120 rows, imported (\d+)", result.stdout)
     assert imported and f"embedded {imported.group(1)} documents" in result.stdout
-    assert "SIMULATED TEACHER" in result.stdout
+    assert "zero-shot teacher" in result.stdout and "SIMULATED" not in result.stdout
     assert "round   1  labels    40" in result.stdout and "label budget reached (40/40)" in result.stdout
+    teacher_acc = [float(x) for x in re.findall(r"teacher acc (0\.\d+)", result.stdout)]
+    assert teacher_acc and min(teacher_acc) > 0.6  # the offline teacher is a real, imperfect classifier
     again = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "120", "--budget-labels", "40")
     assert again.returncode == 0 and "embedded 0 documents" in again.stdout

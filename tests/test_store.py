@@ -60,12 +60,13 @@ def test_migrations_run_forward_and_keep_data(tmp_path: Path, monkeypatch: pytes
     store.con.execute("INSERT INTO documents (id, text, text_hash, split, source) VALUES ('d1', 'x', 'h', 'pool', "
                       "'imported')")
     store.close()
-    extra = (2, "add a note column", ["ALTER TABLE documents ADD COLUMN note VARCHAR"])
+    nxt = schema_module.LATEST_VERSION + 1
+    extra = (nxt, "add a note column", ["ALTER TABLE documents ADD COLUMN note VARCHAR"])
     monkeypatch.setattr(schema_module, "MIGRATIONS", [*schema_module.MIGRATIONS, extra])
     monkeypatch.setattr("kdstudio.store.store.MIGRATIONS", schema_module.MIGRATIONS)
-    monkeypatch.setattr("kdstudio.store.store.LATEST_VERSION", 2)
+    monkeypatch.setattr("kdstudio.store.store.LATEST_VERSION", nxt)
     store = Store.open(path)
-    assert store.schema_version() == 2
+    assert store.schema_version() == nxt
     assert store.con.execute("SELECT id, note FROM documents").fetchall() == [("d1", None)]
     assert store.migrate() == []  # nothing left to apply
     store.close()
@@ -121,3 +122,16 @@ def test_config_file_is_human_editable(tmp_path: Path):
     Project.init(tmp_path / "p", [Label("a"), Label("b")]).close()
     text = (tmp_path / "p" / CONFIG_NAME).read_text(encoding="utf-8")
     assert '[[labels]]\nname = "a"' in text
+
+
+def test_a_version_1_ledger_is_migrated_in_place(tmp_path: Path):
+    path = tmp_path / DB_NAME
+    store = Store._connect(path)
+    store.migrate(target=1)
+    store.con.execute("INSERT INTO teacher_calls (request_hash, model, parsed_label) VALUES ('h', 'm', 'a')")
+    store.close()
+    store = Store.open(path)
+    assert store.schema_version() == schema_module.LATEST_VERSION
+    assert store.con.execute("SELECT request_hash, parsed_label, transient, attempts, purpose "
+                             "FROM teacher_calls").fetchall() == [("h", "a", False, 1, "label")]
+    store.close()

@@ -32,36 +32,54 @@ class RunLabel:
     probs: dict[str, float] | None
 
 
+@dataclass
+class SpendRow:
+    run_id: int | None
+    model: str
+    calls: int
+    label_calls: int
+    generate_calls: int
+    errors: int
+    transient: int
+    tokens_in: int
+    tokens_out: int
+    usd: float
+    mean_latency_s: float | None
+    reused: int  # labels this run took from the ledger without a call
+
+
 class Ledger:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.con = store.con
 
     def cached(self, hashes: list[str]) -> dict[str, CachedCall]:
-        """The newest ledger answer for each request hash that was ever sent."""
+        """The newest answer for each request hash that was ever answered (transient failures do not count)."""
         if not hashes:
             return {}
         rows = self.con.execute(
             "SELECT request_hash, arg_max(id, id), arg_max(parsed_label, id), arg_max(confidence, id), "
             "arg_max(probs, id), arg_max(error, id) FROM teacher_calls "
-            "WHERE request_hash IN (SELECT unnest(?)) GROUP BY 1",
+            "WHERE request_hash IN (SELECT unnest(?)) AND NOT transient GROUP BY 1",
             [hashes],
         ).fetchall()
         return {h: CachedCall(i, lab, conf, json.loads(p) if p else None, err) for h, i, lab, conf, p, err in rows}
 
-    def record(self, *, request_hash: str, doc_id: str, run_id: int | None, model: str, prompt: Any,
+    def record(self, *, request_hash: str, doc_id: str | None, run_id: int | None, model: str, prompt: Any,
                response: str | None, label: str | None, confidence: float | None, probs: dict[str, float] | None,
                tokens_in: int | None, tokens_out: int | None, cost_usd: float, latency_s: float | None,
-               error: str | None, round: int | None) -> int:
+               error: str | None, round: int | None, transient: bool = False, attempts: int = 1,
+               purpose: str = "label") -> int:
         """Persist one answer (and its label, if any) the moment it arrives, in one transaction."""
         probs_json = json.dumps(probs) if probs is not None else None
         with self.store.transaction() as con:
             call_id = con.execute(
                 "INSERT INTO teacher_calls (request_hash, doc_id, run_id, model, prompt, response, parsed_label, "
-                "confidence, probs, tokens_in, tokens_out, cost_usd, latency_s, error) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "confidence, probs, tokens_in, tokens_out, cost_usd, latency_s, error, transient, attempts, "
+                "purpose) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [request_hash, doc_id, run_id, model, json.dumps(prompt) if prompt is not None else None, response,
-                 label, confidence, probs_json, tokens_in, tokens_out, cost_usd, latency_s, error],
+                 label, confidence, probs_json, tokens_in, tokens_out, cost_usd, latency_s, error, transient,
+                 attempts, purpose],
             ).fetchall()[0][0]
             if label is not None:
                 self._add_label(con, doc_id, label, confidence, probs_json, run_id, round, call_id)
@@ -115,6 +133,103 @@ class Ledger:
 
     def human_labelled(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT DISTINCT doc_id FROM labels WHERE source = 'human'").fetchall()]
+
+    def cached_response(self, request_hash: str) -> tuple[int, str | None] | None:
+        """The newest non-transient call with this hash: (call id, raw response), e.g. to replay a generation."""
+        rows = self.con.execute(
+            "SELECT id, response FROM teacher_calls WHERE request_hash = ? AND NOT transient ORDER BY id DESC LIMIT 1",
+            [request_hash],
+        ).fetchall()
+        return (int(rows[0][0]), rows[0][1]) if rows else None
+
+    def add_synthetic(self, samples: list[tuple[str, str]], run_id: int | None, round: int | None,
+                      call_id: int) -> tuple[list[str], int]:
+        """Store teacher-generated samples as synthetic pool documents with their teacher label, in one
+        transaction. A sample whose normalized text is already in the corpus is dropped (returned as a count);
+        replaying the same call adds nothing twice."""
+        if not samples:
+            return [], 0
+        texts = [t for t, _ in samples]
+        labels = [lab for _, lab in samples]
+        with self.store.transaction() as con:
+            rows = con.execute(
+                r"""
+                WITH s AS (
+                    SELECT t.text, t.label, t.pos,
+                           md5(regexp_replace(lower(trim(t.text)), '\s+', ' ', 'g')) AS text_hash
+                    FROM (SELECT unnest(?) AS text, unnest(?) AS label, unnest(range(len(?))) AS pos) t
+                ), fresh AS (
+                    SELECT * FROM s QUALIFY row_number() OVER (PARTITION BY text_hash ORDER BY pos) = 1
+                )
+                SELECT f.text, f.label, f.text_hash, d.id, d.source FROM fresh f
+                LEFT JOIN documents d ON d.text_hash = f.text_hash ORDER BY f.pos
+                """,
+                [texts, labels, texts],
+            ).fetchall()
+            kept: list[str] = []
+            dropped = len(samples) - len(rows)
+            meta = json.dumps({"run_id": run_id, "round": round, "teacher_call_id": call_id})
+            for text, label, text_hash, existing, source in rows:
+                if existing is not None and source != "synthetic":
+                    dropped += 1  # the corpus has it already: never a second copy, never a synthetic label on it
+                    continue
+                doc_id = existing or f"syn-{text_hash[:16]}"
+                if existing is None:
+                    con.execute("INSERT INTO documents (id, text, text_hash, split, source, meta) "
+                                "VALUES (?, ?, ?, 'pool', 'synthetic', ?)", [doc_id, text, text_hash, meta])
+                self._add_label(con, doc_id, label, None, None, run_id, round, call_id)
+                kept.append(doc_id)
+        return kept, dropped
+
+    def run_synthetic(self, run_id: int, upto_round: int) -> list[str]:
+        """Synthetic documents a run generated in rounds up to `upto_round`."""
+        return [r[0] for r in self.con.execute(
+            "SELECT DISTINCT l.doc_id FROM labels l JOIN documents d ON d.id = l.doc_id "
+            "WHERE d.source = 'synthetic' AND l.run_id = ? AND l.round <= ? ORDER BY 1",
+            [run_id, upto_round]).fetchall()]
+
+    def labelled_examples(self) -> list[tuple[str, str, str]]:
+        """(doc id, text, label) of imported pool documents with a human or a gold label: few-shot material.
+        Validation and test documents are never shown to a teacher."""
+        return self.con.execute(
+            """
+            SELECT d.id, d.text, coalesce(h.label, g.label) FROM documents d
+            LEFT JOIN (SELECT doc_id, arg_max(label, id) AS label FROM labels WHERE source = 'human'
+                       GROUP BY doc_id) h ON h.doc_id = d.id
+            LEFT JOIN gold g ON g.doc_id = d.id
+            WHERE d.split = 'pool' AND d.source = 'imported' AND coalesce(h.label, g.label) IS NOT NULL
+            ORDER BY d.id
+            """
+        ).fetchall()
+
+    def human_examples(self) -> list[tuple[str, str]]:
+        """(doc id, label) of every document with a human label (the newest one)."""
+        return self.con.execute(
+            "SELECT doc_id, arg_max(label, id) FROM labels WHERE source = 'human' GROUP BY doc_id ORDER BY 1"
+        ).fetchall()
+
+    def spend_report(self) -> list[SpendRow]:
+        """Spend grouped by run and model."""
+        rows = self.con.execute(
+            """
+            SELECT run_id, model, count(*), count(*) FILTER (purpose = 'label'),
+                   count(*) FILTER (purpose = 'generate'), count(error), count(*) FILTER (transient),
+                   coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost_usd), 0),
+                   avg(latency_s)
+            FROM teacher_calls GROUP BY run_id, model ORDER BY run_id NULLS FIRST, model
+            """
+        ).fetchall()
+        reused = dict(self.cache_reuses())
+        return [SpendRow(run, model, calls, label_calls, gen_calls, errors, transient, int(t_in), int(t_out),
+                         float(usd), latency, reused.get(run, 0))
+                for run, model, calls, label_calls, gen_calls, errors, transient, t_in, t_out, usd, latency in rows]
+
+    def cache_reuses(self) -> list[tuple[int | None, int]]:
+        """Per run: labels it got from answers bought earlier (by another run, or before a resume)."""
+        return self.con.execute(
+            "SELECT l.run_id, count(*) FROM labels l JOIN teacher_calls c ON c.id = l.teacher_call_id "
+            "WHERE l.source = 'teacher' AND c.run_id IS DISTINCT FROM l.run_id GROUP BY 1 ORDER BY 1"
+        ).fetchall()
 
     def run_spend(self, run_id: int) -> tuple[float, int]:
         usd, calls = self.con.execute(

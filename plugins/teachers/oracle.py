@@ -21,6 +21,7 @@ class OracleTeacher(Teacher):
 
     name = "oracle"
     simulated = True
+    log_prompts = False
     options = (
         Option("noise", float, 0.0, "share of answers flipped to a wrong label"),
         Option("noise_mode", str, "uniform", "which answers are wrong: uniform, or hard (where the student is "
@@ -47,6 +48,8 @@ class OracleTeacher(Teacher):
         difficulty = np.array([context.difficulty.get(d.id, 1.0) for d in docs]) if docs else np.zeros(0)
         mean = difficulty.mean() if len(difficulty) and difficulty.mean() > 0 else 1.0
         for doc, hard in zip(docs, difficulty, strict=True):
+            if not context.gate.reserve(0.0):
+                return  # the run stopped asking
             if self.delay:
                 time.sleep(self.delay)
             gold = context.gold.get(doc.id)
