@@ -1,8 +1,8 @@
 """An OpenAI-compatible chat-completions server for tests and benchmarks, on 127.0.0.1 only.
 
 It answers from a lookup (document text -> label) or a rule (the first label named in the document), with
-logprobs, n samples and usage, and injects faults on request: slow answers, 429 with Retry-After, 500, a dropped
-connection, malformed JSON, a label outside the set, an empty reply, or an echoed prompt-injection attempt.
+logprobs, n samples and usage, and injects faults on request: slow answers, 429 with Retry-After, 500, 401, a
+dropped connection, malformed JSON, a label outside the set, an empty reply, or an echoed prompt-injection attempt.
 Tests steer it through POST /_control and read what it received from GET /_requests.
 
 Run it as a script (`python tests/fake_llm_server.py --port-file F`); `FakeLLM` starts and stops it by PID.
@@ -184,6 +184,9 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "429":
             self._send(429, {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}},
                        {"Retry-After": str(fault.get("retry_after", 1))})
+            return
+        if kind == "401":
+            self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
             return
         if kind == "500":
             self._send(500, {"error": {"message": "The server had an error", "type": "server_error"}})

@@ -20,9 +20,9 @@ def test_python_dash_m_and_the_console_script_are_the_same_cli():
         assert command in module.stdout
 
 
-def test_the_cli_starts_without_loading_models():
-    code = ("import sys, kdstudio.cli; "
-            "print([m for m in ('torch', 'sentence_transformers', 'transformers', 'sklearn') if m in sys.modules])")
+def test_the_cli_and_its_plugins_start_without_loading_models_or_litellm():
+    code = ("import sys, kdstudio.cli; kdstudio.cli.get_plugins(); print([m for m in ('torch', "
+            "'sentence_transformers', 'transformers', 'sklearn', 'litellm') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]"
 

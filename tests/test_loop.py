@@ -39,6 +39,10 @@ def bbc(embedded: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def simulated(**values) -> DistillConfig:
+    return DistillConfig(teacher="oracle", **values)
+
+
 def ledger(project: Project) -> list[tuple]:
     return project.store.con.execute(
         "SELECT request_hash, doc_id, parsed_label FROM teacher_calls ORDER BY request_hash").fetchall()
@@ -47,7 +51,7 @@ def ledger(project: Project) -> list[tuple]:
 def test_a_run_persists_rounds_metrics_labels_and_its_best_student(bbc: Path):
     events: list[str] = []
     with Project.open(bbc) as project:
-        result = project.distill(DistillConfig(teacher="oracle", selector="margin", seed_size=10, batch=10, budget_labels=50),
+        result = project.distill(simulated(selector="margin", seed_size=10, batch=10, budget_labels=50),
                                  on_event=lambda kind, payload: events.append(kind))
         assert result.status == "finished" and result.simulated
         assert result.stop_reason == "label budget reached (50/50)"
@@ -76,7 +80,7 @@ def test_a_run_persists_rounds_metrics_labels_and_its_best_student(bbc: Path):
 @pytest.mark.parametrize("selector", SELECTORS)
 def test_every_selector_runs_in_the_loop(bbc: Path, selector: str):
     with Project.open(bbc) as project:
-        result = project.distill(DistillConfig(teacher="oracle", selector=selector, seed_size=10, batch=10, budget_labels=30))
+        result = project.distill(simulated(selector=selector, seed_size=10, batch=10, budget_labels=30))
         assert [r.n_labels for r in result.rounds] == [10, 20, 30]
         chosen = [item["id"] for r in project.rounds(result.run_id) for item in r.selected]
         assert len(set(chosen)) == 30
@@ -96,7 +100,7 @@ def test_llkd_weights_reach_the_student(bbc: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(LogisticRegressionStudent, "fit", spy)
     with Project.open(bbc) as project:
-        project.distill(DistillConfig(teacher="oracle", selector="llkd", seed_size=10, batch=10, budget_labels=30,
+        project.distill(simulated(selector="llkd", seed_size=10, batch=10, budget_labels=30,
                                       teacher_options={"noise": 0.3}))
     assert all(w is not None for w in seen)
     assert any((w == 0).any() for w in seen)  # some unreliable teacher labels were left out
@@ -105,35 +109,35 @@ def test_llkd_weights_reach_the_student(bbc: Path, monkeypatch: pytest.MonkeyPat
 
 def test_stop_on_target_patience_calls_and_rounds(bbc: Path):
     with Project.open(bbc) as project:
-        hit = project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=150, target="val.accuracy>=0.5"))
+        hit = project.distill(simulated(seed_size=10, batch=10, budget_labels=150, target="val.accuracy>=0.5"))
         assert hit.stop_reason.startswith("target reached: val.accuracy")
-        calls = project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=150, budget_calls=5,
+        calls = project.distill(simulated(seed_size=10, batch=10, budget_labels=150, budget_calls=5,
                                               teacher_options={"seed": 9}))
         assert "teacher-call budget" in calls.stop_reason
         _, n_calls = project.store.con.execute(
             "SELECT 0, count(*) FROM teacher_calls WHERE run_id = ?", [calls.run_id]).fetchall()[0]
         assert n_calls <= 5
-        rounds = project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=150, max_rounds=2))
+        rounds = project.distill(simulated(seed_size=10, batch=10, budget_labels=150, max_rounds=2))
         assert len(rounds.rounds) == 2 and rounds.stop_reason == "2 rounds done"
-        patient = project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=150, patience=1,
+        patient = project.distill(simulated(seed_size=10, batch=10, budget_labels=150, patience=1,
                                                 student="rf", student_options={"n_estimators": 20}))
         # Patience stops exactly when the last round failed to beat the best validation loss so far.
         last_is_best = patient.rounds[-1].best
         assert patient.stop_reason.startswith("no better validation loss") == (not last_is_best)
-    config = DistillConfig(teacher="oracle", patience=3, budget_labels=None)
+    config = simulated(patience=3, budget_labels=None)
     assert why_stop(config, [], 0, Budget(), since_best=3, pool_left=10).startswith("no better")
     assert why_stop(config, [], 0, Budget(), since_best=2, pool_left=10) == ""
     assert why_stop(config, [], 0, Budget(max_usd=1.0, spent_usd=1.0), 0, 10).startswith("USD budget")
     assert why_stop(config, [], 0, Budget(), 0, pool_left=0) == "the pool is exhausted"
     with pytest.raises(KdError, match="not understood"):
-        DistillConfig(teacher="oracle", target="accuracy>0.9").validate()
+        simulated(target="accuracy>0.9").validate()
 
 
 def test_a_second_run_gets_teacher_answers_from_the_ledger_for_free(bbc: Path):
     with Project.open(bbc) as project:
-        first = project.distill(DistillConfig(teacher="oracle", selector="random", seed_size=10, batch=10, budget_labels=30))
+        first = project.distill(simulated(selector="random", seed_size=10, batch=10, budget_labels=30))
         before = ledger(project)
-        second = project.distill(DistillConfig(teacher="oracle", selector="random", seed_size=10, batch=10, budget_labels=30))
+        second = project.distill(simulated(selector="random", seed_size=10, batch=10, budget_labels=30))
         assert ledger(project) == before  # same documents, same teacher: no new call
         assert [r.n_labels for r in second.rounds] == [r.n_labels for r in first.rounds]
         assert len(before) == len({h for h, _, _ in before})
@@ -141,7 +145,7 @@ def test_a_second_run_gets_teacher_answers_from_the_ledger_for_free(bbc: Path):
 
 def test_a_human_label_overrides_the_teacher_and_joins_training(bbc: Path):
     with Project.open(bbc) as project:
-        result = project.distill(DistillConfig(teacher="oracle", selector="random", seed_size=10, batch=10, budget_labels=10))
+        result = project.distill(simulated(selector="random", seed_size=10, batch=10, budget_labels=10))
         ledger_ = Ledger(project.store)
         labels = ledger_.run_labels(result.run_id)
         doc_id, teacher_label = next((d, lab.label) for d, lab in labels.items() if lab.source == "teacher")
@@ -157,7 +161,7 @@ def test_a_human_label_overrides_the_teacher_and_joins_training(bbc: Path):
 
 def test_noisy_simulated_teacher_is_measured_against_gold(bbc: Path):
     with Project.open(bbc) as project:
-        result = project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=60,
+        result = project.distill(simulated(seed_size=20, batch=20, budget_labels=60,
                                                teacher_options={"noise": 0.4, "seed": 3}))
         accuracy = result.rounds[-1].metrics["teacher_accuracy"]
         assert 0.35 < accuracy < 0.85
@@ -167,7 +171,7 @@ def test_noisy_simulated_teacher_is_measured_against_gold(bbc: Path):
 
 def test_soft_labels_and_hard_noise(bbc: Path):
     with Project.open(bbc) as project:
-        result = project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=30, soft_labels=True,
+        result = project.distill(simulated(seed_size=10, batch=10, budget_labels=30, soft_labels=True,
                                                teacher_options={"noise": 0.2, "noise_mode": "hard"}))
         assert len(result.rounds) == 3 and result.rounds[-1].metrics["test"]["accuracy"] > 0.3
 
@@ -175,7 +179,7 @@ def test_soft_labels_and_hard_noise(bbc: Path):
 @pytest.mark.parametrize("student", ["svm", "lda", "gbdt"])
 def test_other_students_in_the_loop(bbc: Path, student: str):
     with Project.open(bbc) as project:
-        result = project.distill(DistillConfig(teacher="oracle", student=student, seed_size=10, batch=10, budget_labels=30))
+        result = project.distill(simulated(student=student, seed_size=10, batch=10, budget_labels=30))
         # Five classes (chance 0.2), 30 labels: boosted trees learn least from so little.
         assert result.rounds[-1].metrics["test"]["accuracy"] > (0.3 if student == "gbdt" else 0.5)
         loaded, record = project.load_student()
@@ -184,7 +188,7 @@ def test_other_students_in_the_loop(bbc: Path, student: str):
 
 def test_finetuned_student_in_the_loop(bbc: Path):
     with Project.open(bbc) as project:
-        result = project.distill(DistillConfig(teacher="oracle", student="finetune", selector="mraru", seed_size=8, batch=8,
+        result = project.distill(simulated(student="finetune", selector="mraru", seed_size=8, batch=8,
                                                budget_labels=16, val_limit=10, test_limit=10,
                                                student_options={"epochs": 1, "max_length": 64}))
         assert [r.n_labels for r in result.rounds] == [8, 16]
@@ -201,7 +205,7 @@ def test_cancel_leaves_a_resumable_run(bbc: Path):
             stop["now"] = True
 
     with Project.open(bbc) as project:
-        result = project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=60, teacher_options={}),
+        result = project.distill(simulated(seed_size=10, batch=10, budget_labels=60, teacher_options={}),
                                  on_event=on_event, should_stop=lambda: stop["now"])
         assert result.status == "cancelled"
         assert project.latest_run().status == "cancelled"
@@ -209,7 +213,8 @@ def test_cancel_leaves_a_resumable_run(bbc: Path):
         assert resumed.status == "finished" and resumed.rounds[-1].n_labels == 60
 
 
-DISTILL = ["distill", "--teacher", "oracle", "--selector", "margin", "--seed-size", "10", "--batch", "10", "--budget-labels", "80",
+DISTILL = ["distill", "--teacher", "oracle", "--selector", "margin", "--seed-size", "10", "--batch", "10",
+           "--budget-labels", "80",
            "--teacher-option", "delay=0.03"]
 
 

@@ -209,27 +209,32 @@ class Ledger:
         ).fetchall()
 
     def spend_report(self) -> list[SpendRow]:
-        """Spend grouped by run and model."""
+        """Spend grouped by run and model, with the labels each run took from the ledger without a call (from
+        another run's answers, or its own before a resume)."""
         rows = self.con.execute(
             """
-            SELECT run_id, model, count(*), count(*) FILTER (purpose = 'label'),
-                   count(*) FILTER (purpose = 'generate'), count(error), count(*) FILTER (transient),
-                   coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost_usd), 0),
-                   avg(latency_s)
-            FROM teacher_calls GROUP BY run_id, model ORDER BY run_id NULLS FIRST, model
+            WITH spent AS (
+                SELECT run_id, model, count(*) AS calls, count(*) FILTER (purpose = 'label') AS label_calls,
+                       count(*) FILTER (purpose = 'generate') AS gen_calls, count(error) AS errors,
+                       count(*) FILTER (transient) AS transient, coalesce(sum(tokens_in), 0) AS t_in,
+                       coalesce(sum(tokens_out), 0) AS t_out, coalesce(sum(cost_usd), 0) AS usd,
+                       avg(latency_s) AS latency
+                FROM teacher_calls GROUP BY ALL
+            ), reused AS (
+                SELECT l.run_id, c.model, count(*) AS n FROM labels l JOIN teacher_calls c ON c.id = l.teacher_call_id
+                WHERE l.source = 'teacher' AND c.run_id IS DISTINCT FROM l.run_id GROUP BY ALL
+            )
+            SELECT coalesce(s.run_id, r.run_id) AS run, coalesce(s.model, r.model) AS m, coalesce(calls, 0),
+                   coalesce(label_calls, 0), coalesce(gen_calls, 0), coalesce(errors, 0), coalesce(transient, 0),
+                   coalesce(t_in, 0), coalesce(t_out, 0), coalesce(usd, 0), latency, coalesce(n, 0)
+            FROM spent s FULL OUTER JOIN reused r ON r.run_id IS NOT DISTINCT FROM s.run_id AND r.model = s.model
+            ORDER BY run NULLS FIRST, m
             """
         ).fetchall()
-        reused = dict(self.cache_reuses())
         return [SpendRow(run, model, calls, label_calls, gen_calls, errors, transient, int(t_in), int(t_out),
-                         float(usd), latency, reused.get(run, 0))
-                for run, model, calls, label_calls, gen_calls, errors, transient, t_in, t_out, usd, latency in rows]
-
-    def cache_reuses(self) -> list[tuple[int | None, int]]:
-        """Per run: labels it got from answers bought earlier (by another run, or before a resume)."""
-        return self.con.execute(
-            "SELECT l.run_id, count(*) FROM labels l JOIN teacher_calls c ON c.id = l.teacher_call_id "
-            "WHERE l.source = 'teacher' AND c.run_id IS DISTINCT FROM l.run_id GROUP BY 1 ORDER BY 1"
-        ).fetchall()
+                         float(usd), latency, reused)
+                for run, model, calls, label_calls, gen_calls, errors, transient, t_in, t_out, usd, latency, reused
+                in rows]
 
     def run_spend(self, run_id: int) -> tuple[float, int]:
         usd, calls = self.con.execute(

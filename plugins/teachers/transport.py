@@ -160,6 +160,7 @@ class Transport:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.limits.concurrency)
             self._limiter = _RateLimiter(self.limits.rpm)
+        api_key = self._api_key()  # a missing key is the user's to fix, not a failed call
         reserve = self.worst_case_usd(messages, params.get("max_tokens", 256), params.get("n", 1))
         attempts = 0
         last_error = ""
@@ -175,7 +176,7 @@ class Transport:
                 started = time.perf_counter()
                 try:
                     response = await litellm.acompletion(
-                        model=self.model, messages=messages, api_base=self.api_base, api_key=self._api_key(),
+                        model=self.model, messages=messages, api_base=self.api_base, api_key=api_key,
                         timeout=self.limits.timeout_s, num_retries=0, max_retries=0, **params)
                 except Exception as exc:
                     gate.settle(reserve, 0.0)

@@ -1,0 +1,200 @@
+"""Distillation with real teachers on a slice of bbc-news: the LLM teacher over HTTP (with PGKD generation,
+cost, plan, cancel and resume) and the offline zero-shot teacher."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from fake_llm_server import FakeLLM
+
+from kdstudio.interfaces import Doc, TeachContext
+from kdstudio.loop import DistillConfig
+from kdstudio.plugins import get_plugins
+from kdstudio.project import Project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("llm-loop") / "bbc"
+    project, _ = Project.from_dataset("bbc-news", directory, limit=160, seed=3)
+    with project:
+        project.embed()
+    return directory
+
+
+@pytest.fixture
+def bbc(embedded: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "bbc"
+    shutil.copytree(embedded, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory: pytest.TempPathFactory):
+    with FakeLLM(tmp_path_factory.mktemp("server")) as server:
+        yield server
+
+
+def answer_gold(llm: FakeLLM, directory: Path, **config) -> dict[str, str]:
+    """The server answers like a perfect LLM: the gold label of each document."""
+    with Project.open(directory) as project:
+        gold = project.store.gold()
+        texts = dict(zip(gold, project.store.texts(list(gold)), strict=True))
+    llm.configure(lookup={texts[d].strip(): label for d, label in gold.items()}, confidence=0.9, **config)
+    return texts
+
+
+def llm_args(llm: FakeLLM) -> list[str]:
+    return ["--model", "openai/fake-model", "--api-base", llm.api_base, "--price-in", "1", "--price-out", "2",
+            "--teacher-option", "backoff=0.05"]
+
+
+SMALL = ["--seed-size", "10", "--batch", "10", "--budget-labels", "30", "--val-limit", "20"]
+
+
+def test_pgkd_generates_synthetic_training_samples_and_a_rerun_pays_nothing(bbc: Path, llm: FakeLLM):
+    texts = answer_gold(llm, bbc)
+    existing = next(iter(texts.values()))
+    answer_gold(llm, bbc, generation_extra=[{"text": existing, "label": "business"},  # already in the corpus
+                                            {"text": "a forecast of rain", "label": "weather"}])  # not a label
+    first = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--generate", "pgkd", "--generate-samples",
+                    "4")
+    assert first.returncode == 0, first.stderr
+    assert "+4 generated" in first.stdout and "SIMULATED" not in first.stdout
+    sent = llm.requests()
+    generations = [r for r in sent if r["schema"] == "generated_samples"]
+    assert len(generations) == 2  # rounds 1 and 2 (round 0 has no student to learn from yet)
+    prompt = generations[0]["body"]["messages"][1]["content"]
+    assert "The student's validation report" in prompt and "exactly 4 new" in prompt
+    with Project.open(bbc, read_only=True) as project:
+        con = project.store.con
+        synthetic = con.execute("SELECT split, count(*) FROM documents WHERE source = 'synthetic' GROUP BY 1"
+                                ).fetchall()
+        assert synthetic == [("pool", 8)]  # 2 x 4 kept: the duplicate and the made-up label were dropped
+        rounds = project.rounds(1)
+        assert [r.metrics["generated"] for r in rounds] == [0, 4, 4]
+        assert [r.n_labels for r in rounds] == [10, 24, 38]  # the run trains on what was generated
+        calls = con.execute("SELECT purpose, count(*) FROM teacher_calls GROUP BY 1 ORDER BY 1").fetchall()
+        n_val = len(project.store.ids_in_split("val"))
+        assert calls == [("generate", 2), ("label", 30 + n_val)]
+
+    llm.configure()
+    second = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--generate", "pgkd", "--generate-samples",
+                     "4")
+    assert second.returncode == 0, second.stderr
+    assert llm.requests() == []  # every label and every generation came from the ledger
+    with Project.open(bbc, read_only=True) as project:
+        assert [r.n_labels for r in project.rounds(2)] == [10, 24, 38]
+    cost = run_cli("cost", "-p", str(bbc))
+    assert cost.returncode == 0, cost.stderr
+    lines = [line for line in cost.stdout.splitlines() if "fake-model" in line]
+    assert len(lines) == 2 and lines[0].split("│")[3].strip() == str(32 + n_val)  # run 1 paid for every call
+    # Run 2 paid for none: it reused every label, the generated samples' included.
+    assert lines[1].split("│")[3].strip() == "0" and lines[1].split("│")[-2].strip() == str(30 + n_val + 8)
+
+
+def test_the_no_report_ablation_leaves_the_report_out(bbc: Path, llm: FakeLLM):
+    answer_gold(llm, bbc)
+    result = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--generate", "pgkd", "--generate-samples",
+                     "2", "--no-report", "--max-rounds", "2")
+    assert result.returncode == 0, result.stderr
+    prompt = next(r for r in llm.requests() if r["schema"] == "generated_samples")["body"]["messages"][1]["content"]
+    assert "validation report" not in prompt and "Samples the student classifies correctly" in prompt
+
+
+def test_plan_estimates_without_sending_and_is_close_to_the_real_cost(bbc: Path, llm: FakeLLM):
+    answer_gold(llm, bbc)
+    plan = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--plan")
+    assert plan.returncode == 0, plan.stderr
+    assert "nothing was sent" in plan.stdout and re.search(r"labels \(30 training \+ 1\d validation\)", plan.stdout)
+    assert llm.requests() == []
+    planned = float(plan.stdout.split("total")[1].split("$")[1].split()[0])
+    run = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL)
+    assert run.returncode == 0, run.stderr
+    with Project.open(bbc, read_only=True) as project:
+        actual = project.store.spend()[0]
+    assert actual == pytest.approx(planned, rel=0.15)
+
+
+def test_a_usd_budget_needs_a_known_price(bbc: Path, llm: FakeLLM):
+    result = run_cli("distill", "-p", str(bbc), "--model", "openai/fake-model", "--api-base", llm.api_base,
+                     "--budget-usd", "1")
+    assert result.returncode == 1 and "cannot be enforced" in result.stderr and "--price-in" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_cancelled_llm_run_records_what_was_in_flight_and_resumes_without_paying_twice(bbc: Path,
+                                                                                        llm: FakeLLM):
+    answer_gold(llm, bbc, delay=0.1)
+    seen: list[str] = []
+    config = DistillConfig(teacher="llm", teacher_options={"model": "openai/fake-model", "api_base": llm.api_base,
+                                                           "price_in": 1.0, "price_out": 2.0, "concurrency": 4},
+                           seed_size=10, batch=10, budget_labels=40, val_limit=20)
+    with Project.open(bbc) as project:
+        cancelled = project.distill(config, on_event=lambda kind, p: seen.append(kind),
+                                    should_stop=lambda: seen.count("label") >= 35)
+        assert cancelled.status == "cancelled"
+        recorded = project.store.con.execute("SELECT count(*) FROM teacher_calls").fetchall()[0][0]
+    # Every request the server answered is in the ledger, in-flight ones included.
+    assert recorded == len(llm.requests()) >= 35
+    with Project.open(bbc) as project:
+        resumed = project.distill(resume=cancelled.run_id)
+        assert resumed.status == "finished" and resumed.rounds[-1].n_labels == 40
+        hashes = project.store.con.execute("SELECT request_hash FROM teacher_calls").fetchall()
+    assert len(hashes) == len(set(hashes))
+    asked = Counter(r["document"] for r in llm.requests())
+    assert max(asked.values()) == 1  # no document was ever sent twice
+
+
+def test_the_demo_takes_an_llm_teacher_with_one_flag(tmp_path: Path, llm: FakeLLM):
+    llm.configure(confidence=0.9)
+    result = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "60", "--budget-labels", "20",
+                     "--llm", "openai/gpt-4o-mini", "--api-base", llm.api_base)
+    assert result.returncode == 0, result.stderr
+    assert "LLM teacher openai/gpt-4o-mini" in result.stdout and "label budget reached (20/20)" in result.stdout
+    assert len(llm.requests()) > 20
+    with Project.open(tmp_path / "demo", read_only=True) as project:
+        assert project.store.spend()[0] > 0  # priced from litellm's table
+
+
+def test_the_zero_shot_teacher_labels_offline_and_calibrates_on_labelled_examples(bbc: Path):
+    with Project.open(bbc) as project:
+        ids = project.store.ids_in_split("pool")[:80]
+        gold = project.store.gold(ids)
+        teacher = get_plugins().get("teacher", "zeroshot").cls()
+        descriptions = {label.name: label.description for label in project.config.labels}
+        assert all(descriptions.values())  # the dataset brought descriptions for its labels
+        context = TeachContext(project.labels, descriptions, encode=project.embedder.encode)
+        docs = [Doc(d, t) for d, t in zip(ids, project.store.texts(ids), strict=True)]
+        answers = list(teacher.label(docs, context))
+        assert len(answers) == 80
+        accuracy = sum(a.label == gold[a.doc_id] for a in answers) / 80
+        assert accuracy >= 0.75
+        assert all(sum(a.probs.values()) == pytest.approx(1.0) and a.confidence == max(a.probs.values())
+                   for a in answers)
+        default_key = teacher.request(docs[0], context)["temperature"]
+        examples = [(d, t, gold[d]) for d, t in zip(ids[:40], project.store.texts(ids[:40]), strict=True)]
+        calibrated = TeachContext(project.labels, descriptions, encode=project.embedder.encode, examples=examples)
+        assert teacher.request(docs[0], calibrated)["temperature"] != default_key
+        assert teacher.examples_wanted == 200
+
+
+def test_distill_defaults_to_the_zero_shot_teacher_and_its_answers_cost_nothing(bbc: Path):
+    result = run_cli("distill", "-p", str(bbc), *SMALL)
+    assert result.returncode == 0, result.stderr
+    assert "teacher zeroshot(all-MiniLM-L6-v2)" in result.stdout and "SIMULATED" not in result.stdout
+    with Project.open(bbc, read_only=True) as project:
+        row = project.rounds(1)[-1]
+        assert 0.6 <= row.metrics["teacher_accuracy"] <= 1.0 and row.cost_usd == 0
+        prompts = project.store.con.execute("SELECT count(prompt) FROM teacher_calls").fetchall()[0][0]
+        assert prompts == 0  # the request is the document itself: nothing extra is logged
+        probs = json.loads(project.store.con.execute("SELECT probs FROM labels LIMIT 1").fetchall()[0][0])
+        assert set(probs) == set(project.labels)
