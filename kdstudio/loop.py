@@ -78,6 +78,10 @@ class DistillConfig:
             raise KdError(f"--generate {self.generate!r} is not known", "the one generation method is pgkd")
         if self.generate and self.generate_samples < 1:
             raise KdError("--generate-samples must be at least 1")
+        if self.batch == 0 and not (self.max_rounds or self.patience or self.target or self.budget_usd is not None
+                                    or self.budget_calls is not None):
+            raise KdError("with --batch 0 the label budget never runs out", "give --max-rounds, --patience, --target "
+                          "or a call or USD budget")
 
     @property
     def pgkd(self) -> PgkdSettings:
@@ -381,7 +385,8 @@ class Distiller:
                 pool = _Pool(free, features, self._vectors, [s["id"] for s in selected], student, self.labels,
                              round_no, rng)
                 chooser = seed_selector if round_no == 0 else selector
-                choice: Selection = chooser.select(pool, want)
+                # A pure PGKD run (--batch 0) buys no new documents after the seed: its data is generated.
+                choice: Selection = chooser.select(pool, want) if want > 0 else Selection([], [])
                 batch = [{"id": str(free[p]), "score": None if s is None or math.isnan(s) else float(s)}
                          for p, s in zip(choice.positions, choice.scores, strict=True)]
                 scored = max(choice.scored, pool.scored)

@@ -120,7 +120,9 @@ def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group
         config = run.config
         best = next((r for r in rounds if r.round == run.best_round), None)
         curve = [r.metrics.get("test", r.metrics.get("val", {})).get("accuracy", 0.0) for r in rounds]
-        teacher = config.get("teacher", "?") + (" [bold yellow](SIMULATED)[/]" if run.simulated else "")
+        model = config.get("teacher_options", {}).get("model")
+        teacher = config.get("teacher", "?") + (f" {model}" if model else "") + (
+            " [bold yellow](SIMULATED)[/]" if run.simulated else "")
         table.add_row(
             str(run.id), run.status, teacher, config.get("selector", "?"), config.get("student", "?"),
             str(len(rounds)), str(rounds[-1].n_labels if rounds else 0),

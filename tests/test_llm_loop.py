@@ -101,13 +101,20 @@ def test_pgkd_generates_synthetic_training_samples_and_a_rerun_pays_nothing(bbc:
     assert lines[1].split("│")[3].strip() == "0" and lines[1].split("│")[-2].strip() == str(30 + n_val + 8)
 
 
-def test_the_no_report_ablation_leaves_the_report_out(bbc: Path, llm: FakeLLM):
+def test_pure_pgkd_with_the_no_report_ablation(bbc: Path, llm: FakeLLM):
     answer_gold(llm, bbc)
-    result = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--generate", "pgkd", "--generate-samples",
-                     "2", "--no-report", "--max-rounds", "2")
+    endless = run_cli("distill", "-p", str(bbc), *llm_args(llm), "--batch", "0", "--generate", "pgkd")
+    assert endless.returncode == 1 and "--max-rounds" in endless.stderr
+    result = run_cli("distill", "-p", str(bbc), *llm_args(llm), "--seed-size", "10", "--batch", "0",
+                     "--val-limit", "20", "--generate", "pgkd", "--generate-samples", "3", "--no-report",
+                     "--max-rounds", "3")
     assert result.returncode == 0, result.stderr
     prompt = next(r for r in llm.requests() if r["schema"] == "generated_samples")["body"]["messages"][1]["content"]
     assert "validation report" not in prompt and "Samples the student classifies correctly" in prompt
+    with Project.open(bbc, read_only=True) as project:
+        rounds = project.rounds(1)
+        # Ten bought labels, then only generated ones: 10, 13, 16.
+        assert [(r.metrics["n_selected"], r.n_labels) for r in rounds] == [(10, 10), (10, 13), (10, 16)]
 
 
 def test_plan_estimates_without_sending_and_is_close_to_the_real_cost(bbc: Path, llm: FakeLLM):
@@ -198,3 +205,18 @@ def test_distill_defaults_to_the_zero_shot_teacher_and_its_answers_cost_nothing(
         assert prompts == 0  # the request is the document itself: nothing extra is logged
         probs = json.loads(project.store.con.execute("SELECT probs FROM labels LIMIT 1").fetchall()[0][0])
         assert set(probs) == set(project.labels)
+
+
+def test_the_api_key_is_read_from_the_environment_and_written_nowhere(bbc: Path, llm: FakeLLM):
+    secret = "sk-live-7Hq2ZpX9wVtR4kLm"
+    answer_gold(llm, bbc)
+    result = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--max-rounds", "1", "--teacher-option",
+                     "api_key_env=KDSTUDIO_TEST_KEY", env={"KDSTUDIO_TEST_KEY": secret, "LITELLM_LOG": "DEBUG"})
+    assert result.returncode == 0, result.stderr
+    assert {r["auth"] for r in llm.requests()} == {f"Bearer {secret}"}
+    assert secret not in result.stdout + result.stderr
+    for path in bbc.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    with Project.open(bbc, read_only=True) as project:
+        assert secret not in json.dumps(project.store.dump(), default=str)

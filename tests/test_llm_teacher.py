@@ -104,8 +104,12 @@ def test_a_repeated_request_is_served_from_the_ledger(project: Project, llm: Fak
 def test_a_passing_fault_is_retried_and_the_document_labelled(project: Project, llm: FakeLLM, fault: dict,
                                                              requests_made: int):
     llm.configure(confidence=0.8, faults=[{"match": "doc 1:", **fault}])
-    outcome = teach(project, teacher(llm, timeout=1.0), docs(3))
+    budget = Budget(max_calls=3, max_usd=0.01)
+    outcome = teach(project, teacher(llm, timeout=1.0), docs(3), budget)
     assert set(outcome.labelled) == {"doc0", "doc1", "doc2"} and not outcome.failed
+    # Retries are tries of one call: the call budget counts three; the money is what the ledger says, under the cap.
+    ledger_usd = project.store.con.execute("SELECT sum(cost_usd) FROM teacher_calls").fetchall()[0][0]
+    assert budget.spent_calls == 3 and budget.spent_usd == pytest.approx(ledger_usd) and ledger_usd <= 0.01
     mine = [r for r in llm.requests() if r["document"].startswith("doc 1:")]
     assert len(mine) == requests_made
     row = next(r for r in calls(project) if r["doc"] == "doc1")
@@ -139,8 +143,10 @@ def test_a_persistently_bad_answer_is_an_error_never_a_label(project: Project, l
     batch = docs(3)
     if text:
         batch[1] = Doc("doc1", f"doc 1: about sports. {text}")
-    outcome = teach(project, teacher(llm, parse_retries=2), batch)
+    budget = Budget(max_usd=0.01)
+    outcome = teach(project, teacher(llm, parse_retries=2), batch, budget)
     assert "doc1" in outcome.failed and error in outcome.failed["doc1"]
+    assert budget.spent_usd <= 0.01
     assert set(outcome.labelled) == {"doc0", "doc2"}
     row = next(r for r in calls(project) if r["doc"] == "doc1")
     assert row["label"] is None and row["attempts"] == 3 and not row["transient"]

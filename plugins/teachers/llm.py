@@ -74,6 +74,7 @@ class LLMTeacher(Teacher):
             raise KdError("confidence=samples needs samples >= 2")
         self._pricing: Pricing | None = None
         self._transport: Transport | None = None
+        self._resolved_mode: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -100,10 +101,13 @@ class LLMTeacher(Teacher):
         return self._transport
 
     def _mode(self) -> str:
-        if self.confidence != "auto":
-            return self.confidence
-        supported = litellm_module().get_supported_openai_params(model=self.model) or []
-        return "logprobs" if "logprobs" in supported else "verbalized"
+        if self._resolved_mode is None:
+            mode = self.confidence
+            if mode == "auto":
+                supported = litellm_module().get_supported_openai_params(model=self.model) or []
+                mode = "logprobs" if "logprobs" in supported else "verbalized"
+            self._resolved_mode = mode
+        return self._resolved_mode
 
     @property
     def examples_wanted(self) -> int:

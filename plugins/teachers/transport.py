@@ -177,7 +177,9 @@ class Transport:
                 try:
                     response = await litellm.acompletion(
                         model=self.model, messages=messages, api_base=self.api_base, api_key=api_key,
-                        timeout=self.limits.timeout_s, num_retries=0, max_retries=0, **params)
+                        timeout=self.limits.timeout_s, num_retries=0, max_retries=0,
+                        # A provider without logprobs or JSON schemas gets the request without them, not an error.
+                        drop_params=True, **params)
                 except Exception as exc:
                     gate.settle(reserve, 0.0)
                     delay, last_error = self._classify(exc, attempts)

@@ -1,0 +1,113 @@
+"""The offline zero-shot teacher (the demo's): how often it is right, how well its probabilities are calibrated,
+and what a student distilled from it reaches next to one distilled from gold (the simulated oracle).
+
+    .venv/bin/python benchmarks/zeroshot_teacher.py                       # bbc-news and reuters-r8, ~5 minutes
+    .venv/bin/python benchmarks/zeroshot_teacher.py --datasets bbc-news
+
+Uses the embedded projects that benchmarks/learning_curves.py keeps in benchmarks/out/projects (or builds them),
+copied so that the runs here do not touch them. JSON goes to benchmarks/out/zeroshot_teacher.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from kdstudio.config import Label
+from kdstudio.evaluation import expected_calibration_error
+from kdstudio.interfaces import Doc, TeachContext
+from kdstudio.loop import DistillConfig
+from kdstudio.plugins import get_plugins
+from kdstudio.project import Project
+
+OUT = Path("benchmarks/out")
+
+
+def teacher_quality(project: Project, calibration: int) -> dict[str, float]:
+    ids = project.store.ids_in_split("pool", source="imported")
+    gold = project.store.gold(ids)
+    ids = [d for d in ids if d in gold]
+    row_ids, matrix = project.store.embedding_matrix(project.config.embedding.model)
+    row = {d: i for i, d in enumerate(row_ids)}
+
+    def vectors(doc_ids: list[str]) -> np.ndarray:
+        return matrix[[row[d] for d in doc_ids]]
+
+    descriptions = {label.name: label.description for label in project.config.labels}
+    cls = get_plugins().get("teacher", "zeroshot").cls
+    docs = [Doc(d, "") for d in ids]
+    labels = project.labels
+    y = np.array([labels.index(gold[d]) for d in ids])
+    rng = np.random.default_rng(0)
+    held = rng.permutation(len(ids))
+    fit_ids, eval_pos = held[:calibration], held[calibration:]
+    examples = [(ids[i], "", gold[ids[i]]) for i in fit_ids]
+    out: dict[str, float] = {"documents": float(len(eval_pos))}
+    for name, template, context_examples in (
+        ("names only", "{name}", []),
+        ("descriptions", "{description}", []),
+        (f"descriptions, calibrated on {calibration}", "{description}", examples),
+    ):
+        teacher = cls(template=template)
+        context = TeachContext(labels, descriptions, vectors=vectors, encode=project.embedder.encode,
+                               examples=context_examples)
+        answers = {a.doc_id: a for a in teacher.label([docs[i] for i in eval_pos], context)}
+        probs = np.array([[answers[ids[i]].probs[x] for x in labels] for i in eval_pos])
+        yy = y[eval_pos]
+        out[f"{name}: accuracy"] = float((probs.argmax(1) == yy).mean())
+        out[f"{name}: ECE"] = expected_calibration_error(yy, probs)
+        out[f"{name}: log loss"] = float(-np.log(np.clip(probs[np.arange(len(yy)), yy], 1e-12, None)).mean())
+        out[f"{name}: mean confidence"] = float(probs.max(1).mean())
+    return out
+
+
+def distilled(project: Project, teacher: str, budget: int) -> dict[str, float]:
+    result = project.distill(DistillConfig(teacher=teacher, selector="margin", student="logreg",
+                                           budget_labels=budget, seed=0))
+    best = next(r for r in result.rounds if r.round == result.best_round)
+    last = result.rounds[-1]
+    return {"test accuracy (best round)": best.metrics["test"]["accuracy"],
+            "test accuracy (last round)": last.metrics["test"]["accuracy"],
+            "teacher accuracy on what it labelled": last.metrics.get("teacher_accuracy", float("nan"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="bbc-news,reuters-r8")
+    parser.add_argument("--budget", type=int, default=200)
+    parser.add_argument("--calibration", type=int, default=200)
+    args = parser.parse_args()
+    report = {}
+    for dataset in args.datasets.split(","):
+        source = OUT / "projects" / dataset
+        if not Project.exists(source):
+            project, _ = Project.from_dataset(dataset, source)
+            with project:
+                project.embed()
+        work = OUT / "zeroshot" / dataset
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(source, work, ignore=shutil.ignore_patterns("students"))
+        with Project.open(work) as project:
+            # Projects built before datasets carried label descriptions get them now.
+            descriptions = get_plugins().get("dataset", dataset).cls.descriptions
+            project.config.labels = [Label(x.name, x.description or descriptions.get(x.name, ""))
+                                     for x in project.config.labels]
+            project.config.save(work)
+            print(f"== {dataset}")
+            quality = teacher_quality(project, args.calibration)
+            for key, value in quality.items():
+                print(f"  {key:<48} {value:.3f}")
+            runs = {teacher: distilled(project, teacher, args.budget) for teacher in ("zeroshot", "oracle")}
+            for teacher, values in runs.items():
+                for key, value in values.items():
+                    print(f"  student from {teacher:<8} {key:<36} {value:.3f}")
+            report[dataset] = {"teacher": quality, "students": runs}
+    (OUT / "zeroshot_teacher.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
