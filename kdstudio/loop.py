@@ -226,13 +226,23 @@ class Distiller:
         ids, matrix = self.store.embedding_matrix(self.embedding_model)
         self.row_of = {doc_id: i for i, doc_id in enumerate(ids)}
         self.matrix = matrix
+        # Vectors of samples generated during this process; kept apart so that the big matrix is never copied.
+        self.generated_vectors: dict[str, np.ndarray] = {}
         missing = [d for d in self.store.ids_in_split("pool") if d not in self.row_of]
         if missing:
             raise KdError(f"{len(missing)} pool documents have no {self.embedding_model} vector",
                           "run `kdstudio embed` first")
 
     def _vectors(self, ids: list[str]) -> np.ndarray:
-        return self.matrix[[self.row_of[d] for d in ids]] if ids else np.zeros((0, self.matrix.shape[1]))
+        if not ids:
+            return np.zeros((0, self.matrix.shape[1]), dtype=self.matrix.dtype)
+        extra = self.generated_vectors
+        out = self.matrix[[0 if d in extra else self.row_of[d] for d in ids]]
+        if extra:
+            for i, doc_id in enumerate(ids):
+                if doc_id in extra:
+                    out[i] = extra[doc_id]
+        return out
 
     def _features(self, student_cls: type[Student]) -> Callable[[list[str]], Any]:
         return self._vectors if student_cls.input == "embeddings" else self.store.texts
@@ -513,13 +523,11 @@ class Distiller:
                                      self.labels, last.metrics.get("val", {}).get("per_class"), config.pgkd,
                                      np.random.default_rng([config.seed, round_no, 31]))
         made = runner.generate(request, round=round_no)
-        fresh = [d for d in made.doc_ids if d not in self.row_of]
+        fresh = [d for d in made.doc_ids if d not in self.row_of and d not in self.generated_vectors]
         if fresh:
             vectors = (self.encode or self._no_encoder)(self.store.texts(fresh))
             self.store.save_embeddings(self.embedding_model, fresh, vectors)
-            for doc_id in fresh:
-                self.row_of[doc_id] = len(self.row_of)
-            self.matrix = np.vstack([self.matrix, vectors.astype(self.matrix.dtype)])
+            self.generated_vectors.update(zip(fresh, vectors.astype(self.matrix.dtype), strict=True))
         self.on_event("generated", {"round": round_no, "kept": len(made.doc_ids), "duplicates": made.duplicates,
                                     "rejected": made.rejected, "cached": made.cached, "error": made.error})
         return made
@@ -567,7 +575,7 @@ class Distiller:
         m = row.metrics
         return RoundReport(row.round, m.get("n_selected", 0), row.n_labels or 0, m.get("failed", 0),
                            row.cost_usd or 0.0, m.get("calls", 0), row.scored or 0, m, row.timings,
-                           bool(m.get("best")))
+                           bool(m.get("best")), m.get("generated", 0))
 
     def _result(self, run_id: int, status: str, reason: str, best_round: int | None, teacher: Teacher,
                 reports: list[RoundReport]) -> RunResult:

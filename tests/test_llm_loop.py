@@ -220,3 +220,28 @@ def test_the_api_key_is_read_from_the_environment_and_written_nowhere(bbc: Path,
             assert secret.encode() not in path.read_bytes(), path
     with Project.open(bbc, read_only=True) as project:
         assert secret not in json.dumps(project.store.dump(), default=str)
+
+
+def test_a_run_killed_right_after_a_generation_replays_it_on_resume(bbc: Path, llm: FakeLLM):
+    answer_gold(llm, bbc)
+    config = DistillConfig(teacher="llm", teacher_options={"model": "openai/fake-model", "api_base": llm.api_base,
+                                                           "price_in": 1.0, "price_out": 2.0},
+                           seed_size=10, batch=10, budget_labels=40, val_limit=20, generate="pgkd",
+                           generate_samples=3)
+
+    def die_after_second_generation(kind: str, payload: dict) -> None:
+        if kind == "generated" and payload["round"] == 2:
+            raise KeyboardInterrupt  # as if killed between the generation call and the end of the round
+
+    with Project.open(bbc) as project, pytest.raises(KeyboardInterrupt):
+        project.distill(config, on_event=die_after_second_generation)
+    with Project.open(bbc) as project:
+        assert project.latest_run().status == "cancelled"
+        replays: list[dict] = []
+        resumed = project.distill(resume=1, on_event=lambda kind, p: replays.append(p) if kind == "generated" else 0)
+        assert resumed.status == "finished" and [r.generated for r in resumed.rounds] == [0, 3, 3, 3]
+        assert [p["cached"] for p in replays] == [True, False]  # round 2 replayed from the ledger, round 3 new
+    generations = [r for r in llm.requests() if r["schema"] == "generated_samples"]
+    assert len(generations) == 3  # rounds 1, 2 and 3: none sent twice
+    hashes = Counter(r["body"]["messages"][1]["content"] for r in generations)
+    assert max(hashes.values()) == 1
