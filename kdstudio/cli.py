@@ -294,6 +294,49 @@ def cost(project_dir: Path) -> None:
 
 
 @cli.command()
+@project_option
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="The model folder to write.")
+@click.option("--student", "student_id", type=int, help="A kept student's id (default: the best of the latest run).")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization of the encoder's weights.")
+@click.option("--exporter", default="onnx", show_default=True, help="A registered exporter.")
+def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: str | None, exporter: str) -> None:
+    """Export a student as one ONNX graph with its tokenizer, labels and model card; check it on the test split."""
+    from kdstudio.render import export_view
+
+    with Project.open(project_dir) as project:
+        report = project.export(out_dir, student_id=student_id, quantize=quantize, exporter=exporter)
+    console.print(export_view(report))
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("source", metavar="INPUT")
+@click.option("--out", type=click.Path(path_type=Path), help="Where to write: .csv, .jsonl or .parquet (default: CSV "
+                                                             "on standard output).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", help="A column to copy into the output (default: `id` when the input has one).")
+@click.option("--defer-below", type=float, help="Label predictions less confident than this `defer`, for the LLM.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--threads", type=int, help="CPU threads for onnxruntime (default: all).")
+def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id_column: str | None,
+            defer_below: float | None, batch_size: int, threads: int | None) -> None:
+    """Classify INPUT (CSV, TSV, JSONL, Parquet, or - for lines on standard input) with an exported model."""
+    from kdstudio.predict_io import read_documents, write_predictions
+    from kdstudio.runtime import Classifier
+
+    if defer_below is not None and not 0.0 <= defer_below <= 1.0:
+        raise KdError("--defer-below is a confidence between 0 and 1")
+    classifier = Classifier(model_dir, threads=threads, batch_size=batch_size)
+    docs = read_documents(source, text_column, id_column)
+    predictions = classifier.predict(docs.texts, defer_below=defer_below)
+    write_predictions(predictions, classifier.labels, docs, out)
+    if out is not None:
+        deferred = sum(p.deferred for p in predictions)
+        err_console.print(f"{len(predictions)} predictions written to {out}"
+                          + (f"; {deferred} deferred" if defer_below is not None else ""), highlight=False)
+
+
+@cli.command()
 def plugins() -> None:
     """Every registered selector, teacher, student, exporter, review backend and dataset."""
     from kdstudio.render import plugins_view

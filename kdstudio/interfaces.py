@@ -301,11 +301,46 @@ class Student(Component):
     def load(cls, directory: Path) -> Student:
         raise NotImplementedError
 
+    def onnx_graph(self, opset: int) -> Any:
+        """This student as an `onnx.ModelProto` whose output "probabilities" (float [N, n_classes]) covers the
+        whole label set. Its input is "embedding" (float [N, dim]) for an embeddings student, or "input_ids" and
+        "attention_mask" (int64 [N, T]) for a texts student, which also implements `save_tokenizer`."""
+        raise ExportUnsupported(f"student {self.name} cannot be exported to ONNX",
+                                "distill with an exportable student: logreg, svm, lda, rf, gbdt or finetune")
+
+    def save_tokenizer(self, directory: Path) -> int:
+        """A texts student writes its `tokenizer.json` into `directory` and returns its maximum length."""
+        raise ExportUnsupported(f"student {self.name} has no tokenizer to export")
+
+
+class ExportUnsupported(KdError):
+    """The student (or the exporter) cannot produce this artifact."""
+
+
+@dataclass
+class ExportContext:
+    """What an exporter needs besides the student: the label set, the project's embedding model (for students that
+    read embeddings) and the quantization asked for."""
+
+    labels: list[str]
+    embedding_model: str
+    embedding_max_length: int
+    quantize: str | None = None
+
+
+@dataclass
+class ExportedModel:
+    """What an exporter wrote: the folder, and a description of the graph for the model card."""
+
+    directory: Path
+    files: list[str]
+    details: dict[str, Any] = field(default_factory=dict)
+
 
 class Exporter(Component):
-    """Writes a trained student to a deployable artifact."""
+    """Writes a trained student to a deployable artifact that `kdstudio.runtime` can load."""
 
-    def export(self, student: Any, out_dir: Any, context: Any) -> Any:
+    def export(self, student: Student, out_dir: Path, context: ExportContext) -> ExportedModel:
         raise NotImplementedError
 
 

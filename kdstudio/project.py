@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from kdstudio.config import CONFIG_NAME, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import Embedder, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectNotFound
-from kdstudio.interfaces import DatasetTable, Student
+from kdstudio.interfaces import DatasetTable, ExportContext, Student
 from kdstudio.loop import DistillConfig, Distiller, EventFn, Plan, RunResult
 from kdstudio.plugins import Plugins, get_plugins
 from kdstudio.sampling import stratified_sample
@@ -27,6 +29,9 @@ from kdstudio.store import (
     import_file,
     import_table,
 )
+
+if TYPE_CHECKING:
+    from kdstudio.export import ExportReport
 
 
 @dataclass
@@ -209,6 +214,48 @@ class Project:
         student = self.plugins.get("student", kind).cls.load(Path(path))
         return student, {"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "path": path,
                          "metrics": metrics}
+
+    # -- export ----------------------------------------------------------------------------------------
+
+    def export(self, out_dir: str | Path, *, student_id: int | None = None, quantize: str | None = None,
+               exporter: str = "onnx") -> ExportReport:
+        """Export a kept student (default: the best of the latest run), check it on the test split against the
+        in-process student, and write its model card."""
+        from kdstudio.export import export_student
+
+        student, record = self.load_student(student_id)
+        plugin = self.plugins.get("exporter", exporter).cls()
+        context = ExportContext(self.labels, self.config.embedding.model, self.config.embedding.max_length, quantize)
+        gold = self.store.gold()
+        test = [d for d in self.store.ids_in_split("test") if d in gold]
+        texts = self.store.texts(test)
+        features = self.store.vectors(self.config.embedding.model, test) if student.input == "embeddings" \
+            else texts
+        y = np.array([self.labels.index(gold[d]) for d in test], dtype=np.int64)
+        return export_student(student, record, plugin, Path(out_dir), context, texts, features, y,
+                              self._card_facts(record["run_id"]))
+
+    def _card_facts(self, run_id: int | None) -> dict[str, Any]:
+        facts: dict[str, Any] = {"project": self.config.name, "documents": self.store.documents_by_split_source(),
+                                 "sources": self.store.import_sources()}
+        run = RunLog(self.store).get(run_id) if run_id is not None else None
+        if run is None:
+            return facts
+        done = [r for r in self.rounds(run.id) if r.phase == "done"]
+        spent = [row for row in self.cost() if row.run_id == run.id]
+        config = run.config
+        facts["teacher"] = ", ".join(sorted({row.model for row in spent})) or config.get("teacher", "?")
+        facts["run"] = {
+            "id": run.id, "simulated": run.simulated, "selector": config.get("selector"),
+            "student_options": config.get("student_options"),
+            "n_selected": done[-1].metrics.get("n_selected") if done else 0,
+            "n_val": len(self.store.ids_in_split("val")) if config.get("val_limit") is None
+            else min(config["val_limit"], len(self.store.ids_in_split("val"))),
+            "generated": sum(r.metrics.get("generated", 0) for r in done),
+            "calls": sum(row.calls for row in spent), "usd": sum(row.usd for row in spent),
+            "teacher_accuracy": done[-1].metrics.get("teacher_accuracy") if done else None,
+        }
+        return facts
 
     # -- reporting -----------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 
+from kdstudio.export import ExportReport
 from kdstudio.loop import Plan, RoundReport
 from kdstudio.plugins import Plugins
 from kdstudio.project import Status
@@ -194,3 +195,29 @@ def plan_view(plan: Plan) -> Group:
     if not est.priced:
         notes.insert(0, "[bold red]the price is unknown: give --price-in and --price-out to plan a USD budget[/]")
     return Group(table, *notes)
+
+
+def export_view(report: ExportReport) -> Group:
+    model = report.model
+    parts: list = [f"[bold]exported[/bold] student {report.student['id']} ({report.student['kind']}, run "
+                   f"{report.student['run_id']}, round {report.student['round']}) to {model.directory}: "
+                   f"{', '.join(model.files)} and README.md (the model card)",
+                   ", ".join(f"{k} {v}" for k, v in model.details.items())]
+    p = report.parity
+    if p is not None:
+        parts.append(f"checked on {p.n} test documents with the onnxruntime runtime: same label as the in-process "
+                     f"student for {p.agreement:.1%}, largest probability difference {p.max_prob_diff:.2e}; "
+                     f"accuracy {_num(p.exported_accuracy)} (in-process {_num(p.student_accuracy)})")
+    if report.cascade:
+        table = Table(title="Deferral on the test split: predictions below the threshold go to the LLM",
+                      title_justify="left")
+        for column in ("threshold", "answered here", "accuracy on those"):
+            table.add_column(column, justify="right")
+        for point in report.cascade:
+            table.add_row(f"{point.threshold:.2f}", f"{point.coverage:.1%}", _num(point.accuracy))
+        parts.append(table)
+    return Group(*parts)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

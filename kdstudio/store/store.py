@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from kdstudio.errors import ProjectLocked, ProjectNotFound, SchemaError
+from kdstudio.errors import KdError, ProjectLocked, ProjectNotFound, SchemaError
 from kdstudio.store.schema import LATEST_VERSION, MIGRATIONS
 
 DB_NAME = "kdstudio.duckdb"
@@ -229,6 +229,25 @@ class Store:
         vectors = table.column("vector").combine_chunks()
         flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         return ids, flat.reshape(len(ids), -1)
+
+    def vectors(self, model: str, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of `ids`, in the order given (every id must have one)."""
+        table = pa.table({"id": pa.array(list(ids), pa.string()), "pos": pa.array(range(len(ids)), pa.int64())})
+        self.con.register("_vector_ids", table)
+        try:
+            found = self.con.sql("SELECT e.vector FROM _vector_ids t JOIN embeddings e ON e.doc_id = t.id "
+                                 "AND e.model = ? ORDER BY t.pos", params=[model]).to_arrow_table()
+        finally:
+            self.con.unregister("_vector_ids")
+        if found.num_rows != len(ids):
+            raise KdError(f"{len(ids) - found.num_rows} documents have no {model} vector", "run `kdstudio embed`")
+        if not len(ids):
+            return np.zeros((0, 0), dtype=np.float32)
+        flat = found.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return flat.astype(np.float32, copy=False).reshape(len(ids), -1)
+
+    def import_sources(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT DISTINCT source FROM imports ORDER BY 1").fetchall()]
 
     def embedding_coverage(self) -> list[tuple[str, int, int]]:
         """(model, documents with a vector, vector dimension) per model."""

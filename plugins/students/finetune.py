@@ -90,6 +90,33 @@ class FineTunedStudent(Student):
         options = {o.name: getattr(self, o.name) for o in self.options}
         (directory / "kdstudio_student.json").write_text(json.dumps({"n_classes": self.n_classes_, **options}))
 
+    def onnx_graph(self, opset: int) -> Any:
+        import tempfile
+
+        import onnx
+        import torch
+
+        from kdstudio.torch_onnx import torch_to_onnx
+
+        class Probabilities(torch.nn.Module):
+            def __init__(self, model: Any) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+                return torch.softmax(self.model(input_ids=input_ids, attention_mask=attention_mask).logits, dim=-1)
+
+        with tempfile.TemporaryDirectory(prefix="kdstudio-finetune-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            # The eager attention exports to plain ONNX ops; the fused kernels of other implementations do not.
+            self.model_.config._attn_implementation = "eager"
+            torch_to_onnx(Probabilities(self.model_), path, "probabilities", opset)
+            return onnx.load(str(path))
+
+    def save_tokenizer(self, directory: Path) -> int:
+        self.tokenizer_.backend_tokenizer.save(str(directory / "tokenizer.json"))
+        return self.max_length
+
     @classmethod
     def load(cls, directory: Path) -> Student:
         meta = json.loads((directory / "kdstudio_student.json").read_text())

@@ -9,7 +9,7 @@ from typing import Any
 import joblib
 import numpy as np
 
-from kdstudio.interfaces import Option, Student
+from kdstudio.interfaces import ExportUnsupported, Option, Student
 
 ARTIFACT = "student.joblib"
 
@@ -40,6 +40,7 @@ class EmbeddingHead(Student):
         keep = weight > 0
         X, y, weight = X[keep], y[keep], weight[keep]
         self.n_classes_ = n_classes
+        self.dim_ = X.shape[1]
         present = np.unique(y)
         self.constant_: int | None = int(present[0]) if len(present) == 1 else None
         self.model_ = None
@@ -62,6 +63,33 @@ class EmbeddingHead(Student):
             return out
         out[:, self.model_.classes_] = self._raw_proba(X)
         return out
+
+    def onnx_graph(self, opset: int) -> Any:
+        from kdstudio_plugins.students import onnx_heads
+
+        dim = getattr(self, "dim_", None) or self._input_dim()
+        if self.constant_ is not None:
+            return onnx_heads.constant(dim, self.n_classes_, self.constant_, opset)
+        model = self.model_
+        if isinstance(model, _WeightedLDA):
+            head = onnx_heads.linear_softmax(model.coef_, model.intercept_, 1.0, opset)
+        elif isinstance(model, _SoftmaxMargins):
+            coef, intercept = model.svm.coef_, model.svm.intercept_
+            if coef.shape[0] == 1:  # binary: one margin, as two opposite scores
+                coef, intercept = np.vstack([-coef, coef]), np.concatenate([-intercept, intercept])
+            head = onnx_heads.linear_softmax(coef, intercept, _SoftmaxMargins.SCALE, opset)
+        else:
+            head = onnx_heads.sklearn_head(model, dim, opset)
+        return onnx_heads.onto_label_set(head, np.asarray(model.classes_), self.n_classes_)
+
+    def _input_dim(self) -> int:
+        # Students saved before `dim_` was recorded still know it through their fitted model.
+        model = self.model_
+        inner = model.svm if isinstance(model, _SoftmaxMargins) else model
+        dim = getattr(inner, "n_features_in_", None) or getattr(getattr(inner, "coef_", None), "shape", (0, 0))[1]
+        if not dim:
+            raise ExportUnsupported("this student does not record its input size", "distill it again, then export")
+        return int(dim)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -105,6 +133,8 @@ class LinearSVMStudent(EmbeddingHead):
 class _SoftmaxMargins:
     """An SVM's decision values through a softmax: probabilities when there is too little data to calibrate."""
 
+    SCALE = 3.0
+
     def __init__(self, svm: Any) -> None:
         self.svm = svm
 
@@ -118,7 +148,7 @@ class _SoftmaxMargins:
         if scores.ndim == 1:
             scores = np.stack([-scores, scores], axis=1)
         scores = scores - scores.max(axis=1, keepdims=True)
-        e = np.exp(scores * 3.0)
+        e = np.exp(scores * self.SCALE)
         return e / e.sum(axis=1, keepdims=True)
 
 

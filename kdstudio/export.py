@@ -1,0 +1,94 @@
+"""Exporting a kept student: the exporter plugin writes the artifact; this module then loads it with the runtime,
+checks it against the in-process student on the test split, measures the deferral curve, and writes the model
+card."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdstudio import __version__
+from kdstudio.interfaces import ExportContext, ExportedModel, Student
+from kdstudio.modelcard import render_card
+from kdstudio.runtime import Classifier
+
+THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+@dataclass
+class CascadePoint:
+    threshold: float
+    coverage: float  # share of documents the model answers itself
+    accuracy: float | None  # accuracy on those (None when it answers none)
+
+
+@dataclass
+class Parity:
+    n: int
+    agreement: float  # share of documents where the exported model and the in-process student pick the same label
+    max_prob_diff: float
+    student_accuracy: float | None
+    exported_accuracy: float | None
+    exported_macro_f1: float | None
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class ExportReport:
+    model: ExportedModel
+    student: dict[str, Any]
+    parity: Parity | None
+    cascade: list[CascadePoint]
+    card: Path
+
+
+def cascade_curve(probs: np.ndarray, y: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS
+                  ) -> list[CascadePoint]:
+    """Coverage and accuracy when every prediction below a confidence threshold is deferred to the LLM."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    points = []
+    for t in thresholds:
+        kept = confidence >= t
+        points.append(CascadePoint(t, float(kept.mean()) if len(y) else 0.0,
+                                   float(correct[kept].mean()) if kept.any() else None))
+    return points
+
+
+def compare(exported: np.ndarray, in_process: np.ndarray, y: np.ndarray | None, labels: list[str]) -> Parity:
+    from kdstudio.evaluation import evaluate
+
+    agreement = float((exported.argmax(1) == in_process.argmax(1)).mean()) if len(exported) else 1.0
+    diff = float(np.abs(exported.astype(np.float64) - in_process).max()) if len(exported) else 0.0
+    if y is None or not len(y):
+        return Parity(len(exported), agreement, diff, None, None, None)
+    ours = evaluate(y, exported.astype(np.float64), labels)
+    return Parity(len(exported), agreement, diff, float((in_process.argmax(1) == y).mean()), ours["accuracy"],
+                  ours["macro_f1"], ours["per_class"])
+
+
+def verify(model: ExportedModel, student: Student, features: Any, texts: list[str], y: np.ndarray | None,
+           labels: list[str]) -> tuple[Parity | None, list[CascadePoint]]:
+    """Run the exported model with the torch-free runtime beside the in-process student on the same documents."""
+    if not texts:
+        return None, []
+    exported = Classifier(model.directory).predict_proba(texts)
+    parity = compare(exported, student.predict_proba(features), y, labels)
+    return parity, (cascade_curve(exported, y) if y is not None and len(y) else [])
+
+
+def export_student(student: Student, record: dict[str, Any], exporter: Any, out_dir: Path, context: ExportContext,
+                   eval_texts: list[str], eval_features: Any, eval_y: np.ndarray | None,
+                   facts: dict[str, Any]) -> ExportReport:
+    model = exporter.export(student, out_dir, context)
+    parity, cascade = verify(model, student, eval_features, eval_texts, eval_y, context.labels)
+    card = out_dir / "README.md"
+    card.write_text(render_card({**facts, "student": record, "labels": context.labels, "model": model.details,
+                                 "parity": parity, "cascade": cascade, "version": __version__,
+                                 "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}),
+                    encoding="utf-8")
+    return ExportReport(model, record, parity, cascade, card)

@@ -1,0 +1,99 @@
+"""The model card written beside an exported classifier (README.md): what it was trained on, by which teacher, at
+what cost, how well it does, and where to set the deferral threshold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def render_card(f: dict[str, Any]) -> str:
+    student = f["student"]
+    run = f.get("run") or {}
+    model = f["model"]
+    lines = [
+        f"# {f['project']}: {student['kind']} classifier, ONNX {model.get('precision', 'fp32')}",
+        "",
+        f"Exported by kdstudio {f['version']} on {f['date']} from student {student['id']} (run {student['run_id']}, "
+        f"round {student['round']}).",
+        "",
+        "## Labels",
+        "",
+        ", ".join(f"`{x}`" for x in f["labels"]),
+        "",
+        "## Data",
+        "",
+        "| split | source | documents |",
+        "| --- | --- | --- |",
+        *[f"| {split} | {source} | {n} |" for split, source, n in f.get("documents", [])],
+        "",
+        f"Imported from: {', '.join(f.get('sources', [])) or 'unknown'}.",
+        "",
+        "## Teacher and cost",
+        "",
+    ]
+    if run.get("simulated"):
+        lines += ["**SIMULATED TEACHER**: the labels came from the corpus' gold labels, not from an LLM.", ""]
+    lines += [
+        f"- teacher: {f.get('teacher', '?')}",
+        f"- labels bought: {run.get('n_selected', '?')} training documents, plus {run.get('n_val', 0)} validation "
+        f"documents labelled once; {run.get('generated', 0)} samples generated (PGKD)",
+        f"- teacher calls: {run.get('calls', 0)}, cost ${run.get('usd', 0.0):.4f}",
+        *([f"- the teacher's accuracy against the corpus' gold labels, where it had them: "
+           f"{run['teacher_accuracy']:.3f}"] if run.get("teacher_accuracy") is not None else []),
+        f"- selector {run.get('selector', '?')}, student {student['kind']} {run.get('student_options') or ''}".rstrip(),
+        "",
+        "## Metrics",
+        "",
+    ]
+    parity = f.get("parity")
+    metrics = student.get("metrics", {})
+    lines += ["| | accuracy | macro F1 |", "| --- | --- | --- |"]
+    for split in ("val", "test"):
+        if split in metrics:
+            reference = "teacher labels" if split == "val" else "gold labels"
+            lines.append(f"| in-process student, {split} ({reference}) | {_pct(metrics[split].get('accuracy'))} | "
+                         f"{_pct(metrics[split].get('macro_f1'))} |")
+    if parity is not None and parity.exported_accuracy is not None:
+        lines.append(f"| this model, test (gold labels, {parity.n} documents) | {_pct(parity.exported_accuracy)} | "
+                     f"{_pct(parity.exported_macro_f1)} |")
+        lines += ["", "| label | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {x} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+                  for x, m in parity.per_class.items()]
+    lines += ["", "## Parity with the in-process student", ""]
+    if parity is None:
+        lines.append("No test documents: parity was not measured.")
+    else:
+        lines.append(f"On {parity.n} test documents this model and the in-process student choose the same label for "
+                     f"{parity.agreement:.1%}; the largest difference in a probability is {parity.max_prob_diff:.2e}.")
+        if model.get("precision") == "int8":
+            lines.append("The encoder's weights are int8 here, so small differences are expected: compare the "
+                         "accuracies above.")
+    cascade = f.get("cascade") or []
+    lines += ["", "## Deferral", ""]
+    if cascade:
+        lines += ["Predictions below a confidence threshold can go to the LLM instead "
+                  "(`kdstudio predict --defer-below T`). On the test split:", "",
+                  "| threshold | answered here | accuracy on those |", "| --- | --- | --- |"]
+        lines += [f"| {p.threshold:.2f} | {p.coverage:.1%} | {_pct(p.accuracy)} |" for p in cascade]
+    else:
+        lines.append("No gold test labels: the coverage / accuracy curve was not measured.")
+    lines += [
+        "", "## Model", "",
+        *[f"- {key}: {value}" for key, value in model.items()],
+        "", "## Use", "",
+        "```python",
+        "from kdstudio.runtime import Classifier",
+        "classifier = Classifier(\"this-folder\")      # onnxruntime and tokenizers only",
+        "classifier.predict([\"some text\"], defer_below=0.8)",
+        "```",
+        "",
+        "```bash",
+        "kdstudio predict this-folder input.csv --out predictions.jsonl --defer-below 0.8",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

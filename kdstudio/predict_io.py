@@ -1,0 +1,113 @@
+"""Reading documents to classify and writing predictions, for `kdstudio predict`: CSV, TSV, JSONL, Parquet or
+standard input (one document per line) in; CSV, JSONL or Parquet out, one row per input row, in order. Only
+pyarrow is used: predicting must not pull in the training stack."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from kdstudio.errors import KdError
+from kdstudio.runtime import Prediction
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass
+class Documents:
+    texts: list[str]
+    ids: list[Any] | None
+    id_column: str | None
+
+
+def _format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise KdError(f"{path}: cannot tell the format from the extension {path.suffix!r}",
+                      f"use one of {', '.join(FORMATS)}, or - for one document per line on standard input")
+    return fmt
+
+
+def _read_table(path: Path) -> pa.Table:
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as papq
+
+    fmt = _format(path)
+    if not path.is_file():
+        raise KdError(f"{path} does not exist")
+    try:
+        if fmt in ("csv", "tsv"):
+            return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",",
+                                                                          newlines_in_values=True))
+        if fmt == "jsonl":
+            return pajson.read_json(path)
+        return papq.read_table(path)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise KdError(f"{path} cannot be read as {fmt}: {str(exc).splitlines()[0]}",
+                      "check the file, or name its format by its extension") from None
+
+
+def read_documents(source: str, text_column: str = "text", id_column: str | None = None) -> Documents:
+    if source == "-":
+        texts = [line.rstrip("\r\n") for line in sys.stdin]
+        return Documents(texts, None, None)
+    table = _read_table(Path(source))
+    columns = table.column_names
+    if text_column not in columns:
+        raise KdError(f"{source} has no column {text_column!r} (it has: {', '.join(columns)})",
+                      "name the text column with --text-column")
+    if id_column is not None and id_column not in columns:
+        raise KdError(f"{source} has no column {id_column!r} (it has: {', '.join(columns)})")
+    texts = table.column(text_column).to_pylist()
+    missing = [i + 1 for i, t in enumerate(texts) if t is None]
+    if missing:
+        raise KdError(f"{source}: rows {', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''} "
+                      f"have no text in {text_column!r}", "fill or drop them: every input row gets an output row")
+    id_column = id_column or ("id" if "id" in columns else None)
+    ids = table.column(id_column).to_pylist() if id_column else None
+    return Documents([str(t) for t in texts], ids, id_column)
+
+
+def _rows(predictions: Sequence[Prediction], labels: list[str], docs: Documents, nested: bool
+          ) -> list[dict[str, Any]]:
+    rows = []
+    for i, p in enumerate(predictions):
+        row: dict[str, Any] = {docs.id_column: docs.ids[i]} if docs.ids is not None and docs.id_column else {}
+        row.update(label=p.label, confidence=round(p.confidence, 6), predicted=p.predicted)
+        if nested:
+            row["probabilities"] = {x: round(p.probs[x], 6) for x in labels}
+        else:
+            row.update({f"p_{x}": round(p.probs[x], 6) for x in labels})
+        rows.append(row)
+    return rows
+
+
+def write_predictions(predictions: Sequence[Prediction], labels: list[str], docs: Documents, out: Path | None
+                      ) -> None:
+    """JSONL when `out` ends in .jsonl, Parquet for .parquet, CSV otherwise; standard output without `out`."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as papq
+
+    fmt = "csv" if out is None else _format(out)
+    if fmt == "jsonl":
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in _rows(predictions, labels, docs, True))
+        out.write_text(text, encoding="utf-8")  # type: ignore[union-attr]
+        return
+    table = pa.Table.from_pylist(_rows(predictions, labels, docs, False)) if predictions else pa.table(
+        {"label": pa.array([], pa.string())})
+    if fmt == "parquet":
+        papq.write_table(table, out)
+    elif out is None:
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer)
+        sys.stdout.write(buffer.getvalue().decode("utf-8"))
+    else:
+        pacsv.write_csv(table, out, pacsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ","))

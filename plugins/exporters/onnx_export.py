@@ -1,0 +1,150 @@
+"""The ONNX exporter: one graph from token ids to label and probabilities. For an embeddings student the encoder
+(the project's sentence-transformers model with mean pooling and L2 normalization, exported by
+`torch.onnx.export(dynamo=False)`) and the student's head (skl2onnx, or kdstudio's own linear graphs) are joined
+with `onnx.compose.merge_models`; a fine-tuned transformer exports whole. Optional int8 dynamic quantization of the
+encoder's weights. torch, transformers, onnx and onnxruntime's quantizer are imported only here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from kdstudio import __version__
+from kdstudio.embeddings import resolve_model_path
+from kdstudio.interfaces import ExportContext, ExportedModel, Exporter, ExportUnsupported, Option, Student
+from kdstudio.torch_onnx import torch_to_onnx
+
+MODEL, TOKENIZER, LABELS, META = "model.onnx", "tokenizer.json", "labels.json", "kdstudio_model.json"
+FORMAT = 1
+HEAD = "head/"
+
+
+def _mean_pooled_encoder(model_path: str) -> Any:
+    import torch
+    from transformers import AutoModel
+
+    class MeanPooledEncoder(torch.nn.Module):
+        """What sentence-transformers computes for the MiniLM: token states, masked mean, unit length."""
+
+        def __init__(self, encoder: Any) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    # The eager attention exports to plain ONNX ops; the fused kernels of other implementations do not.
+    encoder = AutoModel.from_pretrained(model_path, attn_implementation="eager").eval()
+    return MeanPooledEncoder(encoder).eval()
+
+
+def _with_label_and_confidence(model: Any) -> Any:
+    """Append "label" (int64 [N]) and "confidence" (float [N]) computed from "probabilities"."""
+    import onnx
+
+    h = onnx.helper
+    graph = model.graph
+    graph.node.append(h.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0, name="label"))
+    graph.node.append(h.make_node("ReduceMax", ["probabilities"], ["confidence"], axes=[1], keepdims=0,
+                                  name="confidence"))
+    graph.output.append(h.make_tensor_value_info("label", onnx.TensorProto.INT64, [None]))
+    graph.output.append(h.make_tensor_value_info("confidence", onnx.TensorProto.FLOAT, [None]))
+    return model
+
+
+class OnnxExporter(Exporter):
+    """One ONNX graph from token ids to label and probabilities, with tokenizer.json and labels.json."""
+
+    name = "onnx"
+    options = (Option("opset", int, 17, "ONNX opset of the graph"),)
+
+    def export(self, student: Student, out_dir: Path, context: ExportContext) -> ExportedModel:
+        import onnx
+
+        if context.quantize not in (None, "int8"):
+            raise ExportUnsupported(f"quantization {context.quantize!r} is not available", "use --quantize int8")
+        with tempfile.TemporaryDirectory(prefix="kdstudio-export-") as tmp:
+            work = Path(tmp)
+            if student.input == "embeddings":
+                head = student.onnx_graph(self.opset)  # first: an unexportable student fails before any work
+                source = resolve_model_path(context.embedding_model)
+                torch_to_onnx(_mean_pooled_encoder(source), work / "encoder.onnx", "embedding", self.opset)
+                encoder = onnx.load(str(work / "encoder.onnx"))
+                model = self._join(encoder, head)
+                shutil.copyfile(Path(source) / TOKENIZER, work / TOKENIZER)
+                max_length, strip = context.embedding_max_length, True  # sentence-transformers strips texts
+                details = {"encoder": context.embedding_model, "pooling": "mean, L2-normalized"}
+            elif student.input == "texts":
+                model = student.onnx_graph(self.opset)
+                max_length, strip = student.save_tokenizer(work), False
+                details = {"encoder": f"fine-tuned ({student.name})"}
+            else:
+                raise ExportUnsupported(f"student {student.name} reads {student.input!r}, which ONNX export does "
+                                        "not know")
+            model = _with_label_and_confidence(model)
+            onnx.checker.check_model(model)
+            fp32 = work / "fp32.onnx"
+            onnx.save(model, str(fp32))
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if context.quantize == "int8":
+                self._quantize(fp32, out_dir / MODEL, [n.name for n in model.graph.node if n.name.startswith(HEAD)])
+            else:
+                shutil.copyfile(fp32, out_dir / MODEL)
+            shutil.copyfile(work / TOKENIZER, out_dir / TOKENIZER)
+        (out_dir / LABELS).write_text(json.dumps(context.labels, ensure_ascii=False, indent=1), encoding="utf-8")
+        meta = {"format": FORMAT, "max_length": max_length, "strip_text": strip, "opset": self.opset,
+                "quantization": context.quantize, "student": student.name, "kdstudio_version": __version__,
+                "inputs": ["input_ids", "attention_mask"], "outputs": ["probabilities", "label", "confidence"]}
+        (out_dir / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        size = (out_dir / MODEL).stat().st_size
+        return ExportedModel(out_dir, [MODEL, TOKENIZER, LABELS, META],
+                             {**details, "opset": self.opset, "precision": context.quantize or "fp32",
+                              "size_mb": round(size / 1e6, 1)})
+
+    @staticmethod
+    def _join(encoder: Any, head: Any) -> Any:
+        import onnx
+
+        head = onnx.compose.add_prefix(head, HEAD)
+        head.ir_version = encoder.ir_version
+        for node in head.graph.node:
+            node.name = node.name if node.name.startswith(HEAD) else HEAD + node.name
+        joined = onnx.compose.merge_models(encoder, head, io_map=[("embedding", f"{HEAD}embedding")])
+        # The head's output keeps the plain name the runtime asks for.
+        produced = f"{HEAD}probabilities"
+        for node in joined.graph.node:
+            node.output[:] = ["probabilities" if o == produced else o for o in node.output]
+        for output in joined.graph.output:
+            if output.name == produced:
+                output.name = "probabilities"
+        # merge_models lists a domain once per model; tools downstream (the quantizer) want each domain once.
+        versions: dict[str, int] = {}
+        for opset in joined.opset_import:
+            versions[opset.domain] = max(versions.get(opset.domain, 0), opset.version)
+        del joined.opset_import[:]
+        joined.opset_import.extend(onnx.helper.make_opsetid(domain, v) for domain, v in versions.items())
+        return joined
+
+    @staticmethod
+    def _quantize(source: Path, target: Path, keep_fp32: list[str]) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # The encoder's weights become int8; the small head stays exact. (The quantizer's advice to pre-process is
+        # about static quantization; it is logged on the root logger, so it is held back while quantizing.)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, nodes_to_exclude=keep_fp32)
+        finally:
+            root.setLevel(level)

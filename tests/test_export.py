@@ -1,0 +1,215 @@
+"""ONNX export, the torch-free runtime, `kdstudio predict`, parity with the in-process student, int8, deferral."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_cli
+
+from kdstudio.interfaces import ExportContext, ExportUnsupported, Student
+from kdstudio.loop import DistillConfig
+from kdstudio.plugins import get_plugins
+from kdstudio.project import Project
+from kdstudio.runtime import BadModelFolder, Classifier
+
+HEADS = ["logreg", "svm", "lda", "rf", "gbdt"]
+
+
+def _head_probabilities(student: Student, X: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(student.onnx_graph(17).SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["probabilities"], {"embedding": X})[0]
+
+
+@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("seen", ["all", "some", "one-example", "one-class"])
+def test_every_head_exports_to_the_same_probabilities(name: str, seen: str):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 12)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = {"all": np.arange(60) % 4, "some": np.arange(60) % 2 * 3,  # classes 0 and 3 of 4
+         "one-example": np.r_[np.zeros(59, int), [2]],  # too few to calibrate: the SVM falls back to margins
+         "one-class": np.full(60, 1)}[seen]
+    student = get_plugins().get("student", name).cls()
+    student.fit(X, y, 4)
+    exported = _head_probabilities(student, X)
+    assert exported.shape == (60, 4)
+    np.testing.assert_allclose(exported, student.predict_proba(X), atol=2e-6)
+
+
+class NoOnnx(Student):
+    name = "no-onnx"
+
+
+def test_a_student_that_cannot_be_exported_says_so(tmp_path: Path):
+    exporter = get_plugins().get("exporter", "onnx").cls()
+    with pytest.raises(ExportUnsupported, match="student no-onnx cannot be exported to ONNX"):
+        exporter.export(NoOnnx(), tmp_path / "m", ExportContext(["a", "b"], "all-MiniLM-L6-v2", 256))
+    assert not (tmp_path / "m").exists()
+
+
+# -- the whole path on a slice of bbc-news ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("export")
+    project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=300, seed=4)
+    with project:
+        project.embed()
+        project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=60))
+    fp32 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "fp32"))
+    int8 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "int8"), "--quantize", "int8")
+    return {"base": base, "project": base / "bbc", "fp32": base / "fp32", "int8": base / "int8",
+            "fp32_run": fp32, "int8_run": int8}
+
+
+def _test_split(project_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    with Project.open(project_dir, read_only=True) as project:
+        student, _ = project.load_student()
+        gold = project.store.gold()
+        ids = [d for d in project.store.ids_in_split("test") if d in gold]
+        texts = project.store.texts(ids)
+        in_process = student.predict_proba(project.store.vectors(project.config.embedding.model, ids))
+        y = np.array([project.labels.index(gold[d]) for d in ids])
+        return texts, in_process, y, project.labels
+
+
+
+
+@pytest.mark.slow
+def test_export_writes_one_graph_tokenizer_labels_and_a_card(exported: dict):
+    assert exported["fp32_run"].returncode == 0, exported["fp32_run"].stderr
+    out = exported["fp32"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "kdstudio_model.json", "labels.json", "model.onnx",
+                                                     "tokenizer.json"]
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "label", "confidence"]
+    assert json.loads((out / "labels.json").read_text()) == ["business", "entertainment", "politics", "sports",
+                                                             "tech"]
+    card = (out / "README.md").read_text()
+    for part in ("## Teacher and cost", "SIMULATED TEACHER", "labels bought: 60 training documents",
+                 "## Metrics", "this model, test (gold labels", "## Deferral", "| 0.90 |", "kdstudio 0.1.0",
+                 "Imported from: dataset:bbc-news"):
+        assert part in card, part
+    assert "same label as the in-process student for 100.0%" in exported["fp32_run"].stdout
+
+
+@pytest.mark.slow
+def test_fp32_agrees_with_the_student_and_int8_loses_at_most_a_point(exported: dict):
+    texts, in_process, y, _ = _test_split(exported["project"])
+    fp32 = Classifier(exported["fp32"]).predict_proba(texts)
+    assert (fp32.argmax(1) == in_process.argmax(1)).mean() >= 0.995
+    assert np.abs(fp32 - in_process).max() < 1e-4
+    assert exported["int8_run"].returncode == 0, exported["int8_run"].stderr
+    int8 = Classifier(exported["int8"]).predict_proba(texts)
+    accuracy = (in_process.argmax(1) == y).mean()
+    assert (int8.argmax(1) == y).mean() >= accuracy - 0.01
+    assert exported["int8"].joinpath("model.onnx").stat().st_size < exported["fp32"].joinpath(
+        "model.onnx").stat().st_size / 3
+
+
+@pytest.mark.slow
+def test_predict_keeps_every_row_in_order_in_every_format(exported: dict, tmp_path: Path):
+    texts, in_process, _, labels = _test_split(exported["project"])
+    texts = texts[:12]
+    ids = [f"doc-{i}" for i in range(12)]
+    expected = [labels[i] for i in in_process[:12].argmax(1)]
+    table = pa.table({"id": ids, "body": texts})
+    pq.write_table(table, tmp_path / "in.parquet")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in zip(ids, texts,
+                                                                                                      strict=True)))
+    import pyarrow.csv as pacsv
+    pacsv.write_csv(table, tmp_path / "in.csv")
+    for name in ("in.parquet", "in.jsonl", "in.csv"):
+        out = tmp_path / f"{name}.out.jsonl"
+        result = run_cli("predict", str(exported["fp32"]), str(tmp_path / name), "--text-column", "body",
+                         "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["id"] for r in rows] == ids and [r["label"] for r in rows] == expected
+        assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
+    csv_out = run_cli("predict", str(exported["fp32"]), str(tmp_path / "in.csv"), "--text-column", "body",
+                      "--defer-below", "0.999")
+    assert csv_out.returncode == 0, csv_out.stderr
+    lines = csv_out.stdout.splitlines()
+    assert lines[0].startswith('"id","label","confidence","predicted","p_business"') and len(lines) == 13
+    assert all('"defer"' in line for line in lines[1:])  # nothing is that sure: every row deferred
+    stdin = subprocess.run([sys.executable, "-m", "kdstudio", "predict", str(exported["fp32"]), "-"],
+                           input="".join(t.replace("\n", " ") + "\n" for t in texts[:3]), capture_output=True,
+                           text=True, timeout=120)
+    assert stdin.returncode == 0 and len(stdin.stdout.splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_the_runtime_never_imports_torch_or_transformers(exported: dict):
+    code = ("import sys; from kdstudio.runtime import Classifier; "
+            f"print(Classifier({str(exported['int8'])!r}).predict(['a football match'])[0].label); "
+            "print([m for m in ('torch', 'transformers', 'sentence_transformers', 'sklearn', 'litellm') "
+            "if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+    cli = subprocess.run([sys.executable, "-X", "importtime", "-m", "kdstudio", "predict", str(exported["int8"]), "-"],
+                         input="a football match\n", capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in cli.stderr.splitlines() if "|" in line}
+    assert "onnxruntime" in imported and "tokenizers" in imported
+    assert not imported & {"torch", "transformers", "sentence_transformers", "sklearn", "litellm"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("damage", "message"), [
+    ("missing", "lacks tokenizer.json"),
+    ("labels-not-json", "labels.json is not valid JSON"),
+    ("labels-count", "names 3 labels but the model predicts 5 classes"),
+    ("corrupt-onnx", "model.onnx is not a usable ONNX model"),
+])
+def test_a_damaged_model_folder_gets_a_clear_error(exported: dict, tmp_path: Path, damage: str, message: str):
+    folder = tmp_path / "model"
+    shutil.copytree(exported["int8"], folder)
+    if damage == "missing":
+        (folder / "tokenizer.json").unlink()
+    elif damage == "labels-not-json":
+        (folder / "labels.json").write_text("business, tech")
+    elif damage == "labels-count":
+        (folder / "labels.json").write_text('["a", "b", "c"]')
+    else:
+        (folder / "model.onnx").write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(BadModelFolder, match=message):
+        Classifier(folder)
+    result = run_cli("predict", str(folder), "-")
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_predict_input_errors_are_clear(exported: dict, tmp_path: Path):
+    (tmp_path / "in.csv").write_text("id,text\n1,fine\n2,\n")
+    missing = run_cli("predict", str(exported["int8"]), str(tmp_path / "in.csv"), "--text-column", "body")
+    assert missing.returncode == 1 and "has no column 'body' (it has: id, text)" in missing.stderr
+    (tmp_path / "nulls.jsonl").write_text('{"text": "a"}\n{"text": null}\n')
+    nulls = run_cli("predict", str(exported["int8"]), str(tmp_path / "nulls.jsonl"))
+    assert nulls.returncode == 1 and "rows 2 have no text" in nulls.stderr
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_student_exports_whole(exported: dict, tmp_path: Path):
+    directory = tmp_path / "bbc"
+    shutil.copytree(exported["project"], directory, ignore=shutil.ignore_patterns("students"))
+    with Project.open(directory) as project:
+        result = project.distill(DistillConfig(teacher="oracle", student="finetune", seed_size=16, batch=8,
+                                               budget_labels=16, val_limit=20, test_limit=24,
+                                               student_options={"epochs": 1, "max_length": 64}))
+        report = project.export(tmp_path / "ft", student_id=result.student_id)
+    assert report.parity is not None and report.parity.n > 0
+    assert report.parity.agreement >= 0.995 and report.parity.max_prob_diff < 1e-4
+    assert json.loads((tmp_path / "ft" / "kdstudio_model.json").read_text())["max_length"] == 64
