@@ -316,7 +316,7 @@ def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: s
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", help="A column to copy into the output (default: `id` when the input has one).")
 @click.option("--defer-below", type=float, help="Label predictions less confident than this `defer`, for the LLM.")
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", default=16, show_default=True, help="Texts per onnxruntime call (sorted by length).")
 @click.option("--threads", type=int, help="CPU threads for onnxruntime (default: all).")
 def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id_column: str | None,
             defer_below: float | None, batch_size: int, threads: int | None) -> None:
