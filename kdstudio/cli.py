@@ -336,6 +336,54 @@ def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id
                           + (f"; {deferred} deferred" if defer_below is not None else ""), highlight=False)
 
 
+@cli.group()
+def review() -> None:
+    """People check teacher labels in a review tool (Label Studio); their corrections train the student."""
+
+
+review_backend_option = click.option("--backend", default="labelstudio", show_default=True,
+                                     help="A registered review backend.")
+
+
+@review.command("push")
+@project_option
+@click.option("--filter", "filter_", type=click.Choice(["low-confidence", "disagreement", "all"]),
+              default="low-confidence", show_default=True,
+              help="Which teacher labels: confidence below --below, the student disagreeing, or all.")
+@click.option("--below", default=0.8, show_default=True, help="low-confidence: the confidence threshold.")
+@click.option("--limit", type=int, help="Send at most this many (least certain first).")
+@review_backend_option
+def review_push(project_dir: Path, filter_: str, below: float, limit: int | None, backend: str) -> None:
+    """Send unchecked teacher labels for review; pushing again never duplicates a document."""
+    with Project.open(project_dir) as project:
+        r = project.review_push(filter=filter_, limit=limit, below=below, backend=backend)
+    console.print(f"{r.backend} at {r.location}, project {r.project_ref}{' (created)' if r.created else ''}: "
+                  f"{r.chosen} teacher labels chosen, {r.sent} sent, {r.already_there} already there", highlight=False)
+
+
+@review.command("pull")
+@project_option
+@review_backend_option
+def review_pull(project_dir: Path, backend: str) -> None:
+    """Bring people's labels back as human labels (a failed pull changes nothing)."""
+    with Project.open(project_dir) as project:
+        r = project.review_pull(backend=backend)
+    console.print(f"{r.backend} at {r.location}: {r.found} documents with a human label, {r.added} new or updated, "
+                  f"{r.already} already pulled, {r.ignored} annotations ignored (skipped, cancelled or unknown "
+                  f"label){f', {r.unknown} for documents not in this project' if r.unknown else ''}",
+                  highlight=False)
+
+
+@review.command("report")
+@project_option
+def review_report(project_dir: Path) -> None:
+    """How often the teacher agreed with people, overall and per class."""
+    from kdstudio.render import agreement_view
+
+    with Project.open(project_dir, read_only=True) as project:
+        console.print(agreement_view(project.review_report()))
+
+
 @cli.command()
 def plugins() -> None:
     """Every registered selector, teacher, student, exporter, review backend and dataset."""

@@ -344,8 +344,59 @@ class Exporter(Component):
         raise NotImplementedError
 
 
+@dataclass
+class ReviewItem:
+    """A teacher label sent to people: the document, what the teacher said and how sure it was."""
+
+    doc_id: str
+    text: str
+    label: str
+    confidence: float | None
+    model: str | None
+
+
+@dataclass
+class HumanLabel:
+    """A person's label for a document, as the review backend recorded it. `ref` is the backend's own id of the
+    annotation and version, so that pulling the same annotation twice adds it once."""
+
+    doc_id: str
+    label: str
+    annotator: str | None
+    annotated_at: Any
+    ref: str
+
+
+@dataclass
+class PushResult:
+    project_ref: str  # the backend's id of its project, remembered by kdstudio for the next push and pull
+    created: bool
+    sent: int
+    already_there: int
+
+
+@dataclass
+class PullResult:
+    labels: list[HumanLabel]
+    ignored: int  # skipped, cancelled, or naming a label outside the set
+
+
 class ReviewBackend(Component):
-    """Sends teacher labels to people and brings their corrections back."""
+    """Sends teacher labels to people and brings their corrections back. Its connection comes from the
+    environment; `location` says where it points (never a secret)."""
+
+    @property
+    def location(self) -> str:
+        raise NotImplementedError
+
+    def push(self, title: str, labels: list[str], descriptions: dict[str, str], items: Sequence[ReviewItem],
+             project_ref: str | None) -> PushResult:
+        """Create the review project (or reuse `project_ref`) and add the items that are not in it yet."""
+        raise NotImplementedError
+
+    def pull(self, project_ref: str, labels: list[str]) -> PullResult:
+        """Every current human label in the review project (one per document: its newest annotation)."""
+        raise NotImplementedError
 
 
 @dataclass

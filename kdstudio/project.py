@@ -29,9 +29,11 @@ from kdstudio.store import (
     import_file,
     import_table,
 )
+from kdstudio.store.review import ReviewStore
 
 if TYPE_CHECKING:
     from kdstudio.export import ExportReport
+    from kdstudio.review import Agreement, PullReport, PushReport
 
 
 @dataclass
@@ -214,6 +216,53 @@ class Project:
         student = self.plugins.get("student", kind).cls.load(Path(path))
         return student, {"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "path": path,
                          "metrics": metrics}
+
+    # -- human review ----------------------------------------------------------------------------------
+
+    def review_push(self, *, filter: str = "low-confidence", limit: int | None = None, below: float = 0.8,
+                    backend: str = "labelstudio") -> PushReport:
+        """Send teacher labels that no person has checked to the review backend, least certain first; a document
+        already there is not sent again."""
+        from kdstudio.review import PushReport, choose
+
+        reviewer = self.plugins.get("review_backend", backend).cls()
+        store = ReviewStore(self.store)
+        items = choose(store.candidates(), filter, limit, below,
+                       self._student_labels if filter == "disagreement" else None)
+        result = reviewer.push(f"kdstudio {self.config.name}", self.labels,
+                               {x.name: x.description for x in self.config.labels}, items,
+                               store.project_ref(backend, reviewer.location))
+        store.save_project_ref(backend, reviewer.location, result.project_ref)
+        return PushReport(backend, reviewer.location, result.project_ref, result.created, len(items), result.sent,
+                          result.already_there)
+
+    def review_pull(self, *, backend: str = "labelstudio") -> PullReport:
+        """Bring people's labels back as human labels (they override the teacher's in training). Everything is read
+        from the backend before anything is written, and written in one transaction."""
+        from kdstudio.review import PullReport
+
+        reviewer = self.plugins.get("review_backend", backend).cls()
+        store = ReviewStore(self.store)
+        ref = store.project_ref(backend, reviewer.location)
+        if ref is None:
+            raise KdError(f"nothing was pushed to {backend} at {reviewer.location} from this project",
+                          "run `kdstudio review push` first")
+        pulled = reviewer.pull(ref, self.labels)
+        added, already, unknown = store.add_human_labels(
+            [(x.doc_id, x.label, x.annotator, x.annotated_at, x.ref) for x in pulled.labels])
+        return PullReport(backend, reviewer.location, len(pulled.labels), added, already, unknown, pulled.ignored)
+
+    def review_report(self) -> Agreement:
+        """Agreement between the teacher and people, overall and per class: the teacher's measured accuracy."""
+        from kdstudio.review import agreement
+
+        return agreement(ReviewStore(self.store).agreement_pairs(), self.labels)
+
+    def _student_labels(self, doc_ids: list[str]) -> list[str]:
+        student, _ = self.load_student()
+        features = self.store.vectors(self.config.embedding.model, doc_ids) if student.input == "embeddings" \
+            else self.store.texts(doc_ids)
+        return [self.labels[i] for i in student.predict_proba(features).argmax(axis=1)] if doc_ids else []
 
     # -- export ----------------------------------------------------------------------------------------
 

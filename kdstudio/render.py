@@ -9,6 +9,7 @@ from kdstudio.export import ExportReport
 from kdstudio.loop import Plan, RoundReport
 from kdstudio.plugins import Plugins
 from kdstudio.project import Status
+from kdstudio.review import Agreement
 from kdstudio.store import RoundRow, RunRow, SpendRow
 
 KIND_TITLES = {
@@ -221,3 +222,20 @@ def export_view(report: ExportReport) -> Group:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def agreement_view(report: Agreement) -> Group:
+    if not report.n:
+        return Group("no document has both a teacher label and a human label yet: `kdstudio review push`, label, "
+                     "then `kdstudio review pull`")
+    table = Table(title=f"Teacher against people: {report.agreed}/{report.n} agreed, accuracy "
+                        f"{report.accuracy:.3f}", title_justify="left")
+    for column in ("label (people's)", "documents", "teacher agreed", "accuracy"):
+        table.add_column(column, justify="left" if column.startswith("label") else "right")
+    for label, (n, ok) in report.per_class.items():
+        table.add_row(label, str(n), str(ok), f"{ok / n:.3f}")
+    parts: list = [table]
+    if report.confusions:
+        parts.append("most common mistakes: " + "; ".join(f"teacher {t} where people said {h} ({n})"
+                                                          for t, h, n in report.confusions[:5]))
+    return Group(*parts)

@@ -128,6 +128,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "UPDATE teacher_calls SET transient = false, attempts = 1, purpose = 'label'",
         ],
     ),
+    (
+        3,
+        "human review: when a label was given and which review annotation it came from; review projects",
+        [
+            "ALTER TABLE labels ADD COLUMN annotated_at TIMESTAMP",
+            # The review backend's own id of the annotation, so that pulling again adds nothing twice.
+            "ALTER TABLE labels ADD COLUMN review_ref VARCHAR",
+            """CREATE TABLE review_projects (
+                backend VARCHAR NOT NULL,
+                location VARCHAR NOT NULL,
+                external_id VARCHAR NOT NULL,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                PRIMARY KEY (backend, location)
+            )""",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

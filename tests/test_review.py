@@ -1,0 +1,216 @@
+"""Review in Label Studio, two ways, against a real server started here (its own virtualenv, 127.0.0.1 only).
+Reviewers' annotations are made through its API with the reviewer's token, as the web page would make them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, write
+from labelstudio_server import TOKEN, USER, LabelStudio
+
+from kdstudio.config import Label
+from kdstudio.interfaces import Doc, TeachContext
+from kdstudio.loop import DistillConfig
+from kdstudio.plugins import get_plugins
+from kdstudio.project import Project
+from kdstudio.store import ImportOptions, Ledger
+from kdstudio.teaching import TeacherRunner
+
+LABELS = ["sports", "politics", "tech"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    ls = LabelStudio(tmp_path_factory.mktemp("label-studio")).start()
+    try:
+        yield ls
+    finally:
+        ls.stop()
+
+
+@pytest.fixture
+def env(server: LabelStudio) -> dict[str, str]:
+    return {"LABEL_STUDIO_URL": server.url, "LABEL_STUDIO_API_KEY": TOKEN}
+
+
+@pytest.fixture
+def client(server: LabelStudio):
+    from label_studio_sdk import LabelStudio as Client
+
+    return Client(base_url=server.url, api_key=TOKEN)
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """Twelve documents labelled by the simulated teacher with noise, so that confidences differ."""
+    directory = tmp_path / "p"
+    rows = ["id,text,label"] + [f"d{i:02d},news item {i} about {LABELS[i % 3]},{LABELS[i % 3]}" for i in range(12)]
+    with Project.init(directory, [Label(x, f"all about {x}") for x in LABELS]) as project:
+        project.import_file(write(tmp_path / "docs.csv", "\n".join(rows) + "\n"),
+                            ImportOptions(id_column="id", label_column="label"))
+        gold = project.store.gold()
+        teacher = get_plugins().get("teacher", "oracle").cls(noise=0.4, seed=3)
+        docs = [Doc(d, t) for d, t in zip(sorted(gold), project.store.texts(sorted(gold)), strict=True)]
+        TeacherRunner(Ledger(project.store), teacher, TeachContext(LABELS, gold=gold), None).label(docs)
+    return directory
+
+
+def teacher_labels_of(project: Project) -> dict[str, tuple[str, float]]:
+    """The newest teacher label of each document and its confidence."""
+    rows = project.store.con.execute("SELECT doc_id, arg_max(label, id), arg_max(confidence, id) FROM labels "
+                                     "WHERE source = 'teacher' GROUP BY 1").fetchall()
+    return {d: (label, conf) for d, label, conf in rows}
+
+
+def teacher_labels(directory: Path) -> dict[str, tuple[str, float]]:
+    with Project.open(directory, read_only=True) as project:
+        return teacher_labels_of(project)
+
+
+def tasks(client, project_id: int) -> list:
+    return list(client.tasks.list(project=project_id, fields="all"))
+
+
+def annotate(client, task, label: str, *, cancelled: bool = False):
+    result = [] if cancelled else [{"from_name": "label", "to_name": "text", "type": "choices",
+                                    "value": {"choices": [label]}}]
+    return client.annotations.create(id=task.id, result=result, was_cancelled=cancelled)
+
+
+def test_push_builds_the_project_sends_least_certain_first_and_never_twice(project_dir: Path, env: dict,
+                                                                           client):
+    first = run_cli("review", "push", "-p", str(project_dir), "--filter", "all", "--limit", "5", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "(created)" in first.stdout and "5 sent" in first.stdout
+    with Project.open(project_dir, read_only=True) as project:
+        project_id = int(project.store.con.execute("SELECT external_id FROM review_projects").fetchall()[0][0])
+    config = client.projects.get(id=project_id).label_config
+    for label in LABELS:
+        assert f'<Choice value="{label}" hint="all about {label}"/>' in config
+    pushed = tasks(client, project_id)
+    teacher = teacher_labels(project_dir)
+    least_certain = sorted(teacher, key=lambda d: (teacher[d][1], d))[:5]
+    assert sorted(t.data["kd_doc_id"] for t in pushed) == sorted(least_certain)
+    for task in pushed:
+        prediction = task.predictions[0]
+        label, confidence = teacher[task.data["kd_doc_id"]]
+        assert prediction.result[0]["value"]["choices"] == [label]
+        assert prediction.score == pytest.approx(confidence) and prediction.model_version.startswith("oracle")
+    again = run_cli("review", "push", "-p", str(project_dir), "--filter", "all", env=env)
+    assert again.returncode == 0 and "7 sent, 5 already there" in again.stdout and "(created)" not in again.stdout
+    ids = [t.data["kd_doc_id"] for t in tasks(client, project_id)]
+    assert len(ids) == 12 == len(set(ids))
+
+
+@pytest.mark.slow
+def test_low_confidence_and_disagreement_filters(project_dir: Path, env: dict):
+    below = run_cli("review", "push", "-p", str(project_dir), "--below", "0.7", env=env)
+    expected = sum(conf < 0.7 for _, conf in teacher_labels(project_dir).values())
+    assert below.returncode == 0 and f"{expected} teacher labels chosen, {expected} sent" in below.stdout
+    no_student = run_cli("review", "push", "-p", str(project_dir), "--filter", "disagreement", env=env)
+    assert no_student.returncode == 1 and "no trained student in this project" in no_student.stderr
+    with Project.open(project_dir) as project:
+        project.distill(DistillConfig(teacher="oracle", seed_size=6, batch=3, budget_labels=9, val_limit=0))
+        teacher = {d: label for d, (label, _) in teacher_labels_of(project).items()}
+        unchecked = sorted(teacher)
+        student = dict(zip(unchecked, project._student_labels(unchecked), strict=True))
+    disagreement = run_cli("review", "push", "-p", str(project_dir), "--filter", "disagreement", env=env)
+    n = sum(student[d] != teacher[d] for d in unchecked)
+    assert disagreement.returncode == 0 and f"{n} teacher labels chosen" in disagreement.stdout
+
+
+def test_pull_brings_human_labels_that_override_the_teacher_and_follow_updates(project_dir: Path, env: dict,
+                                                                               client):
+    assert run_cli("review", "push", "-p", str(project_dir), "--filter", "all", env=env).returncode == 0
+    with Project.open(project_dir, read_only=True) as project:
+        project_id = int(project.store.con.execute("SELECT external_id FROM review_projects").fetchall()[0][0])
+    by_doc = {t.data["kd_doc_id"]: t for t in tasks(client, project_id)}
+    teacher = teacher_labels(project_dir)
+    wrong = next(d for d, (label, _) in teacher.items() if label != LABELS[int(d[1:]) % 3])
+    right = next(d for d, (label, _) in teacher.items() if label == LABELS[int(d[1:]) % 3])
+    skipped = next(d for d in sorted(teacher) if d not in (wrong, right))
+    correction = annotate(client, by_doc[wrong], LABELS[int(wrong[1:]) % 3])
+    annotate(client, by_doc[right], teacher[right][0])
+    annotate(client, by_doc[skipped], "", cancelled=True)
+
+    pulled = run_cli("review", "pull", "-p", str(project_dir), env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "2 documents with a human label, 2 new or updated" in pulled.stdout and "1 annotations ignored" in \
+        pulled.stdout
+    with Project.open(project_dir) as project:
+        rows = project.store.con.execute(
+            "SELECT doc_id, label, annotator, annotated_at IS NOT NULL FROM labels WHERE source = 'human' ORDER BY 1"
+        ).fetchall()
+        assert rows == sorted([(wrong, LABELS[int(wrong[1:]) % 3], USER, True),
+                               (right, teacher[right][0], USER, True)])
+        # In training, the person's label replaces the teacher's.
+        run_id = project.store.con.execute("INSERT INTO runs (config, status) VALUES ('{}', 'running') RETURNING id"
+                                           ).fetchall()[0][0]
+        assert Ledger(project.store).run_labels(run_id)[wrong].label == LABELS[int(wrong[1:]) % 3]
+
+    again = run_cli("review", "pull", "-p", str(project_dir), env=env)
+    assert "0 new or updated, 2 already pulled" in again.stdout
+    client.annotations.update(id=correction.id, result=[{"from_name": "label", "to_name": "text", "type": "choices",
+                                                         "value": {"choices": [teacher[wrong][0]]}}])
+    updated = run_cli("review", "pull", "-p", str(project_dir), env=env)
+    assert "1 new or updated" in updated.stdout
+    with Project.open(project_dir, read_only=True) as project:
+        assert dict(project.store.current_label_distribution())  # still readable
+        newest = project.store.con.execute("SELECT arg_max(label, id) FROM labels WHERE doc_id = ? AND "
+                                           "source = 'human'", [wrong]).fetchall()[0][0]
+        assert newest == teacher[wrong][0]
+    report = run_cli("review", "report", "-p", str(project_dir))
+    assert report.returncode == 0 and "2/2 agreed, accuracy 1.000" in report.stdout
+
+
+def test_the_report_measures_the_teacher_per_class(project_dir: Path, env: dict, client):
+    assert run_cli("review", "push", "-p", str(project_dir), "--filter", "all", env=env).returncode == 0
+    with Project.open(project_dir, read_only=True) as project:
+        project_id = int(project.store.con.execute("SELECT external_id FROM review_projects").fetchall()[0][0])
+    teacher = teacher_labels(project_dir)
+    for task in tasks(client, project_id):  # the reviewer gives the true label everywhere
+        annotate(client, task, LABELS[int(task.data["kd_doc_id"][1:]) % 3])
+    assert run_cli("review", "pull", "-p", str(project_dir), env=env).returncode == 0
+    with Project.open(project_dir, read_only=True) as project:
+        report = project.review_report()
+    truth = {d: LABELS[int(d[1:]) % 3] for d in teacher}
+    assert report.n == 12 and report.agreed == sum(teacher[d][0] == truth[d] for d in truth)
+    for label in LABELS:
+        docs = [d for d in truth if truth[d] == label]
+        assert report.per_class[label] == (len(docs), sum(teacher[d][0] == label for d in docs))
+
+
+def test_a_personal_access_token_works_too(project_dir: Path, server: LabelStudio, client):
+    token = client.tokens.create().token  # a JWT refresh token: the SDK trades it for access tokens itself
+    result = run_cli("review", "push", "-p", str(project_dir), "--limit", "2", "--filter", "all",
+                     env={"LABEL_STUDIO_URL": server.url, "LABEL_STUDIO_API_KEY": token})
+    assert result.returncode == 0, result.stderr
+    assert "2 sent" in result.stdout
+
+
+def test_a_bad_token_or_no_server_is_one_line_and_changes_nothing(project_dir: Path, server: LabelStudio, env: dict):
+    assert run_cli("review", "push", "-p", str(project_dir), "--limit", "3", env=env).returncode == 0
+    with Project.open(project_dir, read_only=True) as project:
+        before = project.store.dump()
+    bad = run_cli("review", "pull", "-p", str(project_dir), env={**env, "LABEL_STUDIO_API_KEY": "not-a-token"})
+    assert bad.returncode == 1 and "refused the token in LABEL_STUDIO_API_KEY (401)" in bad.stderr
+    down = run_cli("review", "push", "-p", str(project_dir),
+                   env={**env, "LABEL_STUDIO_URL": "http://127.0.0.1:9"})
+    assert down.returncode == 1 and "cannot reach Label Studio at http://127.0.0.1:9" in down.stderr
+    unset = run_cli("review", "pull", "-p", str(project_dir), env={"LABEL_STUDIO_URL": "", "LABEL_STUDIO_API_KEY": ""})
+    assert unset.returncode == 1 and "LABEL_STUDIO_URL is not set" in unset.stderr
+    for result in (bad, down, unset):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 2  # error + fix
+    with Project.open(project_dir, read_only=True) as project:
+        assert project.store.dump() == before
+    for path in project_dir.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    assert TOKEN not in json.dumps(before, default=str)
+
+
+def test_the_server_listens_on_loopback_only(server: LabelStudio):
+    addresses = server.listening()
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
