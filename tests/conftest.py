@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,17 @@ def write(path: Path, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+def embedded_slice(directory: Path, limit: int, seed: int) -> Path:
+    """A stratified slice of bbc-news, imported and embedded: built once per test module, copied per test."""
+    project, _ = Project.from_dataset("bbc-news", directory, limit=limit, seed=seed)
+    with project:
+        project.embed()
+    return directory
+
+
+def fresh_copy(directory: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / directory.name
+    shutil.copytree(directory, copy)
+    return copy

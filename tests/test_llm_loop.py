@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import embedded_slice, fresh_copy, run_cli
 from fake_llm_server import FakeLLM
 
 from kdstudio.interfaces import Doc, TeachContext
@@ -23,18 +22,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("llm-loop") / "bbc"
-    project, _ = Project.from_dataset("bbc-news", directory, limit=160, seed=3)
-    with project:
-        project.embed()
-    return directory
+    return embedded_slice(tmp_path_factory.mktemp("llm-loop") / "bbc", limit=160, seed=3)
 
 
 @pytest.fixture
 def bbc(embedded: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "bbc"
-    shutil.copytree(embedded, copy)
-    return copy
+    return fresh_copy(embedded, tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import embedded_slice, fresh_copy, run_cli
 
 from kdstudio.errors import KdError
 from kdstudio.loop import DistillConfig, why_stop
@@ -25,18 +25,12 @@ SELECTORS = ["random", "least-confidence", "margin", "entropy", "mraru", "divers
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("loop") / "bbc"
-    project, _ = Project.from_dataset("bbc-news", directory, limit=220, seed=5)
-    with project:
-        project.embed()
-    return directory
+    return embedded_slice(tmp_path_factory.mktemp("loop") / "bbc", limit=220, seed=5)
 
 
 @pytest.fixture
 def bbc(embedded: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "bbc"
-    shutil.copytree(embedded, copy)
-    return copy
+    return fresh_copy(embedded, tmp_path)
 
 
 def simulated(**values) -> DistillConfig:

@@ -24,7 +24,8 @@ class Parsed:
     stated_confidence: float | None
 
 
-def parse_label(content: str, labels: list[str]) -> Parsed:
+def _json(content: str) -> tuple[Any, str]:
+    """The reply as JSON (a code fence around it is tolerated), and the text that was read."""
     text = (content or "").strip()
     if not text:
         raise BadAnswer("empty reply")
@@ -32,9 +33,13 @@ def parse_label(content: str, labels: list[str]) -> Parsed:
     if fenced:
         text = fenced.group(1)
     try:
-        data = json.loads(text)
+        return json.loads(text), text
     except ValueError:
         raise BadAnswer(f"not JSON: {text[:120]!r}") from None
+
+
+def parse_label(content: str, labels: list[str]) -> Parsed:
+    data, text = _json(content)
     if not isinstance(data, dict) or not isinstance(data.get("label"), str):
         raise BadAnswer(f"no \"label\" string in {text[:120]!r}")
     label = data["label"].strip()
@@ -105,14 +110,7 @@ def probs_from_stated(chosen: str, confidence: float, labels: list[str]) -> dict
 def parse_samples(content: str, labels: list[str], max_chars: int) -> tuple[list[tuple[str, str]], int]:
     """Generated samples: (text, label) pairs that are usable, and how many were not (label outside the set,
     empty or overlong text)."""
-    text = (content or "").strip()
-    fenced = FENCE.match(text)
-    if fenced:
-        text = fenced.group(1)
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise BadAnswer(f"not JSON: {text[:120]!r}") from None
+    data, _ = _json(content)
     items = data.get("samples") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise BadAnswer("no \"samples\" list in the reply")
