@@ -385,6 +385,15 @@ def review_report(project_dir: Path) -> None:
 
 
 @cli.command()
+@project_option
+def tui(project_dir: Path) -> None:
+    """The terminal UI: dashboard, corpus, triage, distill, review and export."""
+    from kdstudio.tui.app import run
+
+    run(project_dir)
+
+
+@cli.command()
 def plugins() -> None:
     """Every registered selector, teacher, student, exporter, review backend and dataset."""
     from kdstudio.render import plugins_view

@@ -29,11 +29,21 @@ from kdstudio.store import (
     import_file,
     import_table,
 )
+from kdstudio.store.browse import Browse, Filters, Page
 from kdstudio.store.review import ReviewStore
 
 if TYPE_CHECKING:
     from kdstudio.export import ExportReport
     from kdstudio.review import Agreement, PullReport, PushReport
+
+
+@dataclass
+class TriageItem:
+    doc_id: str
+    text: str
+    teacher_label: str
+    confidence: float | None
+    student_label: str | None
 
 
 @dataclass
@@ -204,6 +214,11 @@ class Project:
     def rounds(self, run_id: int) -> list[RoundRow]:
         return RunLog(self.store).rounds(run_id)
 
+    def students(self) -> list[dict[str, Any]]:
+        """Every kept student (one per run: its best round), newest last."""
+        return [{"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "metrics": metrics}
+                for sid, run_id, round_no, kind, _, metrics in RunLog(self.store).students()]
+
     def load_student(self, student_id: int | None = None) -> tuple[Student, dict[str, Any]]:
         """A kept student (default: the best of the latest run) and its record."""
         kept = RunLog(self.store).students()
@@ -263,6 +278,36 @@ class Project:
         features = self.store.vectors(self.config.embedding.model, doc_ids) if student.input == "embeddings" \
             else self.store.texts(doc_ids)
         return [self.labels[i] for i in student.predict_proba(features).argmax(axis=1)] if doc_ids else []
+
+    # -- browsing and triage (the terminal UI) -----------------------------------------------------------
+
+    def documents(self, filters: Filters | None = None, *, offset: int = 0, size: int = 50) -> Page:
+        """One page of the corpus with its current labels; only that page is read."""
+        return Browse(self.store).page(filters or Filters(), offset, size)
+
+    def document_text(self, doc_id: str) -> str | None:
+        return Browse(self.store).document(doc_id)
+
+    def triage_queue(self, order: str = "uncertainty", limit: int = 200) -> list[TriageItem]:
+        """Teacher labels no person has checked: least confident first (`uncertainty`), or those where the latest
+        student disagrees with the teacher (`disagreement`); each with the student's prediction when there is one."""
+        from kdstudio.review import choose
+
+        candidates = ReviewStore(self.store).candidates()
+        has_student = bool(RunLog(self.store).students())
+        items = choose(candidates, "disagreement" if order == "disagreement" else "all", limit, 1.0,
+                       self._student_labels if has_student else None)
+        predicted = self._student_labels([x.doc_id for x in items]) if has_student and items else [None] * len(items)
+        return [TriageItem(x.doc_id, x.text, x.label, x.confidence, p) for x, p in zip(items, predicted, strict=True)]
+
+    def set_label(self, doc_id: str, label: str, annotator: str | None = None) -> int:
+        """A person's label, persisted at once; returns its id for `undo_label`."""
+        if label not in self.labels:
+            raise KdError(f"{label!r} is not in the label set", f"labels: {', '.join(self.labels)}")
+        return Ledger(self.store).add_human_label(doc_id, label, annotator)
+
+    def undo_label(self, label_id: int) -> None:
+        Ledger(self.store).remove_human_label(label_id)
 
     # -- export ----------------------------------------------------------------------------------------
 

@@ -104,10 +104,17 @@ class Ledger:
             [doc_id, label, confidence, probs, run_id, round, call_id, doc_id, run_id, call_id],
         )
 
-    def add_human_label(self, doc_id: str, label: str, annotator: str | None = None) -> None:
+    def add_human_label(self, doc_id: str, label: str, annotator: str | None = None) -> int:
         with self.store.transaction() as con:
-            con.execute("INSERT INTO labels (doc_id, label, source, annotator) VALUES (?, ?, 'human', ?)",
-                        [doc_id, label, annotator])
+            return int(con.execute(
+                "INSERT INTO labels (doc_id, label, source, confidence, annotator, annotated_at) "
+                "VALUES (?, ?, 'human', 1.0, ?, current_timestamp) RETURNING id", [doc_id, label, annotator]
+            ).fetchall()[0][0])
+
+    def remove_human_label(self, label_id: int) -> None:
+        """Take back a human label given by mistake (the undo of triage); teacher labels are never removed."""
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM labels WHERE id = ? AND source = 'human'", [label_id])
 
     def run_labels(self, run_id: int) -> dict[str, RunLabel]:
         """Labels a run trains on: the teacher labels it bought (or reused), overridden by any human label;
