@@ -51,7 +51,7 @@ class KdStudioApp(App[None]):
     def __init__(self, project: Project, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.project = project
-        self.sub_title = f"{project.config.name} — {Path(project.directory).resolve()}"
+        self.sub_title = f"{project.config.name} ({Path(project.directory).resolve().name})"
 
     def compose(self) -> ComposeResult:
         yield Header()

@@ -97,6 +97,7 @@ class Corpus(Pane):
 
     def refresh_data(self) -> None:
         self.load()
+        self.query_one(DataTable).focus()  # keys page the table; click a box to filter
 
     def filters(self) -> Filters:
         def number(widget_id: str) -> float | None:

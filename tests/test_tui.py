@@ -1,0 +1,199 @@
+"""The terminal UI, driven by Textual's pilot (state checked in DuckDB after key presses), compared with text
+snapshots of its main screens, and typed at in tmux as a person would."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import embedded_slice, write
+
+from kdstudio.config import Label
+from kdstudio.interfaces import Doc, TeachContext
+from kdstudio.plugins import get_plugins
+from kdstudio.project import Project
+from kdstudio.store import ImportOptions, Ledger
+from kdstudio.teaching import TeacherRunner
+from kdstudio.tui.app import KdStudioApp
+
+LABELS = ["sports", "politics", "tech"]
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+SIZE = (80, 24)
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """Twelve documents labelled by the simulated teacher with noise."""
+    directory = tmp_path / "p"
+    rows = ["id,text,label"] + [f"d{i:02d},news item {i} about {LABELS[i % 3]},{LABELS[i % 3]}" for i in range(12)]
+    with Project.init(directory, [Label(x) for x in LABELS], name="tui-test") as project:
+        project.import_file(write(tmp_path / "docs.csv", "\n".join(rows) + "\n"),
+                            ImportOptions(id_column="id", label_column="label", split={"test": 0.25}))
+        gold = project.store.gold()
+        ids = project.store.ids_in_split("pool")
+        teacher = get_plugins().get("teacher", "oracle").cls(noise=0.4, seed=3)
+        TeacherRunner(Ledger(project.store), teacher, TeachContext(LABELS, gold=gold), None).label(
+            [Doc(d, t) for d, t in zip(ids, project.store.texts(ids), strict=True)])
+    return directory
+
+
+def human_labels(project: Project) -> list[tuple[str, str]]:
+    return project.store.con.execute(
+        "SELECT doc_id, label FROM labels WHERE source = 'human' ORDER BY id").fetchall()
+
+
+def screen_text(app: KdStudioApp, project_dir: Path) -> str:
+    """The visible characters of the app's screen, row by row, from its SVG screenshot."""
+    svg = app.export_screenshot()
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for x, y, text in re.findall(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg):
+        rows.setdefault(float(y), []).append((float(x), html.unescape(text).replace("\xa0", " ")))
+    lines = ["".join(t for _, t in sorted(parts)).rstrip() for _, parts in sorted(rows.items())]
+    return "\n".join(lines).replace(str(project_dir.resolve()), "<project>")
+
+
+def check_snapshot(name: str, text: str) -> None:
+    path = SNAPSHOTS / f"{name}.txt"
+    if os.environ.get("KDSTUDIO_UPDATE_SNAPSHOTS") or not path.exists():
+        SNAPSHOTS.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        if not os.environ.get("KDSTUDIO_UPDATE_SNAPSHOTS"):
+            pytest.fail(f"snapshot {path.name} was missing and has been written: check it and commit it")
+    assert text == path.read_text(encoding="utf-8"), f"{name}: the screen differs from tests/snapshots/{name}.txt"
+
+
+@pytest.mark.asyncio
+async def test_triage_keys_are_persisted_at_once_and_undone(project_dir: Path):
+    with Project.open(project_dir) as project:
+        app = KdStudioApp(project)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f4")
+            await pilot.pause()
+            triage = app.query_one("#triage-pane")
+            queue = list(triage.queue)
+            assert [x.confidence for x in queue] == sorted(x.confidence for x in queue)  # least certain first
+            await pilot.press("2")  # politics
+            assert human_labels(project) == [(queue[0].doc_id, "politics")]
+            await pilot.press("enter")  # accept the teacher
+            assert human_labels(project)[-1] == (queue[1].doc_id, queue[1].teacher_label)
+            await pilot.press("s")  # skip: nothing written
+            assert len(human_labels(project)) == 2
+            await pilot.press("u")  # undo the skip
+            await pilot.press("u")  # undo the accept
+            assert human_labels(project) == [(queue[0].doc_id, "politics")]
+            await pilot.press("3")
+            assert human_labels(project)[-1] == (queue[1].doc_id, "tech")
+            await pilot.pause()
+            check_snapshot("triage", screen_text(app, project_dir))
+
+
+@pytest.mark.asyncio
+async def test_corpus_pages_and_filters_through_the_facade(project_dir: Path):
+    with Project.open(project_dir) as project:
+        app = KdStudioApp(project)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f3")
+            await pilot.pause()
+            corpus = app.query_one("#corpus-pane")
+            corpus.PAGE = 5
+            corpus.load()
+            status = app.query_one("#corpus-status")
+            assert "1-5 of 12 documents" in str(status.render())
+            await pilot.press("n")
+            assert "6-10 of 12" in str(status.render())
+            await pilot.press("n")
+            await pilot.press("n")  # past the end: stays
+            assert "11-12 of 12" in str(status.render())
+            app.query_one("#search").value = "item 1"
+            await pilot.click("#search")
+            await pilot.press("enter")
+            await pilot.pause()
+            assert "of 3 documents" in str(status.render())  # items 1, 10, 11
+            await pilot.pause()
+            check_snapshot("corpus", screen_text(app, project_dir))
+
+
+@pytest.mark.asyncio
+async def test_dashboard_and_help(project_dir: Path):
+    with Project.open(project_dir) as project:
+        app = KdStudioApp(project)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            stats = str(app.query_one("#dashboard-stats").render())
+            assert "12 documents" in stats and "teacher 9" in stats
+            check_snapshot("dashboard", screen_text(app, project_dir))
+            await pilot.press("f1")
+            await pilot.pause()
+            assert "Triage" in screen_text(app, project_dir) and "u undo the last label" in screen_text(app,
+                                                                                                       project_dir)
+            await pilot.press("escape")
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(tmp_path_factory, tmp_path: Path):
+    directory = embedded_slice(tmp_path_factory.mktemp("tui") / "bbc", limit=200, seed=2)
+    with Project.open(directory) as project:
+        app = KdStudioApp(project)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("f5")
+            await pilot.pause()
+            app.query_one("#teacher").value = "oracle"
+            app.query_one("#batch").value = "4"
+            await pilot.click("#start")
+            log = app.query_one("#distill-log")
+            deadline = time.time() + 60
+            while not any("round   1" in str(line) for line in log.lines) and time.time() < deadline:
+                await pilot.pause(0.1)
+            await pilot.click("#cancel")
+            while app.query_one("#distill-pane").running and time.time() < deadline:
+                await pilot.pause(0.1)
+            assert any("cancelled" in str(line) for line in log.lines)
+        run = project.latest_run()
+        assert run.status == "cancelled" and run.config["teacher"] == "oracle"
+        resumed = project.distill(resume=run.id)
+        assert resumed.status == "finished"
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_a_person_types_in_tmux(project_dir: Path):
+    session = f"kdstudio-test-{os.getpid()}"
+    command = f"{sys.executable} -m kdstudio tui -p {project_dir}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def wait_for(text: str, timeout: float = 30) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            shown = screen()
+            if text in shown:
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; the screen was:\n{screen()}")
+
+    try:
+        wait_for("Dashboard")
+        wait_for("12 documents")
+        subprocess.run(["tmux", "send-keys", "-t", session, "F4"], check=True)
+        first = wait_for("1/9")
+        assert "teacher:" in first
+        subprocess.run(["tmux", "send-keys", "-t", session, "1"], check=True)
+        wait_for("2/9")
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.time() + 20
+        while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
+            assert time.time() < deadline, "the app did not quit on q"
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    with Project.open(project_dir, read_only=True) as project:
+        assert [label for _, label in human_labels(project)] == ["sports"]
