@@ -41,3 +41,12 @@ def test_sql_lives_only_in_the_store():
     offenders = [str(p.relative_to(ROOT)) for p in sources
                  if "store" not in p.parts and pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_the_tui_talks_to_the_project_facade_only():
+    """No SQL, no store, no model code under kdstudio/tui/: the app calls Project and shows what it returns."""
+    forbidden = re.compile(r"^\s*(?:from|import)\s+(kdstudio\.store|kdstudio\.loop|duckdb|torch|transformers|"
+                           r"sentence_transformers|sklearn|litellm|onnxruntime)\b", re.MULTILINE)
+    offenders = {str(p.relative_to(ROOT)): forbidden.findall(p.read_text(encoding="utf-8"))
+                 for p in (ROOT / "kdstudio" / "tui").rglob("*.py")}
+    assert {path: found for path, found in offenders.items() if found} == {}

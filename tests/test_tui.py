@@ -146,7 +146,8 @@ async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(tmp
             await pilot.press("f5")
             await pilot.pause()
             app.query_one("#teacher").value = "oracle"
-            app.query_one("#batch").value = "4"
+            app.query_one("#batch").value = "1"  # many short rounds: the cancel lands mid-run
+            app.query_one("#budget").value = "1000"
             await pilot.click("#start")
             log = app.query_one("#distill-log")
             deadline = time.time() + 60
@@ -155,11 +156,27 @@ async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(tmp
             await pilot.click("#cancel")
             while app.query_one("#distill-pane").running and time.time() < deadline:
                 await pilot.pause(0.1)
-            assert any("cancelled" in str(line) for line in log.lines)
+            assert not app.query_one("#distill-pane").running and app.query_one("#cancel").disabled
         run = project.latest_run()
         assert run.status == "cancelled" and run.config["teacher"] == "oracle"
         resumed = project.distill(resume=run.id)
         assert resumed.status == "finished"
+
+        app = KdStudioApp(project)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("f7")
+            await pilot.pause()
+            assert app.query_one("#student-choice").value == resumed.student_id
+            app.query_one("#out").value = str(tmp_path / "model")
+            app.query_one("#do-export").focus()  # as a person tabs to the button
+            await pilot.press("enter")
+            await pilot.pause()
+            deadline = time.time() + 120
+            while app.busy() and time.time() < deadline:
+                await pilot.pause(0.2)
+            await pilot.pause()
+            assert "## Teacher and cost" in app.query_one("#card")._markdown
+        assert (tmp_path / "model" / "model.onnx").is_file()
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -197,3 +214,21 @@ def test_a_person_types_in_tmux(project_dir: Path):
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     with Project.open(project_dir, read_only=True) as project:
         assert [label for _, label in human_labels(project)] == ["sports"]
+
+
+@pytest.mark.asyncio
+async def test_review_tab_reports_a_missing_connection_in_one_line(project_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    with Project.open(project_dir) as project:
+        app = KdStudioApp(project)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f6")
+            await pilot.click("#pull")
+            await pilot.pause()
+            logged = "\n".join(str(line) for line in app.query_one("#review-log").lines)
+            assert "LABEL_STUDIO_URL is not set" in logged
+            await pilot.click("#report")
+            await pilot.pause()
+            logged = "\n".join(str(line) for line in app.query_one("#review-log").lines)
+            assert "teacher agreed with people on 0/0" in logged

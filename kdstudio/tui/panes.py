@@ -14,7 +14,7 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Label, Markdown,
 from textual_plotext import PlotextPlot
 
 from kdstudio.errors import KdError
-from kdstudio.project import Filters, Project
+from kdstudio.project import DistillConfig, Filters, Project
 
 # Keys that assign labels in triage: digits, then letters other than the triage commands (s, u, o).
 LABEL_KEYS = [*"123456789", *"abcdefghijklmnpqrtvwxyz"]
@@ -126,7 +126,8 @@ class Corpus(Pane):
                           " ".join(row.text.split())[:80], key=row.id)
         last = min(self.first_row + self.PAGE, page.total)
         self.query_one("#corpus-status", Label).update(
-            f"{self.first_row + 1 if page.total else 0}-{last} of {page.total} documents  (n / p: next / previous page)")
+            f"{self.first_row + 1 if page.total else 0}-{last} of {page.total} documents  "
+            "(n / p: next / previous page)")
 
     @on(Input.Submitted)
     @on(Select.Changed)
@@ -252,9 +253,7 @@ class Distill(Pane):
             yield Button("Cancel", id="cancel", variant="error", disabled=True)
         yield RichLog(id="distill-log", markup=True, wrap=True)
 
-    def _config(self) -> Any:
-        from kdstudio.loop import DistillConfig
-
+    def _config(self) -> DistillConfig:
         return DistillConfig(teacher=str(self.query_one("#teacher", Select).value),
                              selector=str(self.query_one("#selector", Select).value),
                              student=str(self.query_one("#student", Select).value),
@@ -355,21 +354,20 @@ class Export(Pane):
             yield Select([], prompt="student", id="student-choice")
             yield Input("model", placeholder="output folder", id="out")
             yield Checkbox("int8", id="int8")
-            yield Button("Export", id="export", variant="primary")
+            yield Button("Export", id="do-export", variant="primary")
         with Vertical(id="export-card"):
             yield Markdown("Pick a student and export it: the model card appears here.", id="card")
 
     def refresh_data(self) -> None:
         students = self.project.students()
-        options = [(f"{s['id']}: run {s['run_id']} round {s['round']} {s['kind']} "
-                    f"test acc {s['metrics'].get('test', {}).get('accuracy', float('nan')):.3f}", s["id"])
-                   for s in students]
+        options = [(f"#{s['id']} run {s['run_id']}.{s['round']} {s['kind']} "
+                    f"{s['metrics'].get('test', {}).get('accuracy', float('nan')):.3f}", s["id"]) for s in students]
         select = self.query_one("#student-choice", Select)
         select.set_options(options)
         if options:
             select.value = options[-1][1]
 
-    @on(Button.Pressed, "#export")
+    @on(Button.Pressed, "#do-export")
     def _export(self) -> None:
         choice = self.query_one("#student-choice", Select).value
         if choice is Select.NULL:
