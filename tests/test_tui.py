@@ -18,7 +18,7 @@ from conftest import embedded_slice, write
 from kdstudio.config import Label
 from kdstudio.interfaces import Doc, TeachContext
 from kdstudio.plugins import get_plugins
-from kdstudio.project import Project
+from kdstudio.project import Filters, Project
 from kdstudio.store import ImportOptions, Ledger
 from kdstudio.teaching import TeacherRunner
 from kdstudio.tui.app import KdStudioApp
@@ -232,3 +232,30 @@ async def test_review_tab_reports_a_missing_connection_in_one_line(project_dir: 
             await pilot.pause()
             logged = "\n".join(str(line) for line in app.query_one("#review-log").lines)
             assert "teacher agreed with people on 0/0" in logged
+
+
+def test_documents_pages_with_every_filter(project_dir: Path):
+    with Project.open(project_dir) as project:
+        teacher = {d: (label, conf) for d, label, conf in project.store.con.execute(
+            "SELECT doc_id, label, confidence FROM labels WHERE source = 'teacher'").fetchall()}
+        doc = sorted(teacher)[0]
+        project.set_label(doc, "tech")
+        everything = project.documents(size=100)
+        assert everything.total == 12 and [r.id for r in everything.rows] == sorted(r.id for r in everything.rows)
+        pages = [project.documents(offset=o, size=5).rows for o in (0, 5, 10)]
+        assert [r.id for page in pages for r in page] == [r.id for r in everything.rows]
+        current = {r.id: r for r in everything.rows}
+        assert current[doc].label == "tech" and current[doc].label_source == "human"  # the person's label wins
+
+        def ids(**filters) -> set[str]:
+            return {r.id for r in project.documents(Filters(**filters), size=100).rows}
+
+        assert ids(label_source="none") == {d for d in current if d not in teacher}
+        assert ids(label_source="human") == {doc}
+        assert ids(label_source="teacher") == set(teacher) - {doc}
+        assert ids(label="tech") == {d for d, r in current.items() if r.label == "tech"}
+        assert ids(max_confidence=0.6) == {d for d, (_, c) in teacher.items() if d != doc and c <= 0.6}
+        assert ids(min_confidence=0.99) == {doc} | {d for d, (_, c) in teacher.items() if c >= 0.99}
+        assert ids(split="test") == set(project.store.ids_in_split("test"))
+        assert ids(search="ITEM 1") == {"d01", "d10", "d11"}  # case-insensitive
+        assert project.documents(Filters(search="nothing like this")).total == 0

@@ -7,13 +7,12 @@ from typing import Any
 
 from kdstudio.store.store import Store
 
-# The effective label of a document: its newest human label, else its newest teacher label.
-CURRENT = """
-    SELECT doc_id, arg_max(label, (source = 'human', id)) AS label,
-           arg_max(source, (source = 'human', id)) AS label_source,
-           arg_max(confidence, (source = 'human', id)) AS confidence
-    FROM labels GROUP BY doc_id
-"""
+
+def current_labels(where: str = "") -> str:
+    """The effective label of each document: its newest human label, else its newest teacher label."""
+    return ("SELECT doc_id, arg_max(label, (source = 'human', id)) AS label, "
+            "arg_max(source, (source = 'human', id)) AS label_source, "
+            f"arg_max(confidence, (source = 'human', id)) AS confidence FROM labels {where} GROUP BY doc_id")
 
 
 @dataclass
@@ -77,12 +76,23 @@ class Browse:
 
     def page(self, filters: Filters, offset: int, size: int, text_chars: int = 300) -> Page:
         where, params = self._where(filters)
-        base = f"FROM documents d LEFT JOIN ({CURRENT}) c ON c.doc_id = d.id LEFT JOIN gold g ON g.doc_id = d.id{where}"
+        by_label = any(v is not None for v in (filters.label, filters.label_source, filters.min_confidence,
+                                               filters.max_confidence))
+        # Without a label filter the documents are paged alone, and labels are then read for that page only.
+        base = f"FROM documents d LEFT JOIN ({current_labels()}) c ON c.doc_id = d.id{where}" if by_label \
+            else f"FROM documents d{where}"
         total = self.con.execute(f"SELECT count(*) {base}", params).fetchall()[0][0]
-        rows = self.con.execute(
-            f"SELECT d.id, d.split, d.source, left(d.text, ?), g.label, c.label, c.label_source, c.confidence {base} "
-            "ORDER BY d.id LIMIT ? OFFSET ?", [text_chars, *params, size, offset]).fetchall()
+        rows = self.con.execute(f"WITH p AS (SELECT d.id {base} ORDER BY d.id LIMIT ? OFFSET ?) {self._rows_of_page()}",
+                                [*params, size, offset, text_chars]).fetchall()
         return Page([DocRow(*r) for r in rows], int(total), offset, size, filters)
+
+    @staticmethod
+    def _rows_of_page() -> str:
+        """The page's rows with their gold and current labels, given a CTE `p` of its ids."""
+        return ("SELECT d.id, d.split, d.source, left(d.text, ?), g.label, c.label, c.label_source, c.confidence "
+                "FROM p JOIN documents d ON d.id = p.id LEFT JOIN gold g ON g.doc_id = d.id "
+                f"LEFT JOIN ({current_labels('WHERE doc_id IN (SELECT id FROM p)')}) c ON c.doc_id = d.id "
+                "ORDER BY d.id")
 
     def document(self, doc_id: str) -> str | None:
         rows = self.con.execute("SELECT text FROM documents WHERE id = ?", [doc_id]).fetchall()
