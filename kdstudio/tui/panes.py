@@ -247,6 +247,9 @@ class Distill(Pane):
             yield Select([(x, x) for x in names["student"]], value="logreg", allow_blank=False, id="student")
             yield Input("200", placeholder="label budget", id="budget", type="integer")
             yield Input("20", placeholder="batch", id="batch", type="integer")
+            yield Input(placeholder="max USD", id="usd", type="number")
+        yield Input(placeholder="LLM model for teacher llm, e.g. openai/gpt-4o-mini (key from the environment)",
+                    id="model")
         with Horizontal():
             yield Button("Start", id="start", variant="primary")
             yield Button("Resume", id="resume")
@@ -254,15 +257,25 @@ class Distill(Pane):
         yield RichLog(id="distill-log", markup=True, wrap=True)
 
     def _config(self) -> DistillConfig:
-        return DistillConfig(teacher=str(self.query_one("#teacher", Select).value),
+        teacher = str(self.query_one("#teacher", Select).value)
+        model = self.query_one("#model", Input).value.strip()
+        usd = self.query_one("#usd", Input).value.strip()
+        return DistillConfig(teacher=teacher, teacher_options={"model": model} if teacher == "llm" and model else {},
                              selector=str(self.query_one("#selector", Select).value),
                              student=str(self.query_one("#student", Select).value),
                              budget_labels=int(self.query_one("#budget", Input).value or 200),
-                             batch=int(self.query_one("#batch", Input).value or 20))
+                             batch=int(self.query_one("#batch", Input).value or 20),
+                             budget_usd=float(usd) if usd else None)
 
     @on(Button.Pressed, "#start")
     def _start(self) -> None:
-        self._launch(self._config(), None)
+        try:
+            config = self._config()
+            config.validate()
+        except (KdError, ValueError) as exc:
+            self.query_one("#distill-log", RichLog).write(f"[red]{getattr(exc, 'message', exc)}[/red]")
+            return
+        self._launch(config, None)
 
     @on(Button.Pressed, "#resume")
     def _resume(self) -> None:
