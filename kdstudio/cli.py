@@ -412,9 +412,9 @@ def plugins() -> None:
 @click.option("--api-base", help="With --llm: an OpenAI-compatible server's base URL.")
 def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, llm_model: str | None,
          api_base: str | None) -> None:
-    """The main job: import a bundled real corpus, embed it, distill a student, and report."""
+    """The main job: import a bundled real corpus, embed it, distill a student, export it to ONNX, and report."""
     from kdstudio.loop import DistillConfig
-    from kdstudio.render import round_line, status_view
+    from kdstudio.render import export_view, round_line, status_view
 
     console.rule(f"[bold]kdstudio demo[/bold]: {dataset} -> {directory}")
     project, report = Project.from_dataset(dataset, directory, limit=limit)
@@ -436,7 +436,11 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
         result = project.distill(config, on_event=lambda kind, p: console.print(
             "          " + round_line(p["report"]), highlight=False) if kind == "round" else None)
         console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}", highlight=False)
-        console.print("[bold]4. status[/bold]")
+        console.print(f"[bold]4. export[/bold]  the best student as one int8 ONNX graph -> {directory / 'model'}")
+        console.print(export_view(project.export(directory / "model", quantize="int8")))
+        console.print(f"          try it: kdstudio predict {directory / 'model'} - <<< 'Rooney scores twice'",
+                      highlight=False)
+        console.print("[bold]5. status[/bold]")
         console.print(status_view(project.status()))
 
 

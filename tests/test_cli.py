@@ -74,8 +74,9 @@ def test_init_needs_exactly_one_label_source(tmp_path: Path):
 def test_demo_runs_the_main_job_on_a_slice(tmp_path: Path):
     result = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "120", "--budget-labels", "40")
     assert result.returncode == 0, result.stderr
-    for step in ("1. import", "2. embed", "3. distill", "4. status"):
+    for step in ("1. import", "2. embed", "3. distill", "4. export", "5. status"):
         assert step in result.stdout
+    assert (tmp_path / "demo" / "model" / "model.onnx").is_file() and "checked on" in result.stdout
     imported = re.search(r"read 120 rows, imported (\d+)", result.stdout)
     assert imported and f"embedded {imported.group(1)} documents" in result.stdout
     assert "zero-shot teacher" in result.stdout and "SIMULATED" not in result.stdout
