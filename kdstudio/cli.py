@@ -438,7 +438,9 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
         console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}", highlight=False)
         console.print(f"[bold]4. export[/bold]  the best student as one int8 ONNX graph -> {directory / 'model'}")
         console.print(export_view(project.export(directory / "model", quantize="int8")))
-        console.print(f"          try it: kdstudio predict {directory / 'model'} - <<< 'Rooney scores twice'",
+        # The command as it was typed (.venv/bin/kdstudio after the README's set-up), so that it can be pasted.
+        me = sys.argv[0] if Path(sys.argv[0]).name == "kdstudio" else "kdstudio"
+        console.print(f"          try it: echo 'Rooney scores twice' | {me} predict {directory / 'model'} -",
                       highlight=False)
         console.print("[bold]5. status[/bold]")
         console.print(status_view(project.status()))
