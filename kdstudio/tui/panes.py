@@ -395,5 +395,7 @@ class Export(Pane):
             report = self.project.export(out, student_id=student_id, quantize="int8" if int8 else None)
             text = report.card.read_text(encoding="utf-8")
         except KdError as exc:
-            text = f"**Error:** {exc.message}"
+            text = f"**Error:** {exc.message}" + (f"\n\n{exc.fix}" if exc.fix else "")
+        except Exception as exc:  # the app must stay up; the message says what went wrong
+            text = f"**Export failed:** {type(exc).__name__}: {exc}"
         self.app.call_from_thread(self.query_one("#card", Markdown).update, text)
