@@ -35,6 +35,11 @@ class _Cli(click.Group):
             if exc.fix:
                 err_console.print(f"[bold]Fix:[/bold] {exc.fix}", highlight=False, soft_wrap=True)
             ctx.exit(1)
+        except KeyboardInterrupt:
+            # Everything done so far is in DuckDB (a distillation records the answers in flight first).
+            err_console.print("interrupted: what was done is saved; `kdstudio distill --resume` continues a run",
+                              highlight=False)
+            ctx.exit(130)
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})

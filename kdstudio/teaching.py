@@ -4,9 +4,12 @@ they arrive, and budgets are checked before anything is sent."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kdstudio.interfaces import Doc, GenerationRequest, TeachContext, Teacher, TeacherLabel
 from kdstudio.store import Ledger, request_hash
@@ -67,6 +70,31 @@ class BudgetGate:
         with self._lock:
             self._outstanding -= reserved
             self._committed += actual
+
+
+@contextmanager
+def first_interrupt_closes(gate: BudgetGate) -> Iterator[threading.Event]:
+    """While a batch is labelled, a first Ctrl-C closes the gate instead of raising: nothing new is sent, the answers
+    already on their way are still recorded (they are paid for), and the caller raises KeyboardInterrupt after. A
+    second Ctrl-C raises at once. (Raising at the first one would also interrupt whatever DuckDB write was running.)"""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # signal handlers belong to the main thread; a worker's caller stops it with should_stop
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        interrupted.set()
+        gate.close()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -131,6 +159,17 @@ class TeacherRunner:
             return outcome
         gate = BudgetGate(self.budget)
         answers = self.teacher.label(to_send, replace(self.context, gate=gate))
+        with first_interrupt_closes(gate) as interrupted:
+            self._record_all(answers, gate, hashes, requests, round, on_label, outcome)
+        if interrupted.is_set():
+            raise KeyboardInterrupt  # after the answers in flight were recorded: they are paid for
+        if gate.refused and not outcome.stopped:
+            outcome.stopped = gate.refused
+        return outcome
+
+    def _record_all(self, answers: Any, gate: BudgetGate, hashes: dict[str, str], requests: dict[str, Any],
+                    round: int | None, on_label: Callable[[TeacherLabel], None] | None,
+                    outcome: TeachOutcome) -> None:
         try:
             for answer in answers:
                 self.ledger.record(
@@ -160,9 +199,6 @@ class TeacherRunner:
             close = getattr(answers, "close", None)
             if close:
                 close()  # on an exception: a generator stops the moment we stop asking
-        if gate.refused and not outcome.stopped:
-            outcome.stopped = gate.refused
-        return outcome
 
     def generate(self, request: GenerationRequest, round: int | None) -> Generated:
         """One PGKD generation call through the ledger: a replayed request is served from it (its samples are

@@ -238,3 +238,38 @@ def test_a_run_killed_right_after_a_generation_replays_it_on_resume(bbc: Path, l
     assert len(generations) == 3  # rounds 1, 2 and 3: none sent twice
     hashes = Counter(r["body"]["messages"][1]["content"] for r in generations)
     assert max(hashes.values()) == 1
+
+
+def test_ctrl_c_records_the_answers_in_flight_and_the_resume_pays_for_none_of_them(bbc: Path, llm: FakeLLM):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    answer_gold(llm, bbc, delay=0.5)
+    args = [sys.executable, "-m", "kdstudio", "distill", "-p", str(bbc), *llm_args(llm), "--teacher-option",
+            "concurrency=6", *SMALL]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(llm.requests()) < 8 and time.time() < deadline:  # requests are in flight
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted: what was done is saved" in stderr, stderr
+    assert "Traceback" not in stderr
+    sent = {r["document"] for r in llm.requests()}
+    with Project.open(bbc) as project:
+        recorded = project.store.con.execute("SELECT count(*) FROM teacher_calls").fetchall()[0][0]
+        assert project.latest_run().status == "cancelled"
+    assert recorded == len(sent)  # every request the server answered was recorded, none lost in flight
+    llm.configure(lookup=llm_lookup(bbc), confidence=0.9)
+    resumed = run_cli("distill", "--resume", "-p", str(bbc))
+    assert resumed.returncode == 0, resumed.stderr
+    assert not {r["document"] for r in llm.requests()} & sent  # nothing answered before was asked again
+
+
+def llm_lookup(directory: Path) -> dict[str, str]:
+    with Project.open(directory, read_only=True) as project:
+        gold = project.store.gold()
+        texts = dict(zip(gold, project.store.texts(list(gold)), strict=True))
+    return {texts[d].strip(): label for d, label in gold.items()}

@@ -168,8 +168,8 @@ class Transport:
             while True:
                 if not gate.reserve(reserve):
                     if attempts:
-                        raise CallFailed(f"budget reached while retrying after: {last_error}", transient=True,
-                                         attempts=attempts)
+                        raise CallFailed(f"stopped (budget reached or run interrupted) while retrying after: "
+                                         f"{last_error}", transient=True, attempts=attempts)
                     raise BudgetRefused()
                 await self._limiter.wait()  # type: ignore[union-attr]
                 attempts += 1
