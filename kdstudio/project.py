@@ -274,10 +274,16 @@ class Project:
         return agreement(ReviewStore(self.store).agreement_pairs(), self.labels)
 
     def _student_labels(self, doc_ids: list[str]) -> list[str]:
+        if not doc_ids:
+            return []
         student, _ = self.load_student()
-        features = self.store.vectors(self.config.embedding.model, doc_ids) if student.input == "embeddings" \
-            else self.store.texts(doc_ids)
-        return [self.labels[i] for i in student.predict_proba(features).argmax(axis=1)] if doc_ids else []
+        return [self.labels[i] for i in student.predict_proba(self._student_input(student, doc_ids)).argmax(axis=1)]
+
+    def _student_input(self, student: Student, doc_ids: list[str], texts: list[str] | None = None) -> Any:
+        """What `student.predict_proba` reads for these documents: stored vectors, or the texts."""
+        if student.input == "embeddings":
+            return self.store.vectors(self.config.embedding.model, doc_ids)
+        return texts if texts is not None else self.store.texts(doc_ids)
 
     # -- browsing and triage (the terminal UI) -----------------------------------------------------------
 
@@ -295,10 +301,18 @@ class Project:
 
         candidates = ReviewStore(self.store).candidates()
         has_student = bool(RunLog(self.store).students())
+        predicted: dict[str, str] = {}
+
+        def student_labels(doc_ids: list[str]) -> list[str]:
+            # Each document is predicted once, whether the disagreement filter or the queue asks first.
+            missing = [d for d in doc_ids if d not in predicted]
+            predicted.update(zip(missing, self._student_labels(missing), strict=True))
+            return [predicted[d] for d in doc_ids]
+
         items = choose(candidates, "disagreement" if order == "disagreement" else "all", limit, 1.0,
-                       self._student_labels if has_student else None)
-        predicted = self._student_labels([x.doc_id for x in items]) if has_student and items else [None] * len(items)
-        return [TriageItem(x.doc_id, x.text, x.label, x.confidence, p) for x, p in zip(items, predicted, strict=True)]
+                       student_labels if has_student else None)
+        labels = student_labels([x.doc_id for x in items]) if has_student else [None] * len(items)
+        return [TriageItem(x.doc_id, x.text, x.label, x.confidence, p) for x, p in zip(items, labels, strict=True)]
 
     def set_label(self, doc_id: str, label: str, annotator: str | None = None) -> int:
         """A person's label, persisted at once; returns its id for `undo_label`."""
@@ -323,8 +337,7 @@ class Project:
         gold = self.store.gold()
         test = [d for d in self.store.ids_in_split("test") if d in gold]
         texts = self.store.texts(test)
-        features = self.store.vectors(self.config.embedding.model, test) if student.input == "embeddings" \
-            else texts
+        features = self._student_input(student, test, texts)
         y = np.array([self.labels.index(gold[d]) for d in test], dtype=np.int64)
         return export_student(student, record, plugin, Path(out_dir), context, texts, features, y,
                               self._card_facts(record["run_id"]))
