@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -11,6 +13,7 @@ from rich.console import Console
 from kdstudio import __version__
 from kdstudio.config import parse_labels_option, read_labels_file
 from kdstudio.errors import KdError
+from kdstudio.interfaces import Engine
 from kdstudio.plugins import get_plugins
 from kdstudio.project import Project
 from kdstudio.store import ImportOptions, parse_split_option
@@ -20,6 +23,42 @@ err_console = Console(stderr=True)
 
 project_option = click.option("-p", "--project", "project_dir", type=click.Path(path_type=Path), default=Path("."),
                               show_default=True, help="Project directory.")
+
+
+def engine_options(command):
+    """--engine and its settings, shared by the commands whose bulk work can run on a cluster."""
+    for option in reversed((
+        click.option("--engine", "engine_name", default="local", show_default=True,
+                     help="Where the bulk work runs: local (this process) or a registered engine, e.g. ray."),
+        click.option("--address", help="The engine's cluster, e.g. a Ray head's host:port (default: RAY_ADDRESS, "
+                                       "else a Ray started here on 127.0.0.1)."),
+        click.option("--workers", type=int, help="Workers per job (default: one per CPU, or per GPU)."),
+        click.option("--engine-option", multiple=True, metavar="KEY=VALUE", help="An engine option; repeatable "
+                                                                                 "(see `kdstudio plugins`)."),
+    )):
+        command = option(command)
+    return command
+
+
+@contextmanager
+def _engine(name: str, address: str | None, workers: int | None, engine_option: tuple[str, ...]
+            ) -> Iterator[Engine | None]:
+    options: dict[str, object] = dict(_pairs(engine_option, "--engine-option"))
+    if address:
+        options["address"] = address
+    if workers is not None:
+        options["workers"] = workers
+    if name == "local":
+        if options:
+            raise KdError("--address, --workers and --engine-option need --engine (e.g. --engine ray)")
+        yield None
+        return
+    engine = get_plugins().get("engine", name).cls(**options)
+    try:
+        err_console.print(f"engine: {engine.describe()}", highlight=False)
+        yield engine
+    finally:
+        engine.close()
 
 
 def _split(value: str | None) -> dict[str, float] | None:
@@ -120,17 +159,18 @@ def datasets_import(name: str, directory: Path, limit: int | None, split: str | 
 @cli.command()
 @project_option
 @click.option("--model", help="A sentence-transformers model path (default: the project's, all-MiniLM-L6-v2).")
-def embed(project_dir: Path, model: str | None) -> None:
+@engine_options
+def embed(project_dir: Path, model: str | None, engine_name: str, address: str | None, workers: int | None,
+          engine_option: tuple[str, ...]) -> None:
     """Embed every document that has no vector yet (a re-run computes nothing)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Project.open(project_dir) as project, Progress(
-        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console,
-        transient=True,
-    ) as progress:
+    with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine, \
+            Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                     console=err_console, transient=True) as progress:
         task = progress.add_task("embed", total=None)
         report = project.embed(lambda done, total: progress.update(task, completed=done, total=total),
-                               model=model)
+                               model=model, engine=engine)
     console.print(report.summary(), highlight=False)
 
 
@@ -194,6 +234,7 @@ def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_bas
 @click.option("--plan", is_flag=True, help="Estimate what the run would cost the teacher, and send nothing.")
 @click.option("--resume", is_flag=True, help="Continue the latest run (or --run ID) where it stopped.")
 @click.option("--run", "run_id", type=int, help="With --resume: which run.")
+@engine_options
 @click.pass_context
 def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_option: tuple[str, ...],
             model: str | None, api_base: str | None, price_in: float | None, price_out: float | None, selector: str,
@@ -202,7 +243,8 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             target: str | None, patience: int | None, max_rounds: int | None, val_limit: int,
             test_limit: int | None, soft_labels: bool, generate: str | None, generate_samples: int,
             generate_shots: int, no_report: bool, no_hard_negatives: bool, seed: int, plan: bool, resume: bool,
-            run_id: int | None) -> None:
+            run_id: int | None, engine_name: str, address: str | None, workers: int | None,
+            engine_option: tuple[str, ...]) -> None:
     """Distill the teacher into a student: select, label, train and evaluate, round after round."""
     from kdstudio.loop import DistillConfig
     from kdstudio.render import plan_view, round_line, simulated_banner
@@ -232,7 +274,7 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             err_console.print(f"[yellow]round {payload['round']}: generation failed: {payload['error']}[/]",
                               highlight=False)
 
-    with Project.open(project_dir) as project:
+    with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine:
         if plan:
             console.print(plan_view(project.plan(config)))
             return
@@ -244,9 +286,9 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             # Only budgets given explicitly on this command line override the run's own.
             overrides = {name: ctx.params[name] for name in BUDGET_OPTIONS
                          if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-            result = project.distill(resume=target_run, overrides=overrides, on_event=on_event)
+            result = project.distill(resume=target_run, overrides=overrides, on_event=on_event, engine=engine)
         else:
-            result = project.distill(config, on_event=on_event)
+            result = project.distill(config, on_event=on_event, engine=engine)
     best = next((r for r in result.rounds if r.round == result.best_round), None)
     console.print(f"[bold]run {result.run_id} {result.status}[/bold]: {result.stop_reason}", highlight=False)
     if best:
@@ -323,9 +365,13 @@ def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: s
 @click.option("--defer-below", type=float, help="Label predictions less confident than this `defer`, for the LLM.")
 @click.option("--batch-size", default=16, show_default=True, help="Texts per onnxruntime call (sorted by length).")
 @click.option("--threads", type=int, help="CPU threads for onnxruntime (default: all).")
+@engine_options
 def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id_column: str | None,
-            defer_below: float | None, batch_size: int, threads: int | None) -> None:
+            defer_below: float | None, batch_size: int, threads: int | None, engine_name: str, address: str | None,
+            workers: int | None, engine_option: tuple[str, ...]) -> None:
     """Classify INPUT (CSV, TSV, JSONL, Parquet, or - for lines on standard input) with an exported model."""
+    import tempfile
+
     from kdstudio.predict_io import read_documents, write_predictions
     from kdstudio.runtime import Classifier
 
@@ -333,7 +379,15 @@ def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id
         raise KdError("--defer-below is a confidence between 0 and 1")
     classifier = Classifier(model_dir, threads=threads, batch_size=batch_size)
     docs = read_documents(source, text_column, id_column)
-    predictions = classifier.predict(docs.texts, defer_below=defer_below)
+    with _engine(engine_name, address, workers, engine_option) as engine:
+        if engine is None:
+            predictions = classifier.predict(docs.texts, defer_below=defer_below)
+        else:
+            from kdstudio.scale import predict_with
+
+            with tempfile.TemporaryDirectory(prefix="kdstudio-predict-", dir=engine.scratch or None) as work:
+                probs = predict_with(engine, model_dir, docs.texts, Path(work), len(classifier.labels))
+            predictions = classifier.predictions(probs, defer_below=defer_below)
     write_predictions(predictions, classifier.labels, docs, out)
     if out is not None:
         deferred = sum(p.deferred for p in predictions)
@@ -400,7 +454,7 @@ def tui(project_dir: Path) -> None:
 
 @cli.command()
 def plugins() -> None:
-    """Every registered selector, teacher, student, exporter, review backend and dataset."""
+    """Every registered selector, teacher, student, exporter, review backend, dataset and engine."""
     from kdstudio.render import plugins_view
 
     console.print(plugins_view(get_plugins()))

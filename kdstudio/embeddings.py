@@ -33,7 +33,7 @@ def resolve_model_path(model: str) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def load_sentence_transformer(model: str, max_length: int) -> Any:
+def load_sentence_transformer(model: str, max_length: int, device: str = "cpu") -> Any:
     """Loaded once per process and model: the TUI and the tests open many projects."""
     # Never reach for a hub: the models come from installed packages or local paths.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,7 +47,7 @@ def load_sentence_transformer(model: str, max_length: int) -> Any:
     if model != DEFAULT_EMBEDDING_MODEL and not Path(path).exists():
         raise KdError(f"embedding model {model!r} is not a local path",
                       "give the folder of a sentence-transformers model (kdstudio never downloads one)")
-    encoder = SentenceTransformer(path, device="cpu")
+    encoder = SentenceTransformer(path, device=device)
     encoder.max_seq_length = max_length
     return encoder
 
@@ -57,11 +57,12 @@ class Embedder:
     """Turns texts into L2-normalized vectors with one sentence-transformers model."""
 
     settings: EmbeddingSettings
+    device: str = "cpu"
     _model: Any = None
 
     def load(self) -> Any:
         if self._model is None:
-            self._model = load_sentence_transformer(self.settings.model, self.settings.max_length)
+            self._model = load_sentence_transformer(self.settings.model, self.settings.max_length, self.device)
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

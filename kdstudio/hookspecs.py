@@ -45,5 +45,10 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_engines(register: Register) -> None:
+    """Contribute engines: where bulk embedding, pool scoring and prediction run (a Ray cluster, ...)."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the `kdstudio` click group."""

@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from kdstudio.errors import KdError
+
+if TYPE_CHECKING:
+    from kdstudio.jobs import ShardJob, ShardTask
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,11 @@ class SelectionContext(Protocol):
     has_student: bool
 
     def score(self, positions: np.ndarray) -> np.ndarray: ...
+
+    def score_stream(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, probabilities) per chunk, in order, scored lazily: on an engine the next chunks are being
+        scored while the caller looks at this one; stopping early leaves the rest of the pool unscored."""
+        ...
 
     def pool_vectors(self) -> np.ndarray: ...
 
@@ -422,6 +430,40 @@ class Dataset(Component):
         raise NotImplementedError
 
 
+class Engine(Component):
+    """Runs kdstudio's bulk work (embedding, pool scoring, prediction) somewhere other than this process: a cluster
+    engine maps a `ShardJob` (kdstudio.jobs) over Parquet shards, or over a stream of in-memory batches. Without an
+    engine, that work runs in-process."""
+
+    # Rows per Parquet shard: the unit a worker loads, and redoes if it dies.
+    shard_rows: int = 2048
+    # A folder every worker can read and write (a shared filesystem on a real cluster); empty: inside the project.
+    scratch: str = ""
+
+    def map_shards(self, job: ShardJob, tasks: Sequence[ShardTask],
+                   on_progress: Callable[[int], None] | None = None) -> None:
+        """Run `job` on every task's `source` shard, writing its `target` with `kdstudio.jobs.run_shard` (which
+        replaces the file atomically, so a retried task never duplicates rows). `on_progress` gets the rows of each
+        finished task."""
+        raise NotImplementedError
+
+    def stream(self, job: ShardJob, batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
+        """The job's output for each batch, in the order given, computed ahead while the caller consumes; the caller
+        may stop early (M-RARU stops when its batch is full)."""
+        raise NotImplementedError
+
+    @property
+    def n_workers(self) -> int:
+        """How many workers a job gets (batches that run at once)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+    def close(self) -> None:
+        pass
+
+
 KINDS: dict[str, type[Component]] = {
     "selector": Selector,
     "teacher": Teacher,
@@ -429,4 +471,5 @@ KINDS: dict[str, type[Component]] = {
     "exporter": Exporter,
     "review_backend": ReviewBackend,
     "dataset": Dataset,
+    "engine": Engine,
 }

@@ -11,7 +11,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from kdstudio.evaluation import evaluate
 from kdstudio.interfaces import (
     CostEstimate,
     Doc,
+    Engine,
     GenerationRequest,
     LabelledSet,
     Selection,
@@ -33,6 +34,7 @@ from kdstudio.interfaces import (
 )
 from kdstudio.pgkd import PgkdSettings, generation_request
 from kdstudio.plugins import Plugins
+from kdstudio.scale import PoolScorer, features_table
 from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.teaching import Budget, Generated, TeacherRunner
 from kdstudio.uncertainty import uncertainty
@@ -157,12 +159,12 @@ def why_stop(config: DistillConfig, reports: list[RoundReport], n_selected: int,
 
 
 class _Pool:
-    """The selector's view of the unlabelled pool (positions index `ids`)."""
+    """The selector's view of the unlabelled pool (positions index `ids`). With a `scorer` (an engine), scoring runs
+    on the engine's workers: the whole pool as one shard job, anything smaller as a stream of chunks."""
 
     def __init__(self, ids: np.ndarray, features: Callable[[list[str]], Any],
                  vectors: Callable[[list[str]], np.ndarray], labelled: list[str], student: Student | None,
-                 labels: list[str], round: int,
-                 rng: np.random.Generator) -> None:
+                 labels: list[str], round: int, rng: np.random.Generator, scorer: PoolScorer | None = None) -> None:
         self.ids = ids
         self.n_pool = len(ids)
         self.n_classes = len(labels)
@@ -175,17 +177,39 @@ class _Pool:
         self._vectors = vectors
         self._labelled = labelled
         self._student = student
+        self._scorer = scorer
 
-    def score(self, positions: np.ndarray) -> np.ndarray:
+    def _require_student(self) -> Student:
         if self._student is None:
             raise KdError("no student to score with yet")
+        return self._student
+
+    def score(self, positions: np.ndarray) -> np.ndarray:
+        student = self._require_student()
         positions = np.asarray(positions)
-        self.scored += len(positions)
-        out = []
-        for start in range(0, len(positions), 65536):  # bounded memory on huge pools
-            chunk = self.ids[positions[start:start + 65536]].tolist()
-            out.append(self._student.predict_proba(self._features(chunk)))
+        if self._scorer is not None and len(positions) == self.n_pool and self.n_pool:
+            self.scored += len(positions)
+            return self._scorer.score_pool(student, self.round, self.ids[positions])
+        chunks = (positions[start:start + 65536] for start in range(0, len(positions), 65536))  # bounded memory
+        out = [probs for _, probs in self.score_stream(chunks)]
         return np.concatenate(out) if out else np.zeros((0, self.n_classes))
+
+    def score_stream(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        student = self._require_student()
+        if self._scorer is None:
+            for positions in chunks:
+                self.scored += len(positions)
+                yield positions, student.predict_proba(self._features(self.ids[positions].tolist()))
+            return
+        scorer = self._scorer
+
+        def with_features() -> Iterator[tuple[np.ndarray, Any]]:
+            for positions in chunks:
+                self.scored += len(positions)  # counted when sent: work ahead that is never used is paid too
+                ids = self.ids[positions].tolist()
+                yield positions, features_table(ids, self._features(ids), student.input)
+
+        yield from scorer.score_stream(student, self.round, with_features())
 
     def pool_vectors(self) -> np.ndarray:
         return self._vectors(self.ids.tolist())
@@ -198,8 +222,11 @@ class Distiller:
     def __init__(self, store: Store, labels: list[str], descriptions: dict[str, str], embedding_model: str,
                  plugins: Plugins, students_dir: Path, on_event: EventFn | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 encode: Callable[[list[str]], np.ndarray] | None = None) -> None:
+                 encode: Callable[[list[str]], np.ndarray] | None = None, engine: Engine | None = None,
+                 work_dir: Path | None = None) -> None:
         self.store = store
+        self.engine = engine
+        self.work_dir = work_dir
         self.encode = encode
         self.labels = labels
         self.descriptions = descriptions
@@ -325,17 +352,24 @@ class Distiller:
         return self._run(run_id, config)
 
     def _run(self, run_id: int, config: DistillConfig) -> RunResult:
+        self._scorer: PoolScorer | None = None
         try:
             return self._loop(run_id, config)
         except BaseException as exc:
             status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
             self.runs.set_status(run_id, status, stop_reason=f"{type(exc).__name__}: {exc}"[:500])
             raise
+        finally:
+            if self._scorer is not None:
+                self._scorer.close()
 
     def _loop(self, run_id: int, config: DistillConfig) -> RunResult:
         teacher, selector, seed_selector, student_cls = self._components(config)
         self._load_vectors()
         features = self._features(student_cls)
+        if self.engine is not None:
+            self._scorer = PoolScorer(self.engine, self.store, self.embedding_model, student_cls.input,
+                                      (self.work_dir or self.students_dir.parent / "work") / f"run-{run_id}")
         gold = self.store.gold()
         # Synthetic (generated) documents are never selected for labelling: they come with their label.
         pool_all = self.store.ids_in_split("pool", source="imported")
@@ -393,7 +427,7 @@ class Distiller:
                     want = min(want, config.budget_labels - len(selected))
                 rng = np.random.default_rng([config.seed, round_no])
                 pool = _Pool(free, features, self._vectors, [s["id"] for s in selected], student, self.labels,
-                             round_no, rng)
+                             round_no, rng, self._scorer)
                 chooser = seed_selector if round_no == 0 else selector
                 # A pure PGKD run (--batch 0) buys no new documents after the seed: its data is generated.
                 choice: Selection = chooser.select(pool, want) if want > 0 else Selection([], [])

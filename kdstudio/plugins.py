@@ -25,6 +25,7 @@ HOOKS = {
     "exporter": "register_exporters",
     "review_backend": "register_review_backends",
     "dataset": "register_datasets",
+    "engine": "register_engines",
 }
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from kdstudio.config import CONFIG_NAME, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import Embedder, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectNotFound
-from kdstudio.interfaces import DatasetTable, ExportContext, Student
+from kdstudio.interfaces import DatasetTable, Engine, ExportContext, Student
 from kdstudio.loop import DistillConfig, Distiller, EventFn, Plan, RunResult
 from kdstudio.plugins import Plugins, get_plugins
 from kdstudio.sampling import stratified_sample
@@ -172,21 +172,37 @@ class Project:
             self._embedder = Embedder(self.config.embedding)
         return self._embedder
 
-    def embed(self, on_progress: ProgressFn | None = None, *, model: str | None = None) -> EmbedReport:
+    def embed(self, on_progress: ProgressFn | None = None, *, model: str | None = None,
+              engine: Engine | None = None) -> EmbedReport:
+        """Embed every document that has no vector yet: in this process, or on `engine` (a cluster)."""
         if model is not None and model != self.config.embedding.model:
             self.config.embedding.model = model
             self._embedder = None
+        if engine is not None:
+            from kdstudio.scale import embed_with
+
+            return embed_with(engine, self.store, self.config.embedding, self.work_dir(engine) / "embed",
+                              on_progress)
         return embed_missing(self.store, self.embedder, on_progress)
+
+    def engine(self, name: str = "local", **options: Any) -> Engine | None:
+        """A registered engine with its options; None for `local` (this process)."""
+        return None if name == "local" else self.plugins.get("engine", name).cls(**options)
+
+    def work_dir(self, engine: Engine) -> Path:
+        """Where the shards of an engine's jobs go: the engine's shared scratch folder, or inside the project."""
+        return Path(engine.scratch) / self.config.name if engine.scratch else self.directory / "work"
 
     # -- distillation ----------------------------------------------------------------------------------
 
     def distill(self, config: DistillConfig | None = None, *, resume: int | None = None,
                 overrides: dict[str, Any] | None = None, on_event: EventFn | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                on_embed_progress: ProgressFn | None = None) -> RunResult:
-        """Start a run with `config`, or resume run `resume` (with optional budget `overrides`)."""
-        self.embed(on_embed_progress)  # a no-op when every document has its vector
-        distiller = self._distiller(on_event, should_stop)
+                on_embed_progress: ProgressFn | None = None, engine: Engine | None = None) -> RunResult:
+        """Start a run with `config`, or resume run `resume` (with optional budget `overrides`). With `engine`,
+        embedding and pool scoring run there; the results are the same."""
+        self.embed(on_embed_progress, engine=engine)  # a no-op when every document has its vector
+        distiller = self._distiller(on_event, should_stop, engine)
         if resume is not None:
             return distiller.resume(resume, overrides)
         return distiller.start(config or DistillConfig())
@@ -195,11 +211,12 @@ class Project:
         """What `distill(config)` would cost the teacher, from the prompts alone: nothing is sent."""
         return self._distiller().plan(config)
 
-    def _distiller(self, on_event: EventFn | None = None, should_stop: Callable[[], bool] | None = None
-                   ) -> Distiller:
+    def _distiller(self, on_event: EventFn | None = None, should_stop: Callable[[], bool] | None = None,
+                   engine: Engine | None = None) -> Distiller:
         return Distiller(self.store, self.labels, {lab.name: lab.description for lab in self.config.labels},
                          self.config.embedding.model, self.plugins, self.directory / "students", on_event,
-                         should_stop, encode=self.embedder.encode)
+                         should_stop, encode=self.embedder.encode, engine=engine,
+                         work_dir=self.work_dir(engine) / "score" if engine is not None else None)
 
     def cost(self) -> list[SpendRow]:
         """Teacher spend by run and model, from the ledger."""

@@ -14,7 +14,7 @@ from kdstudio.store import RoundRow, RunRow, SpendRow
 
 KIND_TITLES = {
     "selector": "Selectors", "teacher": "Teachers", "student": "Students", "exporter": "Exporters",
-    "review_backend": "Review backends", "dataset": "Datasets",
+    "review_backend": "Review backends", "dataset": "Datasets", "engine": "Engines",
 }
 
 

@@ -141,7 +141,10 @@ class Classifier:
     def predict(self, texts: Sequence[str], *, defer_below: float | None = None) -> list[Prediction]:
         """One prediction per text; with `defer_below`, those less confident are labelled "defer" so that the
         caller can send them to the LLM instead."""
-        probs = self.predict_proba(texts)
+        return self.predictions(self.predict_proba(texts), defer_below=defer_below)
+
+    def predictions(self, probs: np.ndarray, *, defer_below: float | None = None) -> list[Prediction]:
+        """Predictions from probabilities this model computed (here, or on an engine's workers)."""
         result = []
         for row in probs:
             best = int(row.argmax())

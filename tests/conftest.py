@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kdstudio.config import Label
+from kdstudio.loop import DistillConfig
 from kdstudio.project import Project
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,7 +47,33 @@ def embedded_slice(directory: Path, limit: int, seed: int) -> Path:
     return directory
 
 
+def unembedded_slice(base: Path, limit: int, seed: int) -> dict:
+    """A bbc-news slice imported but not embedded (for engines to embed), and the ids and vectors that the
+    in-process engine gives it (computed on a copy)."""
+    project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=limit, seed=seed)
+    project.close()
+    with Project.open(fresh_copy(base / "bbc", base / "local")) as local:
+        local.embed()
+        ids, matrix = local.store.embedding_matrix(local.config.embedding.model)
+    return {"project": base / "bbc", "ids": ids, "vectors": matrix}
+
+
 def fresh_copy(directory: Path, tmp_path: Path) -> Path:
     copy = tmp_path / directory.name
     shutil.copytree(directory, copy)
     return copy
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A bbc-news slice, embedded and distilled, with its best student exported in fp32 and int8 (shared by the
+    export and scale-out tests)."""
+    base = tmp_path_factory.mktemp("export")
+    project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=300, seed=4)
+    with project:
+        project.embed()
+        project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=60))
+    fp32 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "fp32"))
+    int8 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "int8"), "--quantize", "int8")
+    return {"base": base, "project": base / "bbc", "fp32": base / "fp32", "int8": base / "int8",
+            "fp32_run": fp32, "int8_run": int8}

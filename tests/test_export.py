@@ -59,19 +59,6 @@ def test_a_student_that_cannot_be_exported_says_so(tmp_path: Path):
 # -- the whole path on a slice of bbc-news ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    base = tmp_path_factory.mktemp("export")
-    project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=300, seed=4)
-    with project:
-        project.embed()
-        project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=60))
-    fp32 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "fp32"))
-    int8 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "int8"), "--quantize", "int8")
-    return {"base": base, "project": base / "bbc", "fp32": base / "fp32", "int8": base / "int8",
-            "fp32_run": fp32, "int8_run": int8}
-
-
 def _test_split(project_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
     with Project.open(project_dir, read_only=True) as project:
         student, _ = project.load_student()

@@ -1,6 +1,7 @@
 """M-RARU, as reconstructed in docs/methods.md: a random stream of candidates, each accepted with a probability
 driven by the student's normalized uncertainty, until the batch is full. Only the candidates it meets are scored,
-so a selection costs O(batch / acceptance rate), not O(pool)."""
+so a selection costs O(batch / acceptance rate), not O(pool). On an engine the chunks are scored on its workers,
+a few ahead of the decisions, until the batch is full."""
 
 from __future__ import annotations
 
@@ -55,14 +56,17 @@ class MRARUSelector(Selector):
     def select(self, context: SelectionContext, k: int) -> Selection:
         if not context.has_student:
             return random_selection(context, k, "random (no student yet)")
-        rng = context.rng
+        # Candidates and accept/reject draws come from separate streams, so that an engine scoring chunks ahead of
+        # the decisions (Ray) makes exactly the choices the in-process scorer does.
+        stream_rng, accept_rng = context.rng.spawn(2)
         accepted: list[int] = []
         accepted_u: list[float] = []
         seen_pos: list[np.ndarray] = []
         seen_u: list[np.ndarray] = []
         scored = 0
-        for candidates in candidate_stream(context.n_pool, self.chunk, rng):
-            u = uncertainty(context.score(candidates), self.measure)
+        chunks = context.score_stream(candidate_stream(context.n_pool, self.chunk, stream_rng))
+        for candidates, probs in chunks:
+            u = uncertainty(probs, self.measure)
             scored += len(candidates)
             seen_pos.append(candidates)
             seen_u.append(u)
@@ -70,7 +74,8 @@ class MRARUSelector(Selector):
                 p = u ** (1.0 / self.temperature)
             else:
                 p = empirical_cdf(np.concatenate(seen_u), u) ** self.sharpness
-            for position, value, prob, draw in zip(candidates, u, p, rng.random(len(candidates)), strict=True):
+            for position, value, prob, draw in zip(candidates, u, p, accept_rng.random(len(candidates)),
+                                                   strict=True):
                 if draw < prob:
                     accepted.append(int(position))
                     accepted_u.append(float(value))
@@ -78,6 +83,7 @@ class MRARUSelector(Selector):
                         break
             if len(accepted) == k:
                 break
+        chunks.close()  # stops the work ahead
         if len(accepted) < k:
             # The whole pool was streamed without filling the batch: top it up with the most uncertain rejects.
             positions = np.concatenate(seen_pos)

@@ -1,0 +1,183 @@
+"""Embedding, pool scoring and prediction on an engine (a cluster) instead of in this process. DuckDB writes the
+work as Parquet shards, the engine's workers write one output shard per input shard, and the results come back by
+key, each exactly once, or the job says which rows are missing."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kdstudio.config import EmbeddingSettings
+from kdstudio.embeddings import EmbedReport, ProgressFn
+from kdstudio.errors import KdError
+from kdstudio.interfaces import Engine, Student
+from kdstudio.jobs import EmbedJob, PredictJob, ScoreJob, ShardTask, column_matrix, vectors_column
+from kdstudio.store import Store
+from kdstudio.store.shards import export_missing_texts, export_pool, load_embeddings
+
+
+def _tasks(shards: Sequence[tuple[Path, int]], out_dir: Path) -> list[ShardTask]:
+    return [ShardTask(str(path), str(out_dir / path.name), rows) for path, rows in shards]
+
+
+def _progress(on_progress: ProgressFn | None, total: int):
+    done = 0
+
+    def step(rows: int) -> None:
+        nonlocal done
+        done += rows
+        if on_progress:
+            on_progress(done, total)
+
+    return step
+
+
+def _readable(files: Sequence[Path]) -> list[Path]:
+    """Output shards that a previous, interrupted job finished (written atomically, so each is whole)."""
+    good = []
+    for path in files:
+        try:
+            pq.read_metadata(path)
+        except Exception:
+            continue
+        good.append(path)
+    return good
+
+
+def read_outputs(tasks: Sequence[ShardTask], key: str, columns: Sequence[str]) -> pa.Table:
+    """Every task's output, checked: each input row must come back exactly once."""
+    missing_files = [t.target for t in tasks if not Path(t.target).is_file()]
+    if missing_files:
+        raise KdError(f"the engine finished without writing {len(missing_files)} of {len(tasks)} output shards "
+                      f"(first: {missing_files[0]})", "run the command again: finished shards are kept")
+    table = pa.concat_tables([pq.read_table(t.target, columns=[key, *columns]) for t in tasks]) if tasks else None
+    expected = sum(t.rows for t in tasks)
+    if table is None:
+        return pa.table({key: pa.array([], pa.string())})
+    distinct = len(pc.unique(table.column(key)))
+    if table.num_rows != expected or distinct != expected:
+        raise KdError(f"the engine returned {table.num_rows} rows ({distinct} distinct) for {expected} inputs",
+                      "run the command again")
+    return table
+
+
+# -- embedding -----------------------------------------------------------------------------------------------------
+
+def embed_with(engine: Engine, store: Store, settings: EmbeddingSettings, work: Path,
+               on_progress: ProgressFn | None = None) -> EmbedReport:
+    """Embed every document that lacks a vector on `engine`. Output shards that an interrupted run finished are
+    loaded first, so a killed job pays only for the shards it had not finished."""
+    model = settings.model
+    recovered = load_embeddings(store, model, _readable(sorted((work / "out").glob("*.parquet")))) \
+        if (work / "out").is_dir() else 0
+    shutil.rmtree(work, ignore_errors=True)
+    already = store.embedding_count(model)
+    started = time.perf_counter()
+    shards = export_missing_texts(store, model, work / "in", engine.shard_rows)
+    tasks = _tasks(shards, work / "out")
+    total = sum(t.rows for t in tasks)
+    if tasks:
+        if on_progress:
+            on_progress(0, total)
+        engine.map_shards(EmbedJob(model, settings.max_length, settings.batch_size), tasks,
+                          _progress(on_progress, total))
+        read_outputs(tasks, "id", ["vector"])  # every row came back exactly once, or this raises
+        load_embeddings(store, model, [Path(t.target) for t in tasks])
+    shutil.rmtree(work, ignore_errors=True)
+    return EmbedReport(model, total + recovered, already - recovered, time.perf_counter() - started)
+
+
+# -- pool scoring (inside the distillation loop) -------------------------------------------------------------------
+
+class PoolScorer:
+    """The student's probabilities over the pool, computed on `engine`: the whole pool as a shard job over shards
+    exported once per run, or candidate chunks streamed to the workers (M-RARU)."""
+
+    def __init__(self, engine: Engine, store: Store, embedding_model: str, student_input: str, work: Path) -> None:
+        self.engine = engine
+        self.store = store
+        self.embedding_model = embedding_model
+        self.student_input = student_input
+        self.work = work
+        self._pool_shards: list[tuple[Path, int]] | None = None
+        self._job: tuple[int, ScoreJob] | None = None
+
+    def job(self, student: Student, round_no: int) -> ScoreJob:
+        """The round's student, saved where the workers can load it."""
+        if self._job is None or self._job[0] != round_no:
+            directory = self.work / f"student-{round_no}"
+            shutil.rmtree(directory, ignore_errors=True)
+            student.save(directory)
+            self._job = (round_no, ScoreJob(student.name, str(directory), self.student_input))
+        return self._job[1]
+
+    def score_pool(self, student: Student, round_no: int, ids: np.ndarray) -> np.ndarray:
+        """Probabilities of `ids` (pool documents) from one pass of the job over the whole pool."""
+        if self._pool_shards is None:
+            self._pool_shards = export_pool(self.store, self.embedding_model, self.student_input,
+                                            self.work / "pool", self.engine.shard_rows)
+        out_dir = self.work / f"scores-{round_no}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tasks = _tasks(self._pool_shards, out_dir)
+        self.engine.map_shards(self.job(student, round_no), tasks)
+        table = read_outputs(tasks, "id", ["probs"])
+        row_of = {doc_id: i for i, doc_id in enumerate(table.column("id").to_pylist())}
+        probs = column_matrix(table.column("probs"))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return probs[[row_of[d] for d in ids.tolist()]]
+
+    def score_stream(self, student: Student, round_no: int, chunks: Iterator[tuple[np.ndarray, pa.Table]]
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, probabilities) for each chunk in order; the engine works ahead while the caller decides."""
+        job = self.job(student, round_no)
+        pending: list[np.ndarray] = []
+
+        def batches() -> Iterator[pa.Table]:
+            for positions, table in chunks:
+                pending.append(positions)
+                yield table
+
+        for out in self.engine.stream(job, batches()):
+            yield pending.pop(0), column_matrix(out.column("probs"))
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def features_table(ids: list[str], features: Any, student_input: str) -> pa.Table:
+    column = vectors_column(features) if student_input == "embeddings" else pa.array(features, pa.string())
+    return pa.table({"id": pa.array(ids, pa.string()), "vector" if student_input == "embeddings" else "text": column})
+
+
+# -- prediction with an exported model -----------------------------------------------------------------------------
+
+def predict_with(engine: Engine, model_dir: Path, texts: Sequence[str], work: Path, n_labels: int) -> np.ndarray:
+    """(n, n_labels) probabilities from an exported model folder, computed on `engine`, in the order given."""
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "in").mkdir(parents=True)
+    order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted shards, as for embedding
+    shards = []
+    for number, start in enumerate(range(0, len(texts), engine.shard_rows)):
+        rows = order[start:start + engine.shard_rows]
+        path = work / "in" / f"part-{number:06d}.parquet"
+        pq.write_table(pa.table({"row": pa.array(rows, pa.int64()),
+                                 "text": pa.array([texts[i] for i in rows], pa.string())}), path)
+        shards.append((path, len(rows)))
+    tasks = _tasks(shards, work / "out")
+    try:
+        engine.map_shards(PredictJob(str(Path(model_dir).resolve())), tasks)
+        table = read_outputs(tasks, "row", ["probs"])
+        probs = np.zeros((len(texts), n_labels), dtype=np.float32)
+        if table.num_rows:
+            probs[table.column("row").to_numpy()] = column_matrix(table.column("probs"))
+        return probs
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
