@@ -24,6 +24,16 @@ from kdstudio.store import Store
 from kdstudio.store.shards import export_missing_texts, export_pool, load_embeddings
 
 
+def _clean(work: Path, empty_parents: int) -> None:
+    """Remove a job's folder, and the folders above it that it leaves empty (the project keeps no `work/`)."""
+    shutil.rmtree(work, ignore_errors=True)
+    for parent in list(work.parents)[:empty_parents]:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
 def _tasks(shards: Sequence[tuple[Path, int]], out_dir: Path) -> list[ShardTask]:
     return [ShardTask(str(path), str(out_dir / path.name), rows) for path, rows in shards]
 
@@ -91,7 +101,7 @@ def embed_with(engine: Engine, store: Store, settings: EmbeddingSettings, work: 
                           _progress(on_progress, total))
         read_outputs(tasks, "id", ["vector"])  # every row came back exactly once, or this raises
         load_embeddings(store, model, [Path(t.target) for t in tasks])
-    shutil.rmtree(work, ignore_errors=True)
+    _clean(work, empty_parents=1)
     return EmbedReport(model, total + recovered, already - recovered, time.perf_counter() - started)
 
 
@@ -149,7 +159,7 @@ class PoolScorer:
             yield pending.pop(0), column_matrix(out.column("probs"))
 
     def close(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
+        _clean(self.work, empty_parents=2)
 
 
 def features_table(ids: list[str], features: Any, student_input: str) -> pa.Table:

@@ -76,7 +76,7 @@ def test_a_killed_driver_keeps_finished_shards_and_the_next_run_sends_only_the_r
     assert (report.embedded, report.already) == (80, 0)
     assert ids == corpus["ids"]
     np.testing.assert_allclose(matrix, corpus["vectors"], atol=1e-5)
-    assert not (directory / "work" / "embed").exists()
+    assert not (directory / "work").exists()
 
 
 def test_rows_returned_twice_are_refused_and_nothing_is_stored(corpus: dict, tmp_path: Path):

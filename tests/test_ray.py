@@ -48,7 +48,7 @@ def test_embeddings_from_the_cluster_equal_the_local_engines(cluster, corpus: di
         assert (report.embedded, report.already) == (120, 0)
         ids, matrix = project.store.embedding_matrix(MODEL)
         assert project.store.ids_missing_embedding(MODEL) == []
-        assert not (project.directory / "work" / "embed").exists()  # shards are cleaned up
+        assert not (project.directory / "work").exists()  # shards are cleaned up
         assert project.embed(engine=engine).embedded == 0  # nothing left to do, nothing sent
     engine.close()
     assert ids == corpus["ids"]
@@ -102,8 +102,10 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_no_rows(cluster, corpus: d
 def _rounds(directory: Path, config: DistillConfig, engine=None) -> list[tuple[list[str], int, float]]:
     with Project.open(directory) as project:
         result = project.distill(config, engine=engine)
-        return [([s["id"] for s in r.selected], r.scored, r.metrics["test"]["accuracy"])
-                for r in project.rounds(result.run_id)]
+        rounds = [([s["id"] for s in r.selected], r.scored, r.metrics["test"]["accuracy"])
+                  for r in project.rounds(result.run_id)]
+    assert not (directory / "work").exists()  # the pool's shards and the round's students are cleaned up
+    return rounds
 
 
 @pytest.mark.parametrize("selector", ["margin", "mraru"])
