@@ -104,7 +104,7 @@ class RayEngine(Engine):
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
         self._ray: Any = None
-        self._started_here = False
+        self._initialized_here = False
         self._stream_actors: list[Any] = []
 
     # -- connecting --------------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ class RayEngine(Engine):
                               f"{str(exc).splitlines()[0]}",
                               "check --address; a cluster started by `ray start` checks a token by default: set "
                               "RAY_AUTH_MODE=token, with the token in ~/.ray/auth_token or RAY_AUTH_TOKEN") from None
-            self._started_here = True
+            self._initialized_here = True
         # Ray Data logs every execution to the console; its log file keeps the detail.
         for handler in logging.getLogger("ray.data").handlers:
             if type(handler).__name__ == "PlainRayHandler":
@@ -230,6 +230,7 @@ class RayEngine(Engine):
         if self._ray is None:
             return
         self._release_stream_pool()
-        if self._started_here:
+        if self._initialized_here:
+            # Disconnects this driver from a cluster it joined; a Ray it started (no address) stops with it.
             self._ray.shutdown()
         self._ray = None
