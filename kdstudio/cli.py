@@ -274,10 +274,11 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             err_console.print(f"[yellow]round {payload['round']}: generation failed: {payload['error']}[/]",
                               highlight=False)
 
-    with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine:
-        if plan:
+    if plan:  # sends nothing and scores nothing: no engine is started for it
+        with Project.open(project_dir) as project:
             console.print(plan_view(project.plan(config)))
-            return
+        return
+    with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine:
         if resume:
             latest = project.latest_run()
             target_run = run_id if run_id is not None else (latest.id if latest else None)
