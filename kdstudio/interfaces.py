@@ -452,11 +452,6 @@ class Engine(Component):
         may stop early (M-RARU stops when its batch is full)."""
         raise NotImplementedError
 
-    @property
-    def n_workers(self) -> int:
-        """How many workers a job gets (batches that run at once)."""
-        raise NotImplementedError
-
     def describe(self) -> str:
         return self.name
 

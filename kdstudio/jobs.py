@@ -29,7 +29,8 @@ class ShardTask:
 
 
 class ShardJob:
-    """Per-row work. `batch_rows` bounds a worker's memory; `gpu` says the job can use a GPU when one is given."""
+    """Per-row work. `batch_rows` bounds a worker's memory; `gpu` says the job can use a GPU when one is given; `key`
+    is the column that joins its output back to its input."""
 
     name = "job"
     batch_rows = 256
@@ -58,12 +59,17 @@ def column_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return flat.reshape(n, -1)
 
 
+def _worker_threads() -> int:
+    # The CPUs the engine gave this worker (Ray sets OMP_NUM_THREADS to them): a library left to itself would start
+    # a thread per core of the machine in every worker.
+    return max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+
+
 def _threads(device: str) -> None:
-    # One worker per CPU it was given: torch would otherwise start a thread per core in every worker.
     if device == "cpu":
         import torch
 
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
+        torch.set_num_threads(_worker_threads())
 
 
 @dataclass(frozen=True)
@@ -129,8 +135,8 @@ class PredictJob(ShardJob):
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else \
             ["CPUExecutionProvider"]
-        threads = max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
-        classifier = Classifier(self.model_dir, threads=threads if device == "cpu" else None, providers=providers)
+        classifier = Classifier(self.model_dir, threads=_worker_threads() if device == "cpu" else None,
+                                providers=providers)
 
         def predict(batch: pa.Table) -> pa.Table:
             probs = classifier.predict_proba(batch.column("text").to_pylist())

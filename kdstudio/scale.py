@@ -97,9 +97,9 @@ def embed_with(engine: Engine, store: Store, settings: EmbeddingSettings, work: 
     if tasks:
         if on_progress:
             on_progress(0, total)
-        engine.map_shards(EmbedJob(model, settings.max_length, settings.batch_size), tasks,
-                          _progress(on_progress, total))
-        read_outputs(tasks, "id", ["vector"])  # every row came back exactly once, or this raises
+        job = EmbedJob(model, settings.max_length, settings.batch_size)
+        engine.map_shards(job, tasks, _progress(on_progress, total))
+        read_outputs(tasks, job.key, [])  # every row came back exactly once, or this raises; DuckDB reads vectors
         load_embeddings(store, model, [Path(t.target) for t in tasks])
     _clean(work, empty_parents=1)
     return EmbedReport(model, total + recovered, already - recovered, time.perf_counter() - started)
@@ -137,8 +137,9 @@ class PoolScorer:
         out_dir = self.work / f"scores-{round_no}"
         shutil.rmtree(out_dir, ignore_errors=True)
         tasks = _tasks(self._pool_shards, out_dir)
-        self.engine.map_shards(self.job(student, round_no), tasks)
-        table = read_outputs(tasks, "id", ["probs"])
+        job = self.job(student, round_no)
+        self.engine.map_shards(job, tasks)
+        table = read_outputs(tasks, job.key, ["probs"])
         row_of = {doc_id: i for i, doc_id in enumerate(table.column("id").to_pylist())}
         probs = column_matrix(table.column("probs"))
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -183,8 +184,9 @@ def predict_with(engine: Engine, model_dir: Path, texts: Sequence[str], work: Pa
         shards.append((path, len(rows)))
     tasks = _tasks(shards, work / "out")
     try:
-        engine.map_shards(PredictJob(str(Path(model_dir).resolve())), tasks)
-        table = read_outputs(tasks, "row", ["probs"])
+        job = PredictJob(str(Path(model_dir).resolve()))
+        engine.map_shards(job, tasks)
+        table = read_outputs(tasks, job.key, ["probs"])
         probs = np.zeros((len(texts), n_labels), dtype=np.float32)
         if table.num_rows:
             probs[table.column("row").to_numpy()] = column_matrix(table.column("probs"))

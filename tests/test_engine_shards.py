@@ -33,10 +33,6 @@ class SerialEngine(Engine):
         self.doubled = doubled
         self.sent: list[str] = []
 
-    @property
-    def n_workers(self) -> int:
-        return 1
-
     def map_shards(self, job: ShardJob, tasks: Sequence[ShardTask],
                    on_progress: Callable[[int], None] | None = None) -> None:
         fn = job.open("cpu")

@@ -165,10 +165,6 @@ class RayEngine(Engine):
         workers = self.workers or max(1, int(cpus // self.cpus_per_worker))
         return workers, {"num_cpus": self.cpus_per_worker}, "cpu"
 
-    @property
-    def n_workers(self) -> int:
-        return self._placement(None)[0]
-
     def describe(self) -> str:
         cpus, gpus = self._resources()
         workers, _, device = self._placement(None)
