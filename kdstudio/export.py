@@ -5,17 +5,19 @@ card."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdstudio import __version__
+from kdstudio.atomic_dir import check_replaceable, replacing
 from kdstudio.interfaces import ExportContext, ExportedModel, Student
 from kdstudio.modelcard import render_card
-from kdstudio.runtime import Classifier
+from kdstudio.runtime import META, Classifier
 
+CARD = "README.md"
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
@@ -84,11 +86,15 @@ def verify(model: ExportedModel, student: Student, features: Any, texts: list[st
 def export_student(student: Student, record: dict[str, Any], exporter: Any, out_dir: Path, context: ExportContext,
                    eval_texts: list[str], eval_features: Any, eval_y: np.ndarray | None,
                    facts: dict[str, Any]) -> ExportReport:
-    model = exporter.export(student, out_dir, context)
-    parity, cascade = verify(model, student, eval_features, eval_texts, eval_y, context.labels)
-    card = out_dir / "README.md"
-    card.write_text(render_card({**facts, "student": record, "labels": context.labels, "model": model.details,
-                                 "parity": parity, "cascade": cascade, "version": __version__,
-                                 "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}),
-                    encoding="utf-8")
-    return ExportReport(model, record, parity, cascade, card)
+    """The whole folder (model, tokenizer, labels, card) is built and checked beside `out_dir`, then swapped in: an
+    export that fails or is killed leaves the previous model as it was."""
+    check_replaceable(out_dir, META)
+    with replacing(out_dir) as staging:
+        built = exporter.export(student, staging, context)
+        parity, cascade = verify(built, student, eval_features, eval_texts, eval_y, context.labels)
+        (staging / CARD).write_text(render_card({
+            **facts, "student": record, "labels": context.labels, "model": built.details, "parity": parity,
+            "cascade": cascade, "version": __version__,
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}), encoding="utf-8")
+    model = replace(built, directory=out_dir)
+    return ExportReport(model, record, parity, cascade, out_dir / CARD)

@@ -258,6 +258,10 @@ class Teacher(Component):
         run, balanced over the classes, so that prompts and thus cache keys stay the same on resume)."""
         return 0
 
+    def check_ready(self) -> None:
+        """Raise KdError if the teacher cannot work at all (no key, unknown model): called before a run spends
+        anything, so that it stops with one line instead of failing call after call."""
+
     def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
         """Everything that determines the answer: its hash is the cache key in the ledger."""
         options = {o.name: getattr(self, o.name) for o in self.options}

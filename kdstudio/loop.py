@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kdstudio.errors import KdError
+from kdstudio.errors import KdError, TeacherFailing
 from kdstudio.evaluation import evaluate
 from kdstudio.interfaces import (
     CostEstimate,
@@ -40,6 +40,19 @@ from kdstudio.teaching import Budget, Generated, TeacherRunner
 from kdstudio.uncertainty import uncertainty
 
 EventFn = Callable[[str, dict[str, Any]], None]
+# Runs this process is executing. A run marked 'running' in the database that is not here was stopped without a
+# chance to say so (kill -9, a crash, a power cut): while a run executes, no other process can open the project.
+ACTIVE_RUNS: set[int] = set()
+
+
+def resolve_artifact(project_dir: Path, stored: str) -> Path:
+    """A kept student's folder from the path stored for it: relative to the project (older versions stored it
+    absolute, or relative to the directory distill was started in)."""
+    path = Path(stored)
+    if path.is_absolute():
+        return path
+    inside = project_dir / path
+    return inside if inside.exists() or not path.exists() else path
 TARGET = re.compile(r"^(val|test)\.(accuracy|macro_f1|weighted_f1)>=([0-9.]+)$")
 
 
@@ -60,7 +73,8 @@ class DistillConfig:
     target: str | None = None  # e.g. "val.accuracy>=0.95"
     patience: int | None = None  # rounds without a better validation loss
     max_rounds: int | None = None
-    val_limit: int = 200
+    # Validation documents the teacher labels once per run; "auto" is half the label budget, from 20 to 200.
+    val_limit: int | str = "auto"
     test_limit: int | None = None
     soft_labels: bool = False
     seed: int = 0
@@ -70,7 +84,18 @@ class DistillConfig:
     generate_report: bool = True  # PGKD ablation: without the validation report
     generate_hard_negatives: bool = True  # PGKD ablation: without hard negatives
 
+    def val_size(self) -> int | None:
+        """How many validation documents the run buys labels for (None: every one there is)."""
+        if self.val_limit != "auto":
+            return None if self.val_limit is None else int(self.val_limit)
+        if self.budget_labels is None:
+            return 200
+        return min(200, max(20, self.budget_labels // 2))
+
     def validate(self) -> None:
+        if self.val_limit != "auto" and not (self.val_limit is None or (isinstance(self.val_limit, int)
+                                                                         and self.val_limit >= 0)):
+            raise KdError(f"--val-size {self.val_limit!r} is not a number of documents", "give 0 or more, or auto")
         if self.target and not TARGET.match(self.target):
             raise KdError(f"--target {self.target!r} is not understood",
                           "write it as val.accuracy>=0.95 (val or test; accuracy, macro_f1 or weighted_f1)")
@@ -135,6 +160,12 @@ class RunResult:
     student_id: int | None
     simulated: bool
     rounds: list[RoundReport]
+    # What the run paid for, all in: its teacher calls (one per answer, however many tries), their cost, and the
+    # labels they bought for training and for validation.
+    calls: int = 0
+    cost_usd: float = 0.0
+    train_labels: int = 0
+    val_labels: int = 0
 
 
 def why_stop(config: DistillConfig, reports: list[RoundReport], n_selected: int, budget: Budget, since_best: int,
@@ -285,6 +316,7 @@ class Distiller:
 
     def _check_teacher(self, config: DistillConfig, teacher: Teacher) -> None:
         """What can be known before a run spends anything."""
+        teacher.check_ready()
         if config.generate and not teacher.can_generate:
             raise KdError(f"--generate {config.generate} needs a teacher that writes samples; {teacher.name} does "
                           "not", "use --teacher llm")
@@ -300,7 +332,7 @@ class Distiller:
         teacher, *_ = self._components(config)
         pool = self.store.ids_in_split("pool", source="imported")
         n_train = len(pool) if config.budget_labels is None else min(config.budget_labels, len(pool))
-        n_val = min(config.val_limit, len(self.store.ids_in_split("val")))
+        n_val = len(self._slice(self.store.ids_in_split("val"), config.val_size(), np.random.default_rng(0)))
         rng = np.random.default_rng(config.seed)
         ids = sorted(rng.choice(pool, size=min(sample, len(pool)), replace=False).tolist()) if pool else []
         docs = [Doc(d, t) for d, t in zip(ids, self.store.texts(ids), strict=True)]
@@ -353,13 +385,22 @@ class Distiller:
 
     def _run(self, run_id: int, config: DistillConfig) -> RunResult:
         self._scorer: PoolScorer | None = None
+        ACTIVE_RUNS.add(run_id)
         try:
             return self._loop(run_id, config)
+        except TeacherFailing as exc:
+            # A student trained on (nearly) nothing must not be shipped as this run's result.
+            for student_id, *_, path, _ in self.runs.students(run_id):
+                shutil.rmtree(self._artifact(path), ignore_errors=True)
+                self.runs.delete_student(student_id)
+            self.runs.set_status(run_id, "failed", stop_reason=exc.message)
+            raise
         except BaseException as exc:
             status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
             self.runs.set_status(run_id, status, stop_reason=f"{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
+            ACTIVE_RUNS.discard(run_id)
             if self._scorer is not None:
                 self._scorer.close()
 
@@ -375,18 +416,22 @@ class Distiller:
         pool_all = self.store.ids_in_split("pool", source="imported")
         pool_set = set(pool_all)
         setup_rng = np.random.default_rng([config.seed, 7919])
-        val_ids = self._slice(self.store.ids_in_split("val"), config.val_limit, setup_rng)
+        val_ids = self._slice(self.store.ids_in_split("val"), config.val_size(), setup_rng)
         test_ids = self._slice([d for d in self.store.ids_in_split("test") if d in gold], config.test_limit, setup_rng)
         context = self.context(teacher, config, gold)
         usd, calls = self.ledger.run_spend(run_id)
         budget = Budget(config.budget_calls, config.budget_usd, calls, usd)
         runner = TeacherRunner(self.ledger, teacher, context, run_id, budget, self.should_stop)
+        n_train = min(len(pool_all), config.budget_labels) if config.budget_labels is not None else len(pool_all)
         self.on_event("run", {"run_id": run_id, "simulated": teacher.simulated, "teacher": teacher.model_name,
-                              "config": asdict(config)})
+                              "config": asdict(config), "train_labels": n_train, "val_labels": len(val_ids)})
 
         # The validation set is labelled by the teacher once (cached, so a resume pays nothing again).
         if val_ids:
-            runner.label([Doc(d, t) for d, t in zip(val_ids, self.store.texts(val_ids), strict=True)], round=None)
+            checked = runner.label([Doc(d, t) for d, t in zip(val_ids, self.store.texts(val_ids), strict=True)],
+                                   round=None)
+            if checked.failing:
+                raise TeacherFailing(checked.failing, self._resume_fix(run_id))
 
         history = self.runs.rounds(run_id)
         reports = [self._report_from_row(row) for row in history if row.phase == "done"]
@@ -452,6 +497,8 @@ class Distiller:
                                    on_label=lambda a, r=round_no: self.on_event("label", {"round": r,
                                                                                          "doc_id": a.doc_id}))
             timings["teach_s"] = time.perf_counter() - started
+            if outcome.failing:
+                raise TeacherFailing(outcome.failing, self._resume_fix(run_id))
             if outcome.stopped == "cancelled" or self.should_stop():
                 self.runs.set_status(run_id, "cancelled", best_round=best_round, stop_reason="cancelled")
                 return self._result(run_id, "cancelled", "cancelled", best_round, teacher, reports)
@@ -468,8 +515,8 @@ class Distiller:
             started = time.perf_counter()
             trained = self._train(run_id, selected, pool_set, round_no, config, student_cls, features, selector)
             if trained is None:
-                stop_reason = "the teacher returned no usable label"
-                break
+                raise TeacherFailing("the teacher returned no usable label for any document of this run",
+                                     self._resume_fix(run_id))
             student, train_ids, labelled = trained
             timings["train_s"] = time.perf_counter() - started
 
@@ -480,7 +527,7 @@ class Distiller:
             is_best = loss < best_loss or best_round is None or (not val_ids)
             if is_best:
                 best_loss, best_round, since_best = loss, round_no, 0
-                self._keep_student(run_id, round_no, config, student, metrics)
+                self._keep_student(run_id, round_no, config, student, metrics, len(train_ids))
             else:
                 since_best += 1
             usd, calls = self.ledger.run_spend(run_id)
@@ -593,16 +640,27 @@ class Distiller:
         return metrics
 
     def _keep_student(self, run_id: int, round_no: int, config: DistillConfig, student: Student,
-                      metrics: dict[str, Any]) -> None:
+                      metrics: dict[str, Any], n_train: int) -> None:
         """Only the best student of a run is kept on disk; a better one replaces it."""
         for student_id, _, _, _, path, _ in self.runs.students(run_id):
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(self._artifact(path), ignore_errors=True)
             self.runs.delete_student(student_id)
-        directory = self.students_dir / f"run-{run_id}" / f"round-{round_no}"
-        student.save(directory)
-        summary = {split: {m: metrics[split][m] for m in ("accuracy", "macro_f1", "log_loss") if m in metrics[split]}
-                   for split in ("val", "test") if split in metrics}
-        self.runs.save_student(run_id, round_no, config.student, config.student_options, summary, str(directory))
+        relative = Path(self.students_dir.name) / f"run-{run_id}" / f"round-{round_no}"
+        student.save(self.students_dir.parent / relative)
+        summary: dict[str, Any] = {
+            split: {m: metrics[split][m] for m in ("accuracy", "macro_f1", "log_loss") if m in metrics[split]}
+            for split in ("val", "test") if split in metrics}
+        summary["n_train"] = n_train
+        # Stored relative to the project, so that the project can be opened from anywhere (and moved).
+        self.runs.save_student(run_id, round_no, config.student, config.student_options, summary, relative.as_posix())
+
+    def _artifact(self, stored: str) -> Path:
+        return resolve_artifact(self.students_dir.parent, stored)
+
+    @staticmethod
+    def _resume_fix(run_id: int) -> str:
+        return (f"fix the teacher (key, model, server), then continue with `kdstudio distill --resume --run {run_id}`"
+                "; the answers already paid for are reused")
 
     @staticmethod
     def _report_from_row(row: Any) -> RoundReport:
@@ -614,5 +672,7 @@ class Distiller:
     def _result(self, run_id: int, status: str, reason: str, best_round: int | None, teacher: Teacher,
                 reports: list[RoundReport]) -> RunResult:
         kept = self.runs.students(run_id)
+        usd, calls = self.ledger.run_spend(run_id)
         return RunResult(run_id, status, reason, best_round, kept[-1][0] if kept else None, teacher.simulated,
-                         reports)
+                         reports, calls, usd, reports[-1].n_labels if reports else 0,
+                         self.ledger.run_val_labels(run_id))

@@ -3,7 +3,24 @@ what cost, how well it does, and where to set the deferral threshold."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from kdstudio.money import usd
+
+
+def _md(text: object) -> str:
+    """Data (labels, names, paths) as literal Markdown text: every character Markdown could read as syntax is escaped,
+    so that a label like `x|y` or `*urgent*` neither breaks a table nor turns into emphasis."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", str(text)).replace("\n", " ")
+
+
+def _code(text: object) -> str:
+    """Data as an inline code span, with a fence longer than any backtick run inside it."""
+    text = str(text).replace("\n", " ")
+    fence = "`" * (1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
 
 
 def _pct(value: float | None) -> str:
@@ -15,22 +32,22 @@ def render_card(f: dict[str, Any]) -> str:
     run = f.get("run") or {}
     model = f["model"]
     lines = [
-        f"# {f['project']}: {student['kind']} classifier, ONNX {model.get('precision', 'fp32')}",
+        f"# {_md(f['project'])}: {_md(student['kind'])} classifier, ONNX {model.get('precision', 'fp32')}",
         "",
         f"Exported by kdstudio {f['version']} on {f['date']} from student {student['id']} (run {student['run_id']}, "
         f"round {student['round']}).",
         "",
         "## Labels",
         "",
-        ", ".join(f"`{x}`" for x in f["labels"]),
+        ", ".join(_code(x) for x in f["labels"]),
         "",
         "## Data",
         "",
         "| split | source | documents |",
         "| --- | --- | --- |",
-        *[f"| {split} | {source} | {n} |" for split, source, n in f.get("documents", [])],
+        *[f"| {split} | {_md(source)} | {n} |" for split, source, n in f.get("documents", [])],
         "",
-        f"Imported from: {', '.join(f.get('sources', [])) or 'unknown'}.",
+        f"Imported from: {', '.join(_code(x) for x in f.get('sources', [])) or 'unknown'}.",
         "",
         "## Teacher and cost",
         "",
@@ -38,10 +55,11 @@ def render_card(f: dict[str, Any]) -> str:
     if run.get("simulated"):
         lines += ["**SIMULATED TEACHER**: the labels came from the corpus' gold labels, not from an LLM.", ""]
     lines += [
-        f"- teacher: {f.get('teacher', '?')}",
-        f"- labels bought: {run.get('n_selected', '?')} training documents, plus {run.get('n_val', 0)} validation "
-        f"documents labelled once; {run.get('generated', 0)} samples generated (PGKD)",
-        f"- teacher calls: {run.get('calls', 0)}, cost ${run.get('usd', 0.0):.4f}",
+        f"- teacher: {_code(f.get('teacher', '?'))}",
+        f"- labels bought: {run.get('n_train', '?')} training documents ({run.get('n_selected', '?')} sent to the "
+        f"teacher; {run.get('human_labels', 0)} labels by people among them), plus {run.get('n_val', 0)} "
+        f"validation documents labelled once; {run.get('generated', 0)} samples generated (PGKD)",
+        f"- teacher calls: {run.get('calls', 0)}, cost {usd(run.get('usd', 0.0))}",
         *([f"- the teacher's accuracy against the corpus' gold labels, where it had them: "
            f"{run['teacher_accuracy']:.3f}"] if run.get("teacher_accuracy") is not None else []),
         f"- selector {run.get('selector', '?')}, student {student['kind']} {run.get('student_options') or ''}".rstrip(),
@@ -61,7 +79,7 @@ def render_card(f: dict[str, Any]) -> str:
         lines.append(f"| this model, test (gold labels, {parity.n} documents) | {_pct(parity.exported_accuracy)} | "
                      f"{_pct(parity.exported_macro_f1)} |")
         lines += ["", "| label | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {x} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        lines += [f"| {_code(x)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
                   for x, m in parity.per_class.items()]
     lines += ["", "## Parity with the in-process student", ""]
     if parity is None:

@@ -57,10 +57,16 @@ def _read_table(path: Path) -> pa.Table:
 
 def read_documents(source: str, text_column: str = "text", id_column: str | None = None) -> Documents:
     if source == "-":
-        texts = [line.rstrip("\r\n") for line in sys.stdin]
-        return Documents(texts, None, None)
+        # One document per non-blank line; each prediction carries its line number, so blank lines cost nothing
+        # and the output still lines up with the input.
+        numbered = [(n, line.rstrip("\r\n")) for n, line in enumerate(sys.stdin, start=1) if line.strip()]
+        return Documents([text for _, text in numbered], [n for n, _ in numbered], "line")
     table = _read_table(Path(source))
     columns = table.column_names
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise KdError(f"{source}: the header names column(s) {', '.join(map(repr, twice))} more than once",
+                      "give every column a distinct name")
     if text_column not in columns:
         raise KdError(f"{source} has no column {text_column!r} (it has: {', '.join(columns)})",
                       "name the text column with --text-column")

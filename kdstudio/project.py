@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kdstudio import snapshot
 from kdstudio.config import CONFIG_NAME, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import Embedder, EmbedReport, ProgressFn, embed_missing
-from kdstudio.errors import ConfigError, KdError, ProjectNotFound
+from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound
 from kdstudio.interfaces import DatasetTable, Engine, ExportContext, Student
-from kdstudio.loop import DistillConfig, Distiller, EventFn, Plan, RunResult
+from kdstudio.loop import ACTIVE_RUNS, DistillConfig, Distiller, EventFn, Plan, RunResult
 from kdstudio.plugins import Plugins, get_plugins
 from kdstudio.sampling import stratified_sample
+from kdstudio.snapshot import Snapshot
 from kdstudio.store import (
     DB_NAME,
     ImportOptions,
@@ -65,8 +68,48 @@ class Status:
         return sum(n for _, _, n in self.documents)
 
 
+def _interrupted(run: RunRow) -> RunRow:
+    """A run the database says is running, that no process runs: shown as interrupted (it is resumable)."""
+    if run.status == "running" and run.id not in ACTIVE_RUNS:
+        return replace(run, status="interrupted", stop_reason=run.stop_reason or
+                       f"stopped without finishing (killed?): resume with `kdstudio distill --resume --run {run.id}`")
+    return run
+
+
+class ProgressView:
+    """The read-only commands' view of a project that another process is distilling: the snapshot that process
+    publishes (see kdstudio.snapshot), since DuckDB lets no other process read the file meanwhile."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    @property
+    def busy(self) -> str | None:
+        return self.snapshot.describe()
+
+    def status(self) -> Status:
+        return Status(**self.snapshot.status, runs=self.snapshot.runs)
+
+    def runs(self) -> list[RunRow]:
+        return self.snapshot.runs
+
+    def rounds(self, run_id: int) -> list[RoundRow]:
+        return self.snapshot.rounds.get(run_id, [])
+
+    def cost(self) -> list[SpendRow]:
+        return self.snapshot.cost
+
+    def __enter__(self) -> ProgressView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 class Project:
     """A project directory: `kdstudio.duckdb` (all data) and `kdstudio.toml` (settings a person edits)."""
+
+    busy: str | None = None  # see ProgressView
 
     def __init__(self, directory: Path, config: ProjectConfig, store: Store,
                  plugins: Plugins | None = None) -> None:
@@ -98,6 +141,19 @@ class Project:
                                   f"create one with `kdstudio init {directory} --labels a,b,c`")
         config = ProjectConfig.load(directory)
         return cls(directory, config, Store.open(directory / DB_NAME, read_only=read_only))
+
+    @classmethod
+    def for_reading(cls, directory: str | Path) -> Project | ProgressView:
+        """The project, or, while another process distills in it, the progress that process publishes."""
+        try:
+            return cls.open(directory)
+        except ProjectLocked as exc:
+            from kdstudio import snapshot
+
+            published = snapshot.read(Path(directory), exc.pid)
+            if published is None:
+                raise
+            return ProgressView(published)
 
     @staticmethod
     def exists(directory: str | Path) -> bool:
@@ -201,14 +257,44 @@ class Project:
                 on_embed_progress: ProgressFn | None = None, engine: Engine | None = None) -> RunResult:
         """Start a run with `config`, or resume run `resume` (with optional budget `overrides`). With `engine`,
         embedding and pool scoring run there; the results are the same."""
+        self.check_label_set()
         self.embed(on_embed_progress, engine=engine)  # a no-op when every document has its vector
-        distiller = self._distiller(on_event, should_stop, engine)
-        if resume is not None:
-            return distiller.resume(resume, overrides)
-        return distiller.start(config or DistillConfig())
+        distiller = self._distiller(self._publishing(on_event), should_stop, engine)
+        try:
+            if resume is not None:
+                return distiller.resume(resume, overrides)
+            return distiller.start(config or DistillConfig())
+        finally:
+            snapshot.withdraw(self.directory)  # the database is readable again
+
+    def _publishing(self, on_event: EventFn | None) -> EventFn:
+        """`on_event`, and after it a progress snapshot for other processes at the start and after each round."""
+        current: dict[str, Any] = {}
+
+        def handle(kind: str, payload: dict[str, Any]) -> None:
+            if on_event is not None:
+                on_event(kind, payload)
+            if kind == "run":
+                current.update(run_id=payload["run_id"], round=None)
+            elif kind == "round":
+                current["round"] = payload["report"].round
+            else:
+                return
+            self.publish_progress(current["run_id"], current["round"])
+
+        return handle
+
+    def publish_progress(self, run_id: int, round_no: int | None) -> None:
+        status = asdict(self.status())
+        status.pop("runs")
+        runs = self.runs()
+        snapshot.publish(self.directory, Snapshot(
+            pid=os.getpid(), written_at=snapshot.now(), run_id=run_id, round=round_no, status=status, runs=runs,
+            rounds={run.id: self.rounds(run.id) for run in runs}, cost=self.cost()))
 
     def plan(self, config: DistillConfig) -> Plan:
         """What `distill(config)` would cost the teacher, from the prompts alone: nothing is sent."""
+        self.check_label_set()
         return self._distiller().plan(config)
 
     def _distiller(self, on_event: EventFn | None = None, should_stop: Callable[[], bool] | None = None,
@@ -223,10 +309,11 @@ class Project:
         return Ledger(self.store).spend_report()
 
     def runs(self) -> list[RunRow]:
-        return RunLog(self.store).all()
+        return [_interrupted(run) for run in RunLog(self.store).all()]
 
     def latest_run(self) -> RunRow | None:
-        return RunLog(self.store).latest()
+        run = RunLog(self.store).latest()
+        return _interrupted(run) if run is not None else None
 
     def rounds(self, run_id: int) -> list[RoundRow]:
         return RunLog(self.store).rounds(run_id)
@@ -236,8 +323,20 @@ class Project:
         return [{"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "metrics": metrics}
                 for sid, run_id, round_no, kind, _, metrics in RunLog(self.store).students()]
 
+    def check_label_set(self) -> None:
+        """Every label the project's data holds must still be in kdstudio.toml: a label removed by hand would
+        otherwise surface as a KeyError halfway through a run or an export."""
+        missing = [x for x in self.store.labels_in_use() if x not in self.labels]
+        if missing:
+            shown = ", ".join(repr(x) for x in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise ConfigError(f"the project holds labels that {self.directory / CONFIG_NAME} no longer lists: {shown}",
+                              "add them back as [[labels]] entries (a label set can grow, not shrink)")
+
     def load_student(self, student_id: int | None = None) -> tuple[Student, dict[str, Any]]:
         """A kept student (default: the best of the latest run) and its record."""
+        from kdstudio.loop import resolve_artifact
+
+        self.check_label_set()
         kept = RunLog(self.store).students()
         if student_id is not None:
             kept = [row for row in kept if row[0] == student_id]
@@ -245,8 +344,11 @@ class Project:
             raise KdError("no trained student in this project" if student_id is None else
                           f"no student {student_id}", "run `kdstudio distill` first")
         sid, run_id, round_no, kind, path, metrics = kept[-1]
-        student = self.plugins.get("student", kind).cls.load(Path(path))
-        return student, {"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "path": path,
+        folder = resolve_artifact(self.directory, path)
+        if not folder.is_dir():
+            raise KdError(f"student {sid}'s files are missing ({folder})", "run `kdstudio distill` again")
+        student = self.plugins.get("student", kind).cls.load(folder)
+        return student, {"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "path": str(folder),
                          "metrics": metrics}
 
     # -- human review ----------------------------------------------------------------------------------
@@ -257,6 +359,7 @@ class Project:
         already there is not sent again."""
         from kdstudio.review import PushReport, choose
 
+        self.check_label_set()
         reviewer = self.plugins.get("review_backend", backend).cls()
         store = ReviewStore(self.store)
         items = choose(store.candidates(), filter, limit, below,
@@ -316,6 +419,7 @@ class Project:
         student disagrees with the teacher (`disagreement`); each with the student's prediction when there is one."""
         from kdstudio.review import choose
 
+        self.check_label_set()
         candidates = ReviewStore(self.store).candidates()
         has_student = bool(RunLog(self.store).students())
         predicted: dict[str, str] = {}
@@ -349,6 +453,7 @@ class Project:
         from kdstudio.export import export_student
 
         student, record = self.load_student(student_id)
+        self._check_exportable(record)
         plugin = self.plugins.get("exporter", exporter).cls()
         context = ExportContext(self.labels, self.config.embedding.model, self.config.embedding.max_length, quantize)
         gold = self.store.gold()
@@ -358,6 +463,14 @@ class Project:
         y = np.array([self.labels.index(gold[d]) for d in test], dtype=np.int64)
         return export_student(student, record, plugin, Path(out_dir), context, texts, features, y,
                               self._card_facts(record["run_id"]))
+
+    def _check_exportable(self, record: dict[str, Any]) -> None:
+        run = RunLog(self.store).get(record["run_id"]) if record["run_id"] is not None else None
+        if run is not None and run.status == "failed":
+            raise KdError(f"student {record['id']} comes from run {run.id}, which failed: {run.stop_reason}",
+                          f"resume the run once its teacher works (`kdstudio distill --resume --run {run.id}`)")
+        if record["metrics"].get("n_train", 1) == 0:
+            raise KdError(f"student {record['id']} was trained on no labels", "distill with a working teacher")
 
     def _card_facts(self, run_id: int | None) -> dict[str, Any]:
         facts: dict[str, Any] = {"project": self.config.name, "documents": self.store.documents_by_split_source(),
@@ -373,8 +486,9 @@ class Project:
             "id": run.id, "simulated": run.simulated, "selector": config.get("selector"),
             "student_options": config.get("student_options"),
             "n_selected": done[-1].metrics.get("n_selected") if done else 0,
-            "n_val": len(self.store.ids_in_split("val")) if config.get("val_limit") is None
-            else min(config["val_limit"], len(self.store.ids_in_split("val"))),
+            "n_train": done[-1].n_labels if done else 0,
+            "n_val": Ledger(self.store).run_val_labels(run.id),
+            "human_labels": sum(1 for x in Ledger(self.store).run_labels(run.id).values() if x.source == "human"),
             "generated": sum(r.metrics.get("generated", 0) for r in done),
             "calls": sum(row.calls for row in spent), "usd": sum(row.usd for row in spent),
             "teacher_accuracy": done[-1].metrics.get("teacher_accuracy") if done else None,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from kdstudio.export import ExportReport
-from kdstudio.loop import Plan, RoundReport
+from kdstudio.loop import Plan, RoundReport, RunResult
+from kdstudio.money import usd
 from kdstudio.plugins import Plugins
 from kdstudio.project import Status
 from kdstudio.review import Agreement
@@ -48,16 +50,18 @@ def status_view(status: Status) -> Group:
     if not status.embeddings:
         coverage.add_row("none yet (run `kdstudio embed`)", "0", "0%", "-")
     money = (f"Teacher labels by source: {by_source}\n"
-             f"Spent: ${status.spend_usd:.4f} on {status.teacher_calls} teacher calls "
+             f"Spent: {usd(status.spend_usd)} on {status.teacher_calls} teacher calls "
              f"({status.teacher_errors} failed)")
     parts: list = [docs, labels, coverage, money]
     if status.runs:
         latest = status.runs[-1]
         simulated = sum(run.simulated for run in status.runs)
         parts.append(f"Runs: {len(status.runs)}; latest #{latest.id} {latest.status} "
-                     f"({latest.config.get('selector')} / {latest.config.get('student')})")
+                     f"({latest.config.get('selector')} / {latest.config.get('student')})"
+                     + (f": {latest.stop_reason}" if latest.status in ("interrupted", "failed") else ""))
         if simulated:
-            parts.append(f"[bold yellow]{simulated} of them used a SIMULATED teacher (gold labels, not an LLM)[/]")
+            parts.append(Text(f"{simulated} of them used a SIMULATED teacher (gold labels, not an LLM)",
+                              "bold yellow"))
     return Group(*parts)
 
 
@@ -77,8 +81,8 @@ def plugins_view(plugins: Plugins) -> Group:
             table.add_row("-", "none registered", "", "")
         parts.append(table)
     for error in plugins.errors:
-        parts.append(f"[red]plugin {error.plugin} ({error.distribution}) failed to load and was skipped: "
-                     f"{error.error}[/red]")
+        parts.append(Text(f"plugin {error.plugin} ({error.distribution}) failed to load and was skipped: "
+                          f"{error.error}", "red"))
     return Group(*parts)
 
 
@@ -98,14 +102,32 @@ def _metric(metrics: dict, split: str, name: str) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def simulated_banner() -> str:
-    return "[bold black on yellow] SIMULATED TEACHER: labels come from gold, not from an LLM [/]"
+def simulated_banner() -> Text:
+    return Text(" SIMULATED TEACHER: labels come from gold, not from an LLM ", "bold black on yellow")
+
+
+def budget_line(run_event: dict) -> str:
+    """What a run is about to buy, said before it buys anything."""
+    config = run_event["config"]
+    caps = [f"{config['budget_calls']} teacher calls" if config.get("budget_calls") is not None else "",
+            f"{usd(config['budget_usd'])}" if config.get("budget_usd") is not None else ""]
+    capped = " and ".join(c for c in caps if c)
+    return (f"buys up to {run_event['train_labels']} training labels and {run_event['val_labels']} validation labels "
+            f"(one teacher call each; unusable answers are asked again and paid)"
+            + (f"; every call, validation included, stops at {capped}" if capped else ""))
+
+
+def spent_line(result: RunResult) -> str:
+    """What a run bought, all in."""
+    return (f"bought {result.train_labels} training labels and {result.val_labels} validation labels in "
+            f"{result.calls} teacher calls, {usd(result.cost_usd)}")
 
 
 def round_line(report: RoundReport) -> str:
     m = report.metrics
     teacher = m.get("teacher_accuracy")
-    return (f"round {report.round:>3}  labels {report.n_labels:>5}  spent ${report.cost_usd:.4f}  "
+    return (f"round {report.round:>3}  labels {report.n_labels:>5}  calls {report.calls:>5}  "
+            f"spent {usd(report.cost_usd)}  "
             f"val acc {_metric(m, 'val', 'accuracy')} F1 {_metric(m, 'val', 'macro_f1')}  "
             f"test acc {_metric(m, 'test', 'accuracy')} F1 {_metric(m, 'test', 'macro_f1')}  "
             f"teacher acc {'-' if teacher is None else f'{teacher:.3f}'}  scored {report.scored:>7}"
@@ -123,12 +145,12 @@ def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group
         best = next((r for r in rounds if r.round == run.best_round), None)
         curve = [r.metrics.get("test", r.metrics.get("val", {})).get("accuracy", 0.0) for r in rounds]
         model = config.get("teacher_options", {}).get("model")
-        teacher = config.get("teacher", "?") + (f" {model}" if model else "") + (
-            " [bold yellow](SIMULATED)[/]" if run.simulated else "")
+        teacher = Text.assemble(config.get("teacher", "?") + (f" {model}" if model else ""),
+                                (" (SIMULATED)" if run.simulated else "", "bold yellow"))
         table.add_row(
             str(run.id), run.status, teacher, config.get("selector", "?"), config.get("student", "?"),
             str(len(rounds)), str(rounds[-1].n_labels if rounds else 0),
-            f"${rounds[-1].cost_usd or 0:.4f}" if rounds else "$0", str(run.best_round if best else "-"),
+            usd(rounds[-1].cost_usd or 0) if rounds else "$0", str(run.best_round if best else "-"),
             _metric(best.metrics, "test", "accuracy") if best else "-", sparkline(curve), run.stop_reason or "",
         )
     return Group(table)
@@ -146,7 +168,7 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
             continue
         m = r.metrics
         teacher = m.get("teacher_accuracy")
-        table.add_row(str(r.round), str(r.n_labels), f"${r.cost_usd or 0:.4f}", str(r.scored or 0),
+        table.add_row(str(r.round), str(r.n_labels), usd(r.cost_usd or 0), str(r.scored or 0),
                       _metric(m, "val", "accuracy"), _metric(m, "val", "macro_f1"), _metric(m, "val", "log_loss"),
                       _metric(m, "test", "accuracy"), _metric(m, "test", "macro_f1"), _metric(m, "test", "ece"),
                       "-" if teacher is None else f"{teacher:.3f}", "*" if m.get("best") else "")
@@ -164,14 +186,14 @@ def cost_view(rows: list[SpendRow]) -> Group:
     for r in rows:
         table.add_row("-" if r.run_id is None else str(r.run_id), r.model, str(r.calls), str(r.label_calls),
                       str(r.generate_calls), str(r.errors), str(r.transient), f"{r.tokens_in:,}",
-                      f"{r.tokens_out:,}", f"${r.usd:.4f}",
+                      f"{r.tokens_out:,}", usd(r.usd),
                       "-" if r.mean_latency_s is None else f"{r.mean_latency_s:.2f}s", str(r.reused))
     if rows:
         table.add_section()
         table.add_row("total", "", str(sum(r.calls for r in rows)), str(sum(r.label_calls for r in rows)),
                       str(sum(r.generate_calls for r in rows)), str(sum(r.errors for r in rows)),
                       str(sum(r.transient for r in rows)), f"{sum(r.tokens_in for r in rows):,}",
-                      f"{sum(r.tokens_out for r in rows):,}", f"${sum(r.usd for r in rows):.4f}", "",
+                      f"{sum(r.tokens_out for r in rows):,}", usd(sum(r.usd for r in rows)), "",
                       str(sum(r.reused for r in rows)))
     note = "reused: labels a run took from the ledger (the cache) instead of paying for a call"
     return Group(table, note)
@@ -184,25 +206,26 @@ def plan_view(plan: Plan) -> Group:
         table.add_column(column, justify="left" if column == "what" else "right")
     table.add_row(f"labels ({plan.n_train} training + {plan.n_val} validation)", f"{est.n_docs:,}",
                   f"{est.tokens_in_per_doc:,.0f}", f"{est.tokens_out_per_doc:,.0f}", f"${est.usd_per_doc:.6f}",
-                  f"${est.usd:.4f}")
+                  usd(est.usd))
     if plan.generation is not None:
         g = plan.generation
         table.add_row("PGKD generation", f"{g.n_docs:,}", f"{g.tokens_in_per_doc:,.0f}",
-                      f"{g.tokens_out_per_doc:,.0f}", f"${g.usd_per_doc:.6f}", f"${g.usd:.4f}")
+                      f"{g.tokens_out_per_doc:,.0f}", f"${g.usd_per_doc:.6f}", usd(g.usd))
     table.add_section()
-    table.add_row("total", "", "", "", "", f"${plan.usd:.4f}")
+    table.add_row("total", "", "", "", "", usd(plan.usd))
     notes = [f"price: {est.price_source}",
              "an upper bound: answers already in the ledger are reused for free, and a run stops at its budget"]
     if not est.priced:
-        notes.insert(0, "[bold red]the price is unknown: give --price-in and --price-out to plan a USD budget[/]")
+        notes.insert(0, Text("the price is unknown: give --price-in and --price-out to plan a USD budget",
+                             "bold red"))
     return Group(table, *notes)
 
 
 def export_view(report: ExportReport) -> Group:
     model = report.model
-    parts: list = [f"[bold]exported[/bold] student {report.student['id']} ({report.student['kind']}, run "
-                   f"{report.student['run_id']}, round {report.student['round']}) to {model.directory}: "
-                   f"{', '.join(model.files)} and README.md (the model card)",
+    parts: list = [Text.assemble(("exported", "bold"), f" student {report.student['id']} ({report.student['kind']}, "
+                                 f"run {report.student['run_id']}, round {report.student['round']}) to "
+                                 f"{model.directory}: {', '.join(model.files)} and README.md (the model card)"),
                    ", ".join(f"{k} {v}" for k, v in model.details.items())]
     p = report.parity
     if p is not None:

@@ -72,9 +72,15 @@ class Classifier:
             raise BadModelFolder(f"{d / LABELS} must be a list of distinct label names", _fix(d))
         try:
             meta = json.loads((d / META).read_text(encoding="utf-8"))
-            int(meta["max_length"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            max_length = int(meta["max_length"])
+            positions = meta.get("max_positions")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
             raise BadModelFolder(f"{d / META} is not a kdstudio model description", _fix(d)) from None
+        if max_length < 1 or (isinstance(positions, int) and max_length > positions):
+            raise BadModelFolder(f"{d / META}: max_length {max_length} is outside what the encoder reads "
+                                 f"(1 to {positions if isinstance(positions, int) else 'its position limit'})",
+                                 f"set max_length to at most {positions}, or {_fix(d)}" if isinstance(positions, int)
+                                 else _fix(d))
         return labels, meta
 
     def _load_tokenizer(self) -> Any:
@@ -135,7 +141,13 @@ class Classifier:
             for row, i in enumerate(idx):
                 ids[row, :lengths[i]] = encodings[i].ids
                 mask[row, :lengths[i]] = 1
-            out[idx] = self.session.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})[0]
+            try:
+                out[idx] = self.session.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})[0]
+            except Exception as exc:  # onnxruntime's own errors: a folder whose description does not fit its graph
+                first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                raise BadModelFolder(f"{self.directory / MODEL} failed on a batch of {len(idx)} texts of up to "
+                                     f"{width} tokens: {first}", f"check max_length in {META}, or "
+                                     + _fix(self.directory)) from None
         return out
 
     def predict(self, texts: Sequence[str], *, defer_below: float | None = None) -> list[Prediction]:

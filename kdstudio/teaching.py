@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kdstudio.interfaces import Doc, GenerationRequest, TeachContext, Teacher, TeacherLabel
+from kdstudio.money import usd
 from kdstudio.store import Ledger, request_hash
 
 
@@ -31,7 +32,7 @@ class Budget:
         if self.max_calls is not None and self.spent_calls >= self.max_calls:
             return f"teacher-call budget reached ({self.spent_calls}/{self.max_calls})"
         if self.max_usd is not None and self.spent_usd >= self.max_usd:
-            return f"USD budget reached (${self.spent_usd:.4f}/${self.max_usd:.2f})"
+            return f"USD budget reached ({usd(self.spent_usd)} of {usd(self.max_usd)})"
         return None
 
 
@@ -53,17 +54,17 @@ class BudgetGate:
         with self._lock:
             self._closed = True
 
-    def reserve(self, usd: float) -> bool:
+    def reserve(self, amount: float) -> bool:
         with self._lock:
             if self._closed:
                 return False
             if self._cap is not None:
                 left = self._cap - self._base - self._committed - self._outstanding
-                if usd > left:
-                    self.refused = (f"USD budget reached: the next request could cost ${usd:.6f}, "
-                                    f"${max(0.0, self._cap - self._base - self._committed):.6f} is left")
+                if amount > left:
+                    self.refused = (f"USD budget reached: the next request could cost up to {usd(amount)}, "
+                                    f"{usd(max(0.0, self._cap - self._base - self._committed))} is left")
                     return False
-            self._outstanding += usd
+            self._outstanding += amount
             return True
 
     def settle(self, reserved: float, actual: float) -> None:
@@ -110,6 +111,11 @@ class Generated:
     refused: bool = False  # the budget stopped it before anything was sent
 
 
+# A teacher that has delivered no usable label in this many answers in a row is broken (a refused or missing key
+# behind a proxy, a dead model, a prompt it cannot follow), not unlucky: the run stops as failed.
+FAILING_AFTER = 20
+
+
 @dataclass
 class TeachOutcome:
     labelled: dict[str, TeacherLabel] = field(default_factory=dict)
@@ -118,6 +124,7 @@ class TeachOutcome:
     calls: int = 0
     cost_usd: float = 0.0
     stopped: str | None = None
+    failing: str | None = None  # why the teacher is taken to be broken; the run must stop as failed
 
 
 class TeacherRunner:
@@ -129,6 +136,15 @@ class TeacherRunner:
         self.run_id = run_id
         self.budget = budget or Budget()
         self.should_stop = should_stop or (lambda: False)
+        self.failure_streak = 0  # answers in a row without a usable label, across the run's batches
+
+    def _count(self, outcome: TeachOutcome, usable: bool, error: str | None, batch: int) -> None:
+        """Keep the streak of unusable answers; past the limit (or a whole batch of at least five), the teacher
+        is declared failing."""
+        self.failure_streak = 0 if usable else self.failure_streak + 1
+        if self.failure_streak >= min(FAILING_AFTER, max(5, batch)) and not outcome.failing:
+            outcome.failing = (f"the teacher delivered no usable label in {self.failure_streak} answers in a row "
+                               f"(last: {error or 'no label'})")
 
     def label(self, docs: Sequence[Doc], round: int | None = None,
               on_label: Callable[[TeacherLabel], None] | None = None) -> TeachOutcome:
@@ -148,6 +164,7 @@ class TeacherRunner:
                 outcome.failed[doc.id] = hit.error or "no label"
             else:
                 outcome.labelled[doc.id] = TeacherLabel(doc.id, hit.label, hit.confidence, hit.probs)
+            self._count(outcome, hit.label is not None, hit.error, len(docs))
         left = self.budget.calls_left()
         if left is not None and len(to_send) > left:
             to_send = to_send[:left]
@@ -160,7 +177,7 @@ class TeacherRunner:
         gate = BudgetGate(self.budget)
         answers = self.teacher.label(to_send, replace(self.context, gate=gate))
         with first_interrupt_closes(gate) as interrupted:
-            self._record_all(answers, gate, hashes, requests, round, on_label, outcome)
+            self._record_all(answers, gate, hashes, requests, round, on_label, outcome, len(docs))
         if interrupted.is_set():
             raise KeyboardInterrupt  # after the answers in flight were recorded: they are paid for
         if gate.refused and not outcome.stopped:
@@ -169,7 +186,7 @@ class TeacherRunner:
 
     def _record_all(self, answers: Any, gate: BudgetGate, hashes: dict[str, str], requests: dict[str, Any],
                     round: int | None, on_label: Callable[[TeacherLabel], None] | None,
-                    outcome: TeachOutcome) -> None:
+                    outcome: TeachOutcome, batch: int) -> None:
         try:
             for answer in answers:
                 self.ledger.record(
@@ -190,7 +207,8 @@ class TeacherRunner:
                     outcome.labelled[answer.doc_id] = answer
                 if on_label:
                     on_label(answer)
-                reason = self.budget.exhausted() or ("cancelled" if self.should_stop() else None)
+                self._count(outcome, answer.label is not None, answer.error, batch)
+                reason = outcome.failing or self.budget.exhausted() or ("cancelled" if self.should_stop() else None)
                 if reason:
                     # Stop sending, but keep recording what is already on its way: it is paid for.
                     outcome.stopped = reason

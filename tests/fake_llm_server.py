@@ -1,8 +1,9 @@
 """An OpenAI-compatible chat-completions server for tests and benchmarks, on 127.0.0.1 only.
 
 It answers from a lookup (document text -> label) or a rule (the first label named in the document), with
-logprobs, n samples and usage, and injects faults on request: slow answers, 429 with Retry-After, 500, 401, a
-dropped connection, malformed JSON, a label outside the set, an empty reply, or an echoed prompt-injection attempt.
+logprobs, n samples and usage (optionally over-reporting prompt tokens against litellm's count), and injects faults
+on request: slow answers, 429 with Retry-After, 500, 401 (also one that echoes the key it was sent), a dropped
+connection, malformed JSON, a label outside the set, an empty reply, or an echoed prompt-injection attempt.
 Tests steer it through POST /_control and read what it received from GET /_requests.
 
 Run it as a script (`python tests/fake_llm_server.py --port-file F`); `FakeLLM` starts and stops it by PID.
@@ -42,6 +43,8 @@ class State:
         self.logprobs: bool = config.get("logprobs", True)
         self.faults: list[dict[str, Any]] = config.get("faults", [])
         self.generation_extra: list[dict[str, str]] = config.get("generation_extra", [])
+        # A provider whose tokenizer counts more prompt tokens than litellm's counter (the bill is its count).
+        self.usage_factor: float = config.get("usage_factor", 1.0)
         self.requests: list[dict[str, Any]] = []
         self.generated = 0
 
@@ -188,6 +191,12 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "401":
             self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
             return
+        if kind == "401-echo":
+            # A provider (or proxy) that quotes the credentials it was sent back in its error.
+            auth = self.headers.get("Authorization", "")
+            self._send(401, {"error": {"message": f"Incorrect API key provided: {auth} (key "
+                                                  f"{auth.removeprefix('Bearer ')})", "type": "invalid_request_error"}})
+            return
         if kind == "500":
             self._send(500, {"error": {"message": "The server had an error", "type": "server_error"}})
             return
@@ -226,7 +235,7 @@ class Handler(BaseHTTPRequestHandler):
                 choice["logprobs"] = {"content": _token_logprobs(content, chosen[i], labels, STATE.confidence)}
             choices.append(choice)
         model = body.get("model", "fake")
-        prompt_tokens = _count_tokens(model, messages=messages)
+        prompt_tokens = math.ceil(_count_tokens(model, messages=messages) * STATE.usage_factor)
         completion_tokens = sum(_count_tokens(model, text=c) for c in contents)
         record["t1"] = time.time()
         self._send(200, {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +180,9 @@ def _reader_error(path: Path, fmt: str, exc: duckdb.Error) -> ImportFailed:
     text = str(exc)
     if re.search(r"unicode|utf-8|utf8", text, re.IGNORECASE):
         return _not_utf8(path, fmt)
+    if fmt in ("csv", "tsv") and "state machine reached an invalid state" in text:
+        return _mixed_newlines(path) or ImportFailed(f"{path} cannot be parsed as {fmt.upper()}",
+                                                     "check quoting and line endings")
     if fmt in ("csv", "tsv"):
         line = re.search(r"CSV Error on Line: (\d+)", text)
         original = re.search(r"Original Line: (.*)", text)
@@ -194,16 +199,45 @@ def _reader_error(path: Path, fmt: str, exc: duckdb.Error) -> ImportFailed:
                 "field), and give every row as many fields as the header",
             )
     if fmt == "jsonl":
-        where = re.search(r"line (\d+)", text)
-        reason = text.split(":", 1)[-1].strip()
-        return ImportFailed(
-            f"{path}: {'line ' + where.group(1) + ' ' if where else ''}is not valid JSON Lines ({reason})",
-            "write one JSON object per line",
-        )
+        return _jsonl_error(path, text)
     if fmt == "parquet":
         return ImportFailed(f"{path} is not a readable Parquet file ({text.splitlines()[0]})",
                             "check that the file is complete and really Parquet")
     return ImportFailed(f"{path}: {text.splitlines()[0]}")
+
+
+def _jsonl_error(path: Path, duckdb_text: str) -> ImportFailed:
+    """The first line that is not a JSON object, found by reading the file again: DuckDB's own message counts lines
+    differently and quotes its internal SQL."""
+    fix = "write one JSON object per line"
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line.rstrip("\r\n"))
+            except ValueError as exc:
+                return ImportFailed(f"{path}: line {number} is not valid JSON Lines ({exc.msg} at column {exc.colno}; "
+                                    f"line starts: {line.strip()[:60]!r})", fix)
+            if not isinstance(value, dict):
+                return ImportFailed(f"{path}: line {number} is a JSON {type(value).__name__}, not an object", fix)
+    reason = duckdb_text.splitlines()[0] if duckdb_text else "unreadable"
+    return ImportFailed(f"{path} is not valid JSON Lines ({reason.split(':', 1)[-1].strip()})", fix)
+
+
+def _mixed_newlines(path: Path) -> ImportFailed | None:
+    """DuckDB's CSV reader fails without a line number on files that mix \\r\\n, \\n and \\r line ends."""
+    data = path.read_bytes()
+    styles = {"\\r\\n": data.count(b"\r\n")}
+    styles["\\n"] = data.count(b"\n") - styles["\\r\\n"]
+    styles["\\r"] = data.count(b"\r") - styles["\\r\\n"]
+    used = {k: v for k, v in styles.items() if v}
+    if len(used) < 2:
+        return None
+    found = ", ".join(f"{k} {v}" for k, v in used.items())
+    return ImportFailed(f"{path} mixes line endings (lines ending in {found}), which the CSV reader cannot follow",
+                        "convert every line end to one style, e.g. `dos2unix FILE` or `sed -i 's/\\r$//' FILE` "
+                        "(for lone \\r: `tr '\\r' '\\n'`)")
 
 
 class _Ingest:
@@ -258,6 +292,20 @@ class _Ingest:
                     f"{self.source}: there is no column {column!r} (columns: {', '.join(columns) or 'none'})",
                     f"name the right column with {flag} NAME",
                 )
+        self._check_types(wanted)
+
+    def _check_types(self, wanted: dict[str, str | None]) -> None:
+        """Text must be text, and ids, labels and splits single values: a list, a struct or a number turned into a
+        string would be imported as something nobody wrote."""
+        types = {r[0]: r[1] for r in self.con.execute("DESCRIBE temp._kd_staging").fetchall()}
+        for flag, column in wanted.items():
+            if column is None:
+                continue
+            kind = types[column]
+            nested = any(mark in kind for mark in ("[]", "STRUCT", "MAP", "UNION")) or kind == "JSON"
+            if (flag == "--text-column" and kind != "VARCHAR") or nested:
+                raise ImportFailed(f"{self.source}: column {column!r} holds {kind} values, not text",
+                                   "store it as a string column, or name another column with " + flag)
 
     def _prepare(self) -> None:
         o = self.options
@@ -397,9 +445,26 @@ class _Ingest:
                             by_split, gold)
 
 
+def _check_readable(path: Path) -> None:
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise ImportFailed(f"{path} is a folder, not a file", "give the path of a CSV, TSV, JSONL or Parquet file")
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            raise ImportFailed(f"{path} is a symbolic link that leads back to itself (a loop)",
+                               "point the link at the real file, or give the file's own path") from None
+        except OSError:
+            pass
+        raise ImportFailed(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist",
+                           "point the link at the real file, or give the file's own path")
+    raise ImportFailed(f"{path}: no such file")
+
+
 def import_file(store: Store, path: Path, labels: list[str], options: ImportOptions) -> ImportReport:
-    if not path.is_file():
-        raise ImportFailed(f"{path}: no such file")
+    _check_readable(path)
     fmt = detect_format(path, options.format)
     reader = _reader_sql(path, fmt, options)
     return _Ingest(store, str(path), labels, options).run_from_sql(reader, lambda e: _reader_error(path, fmt, e))

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kdstudio.secrets import redact
 from kdstudio.store.store import Store
 
 
@@ -72,6 +73,8 @@ class Ledger:
                purpose: str = "label") -> int:
         """Persist one answer (and its label, if any) the moment it arrives, in one transaction."""
         probs_json = json.dumps(probs) if probs is not None else None
+        # A provider may echo the request's key in an answer or an error: the ledger never holds it.
+        response, error = redact(response), redact(error)
         with self.store.transaction() as con:
             call_id = con.execute(
                 "INSERT INTO teacher_calls (request_hash, doc_id, run_id, model, prompt, response, parsed_label, "
@@ -242,6 +245,12 @@ class Ledger:
                          float(usd), latency, reused)
                 for run, model, calls, label_calls, gen_calls, errors, transient, t_in, t_out, usd, latency, reused
                 in rows]
+
+    def run_val_labels(self, run_id: int) -> int:
+        """Validation documents this run holds a teacher label for (bought, or reused from the ledger)."""
+        return int(self.con.execute(
+            "SELECT count(DISTINCT l.doc_id) FROM labels l JOIN documents d ON d.id = l.doc_id "
+            "WHERE l.run_id = ? AND l.source = 'teacher' AND d.split = 'val'", [run_id]).fetchall()[0][0])
 
     def run_spend(self, run_id: int) -> tuple[float, int]:
         usd, calls = self.con.execute(

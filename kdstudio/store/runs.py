@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kdstudio.secrets import redact
 from kdstudio.store.store import Store
 
 
@@ -78,7 +79,7 @@ class RunLog:
         self.con.execute(
             "UPDATE runs SET status = ?, best_round = coalesce(?, best_round), stop_reason = ?, "
             "finished_at = CASE WHEN ? THEN current_timestamp END WHERE id = ?",
-            [status, best_round, stop_reason, finished, run_id],
+            [status, best_round, redact(stop_reason), finished, run_id],
         )
 
     def save_selection(self, run_id: int, round: int, selector: str, selected: list[dict[str, Any]], scored: int,

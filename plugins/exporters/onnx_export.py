@@ -48,6 +48,14 @@ def _mean_pooled_encoder(model_path: str) -> Any:
     return MeanPooledEncoder(encoder).eval()
 
 
+def _max_positions(model_path: Path) -> int | None:
+    """The encoder's position limit: the runtime refuses a max_length above it instead of failing on long texts."""
+    try:
+        return int(json.loads((model_path / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _with_label_and_confidence(model: Any) -> Any:
     """Append "label" (int64 [N]) and "confidence" (float [N]) computed from "probabilities"."""
     import onnx
@@ -69,11 +77,23 @@ class OnnxExporter(Exporter):
     options = (Option("opset", int, 17, "ONNX opset of the graph"),)
 
     def export(self, student: Student, out_dir: Path, context: ExportContext) -> ExportedModel:
-        import onnx
-
         if context.quantize not in (None, "int8"):
             raise ExportUnsupported(f"quantization {context.quantize!r} is not available", "use --quantize int8")
-        with tempfile.TemporaryDirectory(prefix="kdstudio-export-") as tmp:
+        created = not out_dir.exists()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._export(student, out_dir, context)
+        except BaseException:
+            if created:  # a failed export leaves no folder it made
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+
+    def _export(self, student: Student, out_dir: Path, context: ExportContext) -> ExportedModel:
+        import onnx
+
+        # The work folder is inside the output folder (which kdstudio builds beside the final one): a killed export
+        # leaves nothing in the system's temp folder, and the next export cleans it up.
+        with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir) as tmp:
             work = Path(tmp)
             if student.input == "embeddings":
                 head = student.onnx_graph(self.opset)  # first: an unexportable student fails before any work
@@ -83,10 +103,12 @@ class OnnxExporter(Exporter):
                 model = self._join(encoder, head)
                 shutil.copyfile(Path(source) / TOKENIZER, work / TOKENIZER)
                 max_length, strip = context.embedding_max_length, True  # sentence-transformers strips texts
+                positions = _max_positions(Path(source))
                 details = {"encoder": context.embedding_model, "pooling": "mean, L2-normalized"}
             elif student.input == "texts":
                 model = student.onnx_graph(self.opset)
                 max_length, strip = student.save_tokenizer(work), False
+                positions = None
                 details = {"encoder": f"fine-tuned ({student.name})"}
             else:
                 raise ExportUnsupported(f"student {student.name} reads {student.input!r}, which ONNX export does "
@@ -95,14 +117,14 @@ class OnnxExporter(Exporter):
             onnx.checker.check_model(model)
             fp32 = work / "fp32.onnx"
             onnx.save(model, str(fp32))
-            out_dir.mkdir(parents=True, exist_ok=True)
             if context.quantize == "int8":
                 self._quantize(fp32, out_dir / MODEL, [n.name for n in model.graph.node if n.name.startswith(HEAD)])
             else:
                 shutil.copyfile(fp32, out_dir / MODEL)
             shutil.copyfile(work / TOKENIZER, out_dir / TOKENIZER)
         (out_dir / LABELS).write_text(json.dumps(context.labels, ensure_ascii=False, indent=1), encoding="utf-8")
-        meta = {"format": FORMAT, "max_length": max_length, "strip_text": strip, "opset": self.opset,
+        meta = {"format": FORMAT, "max_length": max_length, "max_positions": positions, "strip_text": strip,
+                "opset": self.opset,
                 "quantization": context.quantize, "student": student.name, "kdstudio_version": __version__,
                 "inputs": ["input_ids", "attention_mask"], "outputs": ["probabilities", "label", "confidence"]}
         (out_dir / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")

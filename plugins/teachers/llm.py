@@ -100,6 +100,9 @@ class LLMTeacher(Teacher):
             self._transport = Transport(self.model, self.api_base, self.api_key_env, limits, self.pricing)
         return self._transport
 
+    def check_ready(self) -> None:
+        self.transport.check_ready()
+
     def _mode(self) -> str:
         if self._resolved_mode is None:
             mode = self.confidence

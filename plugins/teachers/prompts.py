@@ -4,17 +4,28 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from kdstudio.interfaces import GenerationRequest
 
 CLOSE = "</document>"
+# Anything a model could read as a document tag, opening or closing: any case, spaces or slashes inside the
+# brackets, attributes, HTML entities and the full-width or small forms of the angle brackets.
+_LT = r"(?:<|＜|﹤|&lt;?|&#0*60;?|&#x0*3c;?)"
+_GT = r"(?:>|＞|﹥|&gt;?|&#0*62;?|&#x0*3e;?)"
+DOCUMENT_TAG = re.compile(_LT + r"\s*[/\\]*\s*d\s*o\s*c\s*u\s*m\s*e\s*n\s*t\b"
+                          r"(?:\s[^<>＜＞﹤﹥\n]{0,80}?" + _GT + r"|\s*" + _GT + ")?", re.IGNORECASE)
+
+
+def neutralize_tags(text: str) -> str:
+    """The text with every spelling of a document tag replaced by a marker that cannot end the document."""
+    return DOCUMENT_TAG.sub("[document tag removed]", text)
 
 
 def as_data(text: str, limit: int) -> str:
     """The document between delimiters it cannot close itself, cut to `limit` characters."""
-    text = text[:limit].replace(CLOSE, "<\\/document>")
-    return f"<document>\n{text}\n{CLOSE}"
+    return f"<document>\n{neutralize_tags(text[:limit])}\n{CLOSE}"
 
 
 def taxonomy(labels: list[str], descriptions: dict[str, str]) -> str:

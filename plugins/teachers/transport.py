@@ -5,18 +5,24 @@ request priced and paid for through the budget gate before it is sent."""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import email.utils
+import json
 import os
 import queue
 import random
+import socket
 import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kdstudio.errors import KdError
 from kdstudio.interfaces import SpendGate
+from kdstudio.secrets import remember as remember_secret
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,6 +31,8 @@ R = TypeVar("R")
 def litellm_module() -> Any:
     """litellm, imported on first use (it costs seconds) and kept offline: its price table is the bundled one."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # Requests cancelled because the run stopped leave litellm coroutines unawaited: that is the point, not news.
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
     import litellm
 
     litellm.suppress_debug_info = True
@@ -136,6 +144,7 @@ class Transport:
         self.pricing = pricing
         self._semaphore: asyncio.Semaphore | None = None
         self._limiter: _RateLimiter | None = None
+        self._answered = False  # once the server has answered, a connection failure is passing, not a wrong address
 
     def _api_key(self) -> str | None:
         if self.api_key_env:
@@ -143,17 +152,45 @@ class Transport:
             if not key:
                 raise KdError(f"the environment variable {self.api_key_env} is empty",
                               f"export {self.api_key_env}=... (keys are read from the environment only)")
+            remember_secret(key)
             return key
         # A local OpenAI-compatible server wants some key; a cloud provider's own variable is read by litellm.
         return "sk-local" if self.api_base else None
 
+    def check_ready(self) -> None:
+        """What can be known without sending anything: the key is there, and litellm knows the provider."""
+        litellm = litellm_module()
+        try:
+            litellm.get_llm_provider(self.model, api_base=self.api_base)
+        except Exception:
+            raise KdError(f"litellm cannot tell which provider serves the model {self.model!r}",
+                          "give a litellm model string such as openai/gpt-4o-mini or ollama/llama3.1, and "
+                          "--api-base for a local server") from None
+        self._api_key()
+        if self.api_base or self.api_key_env:
+            return
+        missing = (litellm.validate_environment(model=self.model) or {}).get("missing_keys") or []
+        if missing:
+            raise KdError(f"no API key for {self.model}: {', '.join(missing)} is not set",
+                          f"export {missing[0]}=... (keys are read from the environment only), or give "
+                          "--teacher-option api_key_env=NAME")
+
     def count_tokens(self, messages: list[dict[str, Any]]) -> int:
         return int(litellm_module().token_counter(model=self.model, messages=messages))
 
-    def worst_case_usd(self, messages: list[dict[str, Any]], max_tokens: int, n: int = 1) -> float:
-        # A margin on the prompt: providers count a few template tokens that the local counter does not.
-        tokens_in = int(self.count_tokens(messages) * 1.05) + 16
-        return self.pricing.cost(tokens_in, max_tokens * n)
+    @staticmethod
+    def prompt_token_bound(messages: list[dict[str, Any]], params: dict[str, Any]) -> int:
+        """A prompt-token count no provider with a byte-level tokenizer can exceed: every token is at least one
+        byte of the request, and the request's JSON (messages with their roles and quotes, and the response schema,
+        which providers add to the prompt) is longer than the chat template that wraps it. A local token count
+        would be an estimate that a provider's own count can beat."""
+        request = json.dumps({"messages": messages, "response_format": params.get("response_format")},
+                             ensure_ascii=False)
+        return len(request.encode("utf-8")) + 16
+
+    def worst_case_usd(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> float:
+        completion = int(params.get("max_tokens", 256)) * int(params.get("n", 1))
+        return self.pricing.cost(self.prompt_token_bound(messages, params), completion)
 
     async def complete(self, messages: list[dict[str, Any]], params: dict[str, Any], gate: SpendGate) -> Completion:
         litellm = litellm_module()
@@ -161,7 +198,7 @@ class Transport:
             self._semaphore = asyncio.Semaphore(self.limits.concurrency)
             self._limiter = _RateLimiter(self.limits.rpm)
         api_key = self._api_key()  # a missing key is the user's to fix, not a failed call
-        reserve = self.worst_case_usd(messages, params.get("max_tokens", 256), params.get("n", 1))
+        reserve = self.worst_case_usd(messages, params)
         attempts = 0
         last_error = ""
         async with self._semaphore:
@@ -185,6 +222,7 @@ class Transport:
                     delay, last_error = self._classify(exc, attempts)
                     await asyncio.sleep(delay)
                     continue
+                self._answered = True
                 usage = getattr(response, "usage", None)
                 tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
                 tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -203,9 +241,16 @@ class Transport:
         """How long to wait before the next try; raises when there must not be one."""
         litellm = litellm_module()
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        causes = _causes(exc)
+        if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError) or any(
+                "credentials" in str(c).lower() and not hasattr(c, "status_code") for c in causes):
+            # litellm reports a key the client never had ("Missing credentials") as a 500: it is no server fault.
             raise KdError(f"the provider refused the credentials for {self.model}: {message}",
                           "check the API key in the environment (never in a file or option)")
+        if not self._answered and any(isinstance(c, ConnectionRefusedError | socket.gaierror) for c in causes):
+            where = self.api_base or f"the provider of {self.model}"
+            raise KdError(f"cannot reach {where}: {message}",
+                          "start the server, or check --api-base (e.g. http://127.0.0.1:11434/v1)")
         if isinstance(exc, litellm.NotFoundError):
             raise KdError(f"the provider does not know the model {self.model}: {message}",
                           "check --model (a litellm model string, e.g. openai/gpt-4o-mini)")
@@ -225,6 +270,16 @@ class Transport:
         return delay, message
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and every exception it was raised from, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
 def _plain(token: Any) -> dict[str, Any]:
     return {"token": token.token, "logprob": token.logprob,
             "top_logprobs": [{"token": t.token, "logprob": t.logprob} for t in (token.top_logprobs or [])]}
@@ -239,7 +294,23 @@ class _Loop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="kdstudio-llm", daemon=True).start()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="kdstudio-llm", daemon=True)
+        self.thread.start()
+        atexit.register(self.shutdown)
+
+    def shutdown(self) -> None:
+        """Stop the loop before the interpreter tears down: a daemon thread frozen mid-request can hold the import
+        lock that litellm's client finalizers then wait for, and the process never exits."""
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
 
     @classmethod
     def get(cls) -> asyncio.AbstractEventLoop:
@@ -282,4 +353,7 @@ def run_all(items: Sequence[T], work: Callable[[T], Awaitable[R]]) -> Iterator[R
                 raise item
             yield item
     finally:
+        # Whatever is still in flight is cancelled, and waited for: nothing may go on sending behind the caller.
         future.cancel()
+        with contextlib.suppress(BaseException):
+            future.result(timeout=10)
