@@ -51,6 +51,9 @@ class MissingPackage(KdError):
     pass
 
 
-class TeacherFailing(KdError):
-    """The teacher delivers nothing usable (a missing or refused key, a dead model): the run stops as failed and
-    keeps no student."""
+class RunFailed(KdError):
+    """A run that cannot achieve anything: it stops as failed, keeps no student, and never reports success."""
+
+
+class TeacherFailing(RunFailed):
+    """The teacher delivers nothing usable (a missing or refused key, a dead model)."""

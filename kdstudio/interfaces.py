@@ -157,6 +157,10 @@ class SpendGate(Protocol):
 
     def reserve(self, usd: float) -> bool: ...
 
+    def fits_later(self, usd: float) -> bool:
+        """True when a refused reservation may fit once the requests in flight are settled (wait, then ask again)."""
+        ...
+
     def settle(self, reserved: float, actual: float) -> None: ...
 
 
@@ -165,6 +169,9 @@ class OpenGate:
 
     def reserve(self, usd: float) -> bool:
         return True
+
+    def fits_later(self, usd: float) -> bool:
+        return False
 
     def settle(self, reserved: float, actual: float) -> None:
         pass

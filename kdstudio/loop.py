@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kdstudio.errors import KdError, TeacherFailing
+from kdstudio.errors import KdError, RunFailed, TeacherFailing
 from kdstudio.evaluation import evaluate
 from kdstudio.interfaces import (
     CostEstimate,
@@ -40,6 +40,7 @@ from kdstudio.teaching import Budget, Generated, TeacherRunner
 from kdstudio.uncertainty import uncertainty
 
 EventFn = Callable[[str, dict[str, Any]], None]
+TARGET = re.compile(r"^(val|test)\.(accuracy|macro_f1|weighted_f1)>=([0-9.]+)$")
 # Runs this process is executing. A run marked 'running' in the database that is not here was stopped without a
 # chance to say so (kill -9, a crash, a power cut): while a run executes, no other process can open the project.
 ACTIVE_RUNS: set[int] = set()
@@ -53,7 +54,6 @@ def resolve_artifact(project_dir: Path, stored: str) -> Path:
         return path
     inside = project_dir / path
     return inside if inside.exists() or not path.exists() else path
-TARGET = re.compile(r"^(val|test)\.(accuracy|macro_f1|weighted_f1)>=([0-9.]+)$")
 
 
 @dataclass
@@ -388,7 +388,7 @@ class Distiller:
         ACTIVE_RUNS.add(run_id)
         try:
             return self._loop(run_id, config)
-        except TeacherFailing as exc:
+        except RunFailed as exc:
             # A student trained on (nearly) nothing must not be shipped as this run's result.
             for student_id, *_, path, _ in self.runs.students(run_id):
                 shutil.rmtree(self._artifact(path), ignore_errors=True)
@@ -515,6 +515,10 @@ class Distiller:
             started = time.perf_counter()
             trained = self._train(run_id, selected, pool_set, round_no, config, student_cls, features, selector)
             if trained is None:
+                if outcome.stopped:  # a budget ran out before a single training label was bought
+                    raise RunFailed(f"{outcome.stopped} before any training label was bought",
+                                    "give a larger budget (validation labels are paid from it too; see --val-size) "
+                                    f"and resume: `kdstudio distill --resume --run {run_id} --budget-usd ...`")
                 raise TeacherFailing("the teacher returned no usable label for any document of this run",
                                      self._resume_fix(run_id))
             student, train_ids, labelled = trained

@@ -47,7 +47,7 @@ def render_card(f: dict[str, Any]) -> str:
         "| --- | --- | --- |",
         *[f"| {split} | {_md(source)} | {n} |" for split, source, n in f.get("documents", [])],
         "",
-        f"Imported from: {', '.join(_code(x) for x in f.get('sources', [])) or 'unknown'}.",
+        f"Imported from: {', '.join(_md(x) for x in f.get('sources', [])) or 'unknown'}.",
         "",
         "## Teacher and cost",
         "",
@@ -55,7 +55,7 @@ def render_card(f: dict[str, Any]) -> str:
     if run.get("simulated"):
         lines += ["**SIMULATED TEACHER**: the labels came from the corpus' gold labels, not from an LLM.", ""]
     lines += [
-        f"- teacher: {_code(f.get('teacher', '?'))}",
+        f"- teacher: {_md(f.get('teacher', '?'))}",
         f"- labels bought: {run.get('n_train', '?')} training documents ({run.get('n_selected', '?')} sent to the "
         f"teacher; {run.get('human_labels', 0)} labels by people among them), plus {run.get('n_val', 0)} "
         f"validation documents labelled once; {run.get('generated', 0)} samples generated (PGKD)",
@@ -79,7 +79,7 @@ def render_card(f: dict[str, Any]) -> str:
         lines.append(f"| this model, test (gold labels, {parity.n} documents) | {_pct(parity.exported_accuracy)} | "
                      f"{_pct(parity.exported_macro_f1)} |")
         lines += ["", "| label | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {_code(x)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        lines += [f"| {_md(x)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
                   for x, m in parity.per_class.items()]
     lines += ["", "## Parity with the in-process student", ""]
     if parity is None:

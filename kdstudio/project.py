@@ -80,8 +80,8 @@ class ProgressView:
     """The read-only commands' view of a project that another process is distilling: the snapshot that process
     publishes (see kdstudio.snapshot), since DuckDB lets no other process read the file meanwhile."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
+    def __init__(self, published: Snapshot) -> None:
+        self.snapshot = published
 
     @property
     def busy(self) -> str | None:
@@ -148,8 +148,6 @@ class Project:
         try:
             return cls.open(directory)
         except ProjectLocked as exc:
-            from kdstudio import snapshot
-
             published = snapshot.read(Path(directory), exc.pid)
             if published is None:
                 raise
@@ -285,9 +283,10 @@ class Project:
         return handle
 
     def publish_progress(self, run_id: int, round_no: int | None) -> None:
-        status = asdict(self.status())
+        current = self.status()
+        runs = current.runs
+        status = asdict(current)
         status.pop("runs")
-        runs = self.runs()
         snapshot.publish(self.directory, Snapshot(
             pid=os.getpid(), written_at=snapshot.now(), run_id=run_id, round=round_no, status=status, runs=runs,
             rounds={run.id: self.rounds(run.id) for run in runs}, cost=self.cost()))
@@ -464,11 +463,9 @@ class Project:
         return export_student(student, record, plugin, Path(out_dir), context, texts, features, y,
                               self._card_facts(record["run_id"]))
 
-    def _check_exportable(self, record: dict[str, Any]) -> None:
-        run = RunLog(self.store).get(record["run_id"]) if record["run_id"] is not None else None
-        if run is not None and run.status == "failed":
-            raise KdError(f"student {record['id']} comes from run {run.id}, which failed: {run.stop_reason}",
-                          f"resume the run once its teacher works (`kdstudio distill --resume --run {run.id}`)")
+    @staticmethod
+    def _check_exportable(record: dict[str, Any]) -> None:
+        # A run that bought nothing keeps no student (RunFailed); this guards folders of older versions too.
         if record["metrics"].get("n_train", 1) == 0:
             raise KdError(f"student {record['id']} was trained on no labels", "distill with a working teacher")
 

@@ -59,13 +59,21 @@ class BudgetGate:
             if self._closed:
                 return False
             if self._cap is not None:
-                left = self._cap - self._base - self._committed - self._outstanding
-                if amount > left:
-                    self.refused = (f"USD budget reached: the next request could cost up to {usd(amount)}, "
-                                    f"{usd(max(0.0, self._cap - self._base - self._committed))} is left")
+                left = self._cap - self._base - self._committed
+                if amount > left - self._outstanding:
+                    if amount > left or not self._outstanding:  # it will not fit, whatever the answers in flight cost
+                        self.refused = (f"USD budget reached: the next request could cost up to {usd(amount)}, "
+                                        f"{usd(max(0.0, left))} is left")
                     return False
             self._outstanding += amount
             return True
+
+    def fits_later(self, amount: float) -> bool:
+        """A reservation refused now that may fit once the requests in flight are settled at their real price
+        (worst cases are several times the real cost): the caller waits instead of giving up."""
+        with self._lock:
+            return (not self._closed and self._cap is not None and self._outstanding > 0
+                    and amount <= self._cap - self._base - self._committed)
 
     def settle(self, reserved: float, actual: float) -> None:
         with self._lock:

@@ -228,7 +228,11 @@ def test_sigkill_mid_round_then_resume_pays_no_call_twice(bbc: Path, tmp_path: P
     child.wait(timeout=30)
     with Project.open(bbc) as project:
         run = project.latest_run()
-        assert run.status == "running"  # killed, never marked finished
+        # Killed, never marked finished: the database still says running, and the façade, knowing no process runs
+        # it, shows it as interrupted.
+        assert run.status == "interrupted" and "--resume --run" in run.stop_reason
+        assert project.store.con.execute("SELECT status FROM runs WHERE id = ?", [run.id]).fetchall() == [
+            ("running",)]
         phases = [r.phase for r in project.rounds(run.id)]
         assert phases[:3] == ["done"] * 3
         calls_before = len(ledger(project))

@@ -180,13 +180,15 @@ class Transport:
 
     @staticmethod
     def prompt_token_bound(messages: list[dict[str, Any]], params: dict[str, Any]) -> int:
-        """A prompt-token count no provider with a byte-level tokenizer can exceed: every token is at least one
-        byte of the request, and the request's JSON (messages with their roles and quotes, and the response schema,
-        which providers add to the prompt) is longer than the chat template that wraps it. A local token count
-        would be an estimate that a provider's own count can beat."""
-        request = json.dumps({"messages": messages, "response_format": params.get("response_format")},
-                             ensure_ascii=False)
-        return len(request.encode("utf-8")) + 16
+        """A prompt-token count no provider with a byte-level tokenizer can exceed: every token of a message is at
+        least one byte of it, the chat template adds a few tokens per message (8 allowed), and the response schema,
+        which providers add to the prompt, is at most its compact JSON's bytes. A local token count would only be an
+        estimate, and a provider's own count can beat it."""
+        content = sum(len(str(m.get("content") or "").encode("utf-8")) + len(str(m.get("role", "")))
+                      for m in messages)
+        schema = params.get("response_format")
+        schema_bytes = len(json.dumps(schema, separators=(",", ":"), ensure_ascii=False).encode()) if schema else 0
+        return content + 8 * len(messages) + schema_bytes + 16
 
     def worst_case_usd(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> float:
         completion = int(params.get("max_tokens", 256)) * int(params.get("n", 1))
@@ -203,7 +205,11 @@ class Transport:
         last_error = ""
         async with self._semaphore:
             while True:
-                if not gate.reserve(reserve):
+                reserved = gate.reserve(reserve)
+                while not reserved and gate.fits_later(reserve):
+                    await asyncio.sleep(0.02)  # the answers in flight settle below their worst case
+                    reserved = gate.reserve(reserve)
+                if not reserved:
                     if attempts:
                         raise CallFailed(f"stopped (budget reached or run interrupted) while retrying after: "
                                          f"{last_error}", transient=True, attempts=attempts)
