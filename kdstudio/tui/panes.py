@@ -307,14 +307,14 @@ class Distill(Pane):
 
     @work(thread=True, exclusive=True)
     def _run(self, config: Any, resume: int | None) -> None:
-        from kdstudio.render import round_line
+        from kdstudio.render import budget_line, round_line
 
         log = self.query_one("#distill-log", RichLog)
 
         def on_event(kind: str, payload: dict[str, Any]) -> None:
             if kind == "run":
                 line: Text | str = Text.assemble((f"run {payload['run_id']}", "bold"),
-                                                 f" teacher {payload['teacher']}")
+                                                 f" teacher {payload['teacher']}\n{budget_line(payload)}")
             elif kind == "round":
                 line = round_line(payload["report"])
             else:
