@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from kdstudio.loop import DistillConfig, _Pool
+from kdstudio.loop import DistillConfig
 from kdstudio.plugins import get_plugins
+from kdstudio.pool_view import PoolView
 from kdstudio.project import Project
 
 OUT = Path("benchmarks/out")
@@ -174,7 +175,7 @@ def selection_scaling(repeats: int = 5) -> dict[str, Any]:
             selector = plugins.get("selector", name).cls(**options)
             times, scored = [], []
             for r in range(repeats):
-                pool = _Pool(ids, lambda chunk: vectors[chunk], lambda chunk: vectors[chunk], [], student, labels, r,
+                pool = PoolView(ids, lambda chunk: vectors[chunk], lambda chunk: vectors[chunk], [], student, labels, r,
                              np.random.default_rng(r))
                 started = time.perf_counter()
                 choice = selector.select(pool, 20)

@@ -49,7 +49,7 @@ def handoff(rows: int) -> dict[str, float]:
     from import_embed import LABELS, synthetic_table  # the sibling benchmark script
 
     from kdstudio.config import Label
-    from kdstudio.jobs import vectors_column
+    from kdstudio.engine import vectors_column
     from kdstudio.project import Project
     from kdstudio.store import ImportOptions
     from kdstudio.store.shards import export_missing_texts, load_embeddings

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 import duckdb
@@ -13,14 +14,24 @@ from rich.console import Console
 from rich.text import Text
 
 from kdstudio import __version__
-from kdstudio.config import parse_labels_option, read_labels_file
 from kdstudio.errors import KdError
-from kdstudio.interfaces import Engine
 from kdstudio.money import usd
-from kdstudio.plugins import get_plugins
-from kdstudio.project import ProgressView, Project
+from kdstudio.project import Project, open_engine
 from kdstudio.secrets import redact
-from kdstudio.store import ImportOptions, parse_split_option
+from kdstudio.types import (
+    DistillConfig,
+    Engine,
+    Event,
+    ImportOptions,
+    ProgressView,
+    RoundDone,
+    RunStarted,
+    SamplesGenerated,
+    get_plugins,
+    parse_labels_option,
+    parse_split_option,
+    read_labels_file,
+)
 
 # Everything printed may hold data (labels, paths, documents, provider errors): nothing is parsed as markup or
 # emoji codes, and styling is applied to Text spans only (see `styled`).
@@ -64,7 +75,7 @@ def _engine(name: str, address: str | None, workers: int | None, engine_option: 
             raise KdError("--address, --workers and --engine-option need --engine (e.g. --engine ray)")
         yield None
         return
-    engine = get_plugins().get("engine", name).cls(**options)
+    engine = open_engine(name, **options)
     try:
         err_console.print(f"engine: {engine.describe()}")
         yield engine
@@ -214,7 +225,35 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     return pairs
 
 
-BUDGET_OPTIONS = ("budget_labels", "budget_calls", "budget_usd", "target", "patience", "max_rounds")
+# Defaults shown in --help; a flag not given takes the project's [distill] setting, else this default.
+DEFAULTS = DistillConfig()
+# Flags that name a DistillConfig setting one to one.
+DISTILL_FLAGS = ("teacher", "selector", "student", "seed_selector", "seed_size", "batch", "budget_labels",
+                 "budget_calls", "budget_usd", "target", "patience", "max_rounds", "val_limit", "test_limit",
+                 "soft_labels", "seed", "generate", "generate_samples", "generate_shots")
+
+
+def _distill_flags(ctx: click.Context) -> dict[str, Any]:
+    """The settings given on this command line, and only those (the project's defaults fill the rest)."""
+    p = ctx.params
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+    flags = {name: p[name] for name in DISTILL_FLAGS if given(name)}
+    if any(given(n) for n in ("teacher_option", "model", "api_base", "price_in", "price_out")):
+        flags["teacher_options"] = _teacher_options(p["teacher_option"], p["model"], p["api_base"], p["price_in"],
+                                                    p["price_out"])
+    if p["model"] and not given("teacher"):
+        flags["teacher"] = "llm"
+    if given("selector_option"):
+        flags["selector_options"] = _pairs(p["selector_option"], "--selector-option")
+    if given("student_option"):
+        flags["student_options"] = _pairs(p["student_option"], "--student-option")
+    for flag, setting in (("no_report", "generate_report"), ("no_hard_negatives", "generate_hard_negatives")):
+        if given(flag):
+            flags[setting] = not p[flag]
+    return flags
 
 
 def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_base: str | None,
@@ -237,32 +276,36 @@ def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_bas
 @click.option("--api-base", help="LLM teacher: base URL of an OpenAI-compatible server (Ollama, vLLM, llama.cpp).")
 @click.option("--price-in", type=float, help="LLM teacher: USD per million prompt tokens (for unpriced models).")
 @click.option("--price-out", type=float, help="LLM teacher: USD per million completion tokens.")
-@click.option("--selector", default="margin", show_default=True)
+@click.option("--selector", default=DEFAULTS.selector, show_default=True)
 @click.option("--selector-option", multiple=True, metavar="KEY=VALUE")
-@click.option("--student", default="logreg", show_default=True)
+@click.option("--student", default=DEFAULTS.student, show_default=True)
 @click.option("--student-option", multiple=True, metavar="KEY=VALUE")
-@click.option("--seed-selector", default="random", show_default=True, help="How the first batch is chosen.")
-@click.option("--seed-size", default=20, show_default=True, help="Documents in the first batch.")
-@click.option("--batch", default=20, show_default=True, help="Documents labelled per round.")
-@click.option("--budget-labels", type=int, default=200, show_default=True, help="Training documents to buy at most.")
+@click.option("--seed-selector", default=DEFAULTS.seed_selector, show_default=True,
+              help="How the first batch is chosen.")
+@click.option("--seed-size", default=DEFAULTS.seed_size, show_default=True, help="Documents in the first batch.")
+@click.option("--batch", default=DEFAULTS.batch, show_default=True, help="Documents labelled per round.")
+@click.option("--budget-labels", type=int, default=DEFAULTS.budget_labels, show_default=True,
+              help="Training documents to buy at most.")
 @click.option("--budget-calls", type=int, help="Teacher calls at most (validation labels included).")
 @click.option("--budget-usd", type=float, help="US dollars at most.")
 @click.option("--target", help="Stop once reached, e.g. val.accuracy>=0.95.")
 @click.option("--patience", type=int, help="Stop after this many rounds without a better validation loss.")
 @click.option("--max-rounds", type=int)
-@click.option("--val-size", "--val-limit", "val_limit", default="auto", show_default=True, callback=_val_size,
+@click.option("--val-size", "--val-limit", "val_limit", default=DEFAULTS.val_limit, show_default=True,
+              callback=_val_size,
               help="Validation documents the teacher labels once per run (paid like training labels); auto is half "
                    "the label budget, 20 to 200.")
 @click.option("--test-limit", type=int, help="Gold test documents evaluated each round (default: all).")
 @click.option("--soft-labels", is_flag=True, help="Train on the teacher's probabilities, not just its label.")
 @click.option("--generate", type=click.Choice(["pgkd"]), help="The teacher also writes new training samples aimed "
                                                             "at the student's weaknesses, each round (PGKD).")
-@click.option("--generate-samples", default=32, show_default=True, help="PGKD: new samples per round.")
-@click.option("--generate-shots", default=16, show_default=True,
+@click.option("--generate-samples", default=DEFAULTS.generate_samples, show_default=True,
+              help="PGKD: new samples per round.")
+@click.option("--generate-shots", default=DEFAULTS.generate_shots, show_default=True,
               help="PGKD: few-shot, correct, misclassified and hard-negative samples shown, each.")
 @click.option("--no-report", is_flag=True, help="PGKD ablation: leave the validation report out of the prompt.")
 @click.option("--no-hard-negatives", is_flag=True, help="PGKD ablation: leave the hard negatives out.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True)
 @click.option("--plan", is_flag=True, help="Estimate what the run would cost the teacher, and send nothing.")
 @click.option("--resume", is_flag=True, help="Continue the latest run (or --run ID) where it stopped.")
 @click.option("--run", "run_id", type=int, help="With --resume: which run.")
@@ -278,37 +321,26 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             run_id: int | None, engine_name: str, address: str | None, workers: int | None,
             engine_option: tuple[str, ...]) -> None:
     """Distill the teacher into a student: select, label, train and evaluate, round after round."""
-    from kdstudio.loop import DistillConfig
     from kdstudio.render import budget_line, plan_view, round_line, simulated_banner, spent_line
 
-    config = DistillConfig(
-        teacher=teacher or ("llm" if model else "zeroshot"),
-        teacher_options=_teacher_options(teacher_option, model, api_base, price_in, price_out), selector=selector,
-        selector_options=_pairs(selector_option, "--selector-option"), student=student,
-        student_options=_pairs(student_option, "--student-option"), seed_selector=seed_selector,
-        seed_size=seed_size, batch=batch, budget_labels=budget_labels, budget_calls=budget_calls,
-        budget_usd=budget_usd, target=target, patience=patience, max_rounds=max_rounds, val_limit=val_limit,
-        test_limit=test_limit, soft_labels=soft_labels, seed=seed, generate=generate,
-        generate_samples=generate_samples, generate_shots=generate_shots, generate_report=not no_report,
-        generate_hard_negatives=not no_hard_negatives,
-    )
-
-    def on_event(kind: str, payload: dict) -> None:
-        if kind == "run":
-            console.print(styled((f"run {payload['run_id']}", "bold"), f"  teacher {payload['teacher']}  "
-                                 f"selector {payload['config']['selector']}  student {payload['config']['student']}"))
-            if payload["simulated"]:
+    def on_event(event: Event) -> None:
+        if isinstance(event, RunStarted):
+            console.print(styled((f"run {event.run_id}", "bold"), f"  teacher {event.teacher}  "
+                                 f"selector {event.config['selector']}  student {event.config['student']}"))
+            for change in event.applied:
+                console.print(f"resumed with {redact(change)}")
+            if event.simulated:
                 console.print(simulated_banner())
-            console.print(budget_line(payload))
-        elif kind == "round":
-            console.print(round_line(payload["report"]))
-        elif kind == "generated" and payload["error"]:
-            err_console.print(styled((f"round {payload['round']}: generation failed: {payload['error']}",
-                                      "yellow")))
+            console.print(budget_line(event))
+        elif isinstance(event, RoundDone):
+            console.print(round_line(event.report))
+        elif isinstance(event, SamplesGenerated) and event.error:
+            err_console.print(styled((f"round {event.round}: generation failed: {event.error}", "yellow")))
 
+    flags = _distill_flags(ctx)
     if plan:  # sends nothing and scores nothing: no engine is started for it
         with Project.open(project_dir) as project:
-            console.print(plan_view(project.plan(config)))
+            console.print(plan_view(project.plan(project.distill_config(flags))))
         return
     with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine:
         if resume:
@@ -316,12 +348,9 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             target_run = run_id if run_id is not None else (latest.id if latest else None)
             if target_run is None:
                 raise KdError("there is no run to resume", "start one with `kdstudio distill`")
-            # Only budgets given explicitly on this command line override the run's own.
-            overrides = {name: ctx.params[name] for name in BUDGET_OPTIONS
-                         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-            result = project.distill(resume=target_run, overrides=overrides, on_event=on_event, engine=engine)
+            result = project.distill(resume=target_run, overrides=flags, on_event=on_event, engine=engine)
         else:
-            result = project.distill(config, on_event=on_event, engine=engine)
+            result = project.distill(project.distill_config(flags), on_event=on_event, engine=engine)
     best = next((r for r in result.rounds if r.round == result.best_round), None)
     console.print(styled((f"run {result.run_id} {result.status}", "bold"), f": {result.stop_reason}"))
     console.print(spent_line(result))
@@ -449,12 +478,14 @@ review_backend_option = click.option("--backend", default="labelstudio", show_de
 @review.command("push")
 @project_option
 @click.option("--filter", "filter_", type=click.Choice(["low-confidence", "disagreement", "all"]),
-              default="low-confidence", show_default=True,
-              help="Which teacher labels: confidence below --below, the student disagreeing, or all.")
-@click.option("--below", default=0.8, show_default=True, help="low-confidence: the confidence threshold.")
+              help="Which teacher labels: confidence below --below, the student disagreeing, or all "
+                   "[default: the project's [review] filter, else low-confidence].")
+@click.option("--below", type=float, help="low-confidence: the confidence threshold [default: [review] below, "
+                                          "else 0.8].")
 @click.option("--limit", type=int, help="Send at most this many (least certain first).")
 @review_backend_option
-def review_push(project_dir: Path, filter_: str, below: float, limit: int | None, backend: str) -> None:
+def review_push(project_dir: Path, filter_: str | None, below: float | None, limit: int | None,
+                backend: str) -> None:
     """Send unchecked teacher labels for review; pushing again never duplicates a document."""
     with Project.open(project_dir) as project:
         r = project.review_push(filter=filter_, limit=limit, below=below, backend=backend)
@@ -513,7 +544,6 @@ def plugins() -> None:
 def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, llm_model: str | None,
          api_base: str | None) -> None:
     """The main job: import a bundled real corpus, embed it, distill a student, export it to ONNX, and report."""
-    from kdstudio.loop import DistillConfig
     from kdstudio.render import export_view, round_line, spent_line, status_view
 
     console.rule(styled(("kdstudio demo", "bold"), f": {dataset} -> {directory}"))
@@ -526,17 +556,17 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
             f"          {done}/{total}") if done and (done % 512 == 0 or done == total) else None)
         console.print(f"          {embedded.summary()}")
         if llm_model:
-            config = DistillConfig(teacher="llm", teacher_options={"model": llm_model, "api_base": api_base or ""},
-                                   budget_labels=budget_labels)
+            config = project.distill_config({"teacher": "llm", "budget_labels": budget_labels,
+                                             "teacher_options": {"model": llm_model, "api_base": api_base or ""}})
             teacher_text = f"LLM teacher {llm_model}"
         else:
-            config = DistillConfig(teacher="zeroshot", budget_labels=budget_labels)
+            config = project.distill_config({"teacher": "zeroshot", "budget_labels": budget_labels})
             teacher_text = "zero-shot teacher (MiniLM similarity to the label descriptions, offline, free)"
         console.print(styled(("3. distill", "bold"), f" {teacher_text};\n          margin selection, "
                              "logistic-regression student, batches of 20; test accuracy is measured against the "
                              "corpus' own labels"))
-        result = project.distill(config, on_event=lambda kind, p: console.print(
-            "          " + round_line(p["report"])) if kind == "round" else None)
+        result = project.distill(config, on_event=lambda event: console.print(
+            "          " + round_line(event.report)) if isinstance(event, RoundDone) else None)
         console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}; {spent_line(result)}")
         console.print(styled(("4. export", "bold"),
                              f"  the best student as one int8 ONNX graph -> {directory / 'model'}"))

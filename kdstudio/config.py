@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import tomllib
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -32,10 +33,23 @@ class EmbeddingSettings:
 
 
 @dataclass
+class ReviewSettings:
+    """Defaults of `kdstudio review push` (and the TUI's Push button)."""
+
+    filter: str = "low-confidence"  # or disagreement, all
+    below: float = 0.8
+    limit: int | None = None
+
+
+@dataclass
 class ProjectConfig:
     name: str
     labels: list[Label]
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    # Defaults a person sets for this project: [distill] for `kdstudio distill` (checked against DistillConfig by
+    # the project, since the loop lives above this module), [review] for `kdstudio review push`.
+    distill: dict[str, Any] = field(default_factory=dict)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
 
     @property
     def label_names(self) -> list[str]:
@@ -47,11 +61,16 @@ class ProjectConfig:
         for label in self.labels:
             entry = {"name": label.name, **({"description": label.description} if label.description else {})}
             parts.append("[[labels]]\n" + tomli_w.dumps(entry))
-        parts.append(tomli_w.dumps({"embedding": {
+        parts.append(tomli_w.dumps({"embed": {
             "model": self.embedding.model,
             "max_length": self.embedding.max_length,
             "batch_size": self.embedding.batch_size,
         }}))
+        if self.distill:
+            parts.append(tomli_w.dumps({"distill": self.distill}))
+        review = {k: v for k, v in asdict(self.review).items() if v is not None}
+        if review != asdict(ReviewSettings()):
+            parts.append(tomli_w.dumps({"review": review}))
         (directory / CONFIG_NAME).write_text("\n".join(parts), encoding="utf-8")
 
     @classmethod
@@ -65,14 +84,29 @@ class ProjectConfig:
             raise ConfigError(f"{path} is not valid TOML: {exc}", "correct the file by hand") from None
         try:
             labels = [Label(str(item["name"]), str(item.get("description", ""))) for item in data["labels"]]
-            embedding = EmbeddingSettings(**data.get("embedding", {}))
             name = str(data.get("project", {}).get("name", directory.name))
         except (KeyError, TypeError) as exc:
             raise ConfigError(
                 f"{path} is malformed ({exc})", "each [[labels]] entry needs a name; see README.md"
             ) from None
         validate_labels(labels, str(path))
-        return cls(name=name, labels=labels, embedding=embedding)
+        # [embedding] is what versions before 0.2 wrote.
+        embedding = _section(EmbeddingSettings, data.get("embed", data.get("embedding", {})), path, "embed")
+        review = _section(ReviewSettings, data.get("review", {}), path, "review")
+        distill = data.get("distill", {})
+        if not isinstance(distill, dict):
+            raise ConfigError(f"{path}: [distill] must be a table of settings", "see README.md")
+        return cls(name=name, labels=labels, embedding=embedding, distill=distill, review=review)
+
+
+def _section(cls: type[Any], values: Any, path: Path, section: str) -> Any:
+    """A settings dataclass from a TOML table; an unknown key is named, not ignored."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known) if isinstance(values, dict) else []
+    if not isinstance(values, dict) or unknown:
+        raise ConfigError(f"{path}: [{section}] has unknown settings {unknown}" if unknown else
+                          f"{path}: [{section}] must be a table of settings", f"known: {', '.join(sorted(known))}")
+    return cls(**values)
 
 
 def validate_labels(labels: list[Label], where: str) -> None:

@@ -3,65 +3,20 @@
 
 from __future__ import annotations
 
-import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
 
+# Re-exported, so that a plugin finds every base it registers in this one module.
+from kdstudio.component import Component as Component
+from kdstudio.component import Option as Option
+from kdstudio.engine import Engine as Engine
 from kdstudio.errors import KdError
-
-if TYPE_CHECKING:
-    from kdstudio.jobs import ShardJob, ShardTask
-
-
-@dataclass(frozen=True)
-class Option:
-    """One typed, documented parameter of a plugin class."""
-
-    name: str
-    type: type
-    default: Any
-    help: str = ""
-    choices: tuple[Any, ...] | None = None
-
-    def coerce(self, value: Any) -> Any:
-        if isinstance(value, str) and self.type is not str:
-            try:
-                value = {"true": True, "false": False}[value.lower()] if self.type is bool else self.type(value)
-            except (ValueError, KeyError):
-                raise KdError(f"option {self.name}: {value!r} is not a valid {self.type.__name__}") from None
-        if self.choices is not None and value not in self.choices:
-            raise KdError(f"option {self.name}: {value!r} is not one of {list(self.choices)}")
-        return value
-
-    def describe(self) -> str:
-        choices = f" {{{'|'.join(map(str, self.choices))}}}" if self.choices else ""
-        return f"{self.name}: {self.type.__name__}{choices} = {self.default!r}"
-
-
-class Component:
-    """Base of every registered class."""
-
-    name: ClassVar[str]
-    options: ClassVar[tuple[Option, ...]] = ()
-
-    def __init__(self, **values: Any) -> None:
-        known = {o.name: o for o in self.options}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise KdError(f"{self.name}: unknown option(s) {unknown}",
-                          f"known options: {', '.join(known) or 'none'}")
-        for option in self.options:
-            setattr(self, option.name, option.coerce(values.get(option.name, option.default)))
-
-    @classmethod
-    def summary(cls) -> str:
-        doc = inspect.getdoc(cls) or ""
-        return doc.splitlines()[0] if doc else ""
 
 
 @dataclass
@@ -99,6 +54,7 @@ class SelectionContext(Protocol):
 class Selector(Component):
     """Chooses which pool documents to send to the teacher next."""
 
+    @abstractmethod
     def select(self, context: SelectionContext, k: int) -> Selection:
         raise NotImplementedError
 
@@ -274,22 +230,11 @@ class Teacher(Component):
         options = {o.name: getattr(self, o.name) for o in self.options}
         return {"teacher": self.name, "options": options, "labels": context.labels, "text": doc.text}
 
+    @abstractmethod
     def label(self, docs: Sequence[Doc], context: TeachContext) -> Iterator[TeacherLabel]:
         """Yield one answer per document as soon as it is known (in any order). A document the teacher did not
         send (its gate refused the money) gets no answer at all."""
         raise NotImplementedError
-
-    @property
-    def can_generate(self) -> bool:
-        return False
-
-    def generation_request(self, request: GenerationRequest, context: TeachContext) -> dict[str, Any]:
-        """The cache key of a generation call (like `request` for a label)."""
-        raise KdError(f"teacher {self.name} cannot generate training samples", "use --teacher llm for PGKD")
-
-    def generate(self, request: GenerationRequest, context: TeachContext) -> GeneratedSamples | None:
-        """Write new labelled samples (PGKD); None when the gate refused the money."""
-        raise KdError(f"teacher {self.name} cannot generate training samples", "use --teacher llm for PGKD")
 
     def estimate(self, docs: Sequence[Doc], context: TeachContext, n_docs: int) -> CostEstimate:
         """The cost of labelling `n_docs` documents like `docs` (a sample of them), without sending anything."""
@@ -300,23 +245,44 @@ class Teacher(Component):
         return CostEstimate(n_calls, 0.0, 0.0, 0.0, "free (no paid calls)")
 
 
+class SampleWriter(ABC):
+    """A teacher that also writes new labelled samples aimed at the student's weaknesses (PGKD). A teacher class
+    implements this beside `Teacher`; the loop asks `isinstance(teacher, SampleWriter)`."""
+
+    @abstractmethod
+    def generation_request(self, request: GenerationRequest, context: TeachContext) -> dict[str, Any]:
+        """The cache key of a generation call (like `Teacher.request` for a label)."""
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest, context: TeachContext) -> GeneratedSamples | None:
+        """Write new labelled samples; None when the gate refused the money."""
+
+    @abstractmethod
+    def estimate_generation(self, request: GenerationRequest, context: TeachContext, n_calls: int) -> CostEstimate:
+        """The cost of `n_calls` generation calls like `request`, without sending anything."""
+
+
 class Student(Component):
     """A small classifier trained on teacher (and human) labels. `input` says what it reads."""
 
     input: ClassVar[str] = "embeddings"  # or "texts"
 
+    @abstractmethod
     def fit(self, X: Any, y: np.ndarray, n_classes: int, sample_weight: np.ndarray | None = None,
             soft_labels: np.ndarray | None = None) -> None:
         raise NotImplementedError
 
+    @abstractmethod
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, n_classes) probabilities over the whole label set, classes never seen included."""
         raise NotImplementedError
 
+    @abstractmethod
     def save(self, directory: Path) -> None:
         raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def load(cls, directory: Path) -> Student:
         raise NotImplementedError
 
@@ -359,6 +325,7 @@ class ExportedModel:
 class Exporter(Component):
     """Writes a trained student to a deployable artifact that `kdstudio.runtime` can load."""
 
+    @abstractmethod
     def export(self, student: Student, out_dir: Path, context: ExportContext) -> ExportedModel:
         raise NotImplementedError
 
@@ -405,14 +372,17 @@ class ReviewBackend(Component):
     environment; `location` says where it points (never a secret)."""
 
     @property
+    @abstractmethod
     def location(self) -> str:
         raise NotImplementedError
 
+    @abstractmethod
     def push(self, title: str, labels: list[str], descriptions: dict[str, str], items: Sequence[ReviewItem],
              project_ref: str | None) -> PushResult:
         """Create the review project (or reuse `project_ref`) and add the items that are not in it yet."""
         raise NotImplementedError
 
+    @abstractmethod
     def pull(self, project_ref: str, labels: list[str]) -> PullResult:
         """Every current human label in the review project (one per document: its newest annotation)."""
         raise NotImplementedError
@@ -437,37 +407,9 @@ class Dataset(Component):
     package: ClassVar[str] = ""
     install_hint: ClassVar[str] = ""
 
+    @abstractmethod
     def load(self) -> DatasetTable:
         raise NotImplementedError
-
-
-class Engine(Component):
-    """Runs kdstudio's bulk work (embedding, pool scoring, prediction) somewhere other than this process: a cluster
-    engine maps a `ShardJob` (kdstudio.jobs) over Parquet shards, or over a stream of in-memory batches. Without an
-    engine, that work runs in-process."""
-
-    # Rows per Parquet shard: the unit a worker loads, and redoes if it dies.
-    shard_rows: int = 2048
-    # A folder every worker can read and write (a shared filesystem on a real cluster); empty: inside the project.
-    scratch: str = ""
-
-    def map_shards(self, job: ShardJob, tasks: Sequence[ShardTask],
-                   on_progress: Callable[[int], None] | None = None) -> None:
-        """Run `job` on every task's `source` shard, writing its `target` with `kdstudio.jobs.run_shard` (which
-        replaces the file atomically, so a retried task never duplicates rows). `on_progress` gets the rows of each
-        finished task."""
-        raise NotImplementedError
-
-    def stream(self, job: ShardJob, batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
-        """The job's output for each batch, in the order given, computed ahead while the caller consumes; the caller
-        may stop early (M-RARU stops when its batch is full)."""
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        return self.name
-
-    def close(self) -> None:
-        pass
 
 
 KINDS: dict[str, type[Component]] = {

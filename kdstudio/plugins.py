@@ -6,6 +6,7 @@ A plugin that fails to import or raises inside a hook is reported in `errors` an
 from __future__ import annotations
 
 import functools
+import inspect
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,7 +60,8 @@ class Plugins:
         manager = pluggy.PluginManager(GROUP)
         manager.add_hookspecs(hookspecs)
         plugins = cls(manager)
-        for ep in entry_points(group=GROUP):
+        # kdstudio's own plugins load first, so that a name another distribution takes again is that one's error.
+        for ep in sorted(entry_points(group=GROUP), key=lambda ep: (ep.dist is None or ep.dist.name != "kdstudio")):
             dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown"
             name = f"{ep.dist.name if ep.dist else 'unknown'}:{ep.name}"
             if manager.has_plugin(name):
@@ -83,7 +85,6 @@ class Plugins:
         failed: set[str] = set()
         for kind, hook_name in HOOKS.items():
             found: dict[str, Registered] = {}
-            base = KINDS[kind]
             for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
                 plugin = impl.plugin_name
                 if plugin in failed:
@@ -93,10 +94,7 @@ class Plugins:
                 try:
                     impl.function(**{arg: batch.append for arg in impl.argnames})
                     for obj in batch:
-                        if not (isinstance(obj, type) and issubclass(obj, base)):
-                            raise TypeError(f"{hook_name} registered {obj!r}, which is not a {base.__name__}")
-                        if not getattr(obj, "name", None):
-                            raise TypeError(f"{obj.__qualname__} has no `name`")
+                        self._check(kind, obj, found, dist)
                 except Exception as exc:
                     self._fail(plugin, dist, exc)
                     failed.add(plugin)
@@ -107,6 +105,22 @@ class Plugins:
         # A plugin that failed in one hook is dropped from every kind, not half-loaded.
         for kind, found in self.by_kind.items():
             self.by_kind[kind] = {n: r for n, r in found.items() if r.plugin not in failed}
+
+    @staticmethod
+    def _check(kind: str, obj: object, found: dict[str, Registered], dist: str) -> None:
+        base = KINDS[kind]
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            raise TypeError(f"{HOOKS[kind]} registered {obj!r}, which is not a {base.__name__}")
+        if not getattr(obj, "name", None):
+            raise TypeError(f"{obj.__qualname__} has no `name`")
+        if inspect.isabstract(obj):
+            missing = ", ".join(sorted(obj.__abstractmethods__))
+            raise TypeError(f"{obj.__qualname__} does not implement {missing}")
+        taken = found.get(obj.name)
+        if taken is not None:
+            # Silently replacing a built-in (or another plugin) would change what a run does without a word.
+            raise TypeError(f"{dist} registers the {kind.replace('_', ' ')} {obj.name!r}, which {taken.distribution} "
+                            f"({taken.plugin}) already registers: rename one of them")
 
     def registered(self, kind: str) -> dict[str, Registered]:
         return self.by_kind.get(kind, {})

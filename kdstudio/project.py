@@ -14,8 +14,9 @@ from kdstudio import snapshot
 from kdstudio.config import CONFIG_NAME, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import Embedder, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound
+from kdstudio.events import Event, EventFn, RoundDone, RunStarted
 from kdstudio.interfaces import DatasetTable, Engine, ExportContext, Student
-from kdstudio.loop import ACTIVE_RUNS, DistillConfig, Distiller, EventFn, Plan, RunResult
+from kdstudio.loop import ACTIVE_RUNS, DistillConfig, Distiller, Plan, RunResult, resolve_artifact
 from kdstudio.plugins import Plugins, get_plugins
 from kdstudio.sampling import stratified_sample
 from kdstudio.snapshot import Snapshot
@@ -106,6 +107,11 @@ class ProgressView:
         pass
 
 
+def open_engine(name: str, **options: Any) -> Engine:
+    """A registered engine (`kdstudio plugins` lists them) with its options."""
+    return get_plugins().get("engine", name).cls(**options)  # type: ignore[return-value]
+
+
 class Project:
     """A project directory: `kdstudio.duckdb` (all data) and `kdstudio.toml` (settings a person edits)."""
 
@@ -156,6 +162,13 @@ class Project:
     @staticmethod
     def exists(directory: str | Path) -> bool:
         return (Path(directory) / DB_NAME).exists()
+
+    def for_worker(self) -> Project:
+        """This project for a worker thread: the same settings and plugins, its own database cursor (a Store is not
+        shared between threads). Close it when the worker ends; this one stays open."""
+        worker = Project(self.directory, self.config, self.store.cursor(), self._plugins)
+        worker._embedder = self.embedder  # the loaded model is shared, not loaded twice
+        return worker
 
     def close(self) -> None:
         self.store.close()
@@ -228,20 +241,29 @@ class Project:
 
     def embed(self, on_progress: ProgressFn | None = None, *, model: str | None = None,
               engine: Engine | None = None) -> EmbedReport:
-        """Embed every document that has no vector yet: in this process, or on `engine` (a cluster)."""
-        if model is not None and model != self.config.embedding.model:
-            self.config.embedding.model = model
-            self._embedder = None
+        """Embed every document that has no vector yet: in this process, or on `engine` (a cluster). A new `model`
+        becomes the project's (kdstudio.toml) once its vectors are there."""
+        if model is None or model == self.config.embedding.model:
+            return self._embed(on_progress, engine)
+        previous = self.config.embedding
+        self.config.embedding = replace(previous, model=model)
+        self._embedder = None
+        try:
+            report = self._embed(on_progress, engine)
+        except BaseException:
+            self.config.embedding, self._embedder = previous, None
+            raise
+        # Recorded, so that the next `distill` and `export` use the vectors this model made.
+        self.config.save(self.directory)
+        return report
+
+    def _embed(self, on_progress: ProgressFn | None, engine: Engine | None) -> EmbedReport:
         if engine is not None:
             from kdstudio.scale import embed_with
 
             return embed_with(engine, self.store, self.config.embedding, self.work_dir(engine) / "embed",
                               on_progress)
         return embed_missing(self.store, self.embedder, on_progress)
-
-    def engine(self, name: str = "local", **options: Any) -> Engine | None:
-        """A registered engine with its options; None for `local` (this process)."""
-        return None if name == "local" else self.plugins.get("engine", name).cls(**options)
 
     def work_dir(self, engine: Engine) -> Path:
         """Where the shards of an engine's jobs go: the engine's shared scratch folder, or inside the project."""
@@ -261,7 +283,7 @@ class Project:
         try:
             if resume is not None:
                 return distiller.resume(resume, overrides)
-            return distiller.start(config or DistillConfig())
+            return distiller.start(config or self.distill_config())
         finally:
             snapshot.withdraw(self.directory)  # the database is readable again
 
@@ -269,13 +291,13 @@ class Project:
         """`on_event`, and after it a progress snapshot for other processes at the start and after each round."""
         current: dict[str, Any] = {}
 
-        def handle(kind: str, payload: dict[str, Any]) -> None:
+        def handle(event: Event) -> None:
             if on_event is not None:
-                on_event(kind, payload)
-            if kind == "run":
-                current.update(run_id=payload["run_id"], round=None)
-            elif kind == "round":
-                current["round"] = payload["report"].round
+                on_event(event)
+            if isinstance(event, RunStarted):
+                current.update(run_id=event.run_id, round=None)
+            elif isinstance(event, RoundDone):
+                current["round"] = event.report.round
             else:
                 return
             self.publish_progress(current["run_id"], current["round"])
@@ -290,6 +312,10 @@ class Project:
         snapshot.publish(self.directory, Snapshot(
             pid=os.getpid(), written_at=snapshot.now(), run_id=run_id, round=round_no, status=status, runs=runs,
             rounds={run.id: self.rounds(run.id) for run in runs}, cost=self.cost()))
+
+    def distill_config(self, flags: dict[str, Any] | None = None) -> DistillConfig:
+        """A run's settings: DistillConfig's defaults < this project's [distill] table < `flags`."""
+        return DistillConfig.layered(self.config.distill, flags or {})
 
     def plan(self, config: DistillConfig) -> Plan:
         """What `distill(config)` would cost the teacher, from the prompts alone: nothing is sent."""
@@ -333,8 +359,6 @@ class Project:
 
     def load_student(self, student_id: int | None = None) -> tuple[Student, dict[str, Any]]:
         """A kept student (default: the best of the latest run) and its record."""
-        from kdstudio.loop import resolve_artifact
-
         self.check_label_set()
         kept = RunLog(self.store).students()
         if student_id is not None:
@@ -352,12 +376,16 @@ class Project:
 
     # -- human review ----------------------------------------------------------------------------------
 
-    def review_push(self, *, filter: str = "low-confidence", limit: int | None = None, below: float = 0.8,
+    def review_push(self, *, filter: str | None = None, limit: int | None = None, below: float | None = None,
                     backend: str = "labelstudio") -> PushReport:
         """Send teacher labels that no person has checked to the review backend, least certain first; a document
-        already there is not sent again."""
+        already there is not sent again. Settings not given come from the project's [review] table."""
         from kdstudio.review import PushReport, choose
 
+        defaults = self.config.review
+        filter = filter or defaults.filter
+        below = defaults.below if below is None else below
+        limit = defaults.limit if limit is None else limit
         self.check_label_set()
         reviewer = self.plugins.get("review_backend", backend).cls()
         store = ReviewStore(self.store)

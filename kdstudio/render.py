@@ -6,13 +6,20 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from kdstudio.export import ExportReport
-from kdstudio.loop import Plan, RoundReport, RunResult
 from kdstudio.money import usd
-from kdstudio.plugins import Plugins
-from kdstudio.project import Status
-from kdstudio.review import Agreement
-from kdstudio.store import RoundRow, RunRow, SpendRow
+from kdstudio.types import (
+    Agreement,
+    ExportReport,
+    Plan,
+    Plugins,
+    RoundReport,
+    RoundRow,
+    RunResult,
+    RunRow,
+    RunStarted,
+    SpendRow,
+    Status,
+)
 
 KIND_TITLES = {
     "selector": "Selectors", "teacher": "Teachers", "student": "Students", "exporter": "Exporters",
@@ -106,13 +113,13 @@ def simulated_banner() -> Text:
     return Text(" SIMULATED TEACHER: labels come from gold, not from an LLM ", "bold black on yellow")
 
 
-def budget_line(run_event: dict) -> str:
+def budget_line(run_event: RunStarted) -> str:
     """What a run is about to buy, said before it buys anything."""
-    config = run_event["config"]
+    config = run_event.config
     caps = [f"{config['budget_calls']} teacher calls" if config.get("budget_calls") is not None else "",
             f"{usd(config['budget_usd'])}" if config.get("budget_usd") is not None else ""]
     capped = " and ".join(c for c in caps if c)
-    return (f"buys up to {run_event['train_labels']} training labels and {run_event['val_labels']} validation labels "
+    return (f"buys up to {run_event.train_labels} training labels and {run_event.val_labels} validation labels "
             f"(one teacher call each; unusable answers are asked again and paid)"
             + (f"; every call, validation included, stops at {capped}" if capped else ""))
 

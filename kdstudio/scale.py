@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 
 from kdstudio.config import EmbeddingSettings
 from kdstudio.embeddings import EmbedReport, ProgressFn
+from kdstudio.engine import Engine, ShardTask, column_matrix, vectors_column
 from kdstudio.errors import KdError
-from kdstudio.interfaces import Engine, Student
-from kdstudio.jobs import EmbedJob, PredictJob, ScoreJob, ShardTask, column_matrix, vectors_column
+from kdstudio.interfaces import Student
+from kdstudio.jobs import EmbedJob, PredictJob, ScoreJob
 from kdstudio.store import Store
 from kdstudio.store.shards import export_missing_texts, export_pool, load_embeddings
 
@@ -126,7 +127,7 @@ class PoolScorer:
             directory = self.work / f"student-{round_no}"
             shutil.rmtree(directory, ignore_errors=True)
             student.save(directory)
-            self._job = (round_no, ScoreJob(student.name, str(directory), self.student_input))
+            self._job = (round_no, ScoreJob(type(student), str(directory), self.student_input))
         return self._job[1]
 
     def score_pool(self, student: Student, round_no: int, ids: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kdstudio.interfaces import Doc, GenerationRequest, TeachContext, Teacher, TeacherLabel
+from kdstudio.interfaces import Doc, GenerationRequest, SampleWriter, TeachContext, Teacher, TeacherLabel
 from kdstudio.money import usd
 from kdstudio.store import Ledger, request_hash
 
@@ -155,9 +155,13 @@ class TeacherRunner:
                                f"(last: {error or 'no label'})")
 
     def label(self, docs: Sequence[Doc], round: int | None = None,
-              on_label: Callable[[TeacherLabel], None] | None = None) -> TeachOutcome:
+              on_label: Callable[[TeacherLabel], None] | None = None,
+              difficulty: dict[str, float] | None = None) -> TeachOutcome:
+        """Label `docs` through the ledger; `difficulty` is the current student's uncertainty for this batch (for
+        teachers that read it)."""
         outcome = TeachOutcome()
-        requests = {doc.id: self.teacher.request(doc, self.context) for doc in docs}
+        context = self.context if difficulty is None else replace(self.context, difficulty=difficulty)
+        requests = {doc.id: self.teacher.request(doc, context) for doc in docs}
         hashes = {doc_id: request_hash(req) for doc_id, req in requests.items()}
         cached = self.ledger.cached(list(hashes.values()))
         to_send: list[Doc] = []
@@ -183,7 +187,7 @@ class TeacherRunner:
             outcome.stopped = self.budget.exhausted()
             return outcome
         gate = BudgetGate(self.budget)
-        answers = self.teacher.label(to_send, replace(self.context, gate=gate))
+        answers = self.teacher.label(to_send, replace(context, gate=gate))
         with first_interrupt_closes(gate) as interrupted:
             self._record_all(answers, gate, hashes, requests, round, on_label, outcome, len(docs))
         if interrupted.is_set():
@@ -229,7 +233,9 @@ class TeacherRunner:
     def generate(self, request: GenerationRequest, round: int | None) -> Generated:
         """One PGKD generation call through the ledger: a replayed request is served from it (its samples are
         re-linked to the run, nothing is paid twice); a new one is priced through the budget gate."""
-        key = self.teacher.generation_request(request, self.context)
+        writer = self.teacher
+        assert isinstance(writer, SampleWriter)  # the loop checks before the run starts
+        key = writer.generation_request(request, self.context)
         digest = request_hash(key)
         hit = self.ledger.cached_response(digest)
         if hit is not None:
@@ -240,7 +246,7 @@ class TeacherRunner:
         if reason := self.budget.exhausted():
             return Generated([], 0, 0, False, 0.0, reason, refused=True)
         gate = BudgetGate(self.budget)
-        result = self.teacher.generate(request, replace(self.context, gate=gate))
+        result = writer.generate(request, replace(self.context, gate=gate))
         if result is None:
             return Generated([], 0, 0, False, 0.0, gate.refused or "the teacher sent nothing", refused=True)
         stored = json.dumps({"samples": [{"text": t, "label": lab} for t, lab in result.samples],

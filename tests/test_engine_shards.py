@@ -12,9 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import fresh_copy, unembedded_slice
 
+from kdstudio.engine import Engine, ShardJob, ShardTask, run_shard
 from kdstudio.errors import KdError
-from kdstudio.interfaces import Engine
-from kdstudio.jobs import ShardJob, ShardTask, run_shard
 from kdstudio.project import Project
 
 MODEL = "all-MiniLM-L6-v2"

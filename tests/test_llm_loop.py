@@ -139,7 +139,7 @@ def test_a_cancelled_llm_run_records_what_was_in_flight_and_resumes_without_payi
                                                            "price_in": 1.0, "price_out": 2.0, "concurrency": 4},
                            seed_size=10, batch=10, budget_labels=40, val_limit=20)
     with Project.open(bbc) as project:
-        cancelled = project.distill(config, on_event=lambda kind, p: seen.append(kind),
+        cancelled = project.distill(config, on_event=lambda event: seen.append(event.kind),
                                     should_stop=lambda: seen.count("label") >= 35)
         assert cancelled.status == "cancelled"
         recorded = project.store.con.execute("SELECT count(*) FROM teacher_calls").fetchall()[0][0]
@@ -222,18 +222,19 @@ def test_a_run_killed_right_after_a_generation_replays_it_on_resume(bbc: Path, l
                            seed_size=10, batch=10, budget_labels=40, val_limit=20, generate="pgkd",
                            generate_samples=3)
 
-    def die_after_second_generation(kind: str, payload: dict) -> None:
-        if kind == "generated" and payload["round"] == 2:
+    def die_after_second_generation(event) -> None:
+        if event.kind == "generated" and event.round == 2:
             raise KeyboardInterrupt  # as if killed between the generation call and the end of the round
 
     with Project.open(bbc) as project, pytest.raises(KeyboardInterrupt):
         project.distill(config, on_event=die_after_second_generation)
     with Project.open(bbc) as project:
         assert project.latest_run().status == "cancelled"
-        replays: list[dict] = []
-        resumed = project.distill(resume=1, on_event=lambda kind, p: replays.append(p) if kind == "generated" else 0)
+        replays: list = []
+        resumed = project.distill(resume=1, on_event=lambda event: replays.append(event)
+                                  if event.kind == "generated" else 0)
         assert resumed.status == "finished" and [r.generated for r in resumed.rounds] == [0, 3, 3, 3]
-        assert [p["cached"] for p in replays] == [True, False]  # round 2 replayed from the ledger, round 3 new
+        assert [p.cached for p in replays] == [True, False]  # round 2 replayed from the ledger, round 3 new
     generations = [r for r in llm.requests() if r["schema"] == "generated_samples"]
     assert len(generations) == 3  # rounds 1, 2 and 3: none sent twice
     hashes = Counter(r["body"]["messages"][1]["content"] for r in generations)

@@ -46,7 +46,7 @@ def test_a_run_persists_rounds_metrics_labels_and_its_best_student(bbc: Path):
     events: list[str] = []
     with Project.open(bbc) as project:
         result = project.distill(simulated(selector="margin", seed_size=10, batch=10, budget_labels=50),
-                                 on_event=lambda kind, payload: events.append(kind))
+                                 on_event=lambda event: events.append(event.kind))
         assert result.status == "finished" and result.simulated
         assert result.stop_reason == "label budget reached (50/50)"
         assert [r.n_labels for r in result.rounds] == [10, 20, 30, 40, 50]
@@ -194,8 +194,8 @@ def test_finetuned_student_in_the_loop(bbc: Path):
 def test_cancel_leaves_a_resumable_run(bbc: Path):
     stop = {"now": False}
 
-    def on_event(kind, payload):
-        if kind == "round" and payload["report"].round == 1:
+    def on_event(event):
+        if event.kind == "round" and event.report.round == 1:
             stop["now"] = True
 
     with Project.open(bbc) as project:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from kdstudio.interfaces import LabelledSet
-from kdstudio.loop import _Pool
 from kdstudio.plugins import Plugins
+from kdstudio.pool_view import PoolView as _Pool
 from kdstudio.uncertainty import entropy, least_confidence, margin, uncertainty
 
 PLUGINS = Plugins.load()

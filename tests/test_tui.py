@@ -179,6 +179,48 @@ async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(tmp
         assert (tmp_path / "model" / "model.onnx").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_triage_keys_while_a_distill_worker_writes(tmp_path_factory):
+    directory = embedded_slice(tmp_path_factory.mktemp("tui-busy") / "bbc", limit=120, seed=6)
+    toml = directory / "kdstudio.toml"
+    # The project's own defaults: a slow simulated teacher, so that the run is still writing while keys are pressed.
+    toml.write_text(toml.read_text(encoding="utf-8") + '\n[distill]\nteacher = "oracle"\nbatch = 5\n'
+                    'budget_labels = 80\nval_limit = 10\nteacher_options = { delay = 0.05 }\n', encoding="utf-8")
+    with Project.open(directory) as project:
+        project.distill(project.distill_config({"teacher_options": {}, "budget_labels": 30}))
+        app = KdStudioApp(project)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("f5")
+            await pilot.pause()
+            assert app.query_one("#teacher").value == "oracle" and app.query_one("#batch").value == "5"
+            await pilot.click("#start")
+            log = app.query_one("#distill-log")
+            deadline = time.time() + 90
+            while not any("round   1" in str(line) for line in log.lines) and time.time() < deadline:
+                await pilot.pause(0.1)
+            await pilot.press("f4")  # reads through the app's cursor while the worker writes through its own
+            await pilot.pause()
+            triage = app.query_one("#triage-pane")
+            assert app.busy() and triage.queue
+            await pilot.press("s")
+            assert triage.at == 1
+            await pilot.press("1")  # a label would write: refused until the run ends
+            assert triage.at == 1 and human_labels(project) == []
+            await pilot.press("f5")
+            await pilot.click("#cancel")
+            while app.query_one("#distill-pane").running and time.time() < deadline:
+                await pilot.pause(0.1)
+            assert not app.busy()
+            await pilot.press("f4")
+            await pilot.pause()
+            first = app.query_one("#triage-pane").queue[0]
+            await pilot.press("1")
+            assert human_labels(project) == [(first.doc_id, project.labels[0])]
+        run = project.latest_run()
+        assert run.status == "cancelled" and run.config["teacher_options"] == {"delay": 0.05}
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_person_types_in_tmux(project_dir: Path):
     session = f"kdstudio-test-{os.getpid()}"

@@ -73,6 +73,9 @@ class RunLog:
         rows = self.con.execute("SELECT max(id) FROM runs").fetchall()
         return self.get(rows[0][0]) if rows[0][0] is not None else None
 
+    def update_config(self, run_id: int, config: dict[str, Any]) -> None:
+        self.con.execute("UPDATE runs SET config = ? WHERE id = ?", [json.dumps(config), run_id])
+
     def set_status(self, run_id: int, status: str, *, best_round: int | None = None,
                    stop_reason: str | None = None) -> None:
         finished = status != "running"

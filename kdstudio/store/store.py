@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from kdstudio.errors import KdError, ProjectLocked, ProjectNotFound, SchemaError
 from kdstudio.store.schema import LATEST_VERSION, MIGRATIONS
+from kdstudio.vectors import column_matrix, vectors_column
 
 DB_NAME = "kdstudio.duckdb"
 
@@ -41,7 +42,8 @@ def _damaged(path: Path, exc: duckdb.Error) -> SchemaError:
 
 
 class Store:
-    """One open project database. Not thread-safe: use one Store per thread (DuckDB cursors)."""
+    """One open project database. A Store is used by one thread at a time: another thread takes its own `cursor()`
+    (a DuckDB cursor: the same database, its own connection state and transactions)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
         self.con = con
@@ -93,6 +95,10 @@ class Store:
                 raise _lock_error(path, exc) from None
             raise _damaged(path, exc) from None
         return cls(con, path)
+
+    def cursor(self) -> Store:
+        """A Store for another thread over the same open database; closing it leaves this one open."""
+        return Store(self.con.cursor(), self.path)
 
     def close(self) -> None:
         self.con.close()
@@ -227,7 +233,7 @@ class Store:
         table = pa.table(
             {
                 "doc_id": pa.array(list(ids), pa.string()),
-                "vector": pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
+                "vector": vectors_column(vectors),
             }
         )
         self.con.register("_batch", table)
@@ -245,12 +251,7 @@ class Store:
         """Every stored vector of `model` as (ids, float32 matrix), read through Arrow without row loops."""
         table = self.con.sql("SELECT doc_id, vector FROM embeddings WHERE model = ? ORDER BY doc_id",
                              params=[model]).to_arrow_table()
-        ids = table.column("doc_id").to_pylist()
-        if not ids:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        vectors = table.column("vector").combine_chunks()
-        flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        return ids, flat.reshape(len(ids), -1)
+        return table.column("doc_id").to_pylist(), column_matrix(table.column("vector"))
 
     def vectors(self, model: str, ids: Sequence[str]) -> np.ndarray:
         """The stored vectors of `ids`, in the order given (every id must have one)."""
@@ -263,10 +264,7 @@ class Store:
             self.con.unregister("_vector_ids")
         if found.num_rows != len(ids):
             raise KdError(f"{len(ids) - found.num_rows} documents have no {model} vector", "run `kdstudio embed`")
-        if not len(ids):
-            return np.zeros((0, 0), dtype=np.float32)
-        flat = found.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return flat.astype(np.float32, copy=False).reshape(len(ids), -1)
+        return column_matrix(found.column("vector"))
 
     def import_sources(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT DISTINCT source FROM imports ORDER BY 1").fetchall()]

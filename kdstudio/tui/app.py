@@ -10,6 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
+from kdstudio.errors import KdError
 from kdstudio.project import Project
 from kdstudio.tui.panes import Corpus, Dashboard, Distill, Export, Pane, Review, Triage
 
@@ -65,14 +66,22 @@ class KdStudioApp(App[None]):
         self.refresh_pane("dashboard")
 
     def busy(self) -> bool:
-        """A distillation or an export is running in a worker thread; the project is its until it ends."""
+        """A distillation or an export is running in a worker thread, writing through its own cursor. Reading goes
+        on meanwhile; actions that write wait until it ends (see `refuse_while_busy`)."""
         return any(worker.is_running for worker in self.workers)
 
+    def refuse_while_busy(self, what: str) -> bool:
+        """True (and a notice) when `what` would write while a worker writes."""
+        if not self.busy():
+            return False
+        self.notify(f"a run is writing to the project: {what} waits until it ends", severity="warning")
+        return True
+
     def refresh_pane(self, tab: str) -> None:
-        if self.busy():
-            self.notify("a run is in progress: this tab refreshes when it ends", severity="information")
-            return
-        self.query_one(f"#{tab}-pane", Pane).refresh_data()
+        try:
+            self.query_one(f"#{tab}-pane", Pane).refresh_data()
+        except KdError as exc:  # e.g. the student being replaced by the run at this very moment
+            self.notify(exc.message, severity="error")
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id:

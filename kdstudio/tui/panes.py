@@ -16,7 +16,8 @@ from textual_plotext import PlotextPlot
 
 from kdstudio.errors import KdError
 from kdstudio.money import usd
-from kdstudio.project import DistillConfig, Filters, Project
+from kdstudio.project import Project
+from kdstudio.types import DistillConfig, Event, Filters, RoundDone, RunStarted
 
 # Keys that assign labels in triage: digits, then letters other than the triage commands (s, u, o).
 LABEL_KEYS = [*"123456789", *"abcdefghijklmnpqrtvwxyz"]
@@ -198,7 +199,7 @@ class Triage(Pane):
         self.query_one("#triage-text", Static).update(item.text)
 
     def _assign(self, label: str) -> None:
-        if self.at >= len(self.queue):
+        if self.at >= len(self.queue) or self.app.refuse_while_busy("labelling"):  # type: ignore[attr-defined]
             return
         label_id = self.project.set_label(self.queue[self.at].doc_id, label, annotator="tui")
         self.history.append((self.at, label_id))
@@ -221,7 +222,8 @@ class Triage(Pane):
             self.show()
 
     def action_undo(self) -> None:
-        if self.history:
+        if self.history and not (self.history[-1][1] is not None
+                                 and self.app.refuse_while_busy("undoing a label")):  # type: ignore[attr-defined]
             position, label_id = self.history.pop()
             if label_id is not None:
                 self.project.undo_label(label_id)
@@ -244,15 +246,15 @@ class Distill(Pane):
         self.running = False
 
     def compose(self) -> ComposeResult:
-        plugins = self.app.project.plugins  # type: ignore[attr-defined]
-        names = {kind: sorted(plugins.registered(kind)) for kind in ("teacher", "selector", "student")}
+        project: Project = self.app.project  # type: ignore[attr-defined]
+        names = {kind: sorted(project.plugins.registered(kind)) for kind in ("teacher", "selector", "student")}
+        defaults = project.distill_config()  # DistillConfig's defaults under the project's [distill] table
         with Horizontal(id="distill-form"):
-            yield Select([(x, x) for x in names["teacher"]], value="zeroshot", allow_blank=False, id="teacher")
-            yield Select([(x, x) for x in names["selector"]], value="margin", allow_blank=False, id="selector")
-            yield Select([(x, x) for x in names["student"]], value="logreg", allow_blank=False, id="student")
-            yield Input("200", placeholder="label budget", id="budget", type="integer")
-            yield Input("20", placeholder="batch", id="batch", type="integer")
-            yield Input(placeholder="max USD", id="usd", type="number")
+            for kind in ("teacher", "selector", "student"):
+                yield Select([(x, x) for x in names[kind]], value=getattr(defaults, kind), allow_blank=False, id=kind)
+            yield Input(_text(defaults.budget_labels), placeholder="label budget", id="budget", type="integer")
+            yield Input(_text(defaults.batch), placeholder="batch", id="batch", type="integer")
+            yield Input(_text(defaults.budget_usd), placeholder="max USD", id="usd", type="number")
         yield Input(placeholder="LLM model for teacher llm, e.g. openai/gpt-4o-mini (key from the environment)",
                     id="model")
         with Horizontal():
@@ -262,15 +264,16 @@ class Distill(Pane):
         yield RichLog(id="distill-log", wrap=True)  # no markup: run lines carry provider errors and labels
 
     def _config(self) -> DistillConfig:
-        teacher = str(self.query_one("#teacher", Select).value)
-        model = self.query_one("#model", Input).value.strip()
-        usd = self.query_one("#usd", Input).value.strip()
-        return DistillConfig(teacher=teacher, teacher_options={"model": model} if teacher == "llm" and model else {},
-                             selector=str(self.query_one("#selector", Select).value),
-                             student=str(self.query_one("#student", Select).value),
-                             budget_labels=int(self.query_one("#budget", Input).value or 200),
-                             batch=int(self.query_one("#batch", Input).value or 20),
-                             budget_usd=float(usd) if usd else None)
+        form = {key: self.query_one(f"#{key}", Input).value.strip() for key in ("model", "usd", "budget", "batch")}
+        flags: dict[str, Any] = {kind: str(self.query_one(f"#{kind}", Select).value)
+                                 for kind in ("teacher", "selector", "student")}
+        if flags["teacher"] == "llm" and form["model"]:
+            flags["teacher_options"] = {"model": form["model"]}
+        flags["budget_usd"] = float(form["usd"]) if form["usd"] else None
+        for key, setting in (("budget", "budget_labels"), ("batch", "batch")):
+            if form[key]:
+                flags[setting] = int(form[key])
+        return self.project.distill_config(flags)
 
     @on(Button.Pressed, "#start")
     def _start(self) -> None:
@@ -311,19 +314,20 @@ class Distill(Pane):
 
         log = self.query_one("#distill-log", RichLog)
 
-        def on_event(kind: str, payload: dict[str, Any]) -> None:
-            if kind == "run":
-                line: Text | str = Text.assemble((f"run {payload['run_id']}", "bold"),
-                                                 f" teacher {payload['teacher']}\n{budget_line(payload)}")
-            elif kind == "round":
-                line = round_line(payload["report"])
+        def on_event(event: Event) -> None:
+            if isinstance(event, RunStarted):
+                line: Text | str = Text.assemble((f"run {event.run_id}", "bold"),
+                                                 f" teacher {event.teacher}\n{budget_line(event)}")
+            elif isinstance(event, RoundDone):
+                line = round_line(event.report)
             else:
                 return
             self.app.call_from_thread(log.write, line)
 
         try:
-            result = self.project.distill(config, resume=resume, on_event=on_event,
-                                          should_stop=lambda: self.stop_requested)
+            with self.project.for_worker() as project:
+                result = project.distill(config, resume=resume, on_event=on_event,
+                                         should_stop=lambda: self.stop_requested)
             message = Text.assemble((f"run {result.run_id} {result.status}", "bold"), f": {result.stop_reason}")
         except KdError as exc:
             message = Text(exc.message, "red")
@@ -350,6 +354,9 @@ class Review(Pane):
     @on(Button.Pressed)
     def _act(self, event: Button.Pressed) -> None:
         log = self.query_one("#review-log", RichLog)
+        if event.button.id in ("push", "pull") and self.app.refuse_while_busy(  # type: ignore[attr-defined]
+                f"review {event.button.id}"):
+            return
         try:
             if event.button.id == "push":
                 r = self.project.review_push()
@@ -392,6 +399,8 @@ class Export(Pane):
         if choice is Select.NULL:
             self.app.notify("no student to export yet: distill first", severity="warning")
             return
+        if self.app.refuse_while_busy("export"):  # type: ignore[attr-defined]
+            return
         self.query_one("#card", Markdown).update("exporting…")
         # A relative folder is inside the project, wherever the TUI was started from.
         out = self.project.directory / (self.query_one("#out", Input).value.strip() or "model")
@@ -400,13 +409,18 @@ class Export(Pane):
     @work(thread=True, exclusive=True)
     def _run(self, student_id: int, out: str, int8: bool) -> None:
         try:
-            report = self.project.export(out, student_id=student_id, quantize="int8" if int8 else None)
+            with self.project.for_worker() as project:
+                report = project.export(out, student_id=student_id, quantize="int8" if int8 else None)
             text = report.card.read_text(encoding="utf-8")
         except KdError as exc:
             text = "**Error:**\n\n" + _verbatim(exc.message + (f"\nFix: {exc.fix}" if exc.fix else ""))
         except Exception as exc:  # the app must stay up; the message says what went wrong
             text = "**Export failed:**\n\n" + _verbatim(f"{type(exc).__name__}: {exc}")
         self.app.call_from_thread(self.query_one("#card", Markdown).update, text)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _verbatim(text: str) -> str:

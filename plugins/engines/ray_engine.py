@@ -15,9 +15,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from kdstudio.component import Option
+from kdstudio.engine import Engine, ShardJob, ShardTask, run_shard
 from kdstudio.errors import KdError, MissingPackage
-from kdstudio.interfaces import Engine, Option
-from kdstudio.jobs import ShardJob, ShardTask, run_shard
 
 
 def _host_port(address: str) -> tuple[str, int] | None:

@@ -3,15 +3,29 @@ probabilities over the whole label set even when some classes have one example o
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 
-from kdstudio.interfaces import ExportUnsupported, Option, Student
+from kdstudio.errors import KdError
+from kdstudio.interfaces import Option, Student
 
-ARTIFACT = "student.joblib"
+META = "student.json"
+ESTIMATOR = "estimator.skops"
+LEGACY = "student.joblib"
+# The only types a saved head may hold beyond what skops trusts by default (numpy, builtins, plain sklearn
+# estimators): a file naming any other type is refused before anything in it is built, so that opening somebody
+# else's project never runs their code.
+TRUSTED = [
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "kdstudio_plugins.students.heads._WeightedLDA",
+    "kdstudio_plugins.students.heads._SoftmaxMargins",
+]
 
 
 def expand_soft_labels(X: np.ndarray, soft: np.ndarray, weight: np.ndarray,
@@ -67,7 +81,7 @@ class EmbeddingHead(Student):
     def onnx_graph(self, opset: int) -> Any:
         from kdstudio_plugins.students import onnx_heads
 
-        dim = getattr(self, "dim_", None) or self._input_dim()
+        dim = self.dim_
         if self.constant_ is not None:
             return onnx_heads.constant(dim, self.n_classes_, self.constant_, opset)
         model = self.model_
@@ -82,22 +96,42 @@ class EmbeddingHead(Student):
             head = onnx_heads.sklearn_head(model, dim, opset)
         return onnx_heads.onto_label_set(head, np.asarray(model.classes_), self.n_classes_)
 
-    def _input_dim(self) -> int:
-        # Students saved before `dim_` was recorded still know it through their fitted model.
-        model = self.model_
-        inner = model.svm if isinstance(model, _SoftmaxMargins) else model
-        dim = getattr(inner, "n_features_in_", None) or getattr(getattr(inner, "coef_", None), "shape", (0, 0))[1]
-        if not dim:
-            raise ExportUnsupported("this student does not record its input size", "distill it again, then export")
-        return int(dim)
-
     def save(self, directory: Path) -> None:
+        import skops.io
+
         directory.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self, directory / ARTIFACT)
+        if self.model_ is not None:
+            skops.io.dump(self.model_, directory / ESTIMATOR)
+        options = {o.name: getattr(self, o.name) for o in self.options}
+        meta = {"student": self.name, "options": options, "n_classes": self.n_classes_, "dim": self.dim_,
+                "constant": self.constant_}
+        (directory / META).write_text(json.dumps(meta), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path) -> Student:
-        return joblib.load(directory / ARTIFACT)
+        if not (directory / META).exists():
+            hint = ("it was saved by an older kdstudio as a pickle, which could run code when loaded"
+                    if (directory / LEGACY).exists() else "the folder holds no saved student")
+            raise KdError(f"refusing to load the student in {directory}: {hint}",
+                          "distill again to save it in the safe format")
+        meta = json.loads((directory / META).read_text(encoding="utf-8"))
+        student = cls(**meta["options"])
+        student.n_classes_, student.dim_, student.constant_ = meta["n_classes"], meta["dim"], meta["constant"]
+        student.model_ = None if student.constant_ is not None else _load_estimator(directory / ESTIMATOR)
+        return student
+
+
+def _load_estimator(path: Path) -> Any:
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        return skops.io.load(path, trusted=TRUSTED)
+    except UntrustedTypesFoundException as exc:
+        raise KdError(f"refusing to load {path}: it holds types a kdstudio student never uses ({exc})",
+                      "only load students this project saved; distill again") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise KdError(f"the student file {path} cannot be read: {exc}", "distill again") from None
 
 
 class LogisticRegressionStudent(EmbeddingHead):

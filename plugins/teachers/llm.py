@@ -16,6 +16,7 @@ from kdstudio.interfaces import (
     GeneratedSamples,
     GenerationRequest,
     Option,
+    SampleWriter,
     SpendGate,
     TeachContext,
     Teacher,
@@ -34,7 +35,7 @@ from kdstudio_plugins.teachers.transport import (
 )
 
 
-class LLMTeacher(Teacher):
+class LLMTeacher(Teacher, SampleWriter):
     """Any LLM through litellm (--model PROVIDER/MODEL, --api-base for local servers); JSON answers, priced calls."""
 
     name = "llm"
@@ -79,10 +80,6 @@ class LLMTeacher(Teacher):
     @property
     def model_name(self) -> str:
         return self.model
-
-    @property
-    def can_generate(self) -> bool:
-        return True
 
     # -- what is sent ----------------------------------------------------------------------------------
 

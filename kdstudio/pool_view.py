@@ -1,0 +1,76 @@
+"""The selector's view of the unlabelled pool (kdstudio.interfaces.SelectionContext)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from kdstudio.errors import KdError
+from kdstudio.interfaces import Student
+from kdstudio.scale import PoolScorer, features_table
+
+
+class PoolView:
+    """The selector's view of the unlabelled pool (positions index `ids`). With a `scorer` (an engine), scoring runs
+    on the engine's workers: the whole pool as one shard job, anything smaller as a stream of chunks."""
+
+    def __init__(self, ids: np.ndarray, features: Callable[[list[str]], Any],
+                 vectors: Callable[[list[str]], np.ndarray], labelled: list[str], student: Student | None,
+                 labels: list[str], round: int, rng: np.random.Generator, scorer: PoolScorer | None = None) -> None:
+        self.ids = ids
+        self.n_pool = len(ids)
+        self.n_classes = len(labels)
+        self.labels = labels
+        self.round = round
+        self.rng = rng
+        self.has_student = student is not None
+        self.scored = 0
+        self._features = features
+        self._vectors = vectors
+        self._labelled = labelled
+        self._student = student
+        self._scorer = scorer
+        self._pool_vectors: np.ndarray | None = None
+
+    def _require_student(self) -> Student:
+        if self._student is None:
+            raise KdError("no student to score with yet")
+        return self._student
+
+    def score(self, positions: np.ndarray) -> np.ndarray:
+        student = self._require_student()
+        positions = np.asarray(positions)
+        if self._scorer is not None and len(positions) == self.n_pool and self.n_pool:
+            self.scored += len(positions)
+            return self._scorer.score_pool(student, self.round, self.ids[positions])
+        chunks = (positions[start:start + 65536] for start in range(0, len(positions), 65536))  # bounded memory
+        out = [probs for _, probs in self.score_stream(chunks)]
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes))
+
+    def score_stream(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        student = self._require_student()
+        if self._scorer is None:
+            for positions in chunks:
+                self.scored += len(positions)
+                yield positions, student.predict_proba(self._features(self.ids[positions].tolist()))
+            return
+        scorer = self._scorer
+
+        def with_features() -> Iterator[tuple[np.ndarray, Any]]:
+            for positions in chunks:
+                self.scored += len(positions)  # counted when sent: work ahead that is never used is paid too
+                ids = self.ids[positions].tolist()
+                yield positions, features_table(ids, self._features(ids), student.input)
+
+        yield from scorer.score_stream(student, self.round, with_features())
+
+    def pool_vectors(self) -> np.ndarray:
+        # Built once per round: diversity selectors ask for it more than once.
+        if self._pool_vectors is None:
+            self._pool_vectors = self._vectors(self.ids.tolist())
+        return self._pool_vectors
+
+    def labelled_vectors(self) -> np.ndarray:
+        return self._vectors(self._labelled)

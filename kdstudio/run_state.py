@@ -1,0 +1,84 @@
+"""What a run carries from round to round, and how it is rebuilt from the run log: resuming is `restore` over the
+saved rounds, a pure function."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdstudio.interfaces import Student
+from kdstudio.store import RoundRow
+
+
+@dataclass
+class RoundReport:
+    round: int
+    n_selected: int
+    n_labels: int
+    failed: int
+    cost_usd: float
+    calls: int
+    scored: int
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+    best: bool
+    generated: int = 0
+
+    @classmethod
+    def from_row(cls, row: RoundRow) -> RoundReport:
+        m = row.metrics
+        return cls(row.round, m.get("n_selected", 0), row.n_labels or 0, m.get("failed", 0), row.cost_usd or 0.0,
+                   m.get("calls", 0), row.scored or 0, m, row.timings, bool(m.get("best")), m.get("generated", 0))
+
+
+@dataclass
+class Trained:
+    """A round's student and what it was trained on: the document ids, and every label of the run by id."""
+
+    student: Student
+    train_ids: list[str]
+    labelled: dict[str, Any]
+
+
+@dataclass
+class RunState:
+    """Everything that changes as a run goes on. `selected` holds every document bought for training so far, with
+    the score it was selected with; `pending` is a round whose selection was saved but that never finished (it is
+    redone with its own batch); `trained` is the latest student, the one the next selection scores with."""
+
+    run_id: int
+    round_no: int = 0
+    reports: list[RoundReport] = field(default_factory=list)
+    selected: list[dict[str, Any]] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_round: int | None = None
+    since_best: int = 0
+    pending: RoundRow | None = None
+    selector_state: dict[str, Any] | None = None
+    trained: Trained | None = None
+    stop_reason: str = ""
+
+    @property
+    def chosen(self) -> set[str]:
+        return {s["id"] for s in self.selected}
+
+
+def restore(run_id: int, history: list[RoundRow]) -> RunState:
+    """The state a run was in after its last saved step (its student aside, which is retrained from the labels)."""
+    reports = [RoundReport.from_row(row) for row in history if row.phase == "done"]
+    since_best = 0
+    for report in reports:
+        since_best = 0 if report.best else since_best + 1
+    pending = history[-1] if history and history[-1].phase == "selected" else None
+    return RunState(
+        run_id=run_id,
+        round_no=history[-1].round + (0 if pending else 1) if history else 0,
+        reports=reports,
+        selected=[item for row in history if row.phase == "done" for item in row.selected],
+        best_loss=min((r.metrics.get("val", {}).get("log_loss", math.inf) for r in reports), default=math.inf),
+        best_round=([r.round for r in reports if r.best] or [None])[-1],
+        since_best=since_best,
+        pending=pending,
+        selector_state=history[-1].selector_state if history else None,
+    )

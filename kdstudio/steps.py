@@ -1,0 +1,346 @@
+"""The steps of a round (select, teach, generate, train, evaluate, keep), each a function of the run's fixed
+context and its state. Every step persists what it did before the next begins (see kdstudio.loop)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdstudio.errors import KdError, RunFailed, TeacherFailing
+from kdstudio.evaluation import evaluate
+from kdstudio.events import EventFn, Labelled, RoundDone, SamplesGenerated, Teaching
+from kdstudio.interfaces import Doc, LabelledSet, Selection, Selector, Student, TeachContext, Teacher
+from kdstudio.pgkd import generation_request
+from kdstudio.pool_view import PoolView
+from kdstudio.run_state import RoundReport, RunState, Trained
+from kdstudio.scale import PoolScorer
+from kdstudio.store import Ledger, RunLog, Store
+from kdstudio.teaching import Generated, TeacherRunner, TeachOutcome
+from kdstudio.uncertainty import uncertainty
+from kdstudio.vector_index import VectorIndex
+
+
+@dataclass(frozen=True)
+class Components:
+    teacher: Teacher
+    selector: Selector
+    seed_selector: Selector
+    student_cls: type[Student]
+
+
+@dataclass
+class RunContext:
+    """What stays the same for the whole run: its settings, its parts and the data it reads."""
+
+    run_id: int
+    config: Any  # DistillConfig
+    labels: list[str]
+    parts: Components
+    store: Store
+    ledger: Ledger
+    runs: RunLog
+    index: VectorIndex
+    runner: TeacherRunner
+    students_dir: Path
+    val_ids: list[str]
+    test_ids: list[str]
+    gold: dict[str, str]
+    pool_ids: list[str]  # imported pool documents: generated ones are never selected, they come with a label
+    emit: EventFn
+    should_stop: Callable[[], bool]
+    encode: Callable[[list[str]], np.ndarray] | None = None
+    embedding_model: str = ""
+    scorer: PoolScorer | None = None
+    label_index: dict[str, int] = field(init=False)
+    pool_set: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.label_index = {label: i for i, label in enumerate(self.labels)}
+        self.pool_set = set(self.pool_ids)
+
+    def features(self, ids: list[str]) -> Any:
+        """What the student reads for these documents: their vectors, or their texts."""
+        return self.index.vectors(ids) if self.parts.student_cls.input == "embeddings" else self.store.texts(ids)
+
+    def resume_fix(self) -> str:
+        return (f"fix the teacher (key, model, server), then continue with `kdstudio distill --resume --run "
+                f"{self.run_id}`; the answers already paid for are reused")
+
+
+@dataclass
+class Batch:
+    """A round's selection: the documents with their selection scores, and how many candidates were scored."""
+
+    items: list[dict[str, Any]]
+    scored: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return [s["id"] for s in self.items]
+
+
+def slice_ids(ids: list[str], limit: int | None, rng: np.random.Generator) -> list[str]:
+    if limit is None or len(ids) <= limit:
+        return ids
+    return sorted(rng.choice(ids, size=limit, replace=False).tolist())
+
+
+# -- select ----------------------------------------------------------------------------------------------------
+
+
+def select(ctx: RunContext, state: RunState) -> Batch:
+    """The round's documents: a saved selection that was never finished is taken as it was; otherwise the seed
+    selector (round 0) or the selector chooses, and the choice is saved before any teacher call."""
+    if state.pending is not None:
+        pending, state.pending = state.pending, None
+        return Batch(pending.selected, pending.scored or 0)
+    started = time.perf_counter()
+    config, round_no = ctx.config, state.round_no
+    rows = ctx.index.free_rows(state.chosen | set(ctx.ledger.human_labelled()))
+    free = ctx.index.ids[rows]
+    want = config.seed_size if round_no == 0 else config.batch
+    if config.budget_labels is not None:
+        want = min(want, config.budget_labels - len(state.selected))
+    pool = PoolView(free, ctx.features, ctx.index.vectors, [s["id"] for s in state.selected],
+                    state.trained.student if state.trained else None, ctx.labels, round_no,
+                    np.random.default_rng([config.seed, round_no]), ctx.scorer)
+    chooser = ctx.parts.seed_selector if round_no == 0 else ctx.parts.selector
+    # A pure PGKD run (--batch 0) buys no new documents after the seed: its data is generated.
+    choice: Selection = chooser.select(pool, want) if want > 0 else Selection([], [])
+    items = [{"id": str(free[p]), "score": None if s is None or math.isnan(s) else float(s)}
+             for p, s in zip(choice.positions, choice.scores, strict=True)]
+    scored = max(choice.scored, pool.scored)
+    ctx.runs.save_selection(ctx.run_id, round_no, chooser.name, items, scored, ctx.parts.selector.state_dict())
+    return Batch(items, scored, {"select_s": time.perf_counter() - started})
+
+
+# -- teach and generate ----------------------------------------------------------------------------------------
+
+
+def teach(ctx: RunContext, state: RunState, batch: Batch) -> TeachOutcome:
+    """The teacher's labels for the batch, each recorded as it arrives; a teacher that fails on and on stops the
+    run as failed."""
+    started = time.perf_counter()
+    ids = batch.ids
+    difficulty = None
+    if state.trained is not None and ctx.parts.teacher.wants_difficulty:
+        probs = state.trained.student.predict_proba(ctx.features(ids))
+        difficulty = dict(zip(ids, uncertainty(probs, "entropy"), strict=True))
+    docs = [Doc(d, t) for d, t in zip(ids, ctx.store.texts(ids), strict=True)]
+    ctx.emit(Teaching(state.round_no, len(docs)))
+    outcome = ctx.runner.label(docs, round=state.round_no, difficulty=difficulty,
+                               on_label=lambda a, r=state.round_no: ctx.emit(Labelled(r, a.doc_id)))
+    batch.timings["teach_s"] = time.perf_counter() - started
+    if outcome.failing:
+        raise TeacherFailing(outcome.failing, ctx.resume_fix())
+    return outcome
+
+
+def label_validation(ctx: RunContext) -> None:
+    """The validation set is labelled by the teacher once (cached, so a resume pays nothing again)."""
+    if not ctx.val_ids:
+        return
+    checked = ctx.runner.label([Doc(d, t) for d, t in zip(ctx.val_ids, ctx.store.texts(ctx.val_ids), strict=True)],
+                               round=None)
+    if checked.failing:
+        raise TeacherFailing(checked.failing, ctx.resume_fix())
+
+
+def generate(ctx: RunContext, state: RunState, outcome: TeachOutcome, batch: Batch) -> int:
+    """PGKD: the last student's errors and validation report go to the teacher, which writes new samples; they are
+    stored as synthetic pool documents (never val or test), embedded, and trained on from now on. Returns how many
+    were kept; a budget that refuses the call ends the run after this round."""
+    config = ctx.config
+    if not (config.generate and state.trained is not None and state.reports):
+        return 0
+    started = time.perf_counter()
+    trained, last = state.trained, state.reports[-1]
+    y = np.array([ctx.label_index[trained.labelled[d].label] for d in trained.train_ids])
+    request = generation_request(trained.student.predict_proba(ctx.features(trained.train_ids)), y,
+                                 ctx.store.texts(trained.train_ids), ctx.labels,
+                                 last.metrics.get("val", {}).get("per_class"), config.pgkd,
+                                 np.random.default_rng([config.seed, state.round_no, 31]))
+    made = ctx.runner.generate(request, round=state.round_no)
+    _embed_new(ctx, made)
+    ctx.emit(SamplesGenerated(state.round_no, len(made.doc_ids), made.duplicates, made.rejected, made.cached,
+                              made.error))
+    batch.timings["generate_s"] = time.perf_counter() - started
+    if made.refused:
+        outcome.stopped = outcome.stopped or made.error
+    return len(made.doc_ids)
+
+
+def _embed_new(ctx: RunContext, made: Generated) -> None:
+    fresh = ctx.index.missing(made.doc_ids)
+    if not fresh:
+        return
+    if ctx.encode is None:
+        raise KdError("generated samples need embedding, and this run has no encoder")
+    vectors = ctx.encode(ctx.store.texts(fresh))
+    ctx.store.save_embeddings(ctx.embedding_model, fresh, vectors)
+    ctx.index.append(fresh, vectors)
+
+
+# -- train, evaluate, keep -------------------------------------------------------------------------------------
+
+
+def train(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int) -> Trained | None:
+    """A fresh student fitted on the run's labels for the selected documents, plus human-labelled pool ones and the
+    samples the run generated up to `upto_round`; None when there is not a single label."""
+    labelled = ctx.ledger.run_labels(ctx.run_id)
+    chosen = {s["id"] for s in selected}
+    synthetic = set(ctx.ledger.run_synthetic(ctx.run_id, upto_round))
+    scores = {s["id"]: s["score"] for s in selected}
+    # Sorted: the SQL returns rows in no fixed order, and the same data in another order can train a (very
+    # slightly) different student, so that a resumed run would drift from an uninterrupted one.
+    train_ids = sorted(d for d in labelled if d in synthetic or (
+        d in ctx.pool_set and (d in chosen or labelled[d].source == "human")))
+    if not train_ids:
+        return None
+    y = np.array([ctx.label_index[labelled[d].label] for d in train_ids])
+    train_set = LabelledSet(
+        y=y,
+        confidence=np.array([np.nan if labelled[d].confidence is None else labelled[d].confidence
+                             for d in train_ids], dtype=float),
+        selection_score=np.array([np.nan if scores.get(d) is None else scores[d] for d in train_ids], dtype=float),
+        human=np.array([labelled[d].source == "human" for d in train_ids]),
+    )
+    soft = _soft_labels(ctx, labelled, train_ids, y) if ctx.config.soft_labels else None
+    weights = ctx.parts.selector.training_weights(train_set)
+    student = ctx.parts.student_cls(**ctx.config.student_options)
+    student.fit(ctx.features(train_ids), y, len(ctx.labels), sample_weight=weights, soft_labels=soft)
+    return Trained(student, train_ids, labelled)
+
+
+def _soft_labels(ctx: RunContext, labelled: dict[str, Any], train_ids: list[str], y: np.ndarray) -> np.ndarray:
+    """The teacher's probabilities where it gave them; one-hot for people and for answers without them."""
+    soft = np.eye(len(ctx.labels))[y]
+    for i, d in enumerate(train_ids):
+        probs = labelled[d].probs
+        if probs and labelled[d].source == "teacher":
+            row = np.array([probs.get(label, 0.0) for label in ctx.labels])
+            if row.sum() > 0:
+                soft[i] = row / row.sum()
+    return soft
+
+
+def train_or_fail(ctx: RunContext, state: RunState, outcome: TeachOutcome, batch: Batch) -> Trained:
+    started = time.perf_counter()
+    trained = train(ctx, state.selected, state.round_no)
+    if trained is None:
+        if outcome.stopped:  # a budget ran out before a single training label was bought
+            raise RunFailed(f"{outcome.stopped} before any training label was bought",
+                            "give a larger budget (validation labels are paid from it too; see --val-size) "
+                            f"and resume: `kdstudio distill --resume --run {ctx.run_id} --budget-usd ...`")
+        raise TeacherFailing("the teacher returned no usable label for any document of this run", ctx.resume_fix())
+    batch.timings["train_s"] = time.perf_counter() - started
+    return trained
+
+
+def evaluate_student(ctx: RunContext, trained: Trained) -> dict[str, Any]:
+    """Validation metrics against the teacher's labels, test metrics against gold, and the teacher's own accuracy
+    where gold is known."""
+    student, labelled = trained.student, trained.labelled
+    metrics: dict[str, Any] = {}
+    val = [d for d in ctx.val_ids if d in labelled]
+    if val:
+        y = np.array([ctx.label_index[labelled[d].label] for d in val])
+        metrics["val"] = evaluate(y, student.predict_proba(ctx.features(val)), ctx.labels)
+    if ctx.test_ids:
+        y = np.array([ctx.label_index[ctx.gold[d]] for d in ctx.test_ids])
+        metrics["test"] = evaluate(y, student.predict_proba(ctx.features(ctx.test_ids)), ctx.labels)
+    judged = [d for d, lab in labelled.items() if lab.source == "teacher" and d in ctx.gold]
+    if judged:
+        metrics["teacher_accuracy"] = float(np.mean([labelled[d].label == ctx.gold[d] for d in judged]))
+        metrics["teacher_judged"] = len(judged)
+    return metrics
+
+
+def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutcome, batch: Batch,
+         generated: int) -> RunState:
+    """Evaluate the round's student, keep it on disk if it is the run's best so far, and save the round."""
+    started = time.perf_counter()
+    metrics = evaluate_student(ctx, trained)
+    batch.timings["eval_s"] = time.perf_counter() - started
+    loss = metrics.get("val", {}).get("log_loss", math.inf)
+    is_best = loss < state.best_loss or state.best_round is None or not ctx.val_ids
+    if is_best:
+        state.best_loss, state.best_round, state.since_best = loss, state.round_no, 0
+        keep_student(ctx, state.round_no, trained.student, metrics, len(trained.train_ids))
+    else:
+        state.since_best += 1
+    usd, calls = ctx.ledger.run_spend(ctx.run_id)
+    report = RoundReport(state.round_no, len(state.selected), len(trained.train_ids), len(outcome.failed), usd,
+                         calls, batch.scored, metrics, batch.timings, is_best, generated)
+    ctx.runs.finish_round(ctx.run_id, state.round_no, n_labels=len(trained.train_ids), cost_usd=usd,
+                          metrics={**metrics, "best": is_best, "n_selected": len(state.selected),
+                                   "failed": len(outcome.failed), "calls": calls, "generated": generated},
+                          timings=batch.timings, selector_state=ctx.parts.selector.state_dict())
+    state.reports.append(report)
+    state.trained = trained
+    ctx.emit(RoundDone(report))
+    return state
+
+
+def keep_student(ctx: RunContext, round_no: int, student: Student, metrics: dict[str, Any], n_train: int) -> None:
+    """Only the best student of a run is kept on disk; a better one replaces it."""
+    drop_students(ctx.runs, ctx.students_dir.parent, ctx.run_id)
+    relative = Path(ctx.students_dir.name) / f"run-{ctx.run_id}" / f"round-{round_no}"
+    student.save(ctx.students_dir.parent / relative)
+    summary: dict[str, Any] = {
+        split: {m: metrics[split][m] for m in ("accuracy", "macro_f1", "log_loss") if m in metrics[split]}
+        for split in ("val", "test") if split in metrics}
+    summary["n_train"] = n_train
+    # Stored relative to the project, so that the project can be opened from anywhere (and moved).
+    ctx.runs.save_student(ctx.run_id, round_no, ctx.config.student, ctx.config.student_options, summary,
+                          relative.as_posix())
+
+
+def drop_students(runs: RunLog, project_dir: Path, run_id: int) -> None:
+    for student_id, _, _, _, path, _ in runs.students(run_id):
+        shutil.rmtree(resolve_artifact(project_dir, path), ignore_errors=True)
+        runs.delete_student(student_id)
+
+
+def resolve_artifact(project_dir: Path, stored: str) -> Path:
+    """A kept student's folder from the path stored for it: relative to the project (older versions stored it
+    absolute, or relative to the directory distill was started in)."""
+    path = Path(stored)
+    if path.is_absolute():
+        return path
+    inside = project_dir / path
+    return inside if inside.exists() or not path.exists() else path
+
+
+# -- the teacher's context ---------------------------------------------------------------------------------------
+
+
+def teach_context(ledger: Ledger, teacher: Teacher, seed: int, labels: list[str], descriptions: dict[str, str],
+                  gold: dict[str, str], **embedding: Any) -> TeachContext:
+    """What the teacher is told besides the documents; few-shot examples are drawn once per run, balanced over the
+    classes, so that the same run always builds the same prompts (and cache keys)."""
+    examples: list[tuple[str, str, str]] = []
+    wanted = teacher.examples_wanted
+    if wanted:
+        rows = ledger.labelled_examples()
+        humans = dict(ledger.human_examples())
+        order = np.random.default_rng([seed, 104729]).permutation(len(rows))
+        # Human labels first, then round-robin over the classes.
+        ranked = sorted(order.tolist(), key=lambda i: rows[i][0] not in humans)
+        per_class: dict[str, list[int]] = {}
+        for i in ranked:
+            per_class.setdefault(rows[i][2], []).append(i)
+        queues = [per_class[x] for x in labels if x in per_class]
+        while len(examples) < wanted and any(queues):
+            for q in queues:
+                if q and len(examples) < wanted:
+                    examples.append(rows[q.pop(0)])
+    return TeachContext(labels, descriptions, gold if teacher.simulated else {}, examples=examples, **embedding)

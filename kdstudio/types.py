@@ -1,0 +1,24 @@
+"""The façade's vocabulary: every type the CLI, the TUI and `render` see, and the parsers that turn a user's words
+into them. Those layers import from here and from kdstudio.project, never from the modules below (the loop, the
+store, the plugin registry), so that the core can be rearranged without touching them."""
+
+from __future__ import annotations
+
+from kdstudio.config import Label, parse_labels_option, read_labels_file
+from kdstudio.engine import Engine
+from kdstudio.events import Event, EventFn, Labelled, RoundDone, RunDone, RunStarted, SamplesGenerated, Teaching
+from kdstudio.export import ExportReport
+from kdstudio.loop import DistillConfig, Plan, RoundReport, RunResult
+from kdstudio.plugins import Plugins, Registered, get_plugins
+from kdstudio.project import ProgressView, Status, TriageItem
+from kdstudio.review import Agreement, PullReport, PushReport
+from kdstudio.store import ImportOptions, ImportReport, RoundRow, RunRow, SpendRow, parse_split_option
+from kdstudio.store.browse import Filters, Page
+
+__all__ = [
+    "Agreement", "DistillConfig", "Engine", "Event", "EventFn", "ExportReport", "Filters", "ImportOptions",
+    "ImportReport", "Label", "Labelled", "Page", "Plan", "Plugins", "ProgressView", "PullReport", "PushReport",
+    "Registered", "RoundDone", "RoundReport", "RoundRow", "RunDone", "RunResult", "RunRow", "RunStarted",
+    "SamplesGenerated", "SpendRow", "Status", "Teaching", "TriageItem", "get_plugins", "parse_labels_option",
+    "parse_split_option", "read_labels_file",
+]
