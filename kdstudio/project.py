@@ -275,7 +275,8 @@ class Project:
                 overrides: dict[str, Any] | None = None, on_event: EventFn | None = None,
                 should_stop: Callable[[], bool] | None = None,
                 on_embed_progress: ProgressFn | None = None, engine: Engine | None = None) -> RunResult:
-        """Start a run with `config`, or resume run `resume` (with optional budget `overrides`). With `engine`,
+        """Start a run with `config`, or resume run `resume` (`overrides`: settings given again; see
+        kdstudio.loop.resume_config for what a resume applies and what it refuses). With `engine`,
         embedding and pool scoring run there; the results are the same."""
         self.check_label_set()
         self.embed(on_embed_progress, engine=engine)  # a no-op when every document has its vector
