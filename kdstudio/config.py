@@ -61,7 +61,7 @@ class ProjectConfig:
         for label in self.labels:
             entry = {"name": label.name, **({"description": label.description} if label.description else {})}
             parts.append("[[labels]]\n" + tomli_w.dumps(entry))
-        parts.append(tomli_w.dumps({"embed": {
+        parts.append(tomli_w.dumps({"embedding": {
             "model": self.embedding.model,
             "max_length": self.embedding.max_length,
             "batch_size": self.embedding.batch_size,
@@ -90,8 +90,8 @@ class ProjectConfig:
                 f"{path} is malformed ({exc})", "each [[labels]] entry needs a name; see README.md"
             ) from None
         validate_labels(labels, str(path))
-        # [embedding] is what versions before 0.2 wrote.
-        embedding = _section(EmbeddingSettings, data.get("embed", data.get("embedding", {})), path, "embed")
+        # [embedding] is the section kdstudio writes; [embed] is accepted as its short name.
+        embedding = _section(EmbeddingSettings, data.get("embedding", data.get("embed", {})), path, "embedding")
         review = _section(ReviewSettings, data.get("review", {}), path, "review")
         distill = data.get("distill", {})
         if not isinstance(distill, dict):
