@@ -115,15 +115,19 @@ class DistillConfig:
         defaults = cls()
         for name, value in project.items():
             default = getattr(defaults, name)
-            wanted = (int, float) if isinstance(default, float) or name == "budget_usd" else \
-                type(default) if default is not None and name != "val_limit" else \
-                (str if name in ("target", "generate") else int)
+            wanted = _TOML_TYPES.get(name) or ((int, float) if isinstance(default, float) else type(default))
             if name == "val_limit" and value == "auto":
                 continue
             if isinstance(value, bool) != (wanted is bool) or not isinstance(value, wanted):
                 raise ConfigError(f"[distill] {name} = {value!r} in kdstudio.toml is not a {_kind(wanted)}",
                                   f"the default is {default!r}")
         return cls(**{**project, **flags})
+
+
+# The TOML types of the settings whose default (None, "auto") does not say it.
+_TOML_TYPES: dict[str, type | tuple[type, ...]] = {
+    "budget_calls": int, "budget_usd": (int, float), "target": str, "patience": int, "max_rounds": int,
+    "val_limit": int, "test_limit": int, "generate": str}
 
 
 def _kind(wanted: type | tuple[type, ...]) -> str:
@@ -235,12 +239,16 @@ class Distiller:
                           get("selector", config.selector).cls(**config.selector_options),
                           get("selector", config.seed_selector).cls(), student_cls)  # type: ignore[arg-type]
 
-    def _check_teacher(self, config: DistillConfig, teacher: Teacher) -> None:
-        """What can be known before a run spends anything."""
-        teacher.check_ready()
+    @staticmethod
+    def _check_generation(config: DistillConfig, teacher: Teacher) -> None:
         if config.generate and not isinstance(teacher, SampleWriter):
             raise KdError(f"--generate {config.generate} needs a teacher that writes samples; {teacher.name} does "
                           "not", "use --teacher llm")
+
+    def _check_teacher(self, config: DistillConfig, teacher: Teacher) -> None:
+        """What can be known before a run spends anything."""
+        teacher.check_ready()
+        self._check_generation(config, teacher)
         if config.budget_usd is not None:
             estimate = teacher.estimate([], TeachContext(self.labels, self.descriptions), 0)
             if not estimate.priced:
@@ -373,8 +381,7 @@ class Distiller:
         """Estimate a run's teacher cost from a sample of its prompts, spending nothing."""
         config.validate()
         teacher = self._components(config).teacher
-        if config.generate and not isinstance(teacher, SampleWriter):
-            self._check_teacher(config, teacher)  # says why, in the words a run would use
+        self._check_generation(config, teacher)
         pool = self.store.ids_in_split("pool", source="imported")
         n_train = len(pool) if config.budget_labels is None else min(config.budget_labels, len(pool))
         n_val = len(slice_ids(self.store.ids_in_split("val"), config.val_size(), np.random.default_rng(0)))
@@ -384,7 +391,7 @@ class Distiller:
         context = steps.teach_context(self.ledger, teacher, config.seed, self.labels, self.descriptions, {},
                                       encode=self.encode, embedding_model=self.embedding_model)
         generation = None
-        if config.generate and docs and isinstance(teacher, SampleWriter):
+        if config.generate and docs and isinstance(teacher, SampleWriter):  # checked above; narrows the type
             rounds = 1 + math.ceil(max(0, n_train - config.seed_size) / max(1, config.batch))
             generation = teacher.estimate_generation(self._sample_request(config, docs), context, max(0, rounds - 1))
         return Plan(teacher.model_name, n_train, n_val, teacher.estimate(docs, context, n_train + n_val), generation)

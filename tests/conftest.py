@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,13 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 def project(tmp_path: Path):
     with Project.init(tmp_path / "proj", [Label(name) for name in LABELS]) as p:
         yield p
+
+
+def plugin_module(name: str, **attrs) -> types.ModuleType:
+    """A module object standing in for a plugin's, with `attrs` (its hookimpls) in it."""
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    return module
 
 
 def write(path: Path, content: str | bytes) -> Path:

@@ -7,12 +7,11 @@ import ast
 import math
 import pickle
 import shutil
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, embedded_slice, fresh_copy, run_cli, write
+from conftest import ROOT, embedded_slice, fresh_copy, plugin_module, run_cli, write
 
 from kdstudio.config import CONFIG_NAME, Label
 from kdstudio.embeddings import resolve_model_path
@@ -76,12 +75,6 @@ def test_nothing_unpickles_a_model():
 # -- the plugin registry -----------------------------------------------------------------------------------------
 
 
-def _module(name: str, **attrs) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__dict__.update(attrs)
-    return module
-
-
 class Impostor(Selector):
     """A third party's selector that takes a built-in's name."""
 
@@ -98,7 +91,7 @@ class Unfinished(Selector):
 
 
 def test_a_duplicate_name_is_a_load_error_naming_both_and_the_builtin_stays():
-    taker = _module("taker", register_selectors=hookimpl(specname="register_selectors")(
+    taker = plugin_module("taker", register_selectors=hookimpl(specname="register_selectors")(
         lambda register: register(Impostor)))
     plugins = Plugins.load(extra=[("taker", taker)])
     assert [e.plugin for e in plugins.errors] == ["taker"]
@@ -109,7 +102,7 @@ def test_a_duplicate_name_is_a_load_error_naming_both_and_the_builtin_stays():
 
 
 def test_a_class_that_leaves_an_abstract_method_is_a_load_error():
-    lazy = _module("lazy", register_selectors=hookimpl(specname="register_selectors")(
+    lazy = plugin_module("lazy", register_selectors=hookimpl(specname="register_selectors")(
         lambda register: register(Unfinished)))
     plugins = Plugins.load(extra=[("lazy", lazy)])
     assert "does not implement select" in plugins.errors[0].error

@@ -3,11 +3,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, plugin_module, run_cli
 
 from kdstudio.errors import KdError, PluginNotFound
 from kdstudio.hookspecs import hookimpl
@@ -22,12 +21,6 @@ def test_builtins_come_through_the_entry_point_group():
     assert datasets["bbc-news"].distribution.startswith("kdstudio ")
     assert datasets["bbc-news"].plugin == "kdstudio:datasets"
     assert plugins.errors == []
-
-
-def _module(name: str, **attrs) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__dict__.update(attrs)
-    return module
 
 
 class Nearest(Selector):
@@ -49,8 +42,8 @@ def test_a_plugin_that_raises_is_reported_and_skipped_while_others_load():
     def register_selectors_ok(register):
         register(Nearest)
 
-    broken = _module("broken", register_selectors=register_selectors)
-    good = _module("good", register_selectors=hookimpl(specname="register_selectors")(
+    broken = plugin_module("broken", register_selectors=register_selectors)
+    good = plugin_module("good", register_selectors=hookimpl(specname="register_selectors")(
         lambda register: register(Nearest)))
     plugins = Plugins.load(extra=[("broken", broken), ("good", good)])
     assert [e.plugin for e in plugins.errors] == ["broken"]
@@ -60,7 +53,7 @@ def test_a_plugin_that_raises_is_reported_and_skipped_while_others_load():
 
 
 def test_registering_something_that_is_not_a_component_is_an_error():
-    bad = _module("bad", register_datasets=hookimpl(specname="register_datasets")(lambda register: register(42)))
+    bad = plugin_module("bad", register_datasets=hookimpl(specname="register_datasets")(lambda register: register(42)))
     plugins = Plugins.load(extra=[("bad", bad)])
     assert "not a Dataset" in plugins.errors[0].error
 
