@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,7 +231,7 @@ DEFAULTS = DistillConfig()
 # Flags that name a DistillConfig setting one to one.
 DISTILL_FLAGS = ("teacher", "selector", "student", "seed_selector", "seed_size", "batch", "budget_labels",
                  "budget_calls", "budget_usd", "target", "patience", "max_rounds", "val_limit", "test_limit",
-                 "soft_labels", "seed", "generate", "generate_samples", "generate_shots")
+                 "soft_labels", "doubt", "doubt_action", "seed", "generate", "generate_samples", "generate_shots")
 
 
 def _distill_flags(ctx: click.Context) -> dict[str, Any]:
@@ -250,6 +251,8 @@ def _distill_flags(ctx: click.Context) -> dict[str, Any]:
         flags["selector_options"] = _pairs(p["selector_option"], "--selector-option")
     if given("student_option"):
         flags["student_options"] = _pairs(p["student_option"], "--student-option")
+    if given("doubt_option"):
+        flags["doubt_options"] = _pairs(p["doubt_option"], "--doubt-option")
     for flag, setting in (("no_report", "generate_report"), ("no_hard_negatives", "generate_hard_negatives")):
         if given(flag):
             flags[setting] = not p[flag]
@@ -297,6 +300,11 @@ def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_bas
                    "the label budget, 20 to 200.")
 @click.option("--test-limit", type=int, help="Gold test documents evaluated each round (default: all).")
 @click.option("--soft-labels", is_flag=True, help="Train on the teacher's probabilities, not just its label.")
+@click.option("--doubt", metavar="NAME", help="Doubt the teacher's labels with this label-doubt plugin (cleanlab or "
+                                             "confidence): labels that look wrong are held out or down-weighted.")
+@click.option("--doubt-option", multiple=True, metavar="KEY=VALUE", help="A label-doubt option; repeatable.")
+@click.option("--doubt-action", type=click.Choice(["drop", "weight"]), default=DEFAULTS.doubt_action,
+              show_default=True, help="What doubt does to a label that looks wrong.")
 @click.option("--generate", type=click.Choice(["pgkd"]), help="The teacher also writes new training samples aimed "
                                                             "at the student's weaknesses, each round (PGKD).")
 @click.option("--generate-samples", default=DEFAULTS.generate_samples, show_default=True,
@@ -316,7 +324,8 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             selector_option: tuple[str, ...], student: str, student_option: tuple[str, ...], seed_selector: str,
             seed_size: int, batch: int, budget_labels: int, budget_calls: int | None, budget_usd: float | None,
             target: str | None, patience: int | None, max_rounds: int | None, val_limit: int | str,
-            test_limit: int | None, soft_labels: bool, generate: str | None, generate_samples: int,
+            test_limit: int | None, soft_labels: bool, doubt: str | None, doubt_option: tuple[str, ...],
+            doubt_action: str, generate: str | None, generate_samples: int,
             generate_shots: int, no_report: bool, no_hard_negatives: bool, seed: int, plan: bool, resume: bool,
             run_id: int | None, engine_name: str, address: str | None, workers: int | None,
             engine_option: tuple[str, ...]) -> None:
@@ -413,6 +422,27 @@ def cost(project_dir: Path) -> None:
 
 @cli.command()
 @project_option
+@click.option("--top", default=20, show_default=True, help="Show the N most suspect labels (0: every one).")
+@click.option("--doubt", default="cleanlab", show_default=True, help="The label-doubt plugin that judges.")
+@click.option("--doubt-option", multiple=True, metavar="KEY=VALUE", help="A label-doubt option; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole ranking as JSON (see docs/methods.md).")
+def audit(project_dir: Path, top: int, doubt: str, doubt_option: tuple[str, ...], as_json: bool) -> None:
+    """Rank the teacher's labels by how likely they are wrong, with the evidence: the student's out-of-fold belief,
+    the teacher's confidence, and the nearest labelled documents."""
+    from kdstudio.render import audit_view
+
+    with Project.for_reading(project_dir) as project:
+        _say_busy(project)
+        report = project.audit(doubt=doubt, doubt_options=_pairs(doubt_option, "--doubt-option"),
+                               top=None if as_json else top or None)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+        return
+    console.print(audit_view(report, str(project_dir)))
+
+
+@cli.command()
+@project_option
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="The model folder to write.")
 @click.option("--student", "student_id", type=int, help="A kept student's id (default: the best of the latest run).")
 @click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization of the encoder's weights.")
@@ -477,9 +507,10 @@ review_backend_option = click.option("--backend", default="labelstudio", show_de
 
 @review.command("push")
 @project_option
-@click.option("--filter", "filter_", type=click.Choice(["low-confidence", "disagreement", "all"]),
-              help="Which teacher labels: confidence below --below, the student disagreeing, or all "
-                   "[default: the project's [review] filter, else low-confidence].")
+@click.option("--filter", "filter_", type=click.Choice(["low-confidence", "disagreement", "suspect", "all"]),
+              help="Which teacher labels: confidence below --below, the student disagreeing, the audit's most "
+                   "suspect first (`kdstudio audit`), or all [default: the project's [review] filter, else "
+                   "low-confidence].")
 @click.option("--below", type=float, help="low-confidence: the confidence threshold [default: [review] below, "
                                           "else 0.8].")
 @click.option("--limit", type=int, help="Send at most this many (least certain first).")
@@ -544,7 +575,7 @@ def plugins() -> None:
 def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, llm_model: str | None,
          api_base: str | None) -> None:
     """The main job: import a bundled real corpus, embed it, distill a student, export it to ONNX, and report."""
-    from kdstudio.render import export_view, round_line, spent_line, status_view
+    from kdstudio.render import export_view, round_line, spent_line, status_view, teacher_line
 
     console.rule(styled(("kdstudio demo", "bold"), f": {dataset} -> {directory}"))
     project, report = Project.from_dataset(dataset, directory, limit=limit)
@@ -568,6 +599,7 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
         result = project.distill(config, on_event=lambda event: console.print(
             "          " + round_line(event.report)) if isinstance(event, RoundDone) else None)
         console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}; {spent_line(result)}")
+        console.print(teacher_line(result, project.teacher_on_test(config)))
         console.print(styled(("4. export", "bold"),
                              f"  the best student as one int8 ONNX graph -> {directory / 'model'}"))
         console.print(export_view(project.export(directory / "model", quantize="int8")))
@@ -576,6 +608,9 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
         console.print(f"          try it: echo 'Rooney scores twice' | {me} predict {directory / 'model'} -")
         console.print(styled(("5. status", "bold")))
         console.print(status_view(project.status()))
+        console.print(styled(("next", "bold"), f":     the teacher is not always right: `{me} audit -p {directory}` "
+                             "ranks its labels most likely wrong, and `review push --filter suspect` sends them to "
+                             "people first"))
 
 
 def main() -> None:

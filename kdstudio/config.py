@@ -36,7 +36,7 @@ class EmbeddingSettings:
 class ReviewSettings:
     """Defaults of `kdstudio review push` (and the TUI's Push button)."""
 
-    filter: str = "low-confidence"  # or disagreement, all
+    filter: str = "low-confidence"  # or disagreement, suspect, all
     below: float = 0.8
     limit: int | None = None
 

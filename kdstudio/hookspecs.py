@@ -50,5 +50,10 @@ def register_engines(register: Register) -> None:
 
 
 @hookspec
+def register_doubts(register: Register) -> None:
+    """Contribute label doubts: which teacher labels look wrong (for training that doubts, and for the audit)."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the `kdstudio` click group."""

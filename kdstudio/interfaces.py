@@ -48,7 +48,25 @@ class SelectionContext(Protocol):
 
     def pool_vectors(self) -> np.ndarray: ...
 
+    def vectors_at(self, positions: np.ndarray) -> np.ndarray:
+        """The embeddings of some pool positions only (what a streaming selector reads)."""
+        ...
+
     def labelled_vectors(self) -> np.ndarray: ...
+
+    def teacher_answers(self) -> TeacherAnswers:
+        """What the teacher has answered in this run so far (training and validation documents)."""
+        ...
+
+
+@dataclass
+class TeacherAnswers:
+    """The teacher's answers bought so far: document vectors, the class it said, and its confidence (NaN where it
+    gave none). What a selector learns the teacher's reliability from."""
+
+    vectors: np.ndarray
+    y: np.ndarray
+    confidence: np.ndarray
 
 
 class Selector(Component):
@@ -150,6 +168,9 @@ class TeachContext:
     vectors: Callable[[list[str]], np.ndarray] | None = None
     encode: Callable[[list[str]], np.ndarray] | None = None
     embedding_model: str | None = None
+    # For teachers made of teachers (committee, cascade): ask a member through the ledger (its answers cached,
+    # recorded under its own model and paid through the same gate) and get its answer per document id.
+    consult: Callable[[Teacher, Sequence[Doc]], dict[str, TeacherLabel]] | None = None
 
 
 @dataclass
@@ -202,6 +223,9 @@ class Teacher(Component):
     """Labels documents; may also generate new ones (PGKD)."""
 
     simulated: ClassVar[bool] = False
+    # A teacher made of teachers asks its members through TeachContext.consult; its own answers are verdicts that
+    # cost nothing themselves (the members' calls carry the cost) and are not counted as calls.
+    consults: ClassVar[bool] = False
     # Whether the ledger keeps each request (the prompt) beside its answer; a teacher whose request is just the
     # document says no, since the ledger knows the document by its id.
     log_prompts: ClassVar[bool] = True
@@ -389,6 +413,25 @@ class ReviewBackend(Component):
 
 
 @dataclass
+class Doubts:
+    """A judgement of training labels: `suspicion` in [0, 1] per label (higher: more likely wrong), and `flagged`,
+    the labels judged wrong."""
+
+    suspicion: np.ndarray
+    flagged: np.ndarray
+
+
+class LabelDoubt(Component):
+    """Judges which teacher labels look wrong, from the student's out-of-fold probabilities (each label judged by a
+    student that never saw it) and the teacher's own confidence."""
+
+    @abstractmethod
+    def judge(self, y: np.ndarray, oof_probs: np.ndarray, confidence: np.ndarray) -> Doubts:
+        """`y` class indices, `oof_probs` (n, n_classes), `confidence` the teacher's (NaN where it gave none)."""
+        raise NotImplementedError
+
+
+@dataclass
 class DatasetTable:
     """A dataset as one Arrow table plus how to read it: column names and the label set in order."""
 
@@ -420,4 +463,5 @@ KINDS: dict[str, type[Component]] = {
     "review_backend": ReviewBackend,
     "dataset": Dataset,
     "engine": Engine,
+    "doubt": LabelDoubt,
 }

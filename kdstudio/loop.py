@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kdstudio import steps
+from kdstudio.doubt import DOUBT_ACTIONS
 from kdstudio.errors import ConfigError, KdError, RunFailed
 from kdstudio.events import EventFn, RunDone, RunStarted
 from kdstudio.interfaces import CostEstimate, Doc, Engine, GenerationRequest, SampleWriter, TeachContext, Teacher
@@ -62,6 +63,11 @@ class DistillConfig:
     val_limit: int | str = "auto"
     test_limit: int | None = None
     soft_labels: bool = False
+    # Training that doubts its labels: a label-doubt plugin (e.g. cleanlab) judges each teacher label out of fold,
+    # and doubted labels are held out ("drop") or down-weighted ("weight").
+    doubt: str | None = None
+    doubt_options: dict[str, Any] = field(default_factory=dict)
+    doubt_action: str = "drop"
     seed: int = 0
     generate: str | None = None  # "pgkd": the teacher also writes new samples each round
     generate_samples: int = 32
@@ -86,6 +92,8 @@ class DistillConfig:
                           "write it as val.accuracy>=0.95 (val or test; accuracy, macro_f1 or weighted_f1)")
         if self.seed_size < 1 or self.batch < 0 or (self.batch == 0 and not self.generate):
             raise KdError("--seed-size must be at least 1, and --batch too unless the teacher generates samples")
+        if self.doubt_action not in DOUBT_ACTIONS:
+            raise KdError(f"--doubt-action {self.doubt_action!r} is not known", f"one of {', '.join(DOUBT_ACTIONS)}")
         if self.generate not in (None, "pgkd"):
             raise KdError(f"--generate {self.generate!r} is not known", "the one generation method is pgkd")
         if self.generate and self.generate_samples < 1:
@@ -127,7 +135,7 @@ class DistillConfig:
 # The TOML types of the settings whose default (None, "auto") does not say it.
 _TOML_TYPES: dict[str, type | tuple[type, ...]] = {
     "budget_calls": int, "budget_usd": (int, float), "target": str, "patience": int, "max_rounds": int,
-    "val_limit": int, "test_limit": int, "generate": str}
+    "val_limit": int, "test_limit": int, "generate": str, "doubt": str}
 
 
 def _kind(wanted: type | tuple[type, ...]) -> str:
@@ -235,9 +243,14 @@ class Distiller:
         get = self.plugins.get
         student_cls = get("student", config.student).cls
         student_cls(**config.student_options)  # options are checked before anything is spent
+        doubt = get("doubt", config.doubt).cls(**config.doubt_options) if config.doubt else None
+        if doubt is not None and student_cls.input != "embeddings":
+            raise KdError(f"--doubt judges labels with out-of-fold students, too dear for the {config.student} "
+                          "student", "doubt with an embeddings student (logreg, svm, lda, ...)")
         return Components(get("teacher", config.teacher).cls(**config.teacher_options),
                           get("selector", config.selector).cls(**config.selector_options),
-                          get("selector", config.seed_selector).cls(), student_cls)  # type: ignore[arg-type]
+                          get("selector", config.seed_selector).cls(), student_cls,  # type: ignore[arg-type]
+                          doubt)  # type: ignore[arg-type]
 
     @staticmethod
     def _check_generation(config: DistillConfig, teacher: Teacher) -> None:
@@ -395,6 +408,21 @@ class Distiller:
             rounds = 1 + math.ceil(max(0, n_train - config.seed_size) / max(1, config.batch))
             generation = teacher.estimate_generation(self._sample_request(config, docs), context, max(0, rounds - 1))
         return Plan(teacher.model_name, n_train, n_val, teacher.estimate(docs, context, n_train + n_val), generation)
+
+    def teacher_on_test(self, config: DistillConfig) -> float | None:
+        """The teacher's own accuracy on the gold test split, asked outside the ledger (nothing is stored); None for a
+        teacher that would be paid for it, or a project without gold test documents."""
+        teacher = self._components(config).teacher
+        gold = self.store.gold()
+        test = [d for d in self.store.ids_in_split("test") if d in gold]
+        docs = [Doc(d, t) for d, t in zip(test, self.store.texts(test), strict=True)]
+        context = steps.teach_context(self.ledger, teacher, config.seed, self.labels, self.descriptions, gold,
+                                      vectors=VectorIndex.from_store(self.store, self.embedding_model).vectors,
+                                      encode=self.encode, embedding_model=self.embedding_model)
+        if not docs or teacher.estimate(docs[:20], context, len(docs)).usd > 0 or teacher.consults:
+            return None
+        answers = {a.doc_id: a.label for a in teacher.label(docs, context)}
+        return float(np.mean([answers.get(d.id) == gold[d.id] for d in docs]))
 
     def _sample_request(self, config: DistillConfig, docs: list[Doc]) -> GenerationRequest:
         """A generation request shaped like a real one, for pricing."""

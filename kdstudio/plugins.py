@@ -27,6 +27,7 @@ HOOKS = {
     "review_backend": "register_review_backends",
     "dataset": "register_datasets",
     "engine": "register_engines",
+    "doubt": "register_doubts",
 }
 
 

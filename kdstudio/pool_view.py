@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from kdstudio.errors import KdError
-from kdstudio.interfaces import Student
+from kdstudio.interfaces import Student, TeacherAnswers
 from kdstudio.scale import PoolScorer, features_table
 
 
@@ -18,7 +18,8 @@ class PoolView:
 
     def __init__(self, ids: np.ndarray, features: Callable[[list[str]], Any],
                  vectors: Callable[[list[str]], np.ndarray], labelled: list[str], student: Student | None,
-                 labels: list[str], round: int, rng: np.random.Generator, scorer: PoolScorer | None = None) -> None:
+                 labels: list[str], round: int, rng: np.random.Generator, scorer: PoolScorer | None = None,
+                 answers: dict[str, tuple[str, float | None]] | None = None) -> None:
         self.ids = ids
         self.n_pool = len(ids)
         self.n_classes = len(labels)
@@ -33,6 +34,7 @@ class PoolView:
         self._student = student
         self._scorer = scorer
         self._pool_vectors: np.ndarray | None = None
+        self._answers = answers or {}
 
     def _require_student(self) -> Student:
         if self._student is None:
@@ -72,5 +74,16 @@ class PoolView:
             self._pool_vectors = self._vectors(self.ids.tolist())
         return self._pool_vectors
 
+    def vectors_at(self, positions: np.ndarray) -> np.ndarray:
+        return self._vectors(self.ids[np.asarray(positions)].tolist())
+
     def labelled_vectors(self) -> np.ndarray:
         return self._vectors(self._labelled)
+
+    def teacher_answers(self) -> TeacherAnswers:
+        ids = sorted(self._answers)
+        index = {label: i for i, label in enumerate(self.labels)}
+        return TeacherAnswers(
+            self._vectors(ids) if ids else np.zeros((0, 0), dtype=np.float32),
+            np.array([index[self._answers[d][0]] for d in ids], dtype=np.int64),
+            np.array([np.nan if self._answers[d][1] is None else self._answers[d][1] for d in ids], dtype=float))

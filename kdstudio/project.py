@@ -34,9 +34,10 @@ from kdstudio.store import (
     import_table,
 )
 from kdstudio.store.browse import Browse, Filters, Page
-from kdstudio.store.review import ReviewStore
+from kdstudio.store.review import Candidate, ReviewStore
 
 if TYPE_CHECKING:
+    from kdstudio.audit import AuditReport
     from kdstudio.export import ExportReport
     from kdstudio.review import Agreement, PullReport, PushReport
 
@@ -323,6 +324,11 @@ class Project:
         self.check_label_set()
         return self._distiller().plan(config)
 
+    def teacher_on_test(self, config: DistillConfig) -> float | None:
+        """How often the teacher itself is right on the gold test split (None when that would cost money)."""
+        self.check_label_set()
+        return self._distiller().teacher_on_test(config)
+
     def _distiller(self, on_event: EventFn | None = None, should_stop: Callable[[], bool] | None = None,
                    engine: Engine | None = None) -> Distiller:
         return Distiller(self.store, self.labels, {lab.name: lab.description for lab in self.config.labels},
@@ -375,6 +381,41 @@ class Project:
         return student, {"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "path": str(folder),
                          "metrics": metrics}
 
+    # -- the teacher's labels under audit ---------------------------------------------------------------
+
+    def audit(self, *, doubt: str = "cleanlab", doubt_options: dict[str, Any] | None = None,
+              top: int | None = None) -> AuditReport:
+        """Rank the teacher labels no person has checked by how likely they are wrong: each judged by students that
+        never saw it (out of fold, on every label, people's included), with the teacher's confidence and the
+        nearest labelled documents as evidence."""
+        from kdstudio.audit import AuditReport, audit_labels
+
+        self.check_label_set()
+        judge = self.plugins.get("doubt", doubt).cls(**(doubt_options or {}))
+        student_name, student_options = self._judging_student()
+        student_cls = self.plugins.get("student", student_name).cls
+        candidates = ReviewStore(self.store).candidates()
+        if not candidates:
+            raise KdError("no teacher label to audit (none, or every one was checked by a person)",
+                          "buy teacher labels first: `kdstudio distill`")
+        humans = dict(Ledger(self.store).human_examples())
+        model = self.config.embedding.model
+        suspects, trusted = audit_labels(candidates, humans, lambda ids: self.store.vectors(model, ids), self.labels,
+                                         judge, student_cls, student_options)  # type: ignore[arg-type]
+        if not suspects:
+            raise KdError(f"{len(candidates) + trusted} labels are too few to audit",
+                          "buy at least 10 teacher labels (`kdstudio distill`) first")
+        return AuditReport(doubt, student_name, len(candidates), trusted, suspects[:top] if top else suspects)
+
+    def _judging_student(self) -> tuple[str, dict[str, Any]]:
+        """The latest run's student when it reads embeddings (cheap to fit five times), else logistic regression."""
+        run = RunLog(self.store).latest()
+        config = run.config if run is not None else {}
+        name = config.get("student", "logreg")
+        if self.plugins.get("student", name).cls.input != "embeddings":
+            return "logreg", {}
+        return name, config.get("student_options", {})
+
     # -- human review ----------------------------------------------------------------------------------
 
     def review_push(self, *, filter: str | None = None, limit: int | None = None, below: float | None = None,
@@ -390,8 +431,10 @@ class Project:
         self.check_label_set()
         reviewer = self.plugins.get("review_backend", backend).cls()
         store = ReviewStore(self.store)
-        items = choose(store.candidates(), filter, limit, below,
-                       self._student_labels if filter == "disagreement" else None)
+        candidates = store.candidates()
+        if filter == "suspect":
+            candidates = self._suspect_order(candidates)
+        items = choose(candidates, filter, limit, below, self._student_labels if filter == "disagreement" else None)
         result = reviewer.push(f"kdstudio {self.config.name}", self.labels,
                                {x.name: x.description for x in self.config.labels}, items,
                                store.project_ref(backend, reviewer.location))
@@ -421,6 +464,11 @@ class Project:
 
         return agreement(ReviewStore(self.store).agreement_pairs(), self.labels)
 
+    def _suspect_order(self, candidates: list[Candidate]) -> list[Candidate]:
+        """Candidates in audit order (most likely wrong first)."""
+        rank = {s.doc_id: i for i, s in enumerate(self.audit().suspects)}
+        return sorted(candidates, key=lambda c: rank.get(c.doc_id, len(rank)))
+
     def _student_labels(self, doc_ids: list[str]) -> list[str]:
         if not doc_ids:
             return []
@@ -443,8 +491,9 @@ class Project:
         return Browse(self.store).document(doc_id)
 
     def triage_queue(self, order: str = "uncertainty", limit: int = 200) -> list[TriageItem]:
-        """Teacher labels no person has checked: least confident first (`uncertainty`), or those where the latest
-        student disagrees with the teacher (`disagreement`); each with the student's prediction when there is one."""
+        """Teacher labels no person has checked: least confident first (`uncertainty`), those where the latest
+        student disagrees with the teacher (`disagreement`), or most likely wrong first by the audit (`suspect`); each
+        with the student's prediction when there is one."""
         from kdstudio.review import choose
 
         self.check_label_set()
@@ -458,6 +507,8 @@ class Project:
             predicted.update(zip(missing, self._student_labels(missing), strict=True))
             return [predicted[d] for d in doc_ids]
 
+        if order == "suspect":
+            candidates = self._suspect_order(candidates)
         items = choose(candidates, "disagreement" if order == "disagreement" else "all", limit, 1.0,
                        student_labels if has_student else None)
         labels = student_labels([x.doc_id for x in items]) if has_student else [None] * len(items)

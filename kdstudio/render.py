@@ -9,6 +9,7 @@ from rich.text import Text
 from kdstudio.money import usd
 from kdstudio.types import (
     Agreement,
+    AuditReport,
     ExportReport,
     Plan,
     Plugins,
@@ -23,7 +24,7 @@ from kdstudio.types import (
 
 KIND_TITLES = {
     "selector": "Selectors", "teacher": "Teachers", "student": "Students", "exporter": "Exporters",
-    "review_backend": "Review backends", "dataset": "Datasets", "engine": "Engines",
+    "review_backend": "Review backends", "dataset": "Datasets", "engine": "Engines", "doubt": "Label doubts",
 }
 
 
@@ -138,7 +139,8 @@ def round_line(report: RoundReport) -> str:
             f"val acc {_metric(m, 'val', 'accuracy')} F1 {_metric(m, 'val', 'macro_f1')}  "
             f"test acc {_metric(m, 'test', 'accuracy')} F1 {_metric(m, 'test', 'macro_f1')}  "
             f"teacher acc {'-' if teacher is None else f'{teacher:.3f}'}  scored {report.scored:>7}"
-            f"{f'  +{report.generated} generated' if report.generated else ''}{'  *best' if report.best else ''}")
+            f"{f'  +{report.generated} generated' if report.generated else ''}"
+            f"{f'  doubted {doubted}' if (doubted := m.get('doubted')) else ''}{'  *best' if report.best else ''}")
 
 
 def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group:
@@ -164,8 +166,10 @@ def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group
 
 
 def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
+    doubt = run.config.get("doubt")
+    doubted = f" / doubt {doubt} ({run.config.get('doubt_action', 'drop')})" if doubt else ""
     table = Table(title=f"Run {run.id}: {run.config.get('selector')} / {run.config.get('student')} / "
-                        f"{run.config.get('teacher')}", title_justify="left")
+                        f"{run.config.get('teacher')}{doubted}", title_justify="left")
     for column in ("round", "labels", "spent", "scored", "val acc", "val F1", "val loss", "test acc", "test F1",
                    "test ECE", "teacher acc", "best"):
         table.add_column(column, justify="right")
@@ -188,22 +192,61 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
 def cost_view(rows: list[SpendRow]) -> Group:
     table = Table(title="Teacher spend by run and model", title_justify="left")
     for column in ("run", "model", "calls", "label", "generate", "errors", "transient", "tokens in", "tokens out",
-                   "USD", "mean latency", "reused"):
+                   "USD", "mean latency", "reused", "accuracy"):
         table.add_column(column, justify="left" if column in ("run", "model") else "right")
     for r in rows:
-        table.add_row("-" if r.run_id is None else str(r.run_id), r.model, str(r.calls), str(r.label_calls),
+        table.add_row("-" if r.run_id is None else str(r.run_id), Text(r.model), str(r.calls), str(r.label_calls),
                       str(r.generate_calls), str(r.errors), str(r.transient), f"{r.tokens_in:,}",
                       f"{r.tokens_out:,}", usd(r.usd),
-                      "-" if r.mean_latency_s is None else f"{r.mean_latency_s:.2f}s", str(r.reused))
+                      "-" if r.mean_latency_s is None else f"{r.mean_latency_s:.2f}s", str(r.reused),
+                      "-" if r.accuracy is None else f"{r.accuracy:.3f} ({r.judged})")
     if rows:
         table.add_section()
         table.add_row("total", "", str(sum(r.calls for r in rows)), str(sum(r.label_calls for r in rows)),
                       str(sum(r.generate_calls for r in rows)), str(sum(r.errors for r in rows)),
                       str(sum(r.transient for r in rows)), f"{sum(r.tokens_in for r in rows):,}",
                       f"{sum(r.tokens_out for r in rows):,}", usd(sum(r.usd for r in rows)), "",
-                      str(sum(r.reused for r in rows)))
-    note = "reused: labels a run took from the ledger (the cache) instead of paying for a call"
+                      str(sum(r.reused for r in rows)), "")
+    note = ("reused: labels a run took from the ledger (the cache) instead of paying for a call; accuracy: answers "
+            "that agree with a person's or the gold label (how many were judged); a committee's or cascade's own "
+            "row holds its verdicts, which cost nothing beyond its members' calls")
     return Group(table, note)
+
+
+def teacher_line(result: RunResult, teacher_on_test: float | None) -> Text:
+    """The student beside its teacher: on the test split when the teacher's own accuracy there is known, else beside
+    the teacher's accuracy on the labels it sold."""
+    best = next((r for r in result.rounds if r.round == result.best_round), None)
+    student = best.metrics.get("test", {}).get("accuracy") if best else None
+    if student is None:
+        return Text("          no gold test split: the student cannot be compared with its teacher")
+    if teacher_on_test is None:
+        sold = best.metrics.get("teacher_accuracy") if best else None
+        return Text(f"          student test accuracy {student:.3f}; the teacher was right on "
+                    f"{'-' if sold is None else f'{sold:.3f}'} of the labels it sold")
+    verdict = ("the student has passed its teacher" if student > teacher_on_test else
+               "the student has not passed its teacher yet")
+    return Text.assemble(f"          student test accuracy {student:.3f}, teacher {teacher_on_test:.3f} on the same "
+                         "documents: ", (verdict, "bold green" if student > teacher_on_test else "yellow"))
+
+
+def audit_view(report: AuditReport, project_dir: str) -> Group:
+    table = Table(title=f"Teacher labels most likely wrong ({report.doubt}, out-of-fold {report.student})",
+                  title_justify="left")
+    for column in ("#", "document", "teacher said", "conf", "student belief", "student says", "suspicion",
+                   "nearest labelled", "text"):
+        table.add_column(column, justify="right" if column in ("#", "conf", "student belief", "suspicion") else "left",
+                         overflow="fold", ratio=3 if column == "text" else None)
+    for rank, s in enumerate(report.suspects, 1):
+        near = ", ".join(f"{n.label} {n.similarity:.2f}{'*' if n.source == 'human' else ''}" for n in s.neighbours)
+        table.add_row(Text(f"{rank}{'!' if s.flagged else ''}"), Text(s.doc_id), Text(s.label),
+                      "-" if s.confidence is None else f"{s.confidence:.2f}", f"{s.belief:.2f}", Text(s.student_label),
+                      f"{s.suspicion:.2f}", Text(near), Text(" ".join(s.text.split())[:160]))
+    return Group(table, Text(
+        f"judged {report.judged} teacher labels ({report.trusted} human labels trusted beside them): "
+        f"{report.flagged} flagged as likely wrong (!). * marks a human-labelled neighbour.\n"
+        f"Send them to people first: kdstudio review push -p {project_dir} --filter suspect (or the Triage tab's "
+        "suspect order, key o)."))
 
 
 def plan_view(plan: Plan) -> Group:

@@ -10,7 +10,7 @@ from kdstudio.errors import KdError
 from kdstudio.interfaces import ReviewItem
 from kdstudio.store.review import Candidate
 
-FILTERS = ("low-confidence", "disagreement", "all")
+FILTERS = ("low-confidence", "disagreement", "suspect", "all")
 
 
 @dataclass
@@ -51,8 +51,9 @@ class Agreement:
 
 def choose(candidates: list[Candidate], filter: str, limit: int | None, below: float,
            student_labels: Callable[[list[str]], list[str]] | None) -> list[ReviewItem]:
-    """The teacher labels to send, least certain first: `low-confidence` (confidence below `below`, or none),
-    `disagreement` (the latest student chose another label), or `all`."""
+    """The teacher labels to send, in the candidates' order: `low-confidence` (confidence below `below`, or none),
+    `disagreement` (the latest student chose another label), `suspect` or `all` (every one; the caller orders
+    suspects by the audit)."""
     if filter not in FILTERS:
         raise KdError(f"--filter {filter!r} is not known", f"use one of {', '.join(FILTERS)}")
     if filter == "low-confidence":

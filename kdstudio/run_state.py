@@ -39,6 +39,7 @@ class Trained:
     student: Student
     train_ids: list[str]
     labelled: dict[str, Any]
+    doubted: int = 0  # labels the run's doubt held out or down-weighted
 
 
 @dataclass

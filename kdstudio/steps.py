@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from kdstudio.doubt import doubt_weights, judge_labels
 from kdstudio.errors import KdError, RunFailed, TeacherFailing
 from kdstudio.evaluation import evaluate
 from kdstudio.events import EventFn, Labelled, RoundDone, SamplesGenerated, Teaching
-from kdstudio.interfaces import Doc, LabelledSet, Selection, Selector, Student, TeachContext, Teacher
+from kdstudio.interfaces import Doc, LabelDoubt, LabelledSet, Selection, Selector, Student, TeachContext, Teacher
 from kdstudio.pgkd import generation_request
 from kdstudio.pool_view import PoolView
 from kdstudio.run_state import RoundReport, RunState, Trained
@@ -33,6 +34,7 @@ class Components:
     selector: Selector
     seed_selector: Selector
     student_cls: type[Student]
+    doubt: LabelDoubt | None = None
 
 
 @dataclass
@@ -109,9 +111,11 @@ def select(ctx: RunContext, state: RunState) -> Batch:
     want = config.seed_size if round_no == 0 else config.batch
     if config.budget_labels is not None:
         want = min(want, config.budget_labels - len(state.selected))
+    answers = {d: (lab.label, lab.confidence) for d, lab in state.trained.labelled.items()
+               if lab.source == "teacher" and d in ctx.index} if state.trained else {}
     pool = PoolView(free, ctx.features, ctx.index.vectors, [s["id"] for s in state.selected],
                     state.trained.student if state.trained else None, ctx.labels, round_no,
-                    np.random.default_rng([config.seed, round_no]), ctx.scorer)
+                    np.random.default_rng([config.seed, round_no]), ctx.scorer, answers)
     chooser = ctx.parts.seed_selector if round_no == 0 else ctx.parts.selector
     # A pure PGKD run (--batch 0) buys no new documents after the seed: its data is generated.
     choice: Selection = chooser.select(pool, want) if want > 0 else Selection([], [])
@@ -215,9 +219,23 @@ def train(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int) -> T
     )
     soft = _soft_labels(ctx, labelled, train_ids, y) if ctx.config.soft_labels else None
     weights = ctx.parts.selector.training_weights(train_set)
+    X = ctx.features(train_ids)
+    doubted = 0
+    if ctx.parts.doubt is not None and len(train_ids) >= 10:
+        trust = _trust(ctx, X, train_set)
+        doubted = int((trust < 1.0).sum()) if ctx.config.doubt_action == "weight" else int((trust == 0).sum())
+        weights = trust if weights is None else weights * trust
     student = ctx.parts.student_cls(**ctx.config.student_options)
-    student.fit(ctx.features(train_ids), y, len(ctx.labels), sample_weight=weights, soft_labels=soft)
-    return Trained(student, train_ids, labelled)
+    student.fit(X, y, len(ctx.labels), sample_weight=weights, soft_labels=soft)
+    return Trained(student, train_ids, labelled, doubted)
+
+
+def _trust(ctx: RunContext, X: np.ndarray, train_set: LabelledSet) -> np.ndarray:
+    """How much each label is believed: the doubt plugin's out-of-fold judgement made into weights."""
+    assert ctx.parts.doubt is not None
+    doubts, _ = judge_labels(ctx.parts.doubt, ctx.parts.student_cls, ctx.config.student_options, X, train_set.y,
+                             len(ctx.labels), train_set.confidence, seed=ctx.config.seed)
+    return doubt_weights(doubts, train_set.y, train_set.human, ctx.config.doubt_action)
 
 
 def _soft_labels(ctx: RunContext, labelled: dict[str, Any], train_ids: list[str], y: np.ndarray) -> np.ndarray:
@@ -269,6 +287,8 @@ def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutco
     """Evaluate the round's student, keep it on disk if it is the run's best so far, and save the round."""
     started = time.perf_counter()
     metrics = evaluate_student(ctx, trained)
+    if trained.doubted:
+        metrics["doubted"] = trained.doubted
     batch.timings["eval_s"] = time.perf_counter() - started
     loss = metrics.get("val", {}).get("log_loss", math.inf)
     is_best = loss < state.best_loss or state.best_round is None or not ctx.val_ids

@@ -187,7 +187,11 @@ class TeacherRunner:
             outcome.stopped = self.budget.exhausted()
             return outcome
         gate = BudgetGate(self.budget)
-        answers = self.teacher.label(to_send, replace(context, gate=gate))
+
+        def consult(member: Teacher, member_docs: Sequence[Doc]) -> dict[str, TeacherLabel]:
+            return self._consult(member, member_docs, replace(context, gate=gate), round)
+
+        answers = self.teacher.label(to_send, replace(context, gate=gate, consult=consult))
         with first_interrupt_closes(gate) as interrupted:
             self._record_all(answers, gate, hashes, requests, round, on_label, outcome, len(docs))
         if interrupted.is_set():
@@ -196,23 +200,54 @@ class TeacherRunner:
             outcome.stopped = gate.refused
         return outcome
 
+    def _write(self, teacher: Teacher, answer: TeacherLabel, digest: str, request: Any, round: int | None,
+               purpose: str) -> None:
+        self.ledger.record(
+            request_hash=digest, doc_id=answer.doc_id, run_id=self.run_id, model=teacher.model_name,
+            prompt=request if teacher.log_prompts else None, response=answer.response, label=answer.label,
+            confidence=answer.confidence, probs=answer.probs, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
+            cost_usd=answer.cost_usd, latency_s=answer.latency_s, error=answer.error, round=round,
+            transient=answer.transient, attempts=answer.attempts, purpose=purpose)
+
+    def _consult(self, member: Teacher, docs: Sequence[Doc], context: TeachContext,
+                 round: int | None) -> dict[str, TeacherLabel]:
+        """A committee's or cascade's member asked through the ledger: its cached answers are served free, new ones
+        are recorded under its own model (as evidence, not labels) and paid through the run's gate and budget."""
+        requests = {doc.id: member.request(doc, context) for doc in docs}
+        hashes = {doc_id: request_hash(req) for doc_id, req in requests.items()}
+        cached = self.ledger.cached(list(hashes.values()))
+        found: dict[str, TeacherLabel] = {}
+        to_send = []
+        for doc in docs:
+            hit = cached.get(hashes[doc.id])
+            if hit is None:
+                to_send.append(doc)
+            else:
+                found[doc.id] = TeacherLabel(doc.id, hit.label, hit.confidence, hit.probs, error=hit.error)
+        left = self.budget.calls_left()
+        to_send = to_send if left is None else to_send[:left]
+        if not to_send or self.budget.exhausted():
+            return found
+        for answer in member.label(to_send, context):
+            self._write(member, answer, hashes[answer.doc_id], requests[answer.doc_id], round, "consult")
+            self.budget.spent_calls += 1
+            self.budget.spent_usd += answer.cost_usd
+            found[answer.doc_id] = answer
+        return found
+
     def _record_all(self, answers: Any, gate: BudgetGate, hashes: dict[str, str], requests: dict[str, Any],
                     round: int | None, on_label: Callable[[TeacherLabel], None] | None,
                     outcome: TeachOutcome, batch: int) -> None:
+        verdicts = self.teacher.consults
         try:
             for answer in answers:
-                self.ledger.record(
-                    request_hash=hashes[answer.doc_id], doc_id=answer.doc_id, run_id=self.run_id,
-                    model=self.teacher.model_name, prompt=requests[answer.doc_id] if self.teacher.log_prompts else None,
-                    response=answer.response, label=answer.label, confidence=answer.confidence, probs=answer.probs,
-                    tokens_in=answer.tokens_in, tokens_out=answer.tokens_out, cost_usd=answer.cost_usd,
-                    latency_s=answer.latency_s, error=answer.error, round=round, transient=answer.transient,
-                    attempts=answer.attempts,
-                )
-                outcome.calls += 1
+                self._write(self.teacher, answer, hashes[answer.doc_id], requests[answer.doc_id], round,
+                            "verdict" if verdicts else "label")
                 outcome.cost_usd += answer.cost_usd
-                self.budget.spent_calls += 1
                 self.budget.spent_usd += answer.cost_usd
+                if not verdicts:  # a verdict's calls were counted as its members made them
+                    outcome.calls += 1
+                    self.budget.spent_calls += 1
                 if answer.label is None:
                     outcome.failed[answer.doc_id] = answer.error or "no label"
                 else:

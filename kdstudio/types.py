@@ -4,6 +4,7 @@ store, the plugin registry), so that the core can be rearranged without touching
 
 from __future__ import annotations
 
+from kdstudio.audit import AuditReport, Suspect
 from kdstudio.config import Label, parse_labels_option, read_labels_file
 from kdstudio.engine import Engine
 from kdstudio.events import Event, EventFn, Labelled, RoundDone, RunDone, RunStarted, SamplesGenerated, Teaching
@@ -16,9 +17,9 @@ from kdstudio.store import ImportOptions, ImportReport, RoundRow, RunRow, SpendR
 from kdstudio.store.browse import Filters, Page
 
 __all__ = [
-    "Agreement", "DistillConfig", "Engine", "Event", "EventFn", "ExportReport", "Filters", "ImportOptions",
-    "ImportReport", "Label", "Labelled", "Page", "Plan", "Plugins", "ProgressView", "PullReport", "PushReport",
-    "Registered", "RoundDone", "RoundReport", "RoundRow", "RunDone", "RunResult", "RunRow", "RunStarted",
-    "SamplesGenerated", "SpendRow", "Status", "Teaching", "TriageItem", "get_plugins", "parse_labels_option",
-    "parse_split_option", "read_labels_file",
+    "Agreement", "AuditReport", "DistillConfig", "Engine", "Event", "EventFn", "ExportReport", "Filters",
+    "ImportOptions", "ImportReport", "Label", "Labelled", "Page", "Plan", "Plugins", "ProgressView", "PullReport",
+    "PushReport", "Registered", "RoundDone", "RoundReport", "RoundRow", "RunDone", "RunResult", "RunRow",
+    "RunStarted", "SamplesGenerated", "SpendRow", "Status", "Suspect", "Teaching", "TriageItem", "get_plugins",
+    "parse_labels_option", "parse_split_option", "read_labels_file",
 ]

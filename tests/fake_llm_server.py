@@ -12,6 +12,7 @@ Run it as a script (`python tests/fake_llm_server.py --port-file F`); `FakeLLM` 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -45,6 +46,10 @@ class State:
         self.generation_extra: list[dict[str, str]] = config.get("generation_extra", [])
         # A provider whose tokenizer counts more prompt tokens than litellm's counter (the bill is its count).
         self.usage_factor: float = config.get("usage_factor", 1.0)
+        # Models of different quality behind one server: model name -> {"error_rate", "right", "wrong", "spread"}
+        # (the share of documents it gets wrong, deterministically per document, its mean confidence when right and
+        # when wrong, and the width of the uniform spread around each).
+        self.models: dict[str, dict[str, float]] = config.get("models", {})
         self.requests: list[dict[str, Any]] = []
         self.generated = 0
 
@@ -84,6 +89,18 @@ def _classify(document: str, labels: list[str]) -> str:
         return found
     lowered = document.lower()
     return next((label for label in labels if label.lower() in lowered), labels[0])
+
+
+def _profiled(model: str, document: str, label: str, labels: list[str]) -> tuple[str, float]:
+    """A profiled model's answer: wrong on a fixed share of documents (the next label), less confident there; the
+    confidence wobbles by document so that right and wrong answers overlap, as real logprobs do."""
+    profile = STATE.models[model]
+    digest = hashlib.sha256(f"{model}\n{document}".encode()).digest()
+    draw, wobble = digest[0] / 256, (digest[1] / 256 - 0.5) * profile.get("spread", 0.2)
+    if draw < profile.get("error_rate", 0.0) and len(labels) > 1:
+        wrong = labels[(labels.index(label) + 1) % len(labels)]
+        return wrong, min(0.99, max(0.05, profile.get("wrong", 0.6) + wobble))
+    return label, min(0.99, max(0.05, profile.get("right", 0.9) + wobble))
 
 
 def _token_logprobs(content: str, label: str, labels: list[str], confidence: float) -> list[dict[str, Any]]:
@@ -207,16 +224,19 @@ class Handler(BaseHTTPRequestHandler):
 
         choices = []
         n = int(body.get("n") or 1)
+        confidence = STATE.confidence
         if schema_name == "generated_samples":
             contents = [_generation(body, schema, labels)]
             chosen = [None]
         else:
             label = _classify(document, labels)
-            votes = round(n * STATE.confidence) if n > 1 else n
+            if body.get("model") in STATE.models:
+                label, confidence = _profiled(body["model"], document, label, labels)
+            votes = round(n * confidence) if n > 1 else n
             second = next((x for x in labels if x != label), label)
             chosen = [label if i < votes else second for i in range(n)]
             wants_confidence = "confidence" in schema.get("properties", {})
-            contents = [json.dumps({"label": c, **({"confidence": STATE.confidence} if wants_confidence else {})})
+            contents = [json.dumps({"label": c, **({"confidence": confidence} if wants_confidence else {})})
                         for c in chosen]
         if kind == "malformed":
             contents = ['{"label": "' + str(chosen[0]) + '", oops']
@@ -232,7 +252,7 @@ class Handler(BaseHTTPRequestHandler):
             choice: dict[str, Any] = {"index": i, "finish_reason": "stop",
                                       "message": {"role": "assistant", "content": content}}
             if body.get("logprobs") and STATE.logprobs and chosen[i] is not None and kind is None:
-                choice["logprobs"] = {"content": _token_logprobs(content, chosen[i], labels, STATE.confidence)}
+                choice["logprobs"] = {"content": _token_logprobs(content, chosen[i], labels, confidence)}
             choices.append(choice)
         model = body.get("model", "fake")
         prompt_tokens = math.ceil(_count_tokens(model, messages=messages) * STATE.usage_factor)

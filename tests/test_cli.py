@@ -83,5 +83,9 @@ def test_demo_runs_the_main_job_on_a_slice(tmp_path: Path):
     assert "round   1  labels    40" in result.stdout and "label budget reached (40/40)" in result.stdout
     teacher_acc = [float(x) for x in re.findall(r"teacher acc (0\.\d+)", result.stdout)]
     assert teacher_acc and min(teacher_acc) > 0.6  # the offline teacher is a real, imperfect classifier
+    compared = re.search(r"student test accuracy (0\.\d+), teacher (0\.\d+) on the same documents: the student "
+                         r"(has passed|has not passed) its teacher", result.stdout)
+    assert compared and (float(compared.group(1)) > float(compared.group(2))) == (compared.group(3) == "has passed")
+    assert "audit -p" in result.stdout and "--filter suspect" in result.stdout
     again = run_cli("demo", "--dir", str(tmp_path / "demo"), "--limit", "120", "--budget-labels", "40")
     assert again.returncode == 0 and "embedded 0 documents" in again.stdout

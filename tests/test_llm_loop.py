@@ -160,7 +160,7 @@ def test_the_demo_takes_an_llm_teacher_with_one_flag(tmp_path: Path, llm: FakeLL
                      "--llm", "openai/gpt-4o-mini", "--api-base", llm.api_base)
     assert result.returncode == 0, result.stderr
     assert "LLM teacher openai/gpt-4o-mini" in result.stdout and "label budget reached (20/20)" in result.stdout
-    assert len(llm.requests()) > 20
+    assert len(llm.requests()) > 20 and "of the labels it sold" in result.stdout  # the test split is not bought
     with Project.open(tmp_path / "demo", read_only=True) as project:
         assert project.store.spend()[0] > 0  # priced from litellm's table
 
@@ -274,3 +274,61 @@ def llm_lookup(directory: Path) -> dict[str, str]:
         gold = project.store.gold()
         texts = dict(zip(gold, project.store.texts(list(gold)), strict=True))
     return {texts[d].strip(): label for d, label in gold.items()}
+
+
+TIERS = {"cheap": {"error_rate": 0.3, "right": 0.9, "wrong": 0.6},
+         "other": {"error_rate": 0.3, "right": 0.9, "wrong": 0.6},
+         "strong": {"error_rate": 0.0, "right": 0.95}}
+
+
+def member(llm: FakeLLM, model: str, price: float) -> str:
+    return f"llm model=openai/{model} api_base={llm.api_base} price_in={price} price_out={price} backoff=0.05"
+
+
+def spend_by_model(directory: Path, run_id: int) -> dict[str, tuple[int, float, float | None]]:
+    with Project.open(directory, read_only=True) as project:
+        return {r.model: (r.calls, r.usd, r.accuracy) for r in project.cost() if r.run_id == run_id}
+
+
+def test_a_cascade_asks_the_dear_model_only_where_the_cheap_one_is_unsure(bbc: Path, llm: FakeLLM):
+    answer_gold(llm, bbc, models=TIERS)
+    args = ["--teacher", "cascade", "--teacher-option", f"first={member(llm, 'cheap', 1)}",
+            "--teacher-option", f"then={member(llm, 'strong', 20)}", "--teacher-option", "below=0.8", *SMALL]
+    result = run_cli("distill", "-p", str(bbc), *args)
+    assert result.returncode == 0, result.stderr
+    spent = spend_by_model(bbc, 1)
+    cheap, strong = spent["openai/cheap"], spent["openai/strong"]
+    verdict = next(v for m, v in spent.items() if m.startswith("cascade("))
+    assert cheap[0] >= 40 and 0 < strong[0] < cheap[0]  # only the unsure answers went on
+    assert verdict[0] == 0 and verdict[1] == 0  # the cascade's own rows are verdicts, paid by its members
+    assert verdict[2] > cheap[2] + 0.1 and cheap[2] < 0.85  # the cascade is right where the cheap model was not
+    sent = {(r["model"], r["document"]) for r in llm.requests()}
+    assert all(model in ("cheap", "strong") for model, _ in sent)
+    shown = run_cli("cost", "-p", str(bbc))
+    assert "openai/strong" in shown.stdout and "accuracy" in shown.stdout
+    # A second run with the same members is served from the ledger: nothing is sent or paid again.
+    before = len(llm.requests())
+    again = run_cli("distill", "-p", str(bbc), *args)
+    assert again.returncode == 0, again.stderr
+    assert len(llm.requests()) == before and all(v[1] == 0 for v in spend_by_model(bbc, 2).values())
+
+
+def test_a_committee_escalates_disagreement_and_holds_the_usd_cap(bbc: Path, llm: FakeLLM):
+    answer_gold(llm, bbc, models=TIERS)
+    members = f"members={member(llm, 'cheap', 1)}; {member(llm, 'other', 1)}"
+    result = run_cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", members,
+                     "--teacher-option", f"escalate={member(llm, 'strong', 20)}", *SMALL)
+    assert result.returncode == 0, result.stderr
+    spent = spend_by_model(bbc, 1)
+    verdict = next(v for m, v in spent.items() if m.startswith("committee("))
+    assert spent["openai/cheap"][0] == spent["openai/other"][0] and spent["openai/strong"][0] > 0
+    assert verdict[2] > max(spent["openai/cheap"][2], spent["openai/other"][2]) + 0.1
+    capped = run_cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", members,
+                     "--teacher-option", f"escalate={member(llm, 'strong', 20)}", *SMALL, "--seed", "9",
+                     "--budget-usd", "0.05")
+    assert capped.returncode in (0, 1) and "Traceback" not in capped.stderr
+    with Project.open(bbc, read_only=True) as project:
+        assert project.store.con.execute("SELECT sum(cost_usd) FROM teacher_calls WHERE run_id = 2").fetchall()[0][0] \
+            <= 0.05 + 1e-9
+    broken = run_cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", "members=llm nope=1")
+    assert broken.returncode == 1 and "unknown option" in broken.stderr and "Traceback" not in broken.stderr

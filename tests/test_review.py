@@ -121,6 +121,19 @@ def test_low_confidence_and_disagreement_filters(project_dir: Path, env: dict):
     assert disagreement.returncode == 0 and f"{n} teacher labels chosen" in disagreement.stdout
 
 
+@pytest.mark.slow
+def test_the_suspect_filter_sends_the_audits_most_likely_wrong_labels_first(project_dir: Path, env: dict, client):
+    with Project.open(project_dir) as project:
+        project.embed()
+        ranked = [s.doc_id for s in project.audit().suspects]
+    pushed = run_cli("review", "push", "-p", str(project_dir), "--filter", "suspect", "--limit", "3", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "3 teacher labels chosen, 3 sent" in pushed.stdout
+    with Project.open(project_dir, read_only=True) as project:
+        project_id = int(project.store.con.execute("SELECT external_id FROM review_projects").fetchall()[0][0])
+    assert sorted(t.data["kd_doc_id"] for t in tasks(client, project_id)) == sorted(ranked[:3])
+
+
 def test_pull_brings_human_labels_that_override_the_teacher_and_follow_updates(project_dir: Path, env: dict,
                                                                                client):
     assert run_cli("review", "push", "-p", str(project_dir), "--filter", "all", env=env).returncode == 0

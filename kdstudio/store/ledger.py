@@ -47,6 +47,12 @@ class SpendRow:
     usd: float
     mean_latency_s: float | None
     reused: int  # labels this run took from the ledger without a call
+    judged: int = 0  # answers whose document has a human or gold label
+    correct: int = 0  # of those, answers that agree with it
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.judged if self.judged else None
 
 
 class Ledger:
@@ -84,7 +90,8 @@ class Ledger:
                  label, confidence, probs_json, tokens_in, tokens_out, cost_usd, latency_s, error, transient,
                  attempts, purpose],
             ).fetchall()[0][0]
-            if label is not None:
+            # A member's answer inside a committee or cascade is evidence, not a label: the verdict is the label.
+            if label is not None and purpose != "consult":
                 self._add_label(con, doc_id, label, confidence, probs_json, run_id, round, call_id)
         return int(call_id)
 
@@ -223,28 +230,38 @@ class Ledger:
         another run's answers, or its own before a resume)."""
         rows = self.con.execute(
             """
-            WITH spent AS (
-                SELECT run_id, model, count(*) AS calls, count(*) FILTER (purpose = 'label') AS label_calls,
+            WITH truth AS (
+                -- What a teacher's answer is judged against: a person's label, else the gold label.
+                SELECT doc_id, coalesce(arg_max(label, id) FILTER (source = 'human'), any_value(gold)) AS label
+                FROM (SELECT l.doc_id, l.label, l.id, l.source, NULL AS gold FROM labels l WHERE l.source = 'human'
+                      UNION ALL SELECT g.doc_id, NULL, NULL, 'gold', g.label FROM gold g)
+                GROUP BY doc_id
+            ), spent AS (
+                SELECT c.run_id, c.model, count(*) FILTER (purpose <> 'verdict') AS calls,
+                       count(*) FILTER (purpose IN ('label', 'consult')) AS label_calls,
                        count(*) FILTER (purpose = 'generate') AS gen_calls, count(error) AS errors,
                        count(*) FILTER (transient) AS transient, coalesce(sum(tokens_in), 0) AS t_in,
                        coalesce(sum(tokens_out), 0) AS t_out, coalesce(sum(cost_usd), 0) AS usd,
-                       avg(latency_s) AS latency
-                FROM teacher_calls GROUP BY ALL
+                       avg(latency_s) AS latency,
+                       count(*) FILTER (c.parsed_label IS NOT NULL AND truth.label IS NOT NULL) AS judged,
+                       count(*) FILTER (c.parsed_label = truth.label) AS correct
+                FROM teacher_calls c LEFT JOIN truth ON truth.doc_id = c.doc_id GROUP BY ALL
             ), reused AS (
                 SELECT l.run_id, c.model, count(*) AS n FROM labels l JOIN teacher_calls c ON c.id = l.teacher_call_id
                 WHERE l.source = 'teacher' AND c.run_id IS DISTINCT FROM l.run_id GROUP BY ALL
             )
             SELECT coalesce(s.run_id, r.run_id) AS run, coalesce(s.model, r.model) AS m, coalesce(calls, 0),
                    coalesce(label_calls, 0), coalesce(gen_calls, 0), coalesce(errors, 0), coalesce(transient, 0),
-                   coalesce(t_in, 0), coalesce(t_out, 0), coalesce(usd, 0), latency, coalesce(n, 0)
+                   coalesce(t_in, 0), coalesce(t_out, 0), coalesce(usd, 0), latency, coalesce(n, 0),
+                   coalesce(judged, 0), coalesce(correct, 0)
             FROM spent s FULL OUTER JOIN reused r ON r.run_id IS NOT DISTINCT FROM s.run_id AND r.model = s.model
             ORDER BY run NULLS FIRST, m
             """
         ).fetchall()
         return [SpendRow(run, model, calls, label_calls, gen_calls, errors, transient, int(t_in), int(t_out),
-                         float(usd), latency, reused)
-                for run, model, calls, label_calls, gen_calls, errors, transient, t_in, t_out, usd, latency, reused
-                in rows]
+                         float(usd), latency, reused, judged, correct)
+                for run, model, calls, label_calls, gen_calls, errors, transient, t_in, t_out, usd, latency, reused,
+                judged, correct in rows]
 
     def run_val_labels(self, run_id: int) -> int:
         """Validation documents this run holds a teacher label for (bought, or reused from the ledger)."""
@@ -254,6 +271,7 @@ class Ledger:
 
     def run_spend(self, run_id: int) -> tuple[float, int]:
         usd, calls = self.con.execute(
-            "SELECT coalesce(sum(cost_usd), 0), count(*) FROM teacher_calls WHERE run_id = ?", [run_id]
+            "SELECT coalesce(sum(cost_usd), 0), count(*) FILTER (purpose <> 'verdict') FROM teacher_calls "
+            "WHERE run_id = ?", [run_id]
         ).fetchall()[0]
         return float(usd), int(calls)

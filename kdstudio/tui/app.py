@@ -24,7 +24,7 @@ F1 or ?  this help        q  quit (a running distillation is cancelled, resumabl
 
 [b]Corpus[/b]   type in the boxes and press Enter to filter; n / p next / previous page
 [b]Triage[/b]   1-9 (then letters) assign that label   Enter accept the teacher's label
-         s skip   u undo the last label   o switch the order (uncertainty / disagreement)
+         s skip   u undo the last label   o switch the order (uncertainty / disagreement / suspect)
          every key is saved at once as a human label
 [b]Distill[/b]  pick teacher, selector, student and budgets; Start, Cancel (resumable), Resume
 [b]Review[/b]   Label Studio push / pull / report (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)

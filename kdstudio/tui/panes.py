@@ -153,6 +153,9 @@ class Corpus(Pane):
             self.query_one("#corpus-detail", Static).update(text[:2000])
 
 
+TRIAGE_ORDERS = ("uncertainty", "disagreement", "suspect")
+
+
 class Triage(Pane):
     """One document at a time: a key assigns a label, Enter accepts the teacher's, s skips, u undoes."""
 
@@ -231,12 +234,18 @@ class Triage(Pane):
             self.show()
 
     def action_order(self) -> None:
-        self.order = "disagreement" if self.order == "uncertainty" else "uncertainty"
-        try:
-            self.refresh_data()
-        except KdError as exc:
-            self.order = "uncertainty"
-            self.app.notify(exc.message, severity="error")
+        """The next order that works: one that cannot be had yet (no student, too few labels to audit) says why and
+        is passed over."""
+        start = self.order
+        for _ in range(len(TRIAGE_ORDERS) - 1):
+            self.order = TRIAGE_ORDERS[(TRIAGE_ORDERS.index(self.order) + 1) % len(TRIAGE_ORDERS)]
+            try:
+                self.refresh_data()
+                return
+            except KdError as exc:
+                self.app.notify(f"order {self.order}: {exc.message}", severity="error")
+        self.order = start
+        self.refresh_data()
 
 
 class Distill(Pane):

@@ -1,10 +1,11 @@
-"""Built-in selectors: random, whole-pool uncertainty, M-RARU, diversity, LLKD and cluster-margin."""
+"""Built-in selectors: random, whole-pool uncertainty, M-RARU, diversity, LLKD, cluster-margin and noise-aware."""
 
 from kdstudio.hookspecs import hookimpl
 from kdstudio_plugins.selectors.cluster_margin import ClusterMarginSelector
 from kdstudio_plugins.selectors.diversity import DiversitySelector
 from kdstudio_plugins.selectors.llkd import LLKDSelector
 from kdstudio_plugins.selectors.mraru import MRARUSelector
+from kdstudio_plugins.selectors.noise_aware import NoiseAwareSelector
 from kdstudio_plugins.selectors.uncertainty import (
     EntropySelector,
     LeastConfidenceSelector,
@@ -16,5 +17,5 @@ from kdstudio_plugins.selectors.uncertainty import (
 @hookimpl
 def register_selectors(register):
     for selector in (RandomSelector, LeastConfidenceSelector, MarginSelector, EntropySelector, MRARUSelector,
-                     DiversitySelector, LLKDSelector, ClusterMarginSelector):
+                     DiversitySelector, LLKDSelector, ClusterMarginSelector, NoiseAwareSelector):
         register(selector)

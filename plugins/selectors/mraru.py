@@ -5,6 +5,8 @@ a few ahead of the decisions, until the batch is full."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from kdstudio.interfaces import Option, Selection, SelectionContext, Selector
@@ -64,9 +66,10 @@ class MRARUSelector(Selector):
         seen_pos: list[np.ndarray] = []
         seen_u: list[np.ndarray] = []
         scored = 0
+        weigh = self.weigher(context)
         chunks = context.score_stream(candidate_stream(context.n_pool, self.chunk, stream_rng))
         for candidates, probs in chunks:
-            u = uncertainty(probs, self.measure)
+            u = weigh(candidates, uncertainty(probs, self.measure))
             scored += len(candidates)
             seen_pos.append(candidates)
             seen_u.append(u)
@@ -96,4 +99,10 @@ class MRARUSelector(Selector):
                     accepted.append(int(positions[i]))
                     accepted_u.append(float(values[i]))
         return Selection(accepted, accepted_u, scored,
-                         {"strategy": f"mraru/{self.acceptance}", "acceptance_rate": len(accepted) / max(scored, 1)})
+                         {"strategy": f"{self.name}/{self.acceptance}",
+                          "acceptance_rate": len(accepted) / max(scored, 1)})
+
+    def weigher(self, context: SelectionContext) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """What a candidate's uncertainty is turned into before the accept/reject draw; called once per selection,
+        applied to each streamed chunk only (so that the selection stays O(batch))."""
+        return lambda positions, u: u

@@ -1,6 +1,7 @@
 """Built-in teachers."""
 
 from kdstudio.hookspecs import hookimpl
+from kdstudio_plugins.teachers.committee import CascadeTeacher, CommitteeTeacher
 from kdstudio_plugins.teachers.llm import LLMTeacher
 from kdstudio_plugins.teachers.oracle import OracleTeacher
 from kdstudio_plugins.teachers.zeroshot import ZeroShotTeacher
@@ -11,3 +12,5 @@ def register_teachers(register):
     register(ZeroShotTeacher)
     register(LLMTeacher)
     register(OracleTeacher)
+    register(CommitteeTeacher)
+    register(CascadeTeacher)
