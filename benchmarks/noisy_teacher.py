@@ -47,6 +47,7 @@ SETUPS: dict[str, tuple[str, dict[str, Any], str | None, bool]] = {
     "mraru": ("mraru", {}, None, False),
     "llkd": ("llkd", {}, None, False),
     "noise_aware": ("noise_aware", {}, None, False),
+    "noise_aware/selection-only": ("noise_aware", {"weighting": "none"}, None, False),
     "random+doubt": ("random", {}, "cleanlab", False),
     "margin+doubt": ("margin", {}, "cleanlab", False),
     "noise_aware+doubt": ("noise_aware", {}, "cleanlab", False),
@@ -86,14 +87,19 @@ def teacher_on_test(project: Project, teacher: str) -> float:
 
 
 def audit_of(project: Project, run_id: int, rng: np.random.Generator) -> dict[str, float]:
-    """The audit of one run's teacher labels against gold: precision of its top 10%, lift over the error rate, and
-    teacher errors found per 100 reviews in audit order against random order."""
+    """The audit of one run's teacher labels against gold."""
     gold = project.store.gold()
     labels = Ledger(project.store).run_labels(run_id)
     taught = sorted(d for d, lab in labels.items() if lab.source == "teacher" and d in gold)
     texts = project.store.texts(taught)
-    candidates = [Candidate(d, t, labels[d].label, labels[d].confidence, None)
-                  for d, t in zip(taught, texts, strict=True)]
+    return audit_figures(project, [Candidate(d, t, labels[d].label, labels[d].confidence, None)
+                                   for d, t in zip(taught, texts, strict=True)], gold, rng)
+
+
+def audit_figures(project: Project, candidates: list[Candidate], gold: dict[str, str],
+                  rng: np.random.Generator) -> dict[str, float]:
+    """Precision of the audit's top 10% against gold, its lift over the error rate, and teacher errors found per 100
+    reviews in audit order against random order."""
     model = project.config.embedding.model
     suspects, _ = audit_labels(candidates, {}, lambda ids: project.store.vectors(model, ids), project.labels,
                                get_plugins().get("doubt", "cleanlab").cls(), get_plugins().get("student", "logreg").cls,
@@ -107,6 +113,35 @@ def audit_of(project: Project, run_id: int, rng: np.random.Generator) -> dict[st
             "lift": float(wrong[:top].mean() / error_rate) if error_rate else float("nan"),
             "fixed_per_100_audit": float(wrong[:reviews].sum()) * 100 / reviews,
             "fixed_per_100_random": random_found * 100 / reviews}
+
+
+def project_audit(dataset: str, rng: np.random.Generator) -> dict[str, dict[str, float]]:
+    """The audit as a project would run it after many runs: every document each noisy teacher labelled, across all
+    the benchmark's runs with it, judged together, against gold."""
+    project = project_for(dataset)
+    out: dict[str, dict[str, float]] = {}
+    with project:
+        gold = project.store.gold()
+        for teacher in TEACHERS:
+            name, options = TEACHERS[teacher]
+            if teacher == "perfect":
+                continue
+            model = get_plugins().get("teacher", name).cls(**options).model_name
+            rows = project.store.con.execute(
+                "SELECT doc_id, arg_max(parsed_label, id), arg_max(confidence, id) FROM teacher_calls "
+                "WHERE model = ? AND parsed_label IS NOT NULL AND doc_id IS NOT NULL GROUP BY doc_id ORDER BY doc_id",
+                [model]).fetchall()
+            rows = [r for r in rows if r[0] in gold]
+            if not rows:
+                continue
+            texts = project.store.texts([r[0] for r in rows])
+            candidates = [Candidate(d, t, lab, conf, model) for (d, lab, conf), t in zip(rows, texts, strict=True)]
+            out[teacher] = audit_figures(project, candidates, gold, rng)
+            a = out[teacher]
+            print(f"  {dataset} {teacher:14s} audit of {a['labels']:.0f} labels: error rate {a['error_rate']:.3f}, "
+                  f"top 10% {a['top10_precision']:.3f} (lift {a['lift']:.2f}x), per 100 reviews "
+                  f"{a['fixed_per_100_audit']:.1f} vs {a['fixed_per_100_random']:.1f} random", flush=True)
+    return out
 
 
 def benchmark(dataset: str, seeds: int, teachers: list[str], setups: list[str]) -> dict[str, Any]:
@@ -227,6 +262,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--teachers", nargs="+", default=list(TEACHERS))
     parser.add_argument("--setups", nargs="+", default=list(SETUPS))
+    parser.add_argument("--audit", action="store_true", help="only the project-wide audit of each noisy teacher's "
+                                                                 "labels (after a benchmark run)")
+    parser.add_argument("--tag", default="", help="added to the results' file names")
     parser.add_argument("--tiers", type=int, metavar="N", help="only the committee and cascade on N documents")
     parser.add_argument("--report", nargs="+", type=Path, help="reprint the tables of saved results")
     args = parser.parse_args()
@@ -236,6 +274,10 @@ def main() -> None:
             tiers_report(data) if "documents" in data else report(data)
         return
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.audit:
+        audits = {d: project_audit(d, np.random.default_rng(0)) for d in args.datasets}
+        (OUT / "noisy-audit.json").write_text(json.dumps(audits, indent=1))
+        return
     if args.tiers:
         results = tiers(args.tiers)
         (OUT / "noisy-tiers.json").write_text(json.dumps(results, indent=1))
@@ -243,7 +285,7 @@ def main() -> None:
         return
     for dataset in args.datasets:
         results = benchmark(dataset, args.seeds, args.teachers, args.setups)
-        (OUT / f"noisy-{dataset}.json").write_text(json.dumps(results, indent=1))
+        (OUT / f"noisy-{dataset}{args.tag}.json").write_text(json.dumps(results, indent=1))
         report(results)
 
 

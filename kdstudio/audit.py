@@ -81,7 +81,7 @@ def audit_labels(candidates: list[Candidate], humans: dict[str, str], vectors: A
             c.doc_id, c.text, c.label, c.confidence, c.model, float(oof[i, y[i]]), labels[int(oof[i].argmax())],
             float(doubts.suspicion[i]), bool(doubts.flagged[i]),
             [Neighbour(ids[j], labels[y[j]], round(float(s), 4), sources[j]) for j, s in nearest[i]]))
-    suspects.sort(key=lambda s: (not s.flagged, -s.suspicion, s.doc_id))
+    suspects.sort(key=lambda s: (-s.suspicion, s.doc_id))
     return suspects, len(human_ids)
 
 

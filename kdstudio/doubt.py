@@ -9,7 +9,6 @@ import numpy as np
 
 from kdstudio.interfaces import Doubts, LabelDoubt, Student
 
-DOUBT_ACTIONS = ("weight", "drop")
 # A weighted label never counts for less than this: a wrongly doubted rare-class example still teaches a little.
 MIN_WEIGHT = 0.05
 

@@ -423,7 +423,13 @@ class Doubts:
 
 class LabelDoubt(Component):
     """Judges which teacher labels look wrong, from the student's out-of-fold probabilities (each label judged by a
-    student that never saw it) and the teacher's own confidence."""
+    student that never saw it) and the teacher's own confidence. Every label doubt has the `action` option (put
+    `LabelDoubt.ACTION` in its options): what training does with a label that looks wrong."""
+
+    ACTION: ClassVar[Option] = Option("action", str, "drop", "what training does with a doubted label: drop (hold it "
+                                                             "out) or weight (scale it by 1 - suspicion)",
+                                      ("drop", "weight"))
+    action: str = "drop"
 
     @abstractmethod
     def judge(self, y: np.ndarray, oof_probs: np.ndarray, confidence: np.ndarray) -> Doubts:

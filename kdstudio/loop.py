@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from kdstudio import steps
-from kdstudio.doubt import DOUBT_ACTIONS
 from kdstudio.errors import ConfigError, KdError, RunFailed
 from kdstudio.events import EventFn, RunDone, RunStarted
 from kdstudio.interfaces import CostEstimate, Doc, Engine, GenerationRequest, SampleWriter, TeachContext, Teacher
@@ -64,10 +63,9 @@ class DistillConfig:
     test_limit: int | None = None
     soft_labels: bool = False
     # Training that doubts its labels: a label-doubt plugin (e.g. cleanlab) judges each teacher label out of fold,
-    # and doubted labels are held out ("drop") or down-weighted ("weight").
+    # and doubted labels are held out or down-weighted (its `action` option).
     doubt: str | None = None
     doubt_options: dict[str, Any] = field(default_factory=dict)
-    doubt_action: str = "drop"
     seed: int = 0
     generate: str | None = None  # "pgkd": the teacher also writes new samples each round
     generate_samples: int = 32
@@ -92,8 +90,6 @@ class DistillConfig:
                           "write it as val.accuracy>=0.95 (val or test; accuracy, macro_f1 or weighted_f1)")
         if self.seed_size < 1 or self.batch < 0 or (self.batch == 0 and not self.generate):
             raise KdError("--seed-size must be at least 1, and --batch too unless the teacher generates samples")
-        if self.doubt_action not in DOUBT_ACTIONS:
-            raise KdError(f"--doubt-action {self.doubt_action!r} is not known", f"one of {', '.join(DOUBT_ACTIONS)}")
         if self.generate not in (None, "pgkd"):
             raise KdError(f"--generate {self.generate!r} is not known", "the one generation method is pgkd")
         if self.generate and self.generate_samples < 1:

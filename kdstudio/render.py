@@ -167,7 +167,8 @@ def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group
 
 def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
     doubt = run.config.get("doubt")
-    doubted = f" / doubt {doubt} ({run.config.get('doubt_action', 'drop')})" if doubt else ""
+    options = " ".join(f"{k}={v}" for k, v in run.config.get("doubt_options", {}).items())
+    doubted = f" / doubt {doubt}{f' ({options})' if options else ''}" if doubt else ""
     table = Table(title=f"Run {run.id}: {run.config.get('selector')} / {run.config.get('student')} / "
                         f"{run.config.get('teacher')}{doubted}", title_justify="left")
     for column in ("round", "labels", "spent", "scored", "val acc", "val F1", "val loss", "test acc", "test F1",

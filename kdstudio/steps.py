@@ -221,9 +221,10 @@ def train(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int) -> T
     weights = ctx.parts.selector.training_weights(train_set)
     X = ctx.features(train_ids)
     doubted = 0
-    if ctx.parts.doubt is not None and len(train_ids) >= 10:
+    # Out-of-fold students with fewer than about three labels a class judge nothing: doubt waits until there are.
+    if ctx.parts.doubt is not None and len(train_ids) >= max(10, 3 * len(ctx.labels)):
         trust = _trust(ctx, X, train_set)
-        doubted = int((trust < 1.0).sum()) if ctx.config.doubt_action == "weight" else int((trust == 0).sum())
+        doubted = int((trust < 0.5).sum())  # held out, or counting for less than half
         weights = trust if weights is None else weights * trust
     student = ctx.parts.student_cls(**ctx.config.student_options)
     student.fit(X, y, len(ctx.labels), sample_weight=weights, soft_labels=soft)
@@ -235,7 +236,7 @@ def _trust(ctx: RunContext, X: np.ndarray, train_set: LabelledSet) -> np.ndarray
     assert ctx.parts.doubt is not None
     doubts, _ = judge_labels(ctx.parts.doubt, ctx.parts.student_cls, ctx.config.student_options, X, train_set.y,
                              len(ctx.labels), train_set.confidence, seed=ctx.config.seed)
-    return doubt_weights(doubts, train_set.y, train_set.human, ctx.config.doubt_action)
+    return doubt_weights(doubts, train_set.y, train_set.human, ctx.parts.doubt.action)
 
 
 def _soft_labels(ctx: RunContext, labelled: dict[str, Any], train_ids: list[str], y: np.ndarray) -> np.ndarray:

@@ -228,11 +228,17 @@ class TeacherRunner:
         to_send = to_send if left is None else to_send[:left]
         if not to_send or self.budget.exhausted():
             return found
-        for answer in member.label(to_send, context):
-            self._write(member, answer, hashes[answer.doc_id], requests[answer.doc_id], round, "consult")
-            self.budget.spent_calls += 1
-            self.budget.spent_usd += answer.cost_usd
-            found[answer.doc_id] = answer
+        answers = member.label(to_send, context)
+        try:
+            for answer in answers:
+                self._write(member, answer, hashes[answer.doc_id], requests[answer.doc_id], round, "consult")
+                self.budget.spent_calls += 1
+                self.budget.spent_usd += answer.cost_usd
+                found[answer.doc_id] = answer
+        finally:
+            close = getattr(answers, "close", None)
+            if close:
+                close()  # on an exception: the member stops sending the moment we stop asking
         return found
 
     def _record_all(self, answers: Any, gate: BudgetGate, hashes: dict[str, str], requests: dict[str, Any],

@@ -96,12 +96,13 @@ def test_doubt_finds_planted_wrong_labels_and_never_empties_a_class():
 def test_a_noisy_run_with_noise_aware_selection_and_doubt_from_the_command_line(bbc: Path):
     result = run_cli("distill", "-p", str(bbc), "--teacher", "oracle", "--teacher-option", "noise=0.3",
                      "--teacher-option", "noise_mode=difficulty", "--selector", "noise_aware", "--doubt", "cleanlab",
+                     "--doubt-option", "action=weight",
                      "--seed-size", "20", "--batch", "10", "--budget-labels", "60", "--val-size", "20")
     assert result.returncode == 0, result.stderr
     assert "doubted" in result.stdout and "SIMULATED" in result.stdout
     with Project.open(bbc, read_only=True) as project:
         run = project.latest_run()
-        assert run.config["doubt"] == "cleanlab" and run.config["doubt_action"] == "drop"
+        assert run.config["doubt"] == "cleanlab" and run.config["doubt_options"] == {"action": "weight"}
         rounds = [r for r in project.rounds(run.id) if r.phase == "done"]
         pool = len(project.store.ids_in_split("pool"))
         # M-RARU's contract holds: the combined score is computed on the streamed candidates only.
@@ -167,3 +168,37 @@ async def test_the_triage_tab_orders_by_suspicion(bbc: Path):
             await pilot.press("enter")  # accept the teacher on the most suspect label
             assert project.store.con.execute("SELECT doc_id FROM labels WHERE source = 'human'").fetchall() == [
                 (ranked[0],)]
+
+
+class _Unsure:
+    """A student equally unsure about every document."""
+
+    input = "embeddings"
+
+    def predict_proba(self, X):
+        return np.full((len(X), 3), 1 / 3)
+
+
+def test_noise_aware_selection_avoids_where_the_teacher_is_unreliable_and_scores_only_candidates():
+    from kdstudio.pool_view import PoolView
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    region = rng.random(n) < 0.5  # True: where the teacher is unreliable
+    vectors = np.where(region[:, None], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]) + 0.05 * rng.normal(size=(n, 3))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.array([f"d{i}" for i in range(n)])
+    row = {d: i for i, d in enumerate(ids)}
+    lookup = lambda chosen: vectors[[row[d] for d in chosen]]  # noqa: E731
+    answered = rng.choice(n, size=200, replace=False)
+    answers = {ids[i]: (["a", "b", "c"][rng.integers(3)] if region[i] else "a", 0.4 if region[i] else 0.95)
+               for i in answered}
+    pool = PoolView(ids, lookup, lookup, list(answers), _Unsure(), ["a", "b", "c"], 1, np.random.default_rng(2),
+                    answers=answers)
+    choice = get_plugins().get("selector", "noise_aware").cls().select(pool, 40)
+    assert len(choice.positions) == 40
+    assert region[choice.positions].mean() < 0.25  # mostly where the teacher can be trusted
+    assert choice.scored < n / 4  # O(batch): only streamed candidates were scored
+    plain = get_plugins().get("selector", "noise_aware").cls(strength=0.0).select(
+        PoolView(ids, lookup, lookup, [], _Unsure(), ["a", "b", "c"], 1, np.random.default_rng(2), answers=answers), 40)
+    assert region[plain.positions].mean() > 0.3  # without the reliability factor, no such preference

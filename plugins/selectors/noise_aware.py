@@ -4,15 +4,18 @@ The teacher's reliability on a document is unknown before the call, so it is pre
 embeddings, fitted each round on the answers already bought, with as target the teacher's own confidence blended
 with its agreement with the labels of its nearest answered neighbours (leave-one-out). The student's uncertainty u is
 multiplied by the predicted reliability r^strength, and M-RARU's accept/reject stream runs on that product: only the
-candidates it streams past are scored, by the student and by the reliability model."""
+candidates it streams past are scored, by the student and by the reliability model. Training keeps LLKD's side: per
+class, labels the teacher was less sure of than usual are held out, the rest weighted by confidence x uncertainty."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from kdstudio.interfaces import Option, SelectionContext, TeacherAnswers
+from kdstudio.interfaces import LabelledSet, Option, SelectionContext, TeacherAnswers
+from kdstudio_plugins.selectors.llkd import confident_weights
 from kdstudio_plugins.selectors.mraru import MRARUSelector
 
 MIN_ANSWERS = 10  # below this there is nothing to learn the teacher's reliability from
@@ -37,7 +40,7 @@ def reliability_target(answers: TeacherAnswers, k: int, agreement_weight: float)
 
 class NoiseAwareSelector(MRARUSelector):
     """Noise-aware M-RARU: the student's uncertainty times the teacher's predicted reliability (a ridge model over
-    the embeddings, learned from the confidences and agreement already bought)."""
+    the embeddings, learned from the confidences and agreement already bought); LLKD's confident training."""
 
     name = "noise_aware"
     options = (
@@ -46,7 +49,15 @@ class NoiseAwareSelector(MRARUSelector):
         Option("strength", float, 2.0, "exponent of the predicted teacher reliability (0: plain M-RARU)"),
         Option("neighbours", int, 5, "answered neighbours whose agreement makes the reliability target"),
         Option("agreement_weight", float, 0.5, "share of neighbour agreement (vs teacher confidence) in the target"),
+        Option("weighting", str, "confident", "training weights: confident (LLKD's per-class teacher-confidence "
+                                              "thresholds and confidence x uncertainty weights) or none",
+               ("confident", "none")),
+        Option("momentum", float, 0.9, "moving-average momentum of the per-class confidence thresholds"),
     )
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.tau_teacher: dict[int, float] = {}
 
     def weigher(self, context: SelectionContext) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         answers = context.teacher_answers()
@@ -62,3 +73,14 @@ class NoiseAwareSelector(MRARUSelector):
             return u * reliability ** self.strength
 
         return weigh
+
+    def training_weights(self, labelled: LabelledSet) -> np.ndarray | None:
+        if self.weighting == "none":
+            return None
+        return confident_weights(labelled, self.tau_teacher, self.momentum)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tau_teacher": {str(k): v for k, v in self.tau_teacher.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tau_teacher = {int(k): v for k, v in state.get("tau_teacher", {}).items()}

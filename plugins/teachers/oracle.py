@@ -137,17 +137,22 @@ class OracleTeacher(Teacher):
                 continue
             rng = _doc_rng(self.seed, doc.id)
             flipped = len(context.labels) > 1 and rng.random() < chances[i]
-            wrong = self._wrong_label(context.labels, gold, rng, None if mistaken is None else int(mistaken[i]))
-            answer = wrong if flipped else gold
-            yield self._answer(doc.id, answer, gold if flipped else wrong, flipped, float(chances[i]),
-                               context.labels, rng)
+            likely = self._likely_mistake(context.labels, gold, None if mistaken is None else int(mistaken[i]))
+            if flipped:
+                # Uniform noise draws its wrong label only when it needs one, so its answers stay what they were.
+                answer = likely or str(rng.choice([x for x in context.labels if x != gold]))
+                runner_up = gold
+            else:
+                answer, runner_up = gold, likely or gold
+            yield self._answer(doc.id, answer, runner_up, flipped, float(chances[i]), context.labels, rng)
 
-    def _wrong_label(self, labels: list[str], gold: str, rng: np.random.Generator, mistaken: int | None) -> str:
+    def _likely_mistake(self, labels: list[str], gold: str, mistaken: int | None) -> str | None:
+        """The label this document is mistaken for under structured noise (None: any wrong label)."""
         if self.noise_mode == "confusion":
             return confusion_partner(labels, gold)
         if mistaken is not None and mistaken >= 0:
             return labels[mistaken]
-        return str(rng.choice([x for x in labels if x != gold]))
+        return None
 
     def _answer(self, doc_id: str, answer: str, runner_up: str, flipped: bool, chance: float, labels: list[str],
                 rng: np.random.Generator) -> TeacherLabel:
