@@ -163,6 +163,19 @@ def benchmark(dataset: str, seeds: int, teachers: list[str], setups: list[str]) 
     return results
 
 
+def merge(into: dict[str, Any], more: dict[str, Any]) -> None:
+    """Results of a later pass join an earlier one's. The first pass of 2026-11-24 ran `noise_aware` before it kept
+    LLKD's confident training, i.e. as `weighting=none`: a later `noise_aware` renames it selection-only."""
+    for teacher, entry in more["teachers"].items():
+        have = into["teachers"].setdefault(teacher, {**entry, "setups": {}})
+        if "noise_aware" in entry["setups"] and "noise_aware" in have["setups"]:
+            for name in [n for n in have["setups"] if n.startswith("noise_aware")]:
+                have["setups"][name.replace("noise_aware", "noise_aware/selection-only", 1)] = have["setups"].pop(name)
+        have["setups"].update(entry["setups"])
+        if "audit" in entry:
+            have["audit"] = entry["audit"]
+
+
 def report(results: dict[str, Any]) -> None:
     print(f"\n{results['dataset']}: {results['budget']} teacher labels per run (validation included)")
     for teacher, entry in results["teachers"].items():
@@ -170,12 +183,12 @@ def report(results: dict[str, Any]) -> None:
         setups = entry["setups"]
         margin = np.mean([o["test_accuracy"] for o in setups.get("margin", [])] or [np.nan])
         print(f"  teacher {teacher}: its own test accuracy {own:.3f}")
-        print(f"    {'setup':24s} {'test acc':>8s} {'std':>6s} {'vs margin':>9s} {'sold acc':>8s} "
+        print(f"    {'setup':38s} {'test acc':>8s} {'std':>6s} {'vs margin':>9s} {'sold acc':>8s} "
               f"{'student/teacher':>15s}")
         for setup, outcomes in setups.items():
             acc = np.array([o["test_accuracy"] for o in outcomes])
             sold = np.nanmean([o["sold_accuracy"] for o in outcomes])
-            print(f"    {setup:24s} {acc.mean():8.3f} {acc.std():6.3f} {acc.mean() - margin:+9.3f} {sold:8.3f} "
+            print(f"    {setup:38s} {acc.mean():8.3f} {acc.std():6.3f} {acc.mean() - margin:+9.3f} {sold:8.3f} "
                   f"{acc.mean() / own:15.3f}")
         if "audit" in entry:
             a = {k: float(np.mean([x[k] for x in entry["audit"]])) for k in entry["audit"][0]}
@@ -269,9 +282,15 @@ def main() -> None:
     parser.add_argument("--report", nargs="+", type=Path, help="reprint the tables of saved results")
     args = parser.parse_args()
     if args.report:
+        merged: dict[str, dict[str, Any]] = {}
         for path in args.report:
             data = json.loads(path.read_text())
-            tiers_report(data) if "documents" in data else report(data)
+            if "documents" in data:
+                tiers_report(data)
+            else:
+                merge(merged.setdefault(data["dataset"], {**data, "teachers": {}}), data)
+        for data in merged.values():
+            report(data)
         return
     OUT.mkdir(parents=True, exist_ok=True)
     if args.audit:

@@ -91,7 +91,7 @@ def test_pgkd_generates_synthetic_training_samples_and_a_rerun_pays_nothing(bbc:
     lines = [line for line in cost.stdout.splitlines() if "fake-model" in line]
     assert len(lines) == 2 and lines[0].split("│")[3].strip() == str(32 + n_val)  # run 1 paid for every call
     # Run 2 paid for none: it reused every label, the generated samples' included.
-    assert lines[1].split("│")[3].strip() == "0" and lines[1].split("│")[-2].strip() == str(30 + n_val + 8)
+    assert lines[1].split("│")[3].strip() == "0" and lines[1].split("│")[-3].strip() == str(30 + n_val + 8)
 
 
 def test_pure_pgkd_with_the_no_report_ablation(bbc: Path, llm: FakeLLM):

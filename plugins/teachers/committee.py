@@ -87,7 +87,7 @@ class _Composite(Teacher):
         """An upper bound: every member asked about every document."""
         parts = [m.estimate(docs, context, n_docs) for m in self.parts]
         return CostEstimate(n_docs, sum(p.tokens_in_per_doc for p in parts), sum(p.tokens_out_per_doc for p in parts),
-                            sum(p.usd_per_doc for p in parts), "; ".join(p.price_source for p in parts),
+                            sum(p.usd_per_doc for p in parts), "; ".join(dict.fromkeys(p.price_source for p in parts)),
                             all(p.priced for p in parts))
 
     def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
