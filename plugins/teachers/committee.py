@@ -79,13 +79,17 @@ class _Composite(Teacher):
     def wants_difficulty(self) -> bool:
         return any(m.wants_difficulty for m in self.parts)
 
+    def askable(self) -> list[Teacher]:
+        """Every teacher this one may ask."""
+        return self.parts
+
     def check_ready(self) -> None:
-        for member in self.parts:
+        for member in self.askable():
             member.check_ready()
 
     def estimate(self, docs: Sequence[Doc], context: TeachContext, n_docs: int) -> CostEstimate:
-        """An upper bound: every member asked about every document."""
-        parts = [m.estimate(docs, context, n_docs) for m in self.parts]
+        """An upper bound: every teacher it may ask, asked about every document."""
+        parts = [m.estimate(docs, context, n_docs) for m in self.askable()]
         return CostEstimate(n_docs, sum(p.tokens_in_per_doc for p in parts), sum(p.tokens_out_per_doc for p in parts),
                             sum(p.usd_per_doc for p in parts), "; ".join(dict.fromkeys(p.price_source for p in parts)),
                             all(p.priced for p in parts))
@@ -132,10 +136,8 @@ class CommitteeTeacher(_Composite):
     def model_name(self) -> str:
         return f"committee({', '.join(m.model_name for m in self.parts)})"
 
-    def check_ready(self) -> None:
-        super().check_ready()
-        if self.referee is not None:
-            self.referee.check_ready()
+    def askable(self) -> list[Teacher]:
+        return self.parts + ([self.referee] if self.referee is not None else [])
 
     def label(self, docs: Sequence[Doc], context: TeachContext) -> Iterator[TeacherLabel]:
         votes = [self._ask(context, m, docs) for m in self.parts]
