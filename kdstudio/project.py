@@ -388,13 +388,16 @@ class Project:
         """Rank the teacher labels no person has checked by how likely they are wrong: each judged by students that
         never saw it (out of fold, on every label, people's included), with the teacher's confidence and the
         nearest labelled documents as evidence."""
+        self.check_label_set()
+        report = self._audit(ReviewStore(self.store).candidates(), doubt, doubt_options or {})
+        return replace(report, suspects=report.suspects[:top]) if top else report
+
+    def _audit(self, candidates: list[Candidate], doubt: str, doubt_options: dict[str, Any]) -> AuditReport:
         from kdstudio.audit import AuditReport, audit_labels
 
-        self.check_label_set()
-        judge = self.plugins.get("doubt", doubt).cls(**(doubt_options or {}))
+        judge = self.plugins.get("doubt", doubt).cls(**doubt_options)
         student_name, student_options = self._judging_student()
         student_cls = self.plugins.get("student", student_name).cls
-        candidates = ReviewStore(self.store).candidates()
         if not candidates:
             raise KdError("no teacher label to audit (none, or every one was checked by a person)",
                           "buy teacher labels first: `kdstudio distill`")
@@ -405,7 +408,7 @@ class Project:
         if not suspects:
             raise KdError(f"{len(candidates) + trusted} labels are too few to audit",
                           "buy at least 10 teacher labels (`kdstudio distill`) first")
-        return AuditReport(doubt, student_name, len(candidates), trusted, suspects[:top] if top else suspects)
+        return AuditReport(doubt, student_name, len(candidates), trusted, suspects)
 
     def _judging_student(self) -> tuple[str, dict[str, Any]]:
         """The latest run's student when it reads embeddings (cheap to fit five times), else logistic regression."""
@@ -465,8 +468,8 @@ class Project:
         return agreement(ReviewStore(self.store).agreement_pairs(), self.labels)
 
     def _suspect_order(self, candidates: list[Candidate]) -> list[Candidate]:
-        """Candidates in audit order (most likely wrong first)."""
-        rank = {s.doc_id: i for i, s in enumerate(self.audit().suspects)}
+        """Candidates in audit order (most likely wrong first), judged as `audit()` judges them."""
+        rank = {s.doc_id: i for i, s in enumerate(self._audit(candidates, "cleanlab", {}).suspects)}
         return sorted(candidates, key=lambda c: rank.get(c.doc_id, len(rank)))
 
     def _student_labels(self, doc_ids: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from kdstudio.interfaces import Doc, GenerationRequest, SampleWriter, TeachContext, Teacher, TeacherLabel
 from kdstudio.money import usd
-from kdstudio.store import Ledger, request_hash
+from kdstudio.store import CachedCall, Ledger, request_hash
 
 
 @dataclass
@@ -161,12 +161,10 @@ class TeacherRunner:
         teachers that read it)."""
         outcome = TeachOutcome()
         context = self.context if difficulty is None else replace(self.context, difficulty=difficulty)
-        requests = {doc.id: self.teacher.request(doc, context) for doc in docs}
-        hashes = {doc_id: request_hash(req) for doc_id, req in requests.items()}
-        cached = self.ledger.cached(list(hashes.values()))
+        requests, hashes, hits = self._lookup(self.teacher, docs, context)
         to_send: list[Doc] = []
         for doc in docs:
-            hit = cached.get(hashes[doc.id])
+            hit = hits.get(doc.id)
             if hit is None:
                 to_send.append(doc)
                 continue
@@ -200,6 +198,14 @@ class TeacherRunner:
             outcome.stopped = gate.refused
         return outcome
 
+    def _lookup(self, teacher: Teacher, docs: Sequence[Doc], context: TeachContext
+                ) -> tuple[dict[str, Any], dict[str, str], dict[str, CachedCall]]:
+        """Each document's request, its hash (the cache key), and the ledger's answer where it has one."""
+        requests = {doc.id: teacher.request(doc, context) for doc in docs}
+        hashes = {doc_id: request_hash(req) for doc_id, req in requests.items()}
+        cached = self.ledger.cached(list(hashes.values()))
+        return requests, hashes, {d: cached[h] for d, h in hashes.items() if h in cached}
+
     def _write(self, teacher: Teacher, answer: TeacherLabel, digest: str, request: Any, round: int | None,
                purpose: str) -> None:
         self.ledger.record(
@@ -213,17 +219,9 @@ class TeacherRunner:
                  round: int | None) -> dict[str, TeacherLabel]:
         """A committee's or cascade's member asked through the ledger: its cached answers are served free, new ones
         are recorded under its own model (as evidence, not labels) and paid through the run's gate and budget."""
-        requests = {doc.id: member.request(doc, context) for doc in docs}
-        hashes = {doc_id: request_hash(req) for doc_id, req in requests.items()}
-        cached = self.ledger.cached(list(hashes.values()))
-        found: dict[str, TeacherLabel] = {}
-        to_send = []
-        for doc in docs:
-            hit = cached.get(hashes[doc.id])
-            if hit is None:
-                to_send.append(doc)
-            else:
-                found[doc.id] = TeacherLabel(doc.id, hit.label, hit.confidence, hit.probs, error=hit.error)
+        requests, hashes, hits = self._lookup(member, docs, context)
+        found = {d: TeacherLabel(d, hit.label, hit.confidence, hit.probs, error=hit.error) for d, hit in hits.items()}
+        to_send = [doc for doc in docs if doc.id not in hits]
         left = self.budget.calls_left()
         to_send = to_send if left is None else to_send[:left]
         if not to_send or self.budget.exhausted():

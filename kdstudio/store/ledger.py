@@ -230,12 +230,12 @@ class Ledger:
         another run's answers, or its own before a resume)."""
         rows = self.con.execute(
             """
-            WITH truth AS (
+            WITH human AS (
+                SELECT doc_id, arg_max(label, id) AS label FROM labels WHERE source = 'human' GROUP BY doc_id
+            ), truth AS (
                 -- What a teacher's answer is judged against: a person's label, else the gold label.
-                SELECT doc_id, coalesce(arg_max(label, id) FILTER (source = 'human'), any_value(gold)) AS label
-                FROM (SELECT l.doc_id, l.label, l.id, l.source, NULL AS gold FROM labels l WHERE l.source = 'human'
-                      UNION ALL SELECT g.doc_id, NULL, NULL, 'gold', g.label FROM gold g)
-                GROUP BY doc_id
+                SELECT coalesce(h.doc_id, g.doc_id) AS doc_id, coalesce(h.label, g.label) AS label
+                FROM human h FULL OUTER JOIN gold g ON g.doc_id = h.doc_id
             ), spent AS (
                 SELECT c.run_id, c.model, count(*) FILTER (purpose <> 'verdict') AS calls,
                        count(*) FILTER (purpose IN ('label', 'consult')) AS label_calls,

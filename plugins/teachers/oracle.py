@@ -47,23 +47,22 @@ class ReferenceModel:
         self.centroids = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-9)
         self.vectors = vectors
         self.index = index
-        self.reference = np.sort(self._margins(matrix, y))
+        self.reference = np.sort(self._margins(matrix, y)[0])
 
-    def _margins(self, matrix: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _margins(self, matrix: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Margin of the gold class over the best wrong one, and that wrong class, per row."""
         sims = matrix @ self.centroids.T
         own = sims[np.arange(len(y)), y]
         sims[np.arange(len(y)), y] = -np.inf
-        return own - sims.max(axis=1)
+        wrong = sims.argmax(axis=1)
+        return own - sims[np.arange(len(y)), wrong], wrong
 
     def judge(self, doc_ids: list[str], gold: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(difficulty percentile in [0, 1], best wrong class index) per document."""
         matrix = np.asarray(self.vectors(doc_ids), dtype=np.float32)
-        y = np.array([self.index[g] for g in gold])
-        margins = self._margins(matrix, y)
+        margins, wrong = self._margins(matrix, np.array([self.index[g] for g in gold]))
         difficulty = 1.0 - np.searchsorted(self.reference, margins, side="left") / max(1, len(self.reference))
-        sims = matrix @ self.centroids.T
-        sims[np.arange(len(y)), y] = -np.inf
-        return np.clip(difficulty, 0.0, 1.0), sims.argmax(axis=1)
+        return np.clip(difficulty, 0.0, 1.0), wrong
 
 
 class OracleTeacher(Teacher):
