@@ -161,8 +161,9 @@ class OracleTeacher(Teacher):
             confidence = 1.0
         elif self.noise_mode == "difficulty":
             hardness = min(1.0, chance / (self.noise * (DIFFICULTY_POWER + 1)))  # d^K, in [0, 1]
-            # Wrong answers are 0.15 less confident on average, with a spread of 0.12: alone, confidence separates
-            # right from wrong with an AUROC near 0.75, like an LLM's label logprobs; hardness adds to it.
+            # Wrong answers are 0.15 less confident on average, with a spread of 0.12 (alone, an AUROC near 0.75);
+            # hardness lowers both, and wrong answers are the hard ones: measured on the benchmark's labels, the
+            # AUROC is 0.90-0.98 (docs/benchmarks.md), more telling than most LLM logprobs.
             centre = (0.80 if flipped else 0.95) - 0.35 * hardness
             confidence = float(np.clip(centre + rng.normal(0.0, 0.12), 1.0 / len(labels) + 0.01, 0.995))
         else:
