@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/learning_curves.py                      # everything (about an hour on 2 cores)
     .venv/bin/python benchmarks/learning_curves.py --datasets bbc-news --seeds 1 --students logreg   # a quick look
+    .venv/bin/python benchmarks/learning_curves.py --fewer-calls      # free labels, cold starts, the autopilot, peer
 
 Per dataset it prints the full-data ceiling, the labels each strategy needs to reach 95% and 98% of it, the
 saving against random, and accuracy at fixed label counts; then M-RARU's vs entropy's selection time per batch
@@ -279,7 +280,25 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the output files")
     parser.add_argument("--report", nargs="+", type=Path, help="only print the tables of earlier JSON results")
     parser.add_argument("--finetune-study", metavar="DATASET", help="only run the fine-tuned student study")
+    parser.add_argument("--fewer-calls", action="store_true", help="the pass of benchmarks/fewer_calls.py: free "
+                        "labels from the pool, cold starts, the autopilot, small-text's BreakingTies")
+    parser.add_argument("--setups", help="with --fewer-calls: which setups (default: all; `timings`: only the round "
+                        "and write timings)")
     args = parser.parse_args()
+    if args.fewer_calls:
+        import fewer_calls
+
+        if args.report:
+            fewer_calls.reprint(args.report)
+            return
+        OUT.mkdir(parents=True, exist_ok=True)
+        if args.setups == "timings":
+            (OUT / f"fewer_calls-timings{args.tag}.json").write_text(
+                json.dumps(fewer_calls.timings(project_for), indent=1))
+            return
+        fewer_calls.run(args.datasets.split(","), args.seeds,
+                        args.setups.split(",") if args.setups else list(fewer_calls.SETUPS), args.tag, project_for)
+        return
     if args.report:
         for path in args.report:
             for dataset, by_student in json.loads(path.read_text())["curves"].items():

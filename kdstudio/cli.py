@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from kdstudio.types import (
     RoundDone,
     RunStarted,
     SamplesGenerated,
+    TeacherChecked,
     get_plugins,
     parse_labels_option,
     parse_split_option,
@@ -170,6 +171,19 @@ def import_(file: Path, project_dir: Path, text_column: str, id_column: str | No
     console.print(report.summary())
 
 
+@cli.command()
+@project_option
+@click.argument("share")
+@click.option("--seed", default=0, show_default=True, help="Seed of the draw.")
+def split(project_dir: Path, share: str, seed: int) -> None:
+    """Carve a validation (or test) split out of the pool: SHARE is val=0.1 or test=0.2. Only documents nothing has
+    labelled or asked a teacher about move, stratified by gold label where known."""
+    with Project.open(project_dir) as project:
+        for name, fraction in _split(share).items():
+            moved = project.carve_split(name, fraction, seed)
+            console.print(f"moved {moved} pool documents to {name}")
+
+
 @cli.group()
 def datasets() -> None:
     """Real labelled corpora that ship inside installed packages."""
@@ -205,15 +219,35 @@ def datasets_import(name: str, directory: Path, limit: int | None, split: str | 
 def embed(project_dir: Path, model: str | None, engine_name: str, address: str | None, workers: int | None,
           engine_option: tuple[str, ...]) -> None:
     """Embed every document that has no vector yet (a re-run computes nothing)."""
+    with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine, \
+            _embed_progress() as progress:
+        report = project.embed(progress, model=model, engine=engine)
+    console.print(report.summary())
+
+
+@contextmanager
+def _embed_progress() -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for embedding, started at its first update: an embed with nothing to do prints
+    nothing at all."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine, \
-            Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                     console=err_console, transient=True) as progress:
-        task = progress.add_task("embed", total=None)
-        report = project.embed(lambda done, total: progress.update(task, completed=done, total=total),
-                               model=model, engine=engine)
-    console.print(report.summary())
+    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=err_console, transient=True)
+    task: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not total:
+            return
+        if not task:
+            progress.start()
+            task.append(progress.add_task("embed", total=total))
+        progress.update(task[0], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task:
+            progress.stop()
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -231,7 +265,8 @@ DEFAULTS = DistillConfig()
 # Flags that name a DistillConfig setting one to one.
 DISTILL_FLAGS = ("teacher", "selector", "student", "seed_selector", "seed_size", "batch", "budget_labels",
                  "budget_calls", "budget_usd", "target", "patience", "max_rounds", "val_limit", "test_limit",
-                 "soft_labels", "doubt", "seed", "generate", "generate_samples", "generate_shots")
+                 "soft_labels", "doubt", "free_labels", "stop_when_gain_below", "seed", "generate", "generate_samples",
+                 "generate_shots")
 
 
 def _distill_flags(ctx: click.Context) -> dict[str, Any]:
@@ -253,6 +288,8 @@ def _distill_flags(ctx: click.Context) -> dict[str, Any]:
         flags["student_options"] = _pairs(p["student_option"], "--student-option")
     if given("doubt_option"):
         flags["doubt_options"] = _pairs(p["doubt_option"], "--doubt-option")
+    if given("free_labels_option"):
+        flags["free_labels_options"] = _pairs(p["free_labels_option"], "--free-labels-option")
     for flag, setting in (("no_report", "generate_report"), ("no_hard_negatives", "generate_hard_negatives")):
         if given(flag):
             flags[setting] = not p[flag]
@@ -304,6 +341,14 @@ def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_bas
                                              "confidence): labels that look wrong are held out or down-weighted.")
 @click.option("--doubt-option", multiple=True, metavar="KEY=VALUE",
               help="A label-doubt option, e.g. action=weight (down-weight instead of hold out); repeatable.")
+@click.option("--free-labels", metavar="NAME", help="Let the unlabelled pool teach too: self-train (the student's "
+              "confident predictions) or spread (label spreading over a neighbour graph); pseudo-labels are "
+              "down-weighted, never stored or paid for.")
+@click.option("--free-labels-option", multiple=True, metavar="KEY=VALUE",
+              help="An option of the free labeller, e.g. precision=0.9; repeatable.")
+@click.option("--stop-when-gain-below", metavar="GAIN/PER",
+              help="Budget autopilot: stop once the forecast validation-accuracy gain of the next labels falls "
+                   "below this, e.g. 0.005/100 (per 100 labels) or 0.01/usd (per dollar).")
 @click.option("--generate", type=click.Choice(["pgkd"]), help="The teacher also writes new training samples aimed "
                                                             "at the student's weaknesses, each round (PGKD).")
 @click.option("--generate-samples", default=DEFAULTS.generate_samples, show_default=True,
@@ -324,12 +369,13 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             seed_size: int, batch: int, budget_labels: int, budget_calls: int | None, budget_usd: float | None,
             target: str | None, patience: int | None, max_rounds: int | None, val_limit: int | str,
             test_limit: int | None, soft_labels: bool, doubt: str | None, doubt_option: tuple[str, ...],
+            free_labels: str | None, free_labels_option: tuple[str, ...], stop_when_gain_below: str | None,
             generate: str | None, generate_samples: int,
             generate_shots: int, no_report: bool, no_hard_negatives: bool, seed: int, plan: bool, resume: bool,
             run_id: int | None, engine_name: str, address: str | None, workers: int | None,
             engine_option: tuple[str, ...]) -> None:
     """Distill the teacher into a student: select, label, train and evaluate, round after round."""
-    from kdstudio.render import budget_line, plan_view, round_line, simulated_banner, spent_line
+    from kdstudio.render import budget_line, plan_view, round_line, simulated_banner, spent_line, teacher_check_lines
 
     def on_event(event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -342,6 +388,12 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             console.print(budget_line(event))
         elif isinstance(event, RoundDone):
             console.print(round_line(event.report))
+        elif isinstance(event, TeacherChecked):
+            agreement, warnings = teacher_check_lines(event)
+            for line in agreement:
+                console.print(line)
+            for line in warnings:
+                err_console.print(line, soft_wrap=True)
         elif isinstance(event, SamplesGenerated) and event.error:
             err_console.print(styled((f"round {event.round}: generation failed: {event.error}", "yellow")))
 
@@ -351,6 +403,10 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             console.print(plan_view(project.plan(project.distill_config(flags))))
         return
     with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine:
+        with _embed_progress() as progress:  # a run embeds what has no vector first: shown, not minutes of silence
+            embedded = project.embed(progress, engine=engine)
+        if embedded.embedded:
+            err_console.print(embedded.summary())
         if resume:
             latest = project.latest_run()
             target_run = run_id if run_id is not None else (latest.id if latest else None)

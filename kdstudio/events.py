@@ -26,6 +26,17 @@ class RunStarted:
 
 
 @dataclass(frozen=True)
+class TeacherChecked:
+    """Said before the first label is bought, for a teacher that can be asked for free: how often it agrees with the
+    labels people (or the data) gave, and what suggests it is guessing."""
+
+    kind: ClassVar[str] = "teacher-check"
+    teacher: str
+    agreement: tuple[tuple[str, float, int], ...]  # (against "human" or "gold", agreement, documents)
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Teaching:
     kind: ClassVar[str] = "teaching"
     round: int
@@ -66,5 +77,5 @@ class RunDone:
     result: RunResult
 
 
-Event = RunStarted | Teaching | Labelled | SamplesGenerated | RoundDone | RunDone
+Event = RunStarted | TeacherChecked | Teaching | Labelled | SamplesGenerated | RoundDone | RunDone
 EventFn = Callable[[Event], None]

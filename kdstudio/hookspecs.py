@@ -55,5 +55,10 @@ def register_doubts(register: Register) -> None:
 
 
 @hookspec
+def register_free_labels(register: Register) -> None:
+    """Contribute free labellers: pseudo-labels from the unlabelled pool (self-training, label spreading, ...)."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the `kdstudio` click group."""

@@ -229,6 +229,10 @@ class Teacher(Component):
     # Whether the ledger keeps each request (the prompt) beside its answer; a teacher whose request is just the
     # document says no, since the ledger knows the document by its id.
     log_prompts: ClassVar[bool] = True
+    # Answers computed here, free and in an instant (a simulated or an offline teacher): a batch's answers are written
+    # in one transaction, since a kill that loses them loses nothing that was paid for. Anything sent over the network
+    # is written the moment it arrives.
+    local: ClassVar[bool] = False
 
     @property
     def model_name(self) -> str:
@@ -244,6 +248,11 @@ class Teacher(Component):
         """How many labelled examples the teacher reads from TeachContext.examples (the loop draws them once per
         run, balanced over the classes, so that prompts and thus cache keys stay the same on resume)."""
         return 0
+
+    def caveats(self, context: TeachContext) -> list[str]:
+        """What a person should know about how this teacher will answer with this project's settings (e.g. labels it
+        only knows by name), said before a run buys anything."""
+        return []
 
     def check_ready(self) -> None:
         """Raise KdError if the teacher cannot work at all (no key, unknown model): called before a run spends
@@ -438,6 +447,54 @@ class LabelDoubt(Component):
 
 
 @dataclass
+class FreeLabelTask:
+    """A round's training data as a free labeller sees it. `pool` holds the vectors of the run's pool sample (the same
+    rows every round), `pool_y` the class of each that is labelled (-1: unlabelled); `X, y, weight` are what the
+    student trains on; `val_X, val_y` the teacher-labelled validation set, on which thresholds are chosen; `fit`
+    returns a fresh student of the run's kind fitted on (X, y, weight)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray
+    n_classes: int
+    pool: np.ndarray
+    pool_y: np.ndarray
+    val_X: np.ndarray
+    val_y: np.ndarray
+    fit: Callable[[np.ndarray, np.ndarray, np.ndarray], Any]
+
+
+@dataclass
+class FreeLabels:
+    """Pseudo-labels for unlabelled pool rows (`rows` index `FreeLabelTask.pool`), each with its training weight, and a
+    line saying what was added and why (shown in the round's line)."""
+
+    rows: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray
+    note: str
+
+    @classmethod
+    def none(cls, note: str) -> FreeLabels:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), note)
+
+
+class FreeLabeller(Component):
+    """Lets the unlabelled pool teach the student for free: it proposes pseudo-labels for pool documents no teacher
+    was asked about. They are training data of one round only: never stored, never counted as labels, never paid.
+    Every free labeller has the `pool_sample` option (put `FreeLabeller.POOL_SAMPLE` in its options): the pool
+    documents it reads, drawn once per run, so that a round's cost stops growing with the corpus."""
+
+    POOL_SAMPLE: ClassVar[Option] = Option("pool_sample", int, 20000, "pool documents read for free labels (a "
+                                                                      "random sample drawn once per run)")
+    pool_sample: int = 20000
+
+    @abstractmethod
+    def pseudo_labels(self, task: FreeLabelTask) -> FreeLabels:
+        raise NotImplementedError
+
+
+@dataclass
 class DatasetTable:
     """A dataset as one Arrow table plus how to read it: column names and the label set in order."""
 
@@ -470,4 +527,5 @@ KINDS: dict[str, type[Component]] = {
     "dataset": Dataset,
     "engine": Engine,
     "doubt": LabelDoubt,
+    "free_labels": FreeLabeller,
 }

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from kdstudio import steps
+from kdstudio import autopilot, steps
+from kdstudio.autopilot import GainRule
 from kdstudio.errors import ConfigError, KdError, RunFailed
 from kdstudio.events import EventFn, RunDone, RunStarted
 from kdstudio.interfaces import CostEstimate, Doc, Engine, GenerationRequest, SampleWriter, TeachContext, Teacher
@@ -30,6 +31,7 @@ from kdstudio.scale import PoolScorer
 from kdstudio.steps import Components, RunContext, resolve_artifact, slice_ids
 from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.teaching import Budget, TeacherRunner
+from kdstudio.threads import sized_pools
 from kdstudio.vector_index import VectorIndex
 
 __all__ = ["ACTIVE_RUNS", "DistillConfig", "Distiller", "Plan", "RoundReport", "RunResult", "resolve_artifact",
@@ -66,6 +68,13 @@ class DistillConfig:
     # and doubted labels are held out or down-weighted (its `action` option).
     doubt: str | None = None
     doubt_options: dict[str, Any] = field(default_factory=dict)
+    # The unlabelled pool teaches too: a free labeller (self-train, spread) adds down-weighted pseudo-labels to each
+    # round's training set; they are never stored or counted as labels.
+    free_labels: str | None = None
+    free_labels_options: dict[str, Any] = field(default_factory=dict)
+    # The budget autopilot, e.g. "0.005/100": stop once the forecast validation-accuracy gain of the next 100 labels
+    # falls below 0.005 ("0.01/usd": per US dollar).
+    stop_when_gain_below: str | None = None
     seed: int = 0
     generate: str | None = None  # "pgkd": the teacher also writes new samples each round
     generate_samples: int = 32
@@ -92,6 +101,8 @@ class DistillConfig:
             raise KdError("--seed-size must be at least 1, and --batch too unless the teacher generates samples")
         if self.generate not in (None, "pgkd"):
             raise KdError(f"--generate {self.generate!r} is not known", "the one generation method is pgkd")
+        if self.stop_when_gain_below:
+            GainRule.parse(self.stop_when_gain_below)
         if self.generate and self.generate_samples < 1:
             raise KdError("--generate-samples must be at least 1")
         if self.batch == 0 and not (self.max_rounds or self.patience or self.target or self.budget_usd is not None
@@ -131,7 +142,8 @@ class DistillConfig:
 # The TOML types of the settings whose default (None, "auto") does not say it.
 _TOML_TYPES: dict[str, type | tuple[type, ...]] = {
     "budget_calls": int, "budget_usd": (int, float), "target": str, "patience": int, "max_rounds": int,
-    "val_limit": int, "test_limit": int, "generate": str, "doubt": str}
+    "val_limit": int, "test_limit": int, "generate": str, "doubt": str, "free_labels": str,
+    "stop_when_gain_below": str}
 
 
 def _kind(wanted: type | tuple[type, ...]) -> str:
@@ -143,7 +155,7 @@ def _kind(wanted: type | tuple[type, ...]) -> str:
 # rotated, a server moved). Any other setting would make the rounds already done and the rounds to come two
 # different runs, so a resume that changes one is refused.
 APPLIED_ON_RESUME = ("budget_labels", "budget_calls", "budget_usd", "target", "patience", "max_rounds",
-                     "teacher_options")
+                     "stop_when_gain_below", "teacher_options")
 
 
 def resume_config(run_id: int, saved: dict[str, Any], flags: dict[str, Any]) -> tuple[DistillConfig, list[str]]:
@@ -208,7 +220,19 @@ def why_stop(config: DistillConfig, reports: list[RoundReport], n_selected: int,
         value = reports[-1].metrics.get(split, {}).get(metric)
         if value is not None and value >= float(threshold):
             return f"target reached: {split}.{metric} = {value:.4f} >= {threshold}"
+    if config.stop_when_gain_below:
+        return autopilot.should_stop(GainRule.parse(config.stop_when_gain_below),
+                                     [r.metrics.get("forecast") for r in reports])
     return ""
+
+
+def needs_validation(config: DistillConfig) -> list[str]:
+    """The settings of a run that cannot work without validation labels."""
+    return [flag for flag, on in (
+        (f"--target {config.target}", bool(config.target and config.target.startswith("val."))),
+        ("--patience", config.patience is not None),
+        ("--stop-when-gain-below", bool(config.stop_when_gain_below)),
+        (f"--free-labels {config.free_labels}", bool(config.free_labels))) if on]
 
 
 
@@ -243,10 +267,14 @@ class Distiller:
         if doubt is not None and student_cls.input != "embeddings":
             raise KdError(f"--doubt judges labels with out-of-fold students, too dear for the {config.student} "
                           "student", "doubt with an embeddings student (logreg, svm, lda, ...)")
+        free = get("free_labels", config.free_labels).cls(**config.free_labels_options) if config.free_labels else None
+        if free is not None and student_cls.input != "embeddings":
+            raise KdError(f"--free-labels trains on pool documents' embeddings, which the {config.student} student "
+                          "does not read", "use an embeddings student (logreg, svm, lda, ...)")
         return Components(get("teacher", config.teacher).cls(**config.teacher_options),
                           get("selector", config.selector).cls(**config.selector_options),
                           get("selector", config.seed_selector).cls(), student_cls,  # type: ignore[arg-type]
-                          doubt)  # type: ignore[arg-type]
+                          doubt, free)  # type: ignore[arg-type]
 
     @staticmethod
     def _check_generation(config: DistillConfig, teacher: Teacher) -> None:
@@ -258,11 +286,30 @@ class Distiller:
         """What can be known before a run spends anything."""
         teacher.check_ready()
         self._check_generation(config, teacher)
-        if config.budget_usd is not None:
+        self._check_validation(config)
+        if config.budget_usd is not None or config.stop_when_gain_below:
             estimate = teacher.estimate([], TeachContext(self.labels, self.descriptions), 0)
-            if not estimate.priced:
+            if config.budget_usd is not None and not estimate.priced:
                 raise KdError(f"a USD budget cannot be enforced: the price of {teacher.model_name} is "
                               f"{estimate.price_source}", "give --price-in and --price-out (USD per million tokens)")
+            per_usd = config.stop_when_gain_below and GainRule.parse(config.stop_when_gain_below).per_labels is None
+            if per_usd and (not estimate.priced or teacher.estimate([Doc("x", "x")], TeachContext(
+                    self.labels, self.descriptions), 1).usd <= 0):
+                raise KdError(f"--stop-when-gain-below {config.stop_when_gain_below}: {teacher.model_name} has no "
+                              "known price, so a gain per dollar cannot be forecast",
+                              "give the rule per labels instead, e.g. 0.005/100")
+
+    def _check_validation(self, config: DistillConfig) -> None:
+        """Stop rules and free labels that read validation accuracy are refused on a run that will have none,
+        rather than silently never firing."""
+        wanted = needs_validation(config)
+        if not wanted or (config.val_size() != 0 and self.store.ids_in_split("val")):
+            return
+        why = ("--val-size 0 leaves it none" if config.val_size() == 0 else "the project has no validation split")
+        fix = ("drop --val-size 0" if config.val_size() == 0 else
+               "carve one: `kdstudio split -p DIR val=0.1` (unlabelled pool documents, stratified by gold where "
+               "known), or import with --split val=0.1")
+        raise KdError(f"{' and '.join(wanted)} need validation labels, and {why}", fix)
 
     # -- starting and resuming -------------------------------------------------------------------------------
 
@@ -291,7 +338,8 @@ class Distiller:
         ctx: RunContext | None = None
         try:
             ctx = self._context(run_id, config, parts)
-            return self._drive(ctx, applied)
+            with sized_pools():
+                return self._drive(ctx, applied)
         except RunFailed as exc:
             # A student trained on (nearly) nothing must not be shipped as this run's result.
             steps.drop_students(self.runs, self.students_dir.parent, run_id)
@@ -327,9 +375,11 @@ class Distiller:
         if self.engine is not None:
             scorer = PoolScorer(self.engine, self.store, self.embedding_model, parts.student_cls.input,
                                 (self.work_dir or self.students_dir.parent / "work") / f"run-{run_id}")
+        free_ids = (slice_ids(pool_ids, parts.free_labeller.pool_sample, np.random.default_rng([config.seed, 6151]))
+                    if parts.free_labeller is not None else [])
         return RunContext(run_id, config, self.labels, parts, self.store, self.ledger, self.runs, index, runner,
                           self.students_dir, val_ids, test_ids, gold, pool_ids, self.on_event, self.should_stop,
-                          self.encode, self.embedding_model, scorer)
+                          self.encode, self.embedding_model, scorer, free_ids)
 
     # -- the driver ----------------------------------------------------------------------------------------------
 
@@ -338,6 +388,8 @@ class Distiller:
         n_train = len(ctx.pool_ids) if config.budget_labels is None else min(len(ctx.pool_ids), config.budget_labels)
         ctx.emit(RunStarted(ctx.run_id, ctx.parts.teacher.simulated, ctx.parts.teacher.model_name, asdict(config),
                             n_train, len(ctx.val_ids), applied))
+        if not self.runs.rounds(ctx.run_id):  # a fresh run: said once, before its first label is bought
+            steps.check_teacher(ctx)
         steps.label_validation(ctx)
         state = self._restored(ctx)
         while True:

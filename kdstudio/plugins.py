@@ -28,6 +28,7 @@ HOOKS = {
     "dataset": "register_datasets",
     "engine": "register_engines",
     "doubt": "register_doubts",
+    "free_labels": "register_free_labels",
 }
 
 

@@ -35,6 +35,7 @@ from kdstudio.store import (
 )
 from kdstudio.store.browse import Browse, Filters, Page
 from kdstudio.store.review import Candidate, ReviewStore
+from kdstudio.threads import sized_pools
 
 if TYPE_CHECKING:
     from kdstudio.audit import AuditReport
@@ -113,6 +114,11 @@ def open_engine(name: str, **options: Any) -> Engine:
     return get_plugins().get("engine", name).cls(**options)  # type: ignore[return-value]
 
 
+# The rounds of this many latest runs go into the progress snapshot written after every round: a project with hundreds
+# of runs would otherwise rewrite megabytes per round.
+SNAPSHOT_RUNS = 20
+
+
 class Project:
     """A project directory: `kdstudio.duckdb` (all data) and `kdstudio.toml` (settings a person edits)."""
 
@@ -189,6 +195,23 @@ class Project:
         return self.config.label_names
 
     # -- data ----------------------------------------------------------------------------------------
+
+    def carve_split(self, split: str, fraction: float, seed: int = 0) -> int:
+        """Move `fraction` of the pool to `split` (val or test), stratified by gold label where known, taking only
+        documents nothing has labelled or asked about; returns how many moved."""
+        import pyarrow as pa
+
+        if split not in ("val", "test") or not 0 < fraction < 1:
+            raise KdError(f"cannot carve {split}={fraction}", "give val=FRACTION or test=FRACTION, between 0 and 1")
+        rows = self.store.untouched_pool()
+        n = round(fraction * len(self.store.ids_in_split("pool", source="imported")))
+        if not rows or n < 1 or n > len(rows):
+            raise KdError(f"the pool has {len(rows)} documents nothing has touched, and {split}={fraction} wants {n}",
+                          "import more documents, or ask for a smaller share")
+        table = pa.table({"id": [r[0] for r in rows], "gold": [r[1] or "" for r in rows]})
+        chosen = stratified_sample(table, n, ["gold"], seed).column("id").to_pylist()
+        self.store.move_to_split(chosen, split)
+        return len(chosen)
 
     def import_file(self, path: str | Path, options: ImportOptions | None = None) -> ImportReport:
         return import_file(self.store, Path(path), self.labels, options or ImportOptions())
@@ -313,7 +336,7 @@ class Project:
         status.pop("runs")
         snapshot.publish(self.directory, Snapshot(
             pid=os.getpid(), written_at=snapshot.now(), run_id=run_id, round=round_no, status=status, runs=runs,
-            rounds={run.id: self.rounds(run.id) for run in runs}, cost=self.cost()))
+            rounds={run.id: self.rounds(run.id) for run in runs[-SNAPSHOT_RUNS:]}, cost=self.cost()))
 
     def distill_config(self, flags: dict[str, Any] | None = None) -> DistillConfig:
         """A run's settings: DistillConfig's defaults < this project's [distill] table < `flags`."""
@@ -403,8 +426,10 @@ class Project:
                           "buy teacher labels first: `kdstudio distill`")
         humans = dict(Ledger(self.store).human_examples())
         model = self.config.embedding.model
-        suspects, trusted = audit_labels(candidates, humans, lambda ids: self.store.vectors(model, ids), self.labels,
-                                         judge, student_cls, student_options)  # type: ignore[arg-type]
+        with sized_pools():
+            suspects, trusted = audit_labels(candidates, humans, lambda ids: self.store.vectors(model, ids),
+                                             self.labels, judge, student_cls,
+                                             student_options)  # type: ignore[arg-type]
         if not suspects:
             raise KdError(f"{len(candidates) + trusted} labels are too few to audit",
                           "buy at least 10 teacher labels (`kdstudio distill`) first")

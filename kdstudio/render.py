@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -20,11 +22,13 @@ from kdstudio.types import (
     RunStarted,
     SpendRow,
     Status,
+    TeacherChecked,
 )
 
 KIND_TITLES = {
     "selector": "Selectors", "teacher": "Teachers", "student": "Students", "exporter": "Exporters",
     "review_backend": "Review backends", "dataset": "Datasets", "engine": "Engines", "doubt": "Label doubts",
+    "free_labels": "Free labellers",
 }
 
 
@@ -131,6 +135,15 @@ def spent_line(result: RunResult) -> str:
             f"{result.calls} teacher calls, {usd(result.cost_usd)}")
 
 
+def teacher_check_lines(event: TeacherChecked) -> tuple[list[Text], list[Text]]:
+    """The free check of a teacher: its agreement with human and gold labels, and each warning (styled yellow)."""
+    agreement = [Text(f"teacher check: {event.teacher} agrees with {share:.3f} of {n} {kind} labels")
+                 for kind, share, n in event.agreement]
+    warnings = [Text.assemble(("warning: ", "bold yellow"), (f"the teacher {event.teacher}: {w}", "yellow"))
+                for w in event.warnings]
+    return agreement, warnings
+
+
 def round_line(report: RoundReport) -> str:
     m = report.metrics
     teacher = m.get("teacher_accuracy")
@@ -140,7 +153,18 @@ def round_line(report: RoundReport) -> str:
             f"test acc {_metric(m, 'test', 'accuracy')} F1 {_metric(m, 'test', 'macro_f1')}  "
             f"teacher acc {'-' if teacher is None else f'{teacher:.3f}'}  scored {report.scored:>7}"
             f"{f'  +{report.generated} generated' if report.generated else ''}"
-            f"{f'  doubted {doubted}' if (doubted := m.get('doubted')) else ''}{'  *best' if report.best else ''}")
+            f"{f'  doubted {doubted}' if (doubted := m.get('doubted')) else ''}"
+            f"{f'  {free}' if (free := m.get('free_labels')) else ''}{forecast_text(m.get('forecast'))}"
+            f"{'  *best' if report.best else ''}")
+
+
+def forecast_text(forecast: dict[str, Any] | None) -> str:
+    """The autopilot's forecast, as a round line shows it: validation-accuracy points the next labels would add."""
+    if not forecast:
+        return ""
+    gain = forecast["gain"]
+    shown = "inf" if gain == float("inf") else f"{100 * gain:+.2f}"
+    return f"  forecast {shown} pt/{forecast['per']}"
 
 
 def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group:
@@ -169,21 +193,28 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
     doubt = run.config.get("doubt")
     options = " ".join(f"{k}={v}" for k, v in run.config.get("doubt_options", {}).items())
     doubted = f" / doubt {doubt}{f' ({options})' if options else ''}" if doubt else ""
+    free_labels = f" / free labels {run.config['free_labels']}" if run.config.get("free_labels") else ""
     table = Table(title=f"Run {run.id}: {run.config.get('selector')} / {run.config.get('student')} / "
-                        f"{run.config.get('teacher')}{doubted}", title_justify="left")
-    for column in ("round", "labels", "spent", "scored", "val acc", "val F1", "val loss", "test acc", "test F1",
-                   "test ECE", "teacher acc", "best"):
+                        f"{run.config.get('teacher')}{doubted}{free_labels}", title_justify="left")
+    free = bool(run.config.get("free_labels"))
+    autopilot = bool(run.config.get("stop_when_gain_below"))
+    columns = ["round", "labels", "spent", "scored", "val acc", "val F1", "val loss", "test acc", "test F1",
+               "test ECE", "teacher acc", *(["free labels"] if free else []),
+               *([f"forecast pt/{run.config['stop_when_gain_below'].split('/')[-1]}"] if autopilot else []), "best"]
+    for column in columns:
         table.add_column(column, justify="right")
     for r in rounds:
         if r.phase != "done":
-            table.add_row(str(r.round), "…", "", "", "(interrupted: resume with --resume)", *[""] * 7)
+            table.add_row(str(r.round), "…", "", "", "(interrupted: resume with --resume)", *[""] * (len(columns) - 5))
             continue
         m = r.metrics
         teacher = m.get("teacher_accuracy")
+        extra = ([f"+{m.get('free_added', 0)}"] if free else []) + (
+            [forecast_text(m.get("forecast")).split()[-2] if m.get("forecast") else "-"] if autopilot else [])
         table.add_row(str(r.round), str(r.n_labels), usd(r.cost_usd or 0), str(r.scored or 0),
                       _metric(m, "val", "accuracy"), _metric(m, "val", "macro_f1"), _metric(m, "val", "log_loss"),
                       _metric(m, "test", "accuracy"), _metric(m, "test", "macro_f1"), _metric(m, "test", "ece"),
-                      "-" if teacher is None else f"{teacher:.3f}", "*" if m.get("best") else "")
+                      "-" if teacher is None else f"{teacher:.3f}", *extra, "*" if m.get("best") else "")
     parts: list = [table]
     if run.simulated:
         parts.insert(0, simulated_banner())

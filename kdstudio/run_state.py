@@ -40,6 +40,8 @@ class Trained:
     train_ids: list[str]
     labelled: dict[str, Any]
     doubted: int = 0  # labels the run's doubt held out or down-weighted
+    free_note: str = ""  # what the free labeller added this round, and why
+    free_added: int = 0  # pseudo-labels trained on this round (never stored, never counted as labels)
 
 
 @dataclass

@@ -13,11 +13,24 @@ from typing import Any
 
 import numpy as np
 
+from kdstudio import teacher_check
+from kdstudio.autopilot import GainRule, forecast
 from kdstudio.doubt import doubt_weights, judge_labels
 from kdstudio.errors import KdError, RunFailed, TeacherFailing
 from kdstudio.evaluation import evaluate
-from kdstudio.events import EventFn, Labelled, RoundDone, SamplesGenerated, Teaching
-from kdstudio.interfaces import Doc, LabelDoubt, LabelledSet, Selection, Selector, Student, TeachContext, Teacher
+from kdstudio.events import EventFn, Labelled, RoundDone, SamplesGenerated, TeacherChecked, Teaching
+from kdstudio.interfaces import (
+    Doc,
+    FreeLabeller,
+    FreeLabelTask,
+    LabelDoubt,
+    LabelledSet,
+    Selection,
+    Selector,
+    Student,
+    TeachContext,
+    Teacher,
+)
 from kdstudio.pgkd import generation_request
 from kdstudio.pool_view import PoolView
 from kdstudio.run_state import RoundReport, RunState, Trained
@@ -35,6 +48,7 @@ class Components:
     seed_selector: Selector
     student_cls: type[Student]
     doubt: LabelDoubt | None = None
+    free_labeller: FreeLabeller | None = None
 
 
 @dataclass
@@ -60,6 +74,7 @@ class RunContext:
     encode: Callable[[list[str]], np.ndarray] | None = None
     embedding_model: str = ""
     scorer: PoolScorer | None = None
+    free_ids: list[str] = field(default_factory=list)  # the pool sample a free labeller reads, fixed for the run
     label_index: dict[str, int] = field(init=False)
     pool_set: set[str] = field(init=False)
 
@@ -148,6 +163,25 @@ def teach(ctx: RunContext, state: RunState, batch: Batch) -> TeachOutcome:
     return outcome
 
 
+def check_teacher(ctx: RunContext) -> None:
+    """A teacher asked for free (local, not simulated) is checked before anything is bought: its agreement with the
+    project's human and gold labels, and signs that it is guessing, said as an event."""
+    teacher = ctx.parts.teacher
+    if not teacher.local or teacher.simulated:
+        return
+    rng = np.random.default_rng([ctx.config.seed, 3571])
+    human = dict(ctx.ledger.human_examples())
+    ids = set(slice_ids(ctx.pool_ids, teacher_check.SAMPLE, rng))
+    ids |= set(slice_ids(sorted(human), teacher_check.SAMPLE, rng))
+    ids |= set(slice_ids(sorted(ctx.gold), teacher_check.SAMPLE, rng))
+    chosen = sorted(ids)
+    docs = [Doc(d, t) for d, t in zip(chosen, ctx.store.texts(chosen), strict=True)]
+    found, warnings = teacher_check.check(teacher, ctx.runner.context, ctx.labels, docs, ctx.pool_set,
+                                          {d: x for d, x in human.items() if d in ids},
+                                          {d: x for d, x in ctx.gold.items() if d in ids})
+    ctx.emit(TeacherChecked(teacher.model_name, tuple(found), tuple(warnings)))
+
+
 def label_validation(ctx: RunContext) -> None:
     """The validation set is labelled by the teacher once (cached, so a resume pays nothing again)."""
     if not ctx.val_ids:
@@ -226,9 +260,41 @@ def train(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int) -> T
         trust = _trust(ctx, X, train_set)
         doubted = int((trust < 0.5).sum())  # held out, or counting for less than half
         weights = trust if weights is None else weights * trust
+    free_note, n_labelled = "", len(y)
+    if ctx.parts.free_labeller is not None:
+        X, y, weights, soft, free_note = _with_free_labels(ctx, labelled, set(train_ids), X, y, weights, soft)
     student = ctx.parts.student_cls(**ctx.config.student_options)
     student.fit(X, y, len(ctx.labels), sample_weight=weights, soft_labels=soft)
-    return Trained(student, train_ids, labelled, doubted)
+    return Trained(student, train_ids, labelled, doubted, free_note, len(y) - n_labelled)
+
+
+def _with_free_labels(ctx: RunContext, labelled: dict[str, Any], trained_on: set[str], X: np.ndarray, y: np.ndarray,
+                      weights: np.ndarray | None, soft: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """The training set plus the free labeller's pseudo-labels on the run's pool sample (unlabelled documents only),
+    and its note for the round."""
+    assert ctx.parts.free_labeller is not None
+    weight = np.ones(len(y)) if weights is None else weights
+    pool = ctx.index.vectors(ctx.free_ids)
+    pool_y = np.array([ctx.label_index[labelled[d].label] if d in trained_on else -1 for d in ctx.free_ids],
+                      dtype=np.int64)
+    val = [d for d in ctx.val_ids if d in labelled]
+    options = ctx.config.student_options
+
+    def fit(X_: np.ndarray, y_: np.ndarray, w_: np.ndarray) -> Student:
+        student = ctx.parts.student_cls(**options)
+        student.fit(X_, y_, len(ctx.labels), sample_weight=w_)
+        return student
+
+    task = FreeLabelTask(X, y, weight, len(ctx.labels), pool, pool_y, ctx.features(val),
+                         np.array([ctx.label_index[labelled[d].label] for d in val], dtype=np.int64), fit)
+    free = ctx.parts.free_labeller.pseudo_labels(task)
+    if not len(free.rows):
+        return X, y, weights, soft, free.note
+    X = np.vstack([X, pool[free.rows]])
+    if soft is not None:
+        soft = np.vstack([soft, np.eye(len(ctx.labels))[free.y]])
+    return X, np.concatenate([y, free.y]), np.concatenate([weight, free.weight]), soft, free.note
 
 
 def _trust(ctx: RunContext, X: np.ndarray, train_set: LabelledSet) -> np.ndarray:
@@ -290,6 +356,8 @@ def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutco
     metrics = evaluate_student(ctx, trained)
     if trained.doubted:
         metrics["doubted"] = trained.doubted
+    if trained.free_note:
+        metrics["free_labels"], metrics["free_added"] = trained.free_note, trained.free_added
     batch.timings["eval_s"] = time.perf_counter() - started
     loss = metrics.get("val", {}).get("log_loss", math.inf)
     is_best = loss < state.best_loss or state.best_round is None or not ctx.val_ids
@@ -299,6 +367,8 @@ def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutco
     else:
         state.since_best += 1
     usd, calls = ctx.ledger.run_spend(ctx.run_id)
+    if ctx.config.stop_when_gain_below and "val" in metrics:
+        metrics["forecast"] = _forecast(ctx, state, len(trained.train_ids), usd, metrics["val"]["accuracy"])
     report = RoundReport(state.round_no, len(state.selected), len(trained.train_ids), len(outcome.failed), usd,
                          calls, batch.scored, metrics, batch.timings, is_best, generated)
     ctx.runs.finish_round(ctx.run_id, state.round_no, n_labels=len(trained.train_ids), cost_usd=usd,
@@ -309,6 +379,13 @@ def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutco
     state.trained = trained
     ctx.emit(RoundDone(report))
     return state
+
+
+def _forecast(ctx: RunContext, state: RunState, n_labels: int, usd: float, accuracy: float) -> dict[str, Any] | None:
+    """The autopilot's forecast after this round, from every round's validation accuracy so far."""
+    done = [r for r in state.reports if "val" in r.metrics]
+    return forecast(GainRule.parse(ctx.config.stop_when_gain_below), [r.n_labels for r in done] + [n_labels],
+                    [r.cost_usd for r in done] + [usd], [r.metrics["val"]["accuracy"] for r in done] + [accuracy])
 
 
 def keep_student(ctx: RunContext, round_no: int, student: Student, metrics: dict[str, Any], n_train: int) -> None:

@@ -7,7 +7,7 @@ import json
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -162,19 +162,11 @@ class TeacherRunner:
         outcome = TeachOutcome()
         context = self.context if difficulty is None else replace(self.context, difficulty=difficulty)
         requests, hashes, hits = self._lookup(self.teacher, docs, context)
-        to_send: list[Doc] = []
-        for doc in docs:
-            hit = hits.get(doc.id)
-            if hit is None:
-                to_send.append(doc)
-                continue
-            outcome.cache_hits += 1
-            self.ledger.reuse(hit, doc.id, self.run_id, round)
-            if hit.label is None:
-                outcome.failed[doc.id] = hit.error or "no label"
-            else:
-                outcome.labelled[doc.id] = TeacherLabel(doc.id, hit.label, hit.confidence, hit.probs)
-            self._count(outcome, hit.label is not None, hit.error, len(docs))
+        to_send = [doc for doc in docs if doc.id not in hits]
+        with self.ledger.store.transaction():  # answers already paid for: reusing them is one commit, not one each
+            for doc in docs:
+                if (hit := hits.get(doc.id)) is not None:
+                    self._reuse(hit, doc.id, round, outcome, len(docs))
         left = self.budget.calls_left()
         if left is not None and len(to_send) > left:
             to_send = to_send[:left]
@@ -190,13 +182,23 @@ class TeacherRunner:
             return self._consult(member, member_docs, replace(context, gate=gate), round)
 
         answers = self.teacher.label(to_send, replace(context, gate=gate, consult=consult))
-        with first_interrupt_closes(gate) as interrupted:
+        grouped = self.ledger.store.transaction() if self.teacher.local else nullcontext()
+        with first_interrupt_closes(gate) as interrupted, grouped:
             self._record_all(answers, gate, hashes, requests, round, on_label, outcome, len(docs))
         if interrupted.is_set():
             raise KeyboardInterrupt  # after the answers in flight were recorded: they are paid for
         if gate.refused and not outcome.stopped:
             outcome.stopped = gate.refused
         return outcome
+
+    def _reuse(self, hit: CachedCall, doc_id: str, round: int | None, outcome: TeachOutcome, batch: int) -> None:
+        outcome.cache_hits += 1
+        self.ledger.reuse(hit, doc_id, self.run_id, round)
+        if hit.label is None:
+            outcome.failed[doc_id] = hit.error or "no label"
+        else:
+            outcome.labelled[doc_id] = TeacherLabel(doc_id, hit.label, hit.confidence, hit.probs)
+        self._count(outcome, hit.label is not None, hit.error, batch)
 
     def _lookup(self, teacher: Teacher, docs: Sequence[Doc], context: TeachContext
                 ) -> tuple[dict[str, Any], dict[str, str], dict[str, CachedCall]]:

@@ -7,7 +7,17 @@ from __future__ import annotations
 from kdstudio.audit import AuditReport, Suspect
 from kdstudio.config import Label, parse_labels_option, read_labels_file
 from kdstudio.engine import Engine
-from kdstudio.events import Event, EventFn, Labelled, RoundDone, RunDone, RunStarted, SamplesGenerated, Teaching
+from kdstudio.events import (
+    Event,
+    EventFn,
+    Labelled,
+    RoundDone,
+    RunDone,
+    RunStarted,
+    SamplesGenerated,
+    TeacherChecked,
+    Teaching,
+)
 from kdstudio.export import ExportReport
 from kdstudio.loop import DistillConfig, Plan, RoundReport, RunResult
 from kdstudio.plugins import Plugins, Registered, get_plugins
@@ -20,6 +30,7 @@ __all__ = [
     "Agreement", "AuditReport", "DistillConfig", "Engine", "Event", "EventFn", "ExportReport", "Filters",
     "ImportOptions", "ImportReport", "Label", "Labelled", "Page", "Plan", "Plugins", "ProgressView", "PullReport",
     "PushReport", "Registered", "RoundDone", "RoundReport", "RoundRow", "RunDone", "RunResult", "RunRow",
-    "RunStarted", "SamplesGenerated", "SpendRow", "Status", "Suspect", "Teaching", "TriageItem", "get_plugins",
+    "RunStarted", "SamplesGenerated", "SpendRow", "Status", "Suspect", "TeacherChecked", "Teaching", "TriageItem",
+    "get_plugins",
     "parse_labels_option", "parse_split_option", "read_labels_file",
 ]

@@ -92,7 +92,7 @@ class Ledger:
             ).fetchall()[0][0]
             # A member's answer inside a committee or cascade is evidence, not a label: the verdict is the label.
             if label is not None and purpose != "consult":
-                self._add_label(con, doc_id, label, confidence, probs_json, run_id, round, call_id)
+                self._add_label(con, doc_id, label, confidence, probs_json, run_id, round, call_id, fresh=True)
         return int(call_id)
 
     def reuse(self, call: CachedCall, doc_id: str, run_id: int | None, round: int | None) -> None:
@@ -105,13 +105,18 @@ class Ledger:
 
     @staticmethod
     def _add_label(con: Any, doc_id: str, label: str, confidence: float | None, probs: str | None,
-                   run_id: int | None, round: int | None, call_id: int) -> None:
+                   run_id: int | None, round: int | None, call_id: int, fresh: bool = False) -> None:
+        values = [doc_id, label, confidence, probs, run_id, round, call_id]
+        if fresh:  # the call was inserted just now: no label can point at it yet, so there is nothing to look up
+            con.execute("INSERT INTO labels (doc_id, label, source, confidence, probs, run_id, round, teacher_call_id) "
+                        "VALUES (?, ?, 'teacher', ?, ?, ?, ?, ?)", values)
+            return
         # Idempotent per (document, run, call): a resumed run that meets the same answer adds no history.
         con.execute(
             "INSERT INTO labels (doc_id, label, source, confidence, probs, run_id, round, teacher_call_id) "
             "SELECT ?, ?, 'teacher', ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM labels WHERE doc_id = ? "
             "AND run_id IS NOT DISTINCT FROM ? AND teacher_call_id = ?)",
-            [doc_id, label, confidence, probs, run_id, round, call_id, doc_id, run_id, call_id],
+            [*values, doc_id, run_id, call_id],
         )
 
     def add_human_label(self, doc_id: str, label: str, annotator: str | None = None) -> int:

@@ -48,6 +48,7 @@ class Store:
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
         self.con = con
         self.path = path
+        self._open_transactions = 0
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -135,12 +136,24 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction; one opened inside another joins it (so that writes that are each atomic can also be
+        grouped, e.g. a whole batch of free answers in one commit)."""
+        if self._open_transactions:
+            self._open_transactions += 1
+            try:
+                yield self.con
+            finally:
+                self._open_transactions -= 1
+            return
         self.con.execute("BEGIN TRANSACTION")
+        self._open_transactions = 1
         try:
             yield self.con
         except BaseException:
+            self._open_transactions = 0
             self.con.execute("ROLLBACK")
             raise
+        self._open_transactions = 0
         self.con.execute("COMMIT")
 
     def table_names(self) -> list[str]:
@@ -190,6 +203,20 @@ class Store:
         return [r[0] for r in self.con.execute(
             "SELECT id FROM documents WHERE split = ? AND (? IS NULL OR source = ?) ORDER BY id",
             [split, source, source]).fetchall()]
+
+    def untouched_pool(self) -> list[tuple[str, str | None]]:
+        """(id, gold label or None) of the imported pool documents nothing has labelled or asked a teacher about: the
+        ones that can move to another split without changing what any run trained on."""
+        return self.con.execute(
+            "SELECT d.id, g.label FROM documents d LEFT JOIN gold g ON g.doc_id = d.id "
+            "WHERE d.split = 'pool' AND d.source = 'imported' "
+            "AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.doc_id = d.id) "
+            "AND NOT EXISTS (SELECT 1 FROM teacher_calls c WHERE c.doc_id = d.id) ORDER BY d.id").fetchall()
+
+    def move_to_split(self, ids: Sequence[str], split: str) -> None:
+        with self.transaction() as con:
+            con.execute("UPDATE documents SET split = ? WHERE id IN (SELECT unnest(?)) AND split = 'pool'",
+                        [split, list(ids)])
 
     def gold(self, ids: Sequence[str] | None = None) -> dict[str, str]:
         if ids is None:

@@ -17,7 +17,7 @@ from textual_plotext import PlotextPlot
 from kdstudio.errors import KdError
 from kdstudio.money import usd
 from kdstudio.project import Project
-from kdstudio.types import DistillConfig, Event, Filters, RoundDone, RunStarted
+from kdstudio.types import DistillConfig, Event, Filters, RoundDone, RunStarted, TeacherChecked
 
 # Keys that assign labels in triage: digits, then letters other than the triage commands (s, u, o).
 LABEL_KEYS = [*"123456789", *"abcdefghijklmnpqrtvwxyz"]
@@ -319,7 +319,7 @@ class Distill(Pane):
 
     @work(thread=True, exclusive=True)
     def _run(self, config: Any, resume: int | None) -> None:
-        from kdstudio.render import budget_line, round_line
+        from kdstudio.render import budget_line, round_line, teacher_check_lines
 
         log = self.query_one("#distill-log", RichLog)
 
@@ -329,6 +329,9 @@ class Distill(Pane):
                                                  f" teacher {event.teacher}\n{budget_line(event)}")
             elif isinstance(event, RoundDone):
                 line = round_line(event.report)
+            elif isinstance(event, TeacherChecked):
+                agreement, warnings = teacher_check_lines(event)
+                line = Text("\n").join([*agreement, *warnings])
             else:
                 return
             self.app.call_from_thread(log.write, line)

@@ -71,6 +71,7 @@ class OracleTeacher(Teacher):
     name = "oracle"
     simulated = True
     log_prompts = False
+    local = True
     options = (
         Option("noise", float, 0.0, "share of answers that are wrong"),
         Option("noise_mode", str, "uniform",

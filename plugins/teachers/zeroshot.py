@@ -34,6 +34,7 @@ class ZeroShotTeacher(Teacher):
 
     name = "zeroshot"
     log_prompts = False
+    local = True
     options = (
         Option("template", str, "{description}", "what each label is embedded as; {name} and {description} (the "
                                                  "label's description from kdstudio.toml, else its name)"),
@@ -55,6 +56,15 @@ class ZeroShotTeacher(Teacher):
     @property
     def examples_wanted(self) -> int:
         return self.calibration_examples if not self.temperature else 0
+
+    def caveats(self, context: TeachContext) -> list[str]:
+        bare = [x for x in context.labels if not context.descriptions.get(x)]
+        if not bare or "{description}" not in self.template:
+            return []
+        n = len(context.labels)
+        which = "no label has" if len(bare) == n else f"{len(bare)} of {n} labels have"
+        return [f"{which} a description in kdstudio.toml: the zero-shot teacher compares documents with the bare "
+                "label names; a sentence per label saying what belongs in it (description = \"...\") usually helps"]
 
     def _label_texts(self, context: TeachContext) -> list[str]:
         return [self.template.format(name=x, description=context.descriptions.get(x) or x) for x in context.labels]
