@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -214,40 +214,68 @@ def datasets_import(name: str, directory: Path, limit: int | None, split: str | 
 
 @cli.command()
 @project_option
-@click.option("--model", help="A sentence-transformers model path (default: the project's, all-MiniLM-L6-v2).")
+@click.option("--encoder", help="The encoder plugin: minilm (the default: a sentence transformer) or static "
+                                "(model2vec static embeddings distilled from it on first use, 50-100x faster). "
+                                "It becomes the project's.")
+@click.option("--encoder-option", multiple=True, metavar="KEY=VALUE",
+              help="An encoder option, e.g. pca_dims=256 for static; repeatable (see `kdstudio plugins`).")
+@click.option("--model", help="A model folder: a sentence-transformers model, or for --encoder static a model2vec "
+                              "folder (default: the bundled all-MiniLM-L6-v2).")
 @engine_options
-def embed(project_dir: Path, model: str | None, engine_name: str, address: str | None, workers: int | None,
-          engine_option: tuple[str, ...]) -> None:
+def embed(project_dir: Path, encoder: str | None, encoder_option: tuple[str, ...], model: str | None,
+          engine_name: str, address: str | None, workers: int | None, engine_option: tuple[str, ...]) -> None:
     """Embed every document that has no vector yet (a re-run computes nothing)."""
+    options = dict(_pairs(encoder_option, "--encoder-option")) if encoder_option else None
     with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine, \
-            _embed_progress() as progress:
-        report = project.embed(progress, model=model, engine=engine)
+            _embed_progress() as bars:
+        report = project.embed(bars.embedding, model=model, encoder=encoder, encoder_options=options, engine=engine,
+                               on_build=bars.update)
     console.print(report.summary())
 
 
-@contextmanager
-def _embed_progress() -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr for embedding, started at its first update: an embed with nothing to do prints
-    nothing at all."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class _Bars:
+    """Progress bars on stderr, each started at its first update (an embed with nothing to do prints nothing), and
+    drawn only on a terminal: a pipe or a log gets the summary lines alone."""
 
-    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=err_console, transient=True)
-    task: list[Any] = []
+    def __init__(self) -> None:
+        self.progress: Any = None
+        self.tasks: dict[str, Any] = {}
 
-    def update(done: int, total: int) -> None:
+    def update(self, what: str, done: int, total: int) -> None:
         if not total:
             return
-        if not task:
-            progress.start()
-            task.append(progress.add_task("embed", total=total))
-        progress.update(task[0], completed=done, total=total)
+        if what.startswith("built in"):  # the end of a one-time build: said once, kept on screen
+            self.stop()
+            err_console.print(f"static encoder {what}; cached for every project on this machine")
+            return
+        if not err_console.is_terminal:
+            return
+        if self.progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=err_console, transient=True)
+            self.progress.start()
+        if what not in self.tasks:
+            self.tasks[what] = self.progress.add_task(what, total=total)
+        self.progress.update(self.tasks[what], completed=done, total=total)
+
+    def embedding(self, done: int, total: int) -> None:
+        self.update("embedding", done, total)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.progress, self.tasks = None, {}
+
+
+@contextmanager
+def _embed_progress() -> Iterator[_Bars]:
+    bars = _Bars()
     try:
-        yield update
+        yield bars
     finally:
-        if task:
-            progress.stop()
+        bars.stop()
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -403,8 +431,8 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             console.print(plan_view(project.plan(project.distill_config(flags))))
         return
     with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine:
-        with _embed_progress() as progress:  # a run embeds what has no vector first: shown, not minutes of silence
-            embedded = project.embed(progress, engine=engine)
+        with _embed_progress() as bars:  # a run embeds what has no vector first: shown, not minutes of silence
+            embedded = project.embed(bars.embedding, engine=engine, on_build=bars.update)
         if embedded.embedded:
             err_console.print(embedded.summary())
         if resume:
@@ -501,15 +529,35 @@ def audit(project_dir: Path, top: int, doubt: str, doubt_option: tuple[str, ...]
 @project_option
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="The model folder to write.")
 @click.option("--student", "student_id", type=int, help="A kept student's id (default: the best of the latest run).")
-@click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization of the encoder's weights.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization of the encoder's weights "
+                                                              "(per channel).")
+@click.option("--cascade", "cascade", metavar="ENCODER", help="Write a cascade: a student on ENCODER's vectors (e.g. "
+              "static) answers what it is sure of, the kept student the rest.")
+@click.option("--target-accuracy", type=float, help="--cascade: the validation accuracy the threshold is chosen for "
+                                                    "(default: the kept student's, less half a point).")
+@click.option("--defer-below", type=float, help="--cascade: the last tier labels `defer` (for the LLM) what it is "
+                                                "less sure of than this.")
 @click.option("--exporter", default="onnx", show_default=True, help="A registered exporter.")
-def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: str | None, exporter: str) -> None:
+def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: str | None, cascade: str | None,
+           target_accuracy: float | None, defer_below: float | None, exporter: str) -> None:
     """Export a student as one ONNX graph with its tokenizer, labels and model card; check it on the test split."""
-    from kdstudio.render import export_view
+    from kdstudio.render import cascade_view, export_view
 
+    for name, value in (("--target-accuracy", target_accuracy), ("--defer-below", defer_below)):
+        if value is not None and (cascade is None or not 0.0 <= value <= 1.0):
+            raise KdError(f"{name} is a number between 0 and 1, and goes with --cascade")
     with Project.open(project_dir) as project:
+        if cascade is not None:
+            with _embed_progress() as bars:
+                built = project.export_cascade(out_dir, fast_encoder=cascade, student_id=student_id,
+                                               target_accuracy=target_accuracy, defer_below=defer_below,
+                                               quantize=quantize, exporter=exporter, on_build=bars.update)
+            console.print(cascade_view(built))
+            return
         report = project.export(out_dir, student_id=student_id, quantize=quantize, exporter=exporter)
     console.print(export_view(report))
+    for warning in report.warnings:
+        err_console.print(Text(f"warning: {warning}", style="yellow"))
 
 
 @cli.command()
@@ -520,21 +568,25 @@ def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: s
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", help="A column to copy into the output (default: `id` when the input has one).")
 @click.option("--defer-below", type=float, help="Label predictions less confident than this `defer`, for the LLM.")
-@click.option("--batch-size", default=16, show_default=True, help="Texts per onnxruntime call (sorted by length).")
+@click.option("--batch-size", type=int, help="Texts per onnxruntime call, sorted by length (default: the model's "
+                                             "advice: 16 for a transformer, 256 for static embeddings).")
 @click.option("--threads", type=int, help="CPU threads for onnxruntime (default: all).")
 @engine_options
 def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id_column: str | None,
-            defer_below: float | None, batch_size: int, threads: int | None, engine_name: str, address: str | None,
+            defer_below: float | None, batch_size: int | None, threads: int | None, engine_name: str,
+            address: str | None,
             workers: int | None, engine_option: tuple[str, ...]) -> None:
     """Classify INPUT (CSV, TSV, JSONL, Parquet, or - for lines on standard input) with an exported model."""
     import tempfile
 
     from kdstudio.predict_io import read_documents, write_predictions
-    from kdstudio.runtime import Classifier
+    from kdstudio.runtime import Cascade, open_model
 
     if defer_below is not None and not 0.0 <= defer_below <= 1.0:
         raise KdError("--defer-below is a confidence between 0 and 1")
-    classifier = Classifier(model_dir, threads=threads, batch_size=batch_size)
+    classifier = open_model(model_dir, threads=threads, batch_size=batch_size)
+    if isinstance(classifier, Cascade) and engine_name != "local":
+        raise KdError("a cascade folder runs in this process only", "drop --engine, or give one of its tier folders")
     docs = read_documents(source, text_column, id_column)
     with _engine(engine_name, address, workers, engine_option) as engine:
         if engine is None:
@@ -544,7 +596,7 @@ def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id
 
             with tempfile.TemporaryDirectory(prefix="kdstudio-predict-", dir=engine.scratch or None) as work:
                 probs = predict_with(engine, model_dir, docs.texts, Path(work), len(classifier.labels))
-            predictions = classifier.predictions(probs, defer_below=defer_below)
+            predictions = classifier.predictions(probs, defer_below=defer_below)  # type: ignore[union-attr]
     write_predictions(predictions, classifier.labels, docs, out)
     if out is not None:
         deferred = sum(p.deferred for p in predictions)

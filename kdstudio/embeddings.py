@@ -1,23 +1,26 @@
-"""Sentence embeddings for the corpus, cached in DuckDB. sentence-transformers is imported only when a
-model is actually loaded, so the CLI starts instantly."""
+"""Vectors for the corpus, cached in DuckDB under their encoder's key, and the loader of the bundled MiniLM that
+encoders, students and teachers share. sentence-transformers is imported only when a model is actually loaded, so
+the CLI starts instantly."""
 
 from __future__ import annotations
 
 import functools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kdstudio.config import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
+from kdstudio.config import DEFAULT_EMBEDDING_MODEL
 from kdstudio.errors import KdError, MissingPackage
+from kdstudio.interfaces import Encoder
 from kdstudio.store import Store
 
 ProgressFn = Callable[[int, int], None]
+BuildProgress = Callable[[str, int, int], None]  # (step, done, total) of building an encoder
 
 
 def resolve_model_path(model: str) -> str:
@@ -42,6 +45,8 @@ def load_sentence_transformer(model: str, max_length: int, device: str = "cpu") 
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    # transformers 5 prints a weights "load report" (an unused position-id buffer): expected, not news.
+    transformers_logging.set_verbosity_error()
 
     path = resolve_model_path(model)
     if model != DEFAULT_EMBEDDING_MODEL and not Path(path).exists():
@@ -50,24 +55,6 @@ def load_sentence_transformer(model: str, max_length: int, device: str = "cpu") 
     encoder = SentenceTransformer(path, device=device)
     encoder.max_seq_length = max_length
     return encoder
-
-
-@dataclass
-class Embedder:
-    """Turns texts into L2-normalized vectors with one sentence-transformers model."""
-
-    settings: EmbeddingSettings
-    device: str = "cpu"
-    _model: Any = None
-
-    def load(self) -> Any:
-        if self._model is None:
-            self._model = load_sentence_transformer(self.settings.model, self.settings.max_length, self.device)
-        return self._model
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self.load().encode(list(texts), batch_size=self.settings.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
 
 
 @dataclass
@@ -83,21 +70,21 @@ class EmbedReport:
                 f"{self.already} already had a vector")
 
 
-def embed_missing(store: Store, embedder: Embedder, on_progress: ProgressFn | None = None,
-                  sort_by_length: bool = True) -> EmbedReport:
-    """Embed every document that lacks a vector for this model, one committed batch at a time."""
-    model = embedder.settings.model
+def embed_missing(store: Store, embedder: Encoder, on_progress: ProgressFn | None = None,
+                  sort_by_length: bool = True, on_build: BuildProgress | None = None) -> EmbedReport:
+    """Embed every document that lacks a vector for this encoder, one committed batch at a time."""
+    model = embedder.key
     missing = store.ids_missing_embedding(model)
     already = store.embedding_count(model)
     if not sort_by_length:
         missing = list(np.random.default_rng(0).permutation(missing))
     total = len(missing)
     if total:
-        embedder.load()  # before the clock starts: the rate reported is the encoder's, not start-up's
+        embedder.load(on_build)  # before the clock starts: the rate reported is the encoder's, not start-up's
     started = time.perf_counter()
     if on_progress:
         on_progress(0, total)
-    step = embedder.settings.batch_size
+    step = embedder.batch_size
     for start in range(0, total, step):
         ids = missing[start:start + step]
         vectors = embedder.encode(store.texts(ids))

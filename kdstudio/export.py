@@ -19,6 +19,7 @@ from kdstudio.runtime import META, Classifier
 
 CARD = "README.md"
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+AGREEMENT_FLOOR = 0.99  # below this share of labels kept on the test split, export says so
 
 
 @dataclass
@@ -46,6 +47,16 @@ class ExportReport:
     parity: Parity | None
     cascade: list[CascadePoint]
     card: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+def agreement_warnings(parity: Parity | None, precision: str | None) -> list[str]:
+    if parity is None or parity.agreement >= AGREEMENT_FLOOR:
+        return []
+    fix = "export without --quantize for the in-process student's labels" if precision else \
+        "report it: an fp32 export should agree exactly"
+    return [f"the exported model gives the in-process student's label on only {parity.agreement:.1%} of {parity.n} "
+            f"test documents (largest probability difference {parity.max_prob_diff:.2f}); {fix}"]
 
 
 def cascade_curve(probs: np.ndarray, y: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS
@@ -97,4 +108,4 @@ def export_student(student: Student, record: dict[str, Any], exporter: Any, out_
             "cascade": cascade, "version": __version__,
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}), encoding="utf-8")
     model = replace(built, directory=out_dir)
-    return ExportReport(model, record, parity, cascade, out_dir / CARD)
+    return ExportReport(model, record, parity, cascade, out_dir / CARD, agreement_warnings(parity, context.quantize))

@@ -60,5 +60,10 @@ def register_free_labels(register: Register) -> None:
 
 
 @hookspec
+def register_encoders(register: Register) -> None:
+    """Contribute encoders: what turns texts into the vectors students learn from (a transformer, static embeddings)."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the `kdstudio` click group."""

@@ -331,18 +331,62 @@ class Student(Component):
         raise ExportUnsupported(f"student {self.name} has no tokenizer to export")
 
 
+@dataclass
+class EncoderGraph:
+    """An encoder as ONNX, for export: `model` maps "input_ids" and "attention_mask" (int64 [N, T]) to "embedding"
+    (float [N, dim], unit length); `tokenizer` is the tokenizer.json that makes its ids. The rest tells the runtime
+    how to tokenize exactly as `Encoder.encode` does."""
+
+    model: Any
+    tokenizer: Path
+    max_length: int  # tokens kept per text
+    max_positions: int | None = None  # the encoder's own limit (None: any length)
+    special_tokens: bool = True  # whether the tokenizer adds [CLS]/[SEP]
+    char_limit: int | None = None  # texts cut to this many characters before tokenizing
+    batch_size: int = 16  # texts per onnxruntime call that run fastest on a CPU
+    details: dict[str, Any] = field(default_factory=dict)  # for the model card
+
+
+class Encoder(Component):
+    """Turns texts into unit-length vectors that students learn from. `key` names its vectors in the project's store:
+    two encoders with the same key must give the same vectors, and vectors of different keys coexist."""
+
+    device: str = "cpu"  # where it runs: an engine's GPU worker sets "cuda"
+
+    def __init__(self, model: str, max_length: int, batch_size: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.model, self.max_length, self.batch_size = model, max_length, batch_size
+
+    @property
+    @abstractmethod
+    def key(self) -> str:
+        raise NotImplementedError
+
+    def load(self, on_progress: Callable[[str, int, int], None] | None = None) -> Any:
+        """Make the encoder ready (loading, or building it once); `on_progress(step, done, total)` hears about slow
+        steps. Called before timing or sending work to an engine."""
+        return None
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32 unit-length vectors, in the order given."""
+        raise NotImplementedError
+
+    def onnx_graph(self, work: Path, opset: int) -> EncoderGraph:
+        raise ExportUnsupported(f"encoder {self.name} cannot be exported to ONNX")
+
+
 class ExportUnsupported(KdError):
     """The student (or the exporter) cannot produce this artifact."""
 
 
 @dataclass
 class ExportContext:
-    """What an exporter needs besides the student: the label set, the project's embedding model (for students that
-    read embeddings) and the quantization asked for."""
+    """What an exporter needs besides the student: the label set, the encoder (for students that read embeddings)
+    and the quantization asked for."""
 
     labels: list[str]
-    embedding_model: str
-    embedding_max_length: int
+    encoder: Encoder  # the one whose vectors the student learned from
     quantize: str | None = None
 
 
@@ -528,4 +572,5 @@ KINDS: dict[str, type[Component]] = {
     "engine": Engine,
     "doubt": LabelDoubt,
     "free_labels": FreeLabeller,
+    "encoder": Encoder,
 }

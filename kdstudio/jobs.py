@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from kdstudio.engine import BatchFn, ShardJob, column_matrix, vectors_column, worker_threads
-from kdstudio.interfaces import Student
+from kdstudio.interfaces import Encoder, Student
 
 
 def _threads(device: str) -> None:
@@ -24,20 +24,21 @@ def _threads(device: str) -> None:
 
 @dataclass(frozen=True)
 class EmbedJob(ShardJob):
-    """Texts to L2-normalized sentence vectors, exactly as `kdstudio embed` computes them in-process."""
+    """Texts to unit-length vectors, exactly as `kdstudio embed` computes them in-process with the same encoder."""
 
+    # The class travels with the job (pickled by reference), so a worker needs no plugin registry to build it.
+    encoder_cls: type[Encoder]
     model: str
     max_length: int
     batch_size: int
+    options: dict[str, Any]
     name = "embed"
     gpu = True
 
     def open(self, device: str = "cpu") -> BatchFn:
-        from kdstudio.config import EmbeddingSettings
-        from kdstudio.embeddings import Embedder
-
         _threads(device)
-        embedder = Embedder(EmbeddingSettings(self.model, self.max_length, self.batch_size), device)
+        embedder = self.encoder_cls(self.model, self.max_length, self.batch_size, **self.options)  # type: ignore[call-arg]
+        embedder.device = device
         embedder.load()
 
         def embed(batch: pa.Table) -> pa.Table:

@@ -317,19 +317,27 @@ class Distiller:
         config.validate()
         parts = self._components(config)
         self._check_teacher(config, parts.teacher)
-        run_id = self.runs.create(asdict(config), simulated=parts.teacher.simulated)
+        run_id = self.runs.create(self._recorded(config), simulated=parts.teacher.simulated)
         return self._run(run_id, config, parts, ())
+
+    def _recorded(self, config: DistillConfig) -> dict[str, Any]:
+        """The run's settings as logged, with the vectors its students learn from (export needs their encoder)."""
+        return {**asdict(config), "vectors": self.embedding_model}
 
     def resume(self, run_id: int, overrides: dict[str, Any] | None = None) -> RunResult:
         run = self.runs.get(run_id)
         if run is None:
             raise KdError(f"there is no run {run_id}", "see `kdstudio runs`")
+        learned_from = run.config.get("vectors", self.embedding_model)
+        if learned_from != self.embedding_model:
+            raise KdError(f"run {run_id} learned from {learned_from} vectors; the project now embeds with "
+                          f"{self.embedding_model}", "start a new run, or switch back with `kdstudio embed --encoder`")
         config, applied = resume_config(run_id, run.config, overrides or {})
         config.validate()
         parts = self._components(config)
         self._check_teacher(config, parts.teacher)
         if applied:
-            self.runs.update_config(run_id, asdict(config))  # the log says what the run goes on with
+            self.runs.update_config(run_id, self._recorded(config))  # the log says what the run goes on with
         self.runs.set_status(run_id, "running")
         return self._run(run_id, config, parts, tuple(applied))
 

@@ -29,6 +29,7 @@ HOOKS = {
     "engine": "register_engines",
     "doubt": "register_doubts",
     "free_labels": "register_free_labels",
+    "encoder": "register_encoders",
 }
 
 

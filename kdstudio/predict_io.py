@@ -88,6 +88,8 @@ def _rows(predictions: Sequence[Prediction], labels: list[str], docs: Documents,
     for i, p in enumerate(predictions):
         row: dict[str, Any] = {docs.id_column: docs.ids[i]} if docs.ids is not None and docs.id_column else {}
         row.update(label=p.label, confidence=round(p.confidence, 6), predicted=p.predicted)
+        if p.tier is not None:
+            row["tier"] = p.tier
         if nested:
             row["probabilities"] = {x: round(p.probs[x], 6) for x in labels}
         else:

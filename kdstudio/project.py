@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdstudio import snapshot
-from kdstudio.config import CONFIG_NAME, Label, ProjectConfig, validate_labels
-from kdstudio.embeddings import Embedder, EmbedReport, ProgressFn, embed_missing
+from kdstudio.config import CONFIG_NAME, EmbeddingSettings, Label, ProjectConfig, validate_labels
+from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound
 from kdstudio.events import Event, EventFn, RoundDone, RunStarted
-from kdstudio.interfaces import DatasetTable, Engine, ExportContext, Student
+from kdstudio.interfaces import DatasetTable, Encoder, Engine, ExportContext, Student
 from kdstudio.loop import ACTIVE_RUNS, DistillConfig, Distiller, Plan, RunResult, resolve_artifact
 from kdstudio.plugins import Plugins, get_plugins
 from kdstudio.sampling import stratified_sample
@@ -39,6 +39,7 @@ from kdstudio.threads import sized_pools
 
 if TYPE_CHECKING:
     from kdstudio.audit import AuditReport
+    from kdstudio.cascade import CascadeReport
     from kdstudio.export import ExportReport
     from kdstudio.review import Agreement, PullReport, PushReport
 
@@ -130,7 +131,7 @@ class Project:
         self.config = config
         self.store = store
         self._plugins = plugins
-        self._embedder: Embedder | None = None
+        self._embedder: Encoder | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -258,36 +259,54 @@ class Project:
     # -- embeddings ----------------------------------------------------------------------------------
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> Encoder:
+        """The project's encoder (kdstudio.toml's [embedding]), built from its plugin."""
         if self._embedder is None:
-            self._embedder = Embedder(self.config.embedding)
+            self._embedder = self.encoder_for(self.config.embedding)
         return self._embedder
 
-    def embed(self, on_progress: ProgressFn | None = None, *, model: str | None = None,
-              engine: Engine | None = None) -> EmbedReport:
-        """Embed every document that has no vector yet: in this process, or on `engine` (a cluster). A new `model`
-        becomes the project's (kdstudio.toml) once its vectors are there."""
-        if model is None or model == self.config.embedding.model:
-            return self._embed(on_progress, engine)
+    def encoder_for(self, settings: EmbeddingSettings) -> Encoder:
+        cls = self.plugins.get("encoder", settings.encoder).cls
+        return cls(settings.model, settings.max_length, settings.batch_size, **settings.options)  # type: ignore[call-arg]
+
+    @property
+    def vector_key(self) -> str:
+        """The name of the project's vectors in the store (several encoders' vectors coexist)."""
+        return self.embedder.key
+
+    def embed(self, on_progress: ProgressFn | None = None, *, model: str | None = None, encoder: str | None = None,
+              encoder_options: dict[str, Any] | None = None, engine: Engine | None = None,
+              on_build: BuildProgress | None = None) -> EmbedReport:
+        """Embed every document that has no vector yet: in this process, or on `engine` (a cluster). A new `encoder`
+        or `model` becomes the project's (kdstudio.toml) once its vectors are there; `on_build` hears about an
+        encoder built on first use (the static one is distilled once per machine)."""
         previous = self.config.embedding
-        self.config.embedding = replace(previous, model=model)
+        wanted = replace(previous, **{k: v for k, v in (("model", model), ("encoder", encoder),
+                                                         ("options", encoder_options)) if v is not None})
+        if encoder is not None and encoder != previous.encoder and encoder_options is None:
+            wanted = replace(wanted, options={})  # one encoder's options mean nothing to another
+        if wanted == previous:
+            return self._embed(on_progress, engine, on_build)
+        self.config.embedding = wanted
         self._embedder = None
         try:
-            report = self._embed(on_progress, engine)
+            report = self._embed(on_progress, engine, on_build)
         except BaseException:
             self.config.embedding, self._embedder = previous, None
             raise
-        # Recorded, so that the next `distill` and `export` use the vectors this model made.
+        # Recorded (options as their typed values), so that the next `distill` and `export` use these vectors.
+        self.config.embedding.options = {k: getattr(self.embedder, k) for k in self.config.embedding.options}
         self.config.save(self.directory)
         return report
 
-    def _embed(self, on_progress: ProgressFn | None, engine: Engine | None) -> EmbedReport:
+    def _embed(self, on_progress: ProgressFn | None, engine: Engine | None,
+               on_build: BuildProgress | None) -> EmbedReport:
         if engine is not None:
             from kdstudio.scale import embed_with
 
-            return embed_with(engine, self.store, self.config.embedding, self.work_dir(engine) / "embed",
-                              on_progress)
-        return embed_missing(self.store, self.embedder, on_progress)
+            return embed_with(engine, self.store, self.embedder, self.work_dir(engine) / "embed", on_progress,
+                              on_build)
+        return embed_missing(self.store, self.embedder, on_progress, on_build=on_build)
 
     def work_dir(self, engine: Engine) -> Path:
         """Where the shards of an engine's jobs go: the engine's shared scratch folder, or inside the project."""
@@ -355,7 +374,7 @@ class Project:
     def _distiller(self, on_event: EventFn | None = None, should_stop: Callable[[], bool] | None = None,
                    engine: Engine | None = None) -> Distiller:
         return Distiller(self.store, self.labels, {lab.name: lab.description for lab in self.config.labels},
-                         self.config.embedding.model, self.plugins, self.directory / "students", on_event,
+                         self.vector_key, self.plugins, self.directory / "students", on_event,
                          should_stop, encode=self.embedder.encode, engine=engine,
                          work_dir=self.work_dir(engine) / "score" if engine is not None else None)
 
@@ -425,7 +444,7 @@ class Project:
             raise KdError("no teacher label to audit (none, or every one was checked by a person)",
                           "buy teacher labels first: `kdstudio distill`")
         humans = dict(Ledger(self.store).human_examples())
-        model = self.config.embedding.model
+        model = self.vector_key
         with sized_pools():
             suspects, trusted = audit_labels(candidates, humans, lambda ids: self.store.vectors(model, ids),
                                              self.labels, judge, student_cls,
@@ -506,7 +525,7 @@ class Project:
     def _student_input(self, student: Student, doc_ids: list[str], texts: list[str] | None = None) -> Any:
         """What `student.predict_proba` reads for these documents: stored vectors, or the texts."""
         if student.input == "embeddings":
-            return self.store.vectors(self.config.embedding.model, doc_ids)
+            return self.store.vectors(self.vector_key, doc_ids)
         return texts if texts is not None else self.store.texts(doc_ids)
 
     # -- browsing and triage (the terminal UI) -----------------------------------------------------------
@@ -561,8 +580,9 @@ class Project:
 
         student, record = self.load_student(student_id)
         self._check_exportable(record)
+        self._check_same_vectors(student, record)
         plugin = self.plugins.get("exporter", exporter).cls()
-        context = ExportContext(self.labels, self.config.embedding.model, self.config.embedding.max_length, quantize)
+        context = ExportContext(self.labels, self.embedder, quantize)
         gold = self.store.gold()
         test = [d for d in self.store.ids_in_split("test") if d in gold]
         texts = self.store.texts(test)
@@ -570,6 +590,75 @@ class Project:
         y = np.array([self.labels.index(gold[d]) for d in test], dtype=np.int64)
         return export_student(student, record, plugin, Path(out_dir), context, texts, features, y,
                               self._card_facts(record["run_id"]))
+
+    def export_cascade(self, out_dir: str | Path, *, fast_encoder: str = "static", student_id: int | None = None,
+                       target_accuracy: float | None = None, defer_below: float | None = None,
+                       quantize: str | None = None, exporter: str = "onnx",
+                       on_build: BuildProgress | None = None) -> CascadeReport:
+        """A cascade folder: a student on `fast_encoder`'s vectors, trained on the labels the kept student's run holds,
+        answers what it is sure of (threshold chosen on validation for `target_accuracy`, default the kept student's
+        own less half a point); the kept student (`quantize`d if asked) answers the rest."""
+        from kdstudio.cascade import CascadeInputs, build_cascade, fit_like
+
+        slow, record = self.load_student(student_id)
+        self._check_exportable(record)
+        self._check_same_vectors(slow, record)
+        fast_encoder_obj = self.encoder_for(EmbeddingSettings(encoder=fast_encoder))
+        if fast_encoder_obj.key == self.vector_key:
+            raise KdError(f"the kept student already reads {fast_encoder} vectors",
+                          "a cascade puts a faster encoder in front: embed with minilm and distill, then "
+                          "`kdstudio export --cascade static`")
+        embed_missing(self.store, fast_encoder_obj, on_build=on_build)
+        train, val, y_of = self._cascade_labels(record["run_id"])
+        fast_vectors = lambda ids: self.store.vectors(fast_encoder_obj.key, ids)  # noqa: E731
+        run = RunLog(self.store).get(record["run_id"])
+        kind, options = (record["kind"], (run.config.get("student_options") or {}) if run else {}) \
+            if slow.input == "embeddings" else ("logreg", {})
+        with sized_pools():
+            fast = fit_like(self.plugins.get("student", kind).cls, options, fast_vectors(train), y_of(train),
+                            len(self.labels))
+        gold = self.store.gold()
+        test = [d for d in self.store.ids_in_split("test") if d in gold]
+        val_slow = slow.predict_proba(self._student_input(slow, val))
+        inputs = CascadeInputs(fast, slow, ExportContext(self.labels, fast_encoder_obj),
+                               ExportContext(self.labels, self.embedder, quantize),
+                               fast.predict_proba(fast_vectors(val)), val_slow, y_of(val), self.store.texts(test),
+                               np.array([self.labels.index(gold[d]) for d in test], dtype=np.int64),
+                               target_accuracy, defer_below)
+        card = self._kept_student_lines(record)
+        return build_cascade(inputs, self.plugins.get("exporter", exporter).cls(), Path(out_dir), card)
+
+    def _kept_student_lines(self, record: dict[str, Any]) -> list[str]:
+        run = self._card_facts(record["run_id"]).get("run") or {}
+        return [f"- student {record['id']} ({record['kind']}, run {record['run_id']}, round {record['round']}), "
+                f"trained on {run.get('n_train', '?')} labels, validated on {run.get('n_val', '?')}",
+                f"- teacher calls {run.get('calls', 0)}, cost ${run.get('usd', 0.0):.4f}"
+                + (" (SIMULATED teacher: gold labels)" if run.get("simulated") else ""),
+                f"- the `fast` tier: the same kind of student on the {len(self._cascade_labels(record['run_id'])[0])} "
+                "training labels of that run, on the fast encoder's vectors"]
+
+    def _cascade_labels(self, run_id: int) -> tuple[list[str], list[str], Callable[[list[str]], np.ndarray]]:
+        """The run's training documents and its validation documents (teacher or human labels), and their classes."""
+        held = Ledger(self.store).run_labels(run_id)
+        val_split, test_split = set(self.store.ids_in_split("val")), set(self.store.ids_in_split("test"))
+        train = sorted(d for d in held if d not in val_split and d not in test_split)
+        val = sorted(d for d in held if d in val_split)
+        if not val:
+            raise KdError(f"run {run_id} holds no validation labels to choose the cascade's threshold on",
+                          "distill with a validation split (`kdstudio split -p DIR val=0.1`)")
+
+        def classes(ids: list[str]) -> np.ndarray:
+            return np.array([self.labels.index(held[d].label) for d in ids], dtype=np.int64)
+
+        return train, val, classes
+
+    def _check_same_vectors(self, student: Student, record: dict[str, Any]) -> None:
+        """A student exports with the encoder whose vectors it learned from, which must still be the project's."""
+        run = RunLog(self.store).get(record["run_id"]) if record.get("run_id") is not None else None
+        learned_from = run.config.get("vectors") if run is not None else None
+        if student.input == "embeddings" and learned_from and learned_from != self.vector_key:
+            raise KdError(f"student {record['id']} learned from {learned_from} vectors; the project now embeds with "
+                          f"{self.vector_key}", "switch back with `kdstudio embed --encoder ...`, or distill again")
 
     @staticmethod
     def _check_exportable(record: dict[str, Any]) -> None:

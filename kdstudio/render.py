@@ -12,6 +12,7 @@ from kdstudio.money import usd
 from kdstudio.types import (
     Agreement,
     AuditReport,
+    CascadeReport,
     ExportReport,
     Plan,
     Plugins,
@@ -28,7 +29,7 @@ from kdstudio.types import (
 KIND_TITLES = {
     "selector": "Selectors", "teacher": "Teachers", "student": "Students", "exporter": "Exporters",
     "review_backend": "Review backends", "dataset": "Datasets", "engine": "Engines", "doubt": "Label doubts",
-    "free_labels": "Free labellers",
+    "free_labels": "Free labellers", "encoder": "Encoders",
 }
 
 
@@ -323,6 +324,22 @@ def export_view(report: ExportReport) -> Group:
             table.add_row(f"{point.threshold:.2f}", f"{point.coverage:.1%}", _num(point.accuracy))
         parts.append(table)
     return Group(*parts)
+
+
+def cascade_view(report: CascadeReport) -> Group:
+    table = Table(title=f"Cascade on {report.n_test} test documents", title_justify="left")
+    for column in ("tier", "encoder", "answered", "accuracy there"):
+        table.add_column(column, justify="left" if column in ("tier", "encoder") else "right")
+    for tier in report.tiers:
+        table.add_row(tier.name, tier.encoder, f"{tier.share:.1%}", _num(tier.accuracy))
+    lines: list = [Text.assemble(("exported", "bold"), f" a cascade to {report.directory}: the fast tier answers at "
+                                 f"confidence >= {report.threshold:.3f}, chosen on {report.n_val} validation "
+                                 f"documents for accuracy {report.target:.3f} (reached {report.val_accuracy:.3f}; the "
+                                 f"kept student alone {report.val_slow_accuracy:.3f})"), table,
+                   f"accuracy {_num(report.accuracy)} against {_num(report.slow_accuracy)} for the kept student alone"]
+    if report.deferred is not None:
+        lines.append(f"deferred to the LLM (below {report.defer_below}): {report.deferred:.1%}")
+    return Group(*lines)
 
 
 def _num(value: float | None) -> str:

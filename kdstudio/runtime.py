@@ -18,6 +18,7 @@ import numpy as np
 from kdstudio.errors import KdError
 
 MODEL, TOKENIZER, LABELS, META = "model.onnx", "tokenizer.json", "labels.json", "kdstudio_model.json"
+CASCADE = "cascade.json"
 DEFER = "defer"
 
 
@@ -31,6 +32,7 @@ class Prediction:
     confidence: float
     probs: dict[str, float]
     predicted: str  # the most probable label, deferred or not
+    tier: str | None = None  # in a cascade, the tier that answered
 
     @property
     def deferred(self) -> bool:
@@ -45,12 +47,15 @@ class Classifier:
     """An exported model folder: model.onnx, tokenizer.json, labels.json and kdstudio_model.json."""
 
     def __init__(self, directory: str | Path, *, threads: int | None = None, providers: list[str] | None = None,
-                 batch_size: int = 16) -> None:
-        # Texts per onnxruntime call. On CPU, small length-sorted batches beat large ones: attention memory grows
-        # with batch x length^2 (16 was ~20% faster than 64 on 2 cores, docs/benchmarks.md).
+                 batch_size: int | None = None) -> None:
         self.directory = Path(directory)
-        self.batch_size = batch_size
         self.labels, self.meta = self._read_description()
+        # Texts per onnxruntime call, as the exporter advises. On CPU, small length-sorted batches suit a transformer:
+        # attention memory grows with batch x length^2 (16 was ~20% faster than 64 on 2 cores, docs/benchmarks.md);
+        # a static encoder is a lookup and wants large ones.
+        self.batch_size = batch_size or int(self.meta.get("batch_size") or 16)
+        self.special_tokens = bool(self.meta.get("special_tokens", True))
+        self.char_limit = self.meta.get("char_limit")
         self.tokenizer = self._load_tokenizer()
         self.session = self._load_session(threads, providers)
 
@@ -130,12 +135,14 @@ class Classifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(n, n_labels) probabilities, in the order given. Batches hold texts of similar length."""
         texts = [t.strip() for t in texts] if self.meta.get("strip_text", True) else list(texts)
-        encodings = self.tokenizer.encode_batch(texts) if texts else []
+        if isinstance(self.char_limit, int):
+            texts = [t[:self.char_limit] for t in texts]  # as the static encoder cut them in training
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.special_tokens) if texts else []
         lengths = np.array([len(e.ids) for e in encodings])
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             idx = np.argsort(lengths, kind="stable")[start:start + self.batch_size]
-            width = int(lengths[idx].max())
+            width = max(1, int(lengths[idx].max()))  # a text with no token still gets a (masked) position
             ids = np.zeros((len(idx), width), dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
@@ -166,3 +173,71 @@ class Classifier:
             result.append(Prediction(label, confidence, dict(zip(self.labels, map(float, row), strict=True)),
                                      predicted))
         return result
+
+
+class Cascade:
+    """A cascade model folder: cascade.json and one exported model folder per tier. Each tier answers the texts it is
+    at least its threshold sure of and hands the rest down; the last tier answers the rest, and with `defer_below`
+    what it doubts too is labelled "defer", for the LLM."""
+
+    def __init__(self, directory: str | Path, *, threads: int | None = None, providers: list[str] | None = None,
+                 batch_size: int | None = None) -> None:
+        self.directory = Path(directory)
+        spec = self._read_spec()
+        self.names = [str(t["folder"]) for t in spec["tiers"]]
+        self.thresholds = [float(t["answers_at_or_above"]) for t in spec["tiers"][:-1]]
+        self.defer_below = spec.get("defer_below")
+        self.tiers = [Classifier(self.directory / name, threads=threads, providers=providers, batch_size=batch_size)
+                      for name in self.names]
+        self.labels = self.tiers[0].labels
+        if any(t.labels != self.labels for t in self.tiers):
+            raise BadModelFolder(f"the tiers of {self.directory} name different labels", _fix(self.directory))
+
+    def _read_spec(self) -> dict[str, Any]:
+        path = self.directory / CASCADE
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+            tiers = spec["tiers"]
+            ok = isinstance(tiers, list) and len(tiers) >= 2 and all(
+                isinstance(t.get("folder"), str) and "/" not in t["folder"] and ".." not in t["folder"]
+                for t in tiers) and all(isinstance(t.get("answers_at_or_above"), int | float) for t in tiers[:-1])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            raise BadModelFolder(f"{path} is not a kdstudio cascade description", _fix(self.directory))
+        return spec
+
+    def answer(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities from the tier that answered each text, and that tier's index."""
+        probs = self.tiers[0].predict_proba(texts)
+        tier = np.zeros(len(texts), dtype=np.int64)
+        pending = np.flatnonzero(probs.max(axis=1) < self.thresholds[0]) if len(texts) else np.zeros(0, np.int64)
+        for k in range(1, len(self.tiers)):
+            if not len(pending):
+                break
+            probs[pending] = self.tiers[k].predict_proba([texts[i] for i in pending])
+            tier[pending] = k
+            if k < len(self.thresholds):
+                pending = pending[probs[pending].max(axis=1) < self.thresholds[k]]
+        return probs, tier
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.answer(texts)[0]
+
+    def predict(self, texts: Sequence[str], *, defer_below: float | None = None) -> list[Prediction]:
+        """One prediction per text, with the tier that answered; `defer_below` (default: the folder's) applies to
+        the last tier, whose doubts go to the LLM."""
+        probs, tier = self.answer(texts)
+        below = self.defer_below if defer_below is None else defer_below
+        result = self.tiers[0].predictions(probs)
+        last = len(self.tiers) - 1
+        for p, k in zip(result, tier, strict=True):
+            p.tier = self.names[k]
+            if below is not None and k == last and p.confidence < below:
+                p.label = DEFER
+        return result
+
+
+def open_model(directory: str | Path, **kwargs: Any) -> Classifier | Cascade:
+    """An exported model folder or a cascade folder, whichever `directory` holds."""
+    return Cascade(directory, **kwargs) if (Path(directory) / CASCADE).is_file() else Classifier(directory, **kwargs)

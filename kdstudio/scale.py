@@ -15,11 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kdstudio.config import EmbeddingSettings
-from kdstudio.embeddings import EmbedReport, ProgressFn
+from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn
 from kdstudio.engine import Engine, ShardTask, column_matrix, vectors_column
 from kdstudio.errors import KdError
-from kdstudio.interfaces import Student
+from kdstudio.interfaces import Encoder, Student
 from kdstudio.jobs import EmbedJob, PredictJob, ScoreJob
 from kdstudio.store import Store
 from kdstudio.store.shards import export_missing_texts, export_pool, load_embeddings
@@ -82,11 +81,11 @@ def read_outputs(tasks: Sequence[ShardTask], key: str, columns: Sequence[str]) -
 
 # -- embedding -----------------------------------------------------------------------------------------------------
 
-def embed_with(engine: Engine, store: Store, settings: EmbeddingSettings, work: Path,
-               on_progress: ProgressFn | None = None) -> EmbedReport:
+def embed_with(engine: Engine, store: Store, encoder: Encoder, work: Path,
+               on_progress: ProgressFn | None = None, on_build: BuildProgress | None = None) -> EmbedReport:
     """Embed every document that lacks a vector on `engine`. Output shards that an interrupted run finished are
     loaded first, so a killed job pays only for the shards it had not finished."""
-    model = settings.model
+    model = encoder.key
     recovered = load_embeddings(store, model, _readable(sorted((work / "out").glob("*.parquet")))) \
         if (work / "out").is_dir() else 0
     shutil.rmtree(work, ignore_errors=True)
@@ -96,9 +95,11 @@ def embed_with(engine: Engine, store: Store, settings: EmbeddingSettings, work: 
     tasks = _tasks(shards, work / "out")
     total = sum(t.rows for t in tasks)
     if tasks:
+        encoder.load(on_build)  # an encoder built on first use is built here once, not by every worker
         if on_progress:
             on_progress(0, total)
-        job = EmbedJob(model, settings.max_length, settings.batch_size)
+        job = EmbedJob(type(encoder), encoder.model, encoder.max_length, encoder.batch_size,
+                       {o.name: getattr(encoder, o.name) for o in encoder.options})
         engine.map_shards(job, tasks, _progress(on_progress, total))
         read_outputs(tasks, job.key, [])  # every row came back exactly once, or this raises; DuckDB reads vectors
         load_embeddings(store, model, [Path(t.target) for t in tasks])

@@ -5,6 +5,7 @@ store, the plugin registry), so that the core can be rearranged without touching
 from __future__ import annotations
 
 from kdstudio.audit import AuditReport, Suspect
+from kdstudio.cascade import CascadeReport
 from kdstudio.config import Label, parse_labels_option, read_labels_file
 from kdstudio.engine import Engine
 from kdstudio.events import (
@@ -27,7 +28,8 @@ from kdstudio.store import ImportOptions, ImportReport, RoundRow, RunRow, SpendR
 from kdstudio.store.browse import Filters, Page
 
 __all__ = [
-    "Agreement", "AuditReport", "DistillConfig", "Engine", "Event", "EventFn", "ExportReport", "Filters",
+    "Agreement", "AuditReport", "CascadeReport", "DistillConfig", "Engine", "Event", "EventFn", "ExportReport",
+    "Filters",
     "ImportOptions", "ImportReport", "Label", "Labelled", "Page", "Plan", "Plugins", "ProgressView", "PullReport",
     "PushReport", "Registered", "RoundDone", "RoundReport", "RoundRow", "RunDone", "RunResult", "RunRow",
     "RunStarted", "SamplesGenerated", "SpendRow", "Status", "Suspect", "TeacherChecked", "Teaching", "TriageItem",

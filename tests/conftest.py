@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -14,16 +15,20 @@ from kdstudio.loop import DistillConfig
 from kdstudio.project import Project
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Encoders built on first use (the static one) go to a cache of this test session, never the user's; set before any
+# child process or Ray cluster starts, so that they all share it.
+CACHE = Path(tempfile.mkdtemp(prefix="kdstudio-test-cache-"))
+os.environ["KDSTUDIO_CACHE_DIR"] = str(CACHE)
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ["sports", "politics", "tech"]
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+            timeout: float = 300, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """The real command line, in a child process, as a user would run it."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "kdstudio", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, input=input_text)
 
 
 @pytest.fixture
@@ -85,3 +90,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     int8 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "int8"), "--quantize", "int8")
     return {"base": base, "project": base / "bbc", "fp32": base / "fp32", "int8": base / "int8",
             "fp32_run": fp32, "int8_run": int8}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(CACHE, ignore_errors=True)

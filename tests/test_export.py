@@ -65,7 +65,8 @@ class NoOnnx(Student):
 def test_a_student_that_cannot_be_exported_says_so(tmp_path: Path):
     exporter = get_plugins().get("exporter", "onnx").cls()
     with pytest.raises(ExportUnsupported, match="student no-onnx cannot be exported to ONNX"):
-        exporter.export(NoOnnx(), tmp_path / "m", ExportContext(["a", "b"], "all-MiniLM-L6-v2", 256))
+        exporter.export(NoOnnx(), tmp_path / "m", ExportContext(["a", "b"], get_plugins().get("encoder", "minilm").cls(
+            "all-MiniLM-L6-v2", 256, 32)))
     assert not (tmp_path / "m").exists()
 
 
@@ -114,6 +115,11 @@ def test_fp32_agrees_with_the_student_and_int8_loses_at_most_a_point(exported: d
     int8 = Classifier(exported["int8"]).predict_proba(texts)
     accuracy = (in_process.argmax(1) == y).mean()
     assert (int8.argmax(1) == y).mean() >= accuracy - 0.01
+    # Per-channel scales keep the labels (99.2% on 1,000 bbc-news articles in benchmarks/inference.py; at most one
+    # of these ~60 may move).
+    agreement = (int8.argmax(1) == fp32.argmax(1)).mean()
+    assert agreement >= 1 - 1.5 / len(texts)
+    assert ("warning: the exported model gives" in exported["int8_run"].stderr) == (agreement < 0.99)
     assert exported["int8"].joinpath("model.onnx").stat().st_size < exported["fp32"].joinpath(
         "model.onnx").stat().st_size / 3
 

@@ -56,6 +56,21 @@ def test_embeddings_from_the_cluster_equal_the_local_engines(cluster, corpus: di
     assert progress[0] == (0, 120) and progress[-1] == (120, 120) and len(progress) == 1 + 8  # one step per shard
 
 
+def test_static_embeddings_from_the_cluster_equal_the_local_encoders(cluster, corpus: dict, tmp_path: Path):
+    """The static encoder is built once by the driver (the cluster shares this machine's cache) and run by workers."""
+    with Project.open(fresh_copy(corpus["project"], tmp_path / "local")) as local:
+        local.embed(encoder="static")
+        key = local.vector_key
+        ids, expected = local.store.embedding_matrix(key)
+    engine = ray_engine(cluster, shard_rows=32)
+    with Project.open(fresh_copy(corpus["project"], tmp_path / "ray")) as project:
+        assert project.embed(encoder="static", engine=engine).embedded == 120
+        got_ids, got = project.store.embedding_matrix(key)
+    engine.close()
+    assert got_ids == ids
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def _kill_a_worker_when_work_is_done(out_dir: Path, killed: list[int], alive_then: set[int], seen: set[int],
                                      done: threading.Event) -> None:
     """Once the first output shard exists, SIGKILL one of the job's actor processes; keep noting every actor

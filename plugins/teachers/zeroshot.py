@@ -79,9 +79,10 @@ class ZeroShotTeacher(Teacher):
         if context.encode is not None:
             return context.encode(texts)
         from kdstudio.config import EmbeddingSettings
-        from kdstudio.embeddings import Embedder
+        from kdstudio_plugins.encoders.minilm import SentenceTransformerEncoder
 
-        return Embedder(EmbeddingSettings()).encode(texts)
+        default = EmbeddingSettings()
+        return SentenceTransformerEncoder(default.model, default.max_length, default.batch_size).encode(texts)
 
     def _doc_vectors(self, context: TeachContext, docs: Sequence[Doc]) -> np.ndarray:
         if context.vectors is not None:

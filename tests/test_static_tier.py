@@ -1,0 +1,257 @@
+"""The static-embedding tier: an encoder plugin distilled from the bundled MiniLM on first use (model2vec, offline,
+cached once per machine), the loop and export on its vectors, the cascade of tiers, and what each refuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CACHE, fresh_copy, run_cli
+
+from kdstudio.cascade import choose_threshold
+from kdstudio.errors import KdError
+from kdstudio.export import agreement_warnings, compare
+from kdstudio.loop import DistillConfig
+from kdstudio.project import Project
+from kdstudio.runtime import BadModelFolder, Cascade, Classifier, open_model
+
+pytestmark = pytest.mark.slow
+STATIC = "static:all-MiniLM-L6-v2:pca256:t512"
+MINILM = "all-MiniLM-L6-v2"
+HOSTILE = ["", "   ", "[bold red]not markup[/]", "\x00\x1b[31m control \x7f", "émigré naïve café 東京 🙂",
+           "word " * 20_000, "[UNK] [CLS] [SEP] [PAD]"]
+
+
+@pytest.fixture(scope="module")
+def static(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A bbc-news slice embedded with --encoder static from the command line: the first use on this machine (the
+    session's cache starts empty), so it distills the encoder."""
+    base = tmp_path_factory.mktemp("static")
+    project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=240, seed=7)
+    project.close()
+    assert not (CACHE / "static").exists()
+    first = run_cli("embed", "-p", str(base / "bbc"), "--encoder", "static", timeout=600)
+    assert first.returncode == 0, first.stderr
+    return {"base": base, "project": base / "bbc", "first": first}
+
+
+def _toml(directory: Path) -> dict:
+    return tomllib.loads((directory / "kdstudio.toml").read_text(encoding="utf-8"))
+
+
+def test_the_static_encoder_is_built_once_per_machine_and_becomes_the_projects(static: dict, tmp_path: Path):
+    assert "static encoder built in" in static["first"].stderr
+    assert f"embedded 239 documents with {STATIC}" in static["first"].stdout
+    built = list((CACHE / "static").iterdir())
+    assert [p.name.startswith("all-MiniLM-L6-v2-pca256-") for p in built] == [True]
+    assert _toml(static["project"])["embedding"]["encoder"] == "static"
+    # A second project on this machine pays nothing: no build, the same cached folder.
+    other, _ = Project.from_dataset("bbc-news", tmp_path / "other", limit=60, seed=1)
+    other.close()
+    second = run_cli("embed", "-p", str(tmp_path / "other"), "--encoder", "static")
+    assert second.returncode == 0, second.stderr
+    assert "built" not in second.stderr
+    assert list((CACHE / "static").iterdir()) == built
+    listed = run_cli("plugins")
+    assert "Encoders (2)" in listed.stdout and "static" in listed.stdout and "minilm" in listed.stdout
+
+
+def test_vectors_of_several_encoders_coexist(static: dict, tmp_path: Path):
+    directory = fresh_copy(static["project"], tmp_path)
+    with Project.open(directory) as project:
+        _, static_vectors = project.store.embedding_matrix(STATIC)
+        assert static_vectors.shape == (239, 256)
+        np.testing.assert_allclose(np.linalg.norm(static_vectors, axis=1), 1.0, atol=1e-5)
+        assert project.embed(encoder="minilm").embedded == 239
+        assert project.store.embedding_count(STATIC) == project.store.embedding_count(MINILM) == 239
+    assert _toml(directory)["embedding"]["encoder"] == "minilm"
+    with Project.open(directory) as project:
+        back = project.embed(encoder="static")  # switching back computes nothing: the vectors are there
+        assert (back.embedded, back.already, project.vector_key) == (0, 239, STATIC)
+
+
+def test_a_static_student_exports_one_graph_the_runtime_runs_like_the_student(static: dict, tmp_path: Path):
+    directory = fresh_copy(static["project"], tmp_path)
+    with Project.open(directory) as project:
+        result = project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=80))
+        best = next(r for r in result.rounds if r.round == result.best_round)
+        assert best.metrics["test"]["accuracy"] > 0.8
+        report = project.export(tmp_path / "model")
+        student, _ = project.load_student()
+        in_process = student.predict_proba(project.embedder.encode(HOSTILE))
+    assert report.parity is not None and report.parity.agreement == 1.0 and report.parity.max_prob_diff < 1e-5
+    assert report.model.details["encoder"] == f"static ({STATIC})"
+    meta = json.loads((tmp_path / "model" / "kdstudio_model.json").read_text())
+    assert (meta["special_tokens"], meta["encoder"], meta["max_positions"]) == (False, "static", None)
+    # Texts the tokenizer finds nothing in, markup, control characters and a 100,000-character text: as in-process.
+    exported = Classifier(tmp_path / "model").predict_proba(HOSTILE)
+    np.testing.assert_allclose(exported, in_process, atol=1e-5)
+    assert np.isfinite(exported).all()
+    predicted = run_cli("predict", str(tmp_path / "model"), "-", input_text="\n".join(HOSTILE[2:5]) + "\n")
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.count("\n") == 4 and "[bold red]" not in predicted.stderr
+
+
+def test_a_model2vec_folder_given_by_path_is_used_as_it_is(static: dict, tmp_path: Path):
+    folder = next((CACHE / "static").iterdir())
+    directory = fresh_copy(static["project"], tmp_path)
+    given = run_cli("embed", "-p", str(directory), "--encoder", "static", "--model", str(folder))
+    assert given.returncode == 0, given.stderr
+    with Project.open(directory) as project:
+        key = project.vector_key
+        assert key == f"static:{folder.resolve()}:t512"
+        ids, by_path = project.store.embedding_matrix(key)
+        same_ids, distilled = project.store.embedding_matrix(STATIC)
+    assert ids == same_ids
+    np.testing.assert_allclose(by_path, distilled, atol=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--encoder", "nope"], "no encoder named 'nope'"),
+    (["--encoder", "static", "--model", "/nonexistent/m2v"], "is not a local folder"),
+    (["--encoder", "static", "--encoder-option", "pca_dims=many"], "option pca_dims: 'many' is not a valid int"),
+    (["--encoder", "static", "--encoder-option", "colour=red"], "unknown option(s) ['colour']"),
+])
+def test_bad_encoder_settings_are_one_line_and_change_nothing(static: dict, tmp_path: Path, args: list[str],
+                                                            message: str):
+    directory = fresh_copy(static["project"], tmp_path)
+    before = (directory / "kdstudio.toml").read_text()
+    result = run_cli("embed", "-p", str(directory), *args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert (directory / "kdstudio.toml").read_text() == before
+
+
+def test_a_broken_model2vec_folder_is_refused_in_one_line(static: dict, tmp_path: Path):
+    broken = tmp_path / "m2v"
+    shutil.copytree(next((CACHE / "static").iterdir()), broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    directory = fresh_copy(static["project"], tmp_path)
+    before = (directory / "kdstudio.toml").read_text()
+    result = run_cli("embed", "-p", str(directory), "--encoder", "static", "--model", str(broken))
+    assert result.returncode != 0
+    assert "is not a usable model2vec model" in result.stderr and "Traceback" not in result.stderr
+    assert (directory / "kdstudio.toml").read_text() == before
+
+
+def test_runs_and_exports_refuse_vectors_of_another_encoder(static: dict, tmp_path: Path):
+    directory = fresh_copy(static["project"], tmp_path)
+    with Project.open(directory) as project:
+        run = project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=40))
+        project.embed(encoder="minilm")
+        with pytest.raises(KdError, match=f"learned from {STATIC} vectors; the project now embeds with {MINILM}"):
+            project.export(tmp_path / "model")
+        with pytest.raises(KdError, match=f"run {run.run_id} learned from {STATIC} vectors"):
+            project.distill(resume=run.run_id, overrides={"budget_labels": 80})
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.fixture(scope="module")
+def cascade(static: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A MiniLM run on the same slice, exported as a cascade behind a static student from the command line."""
+    base = tmp_path_factory.mktemp("cascade")
+    directory = fresh_copy(static["project"], base)
+    with Project.open(directory) as project:
+        project.embed(encoder="minilm")
+        project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=80))
+    built = run_cli("export", "-p", str(directory), "--out", str(base / "cascade"), "--cascade", "static",
+                    "--defer-below", "0.5")
+    return {"project": directory, "out": base / "cascade", "run": built}
+
+
+def test_a_cascade_answers_with_the_static_tier_where_it_is_sure(cascade: dict):
+    assert cascade["run"].returncode == 0, cascade["run"].stderr
+    out = cascade["out"]
+    spec = json.loads((out / "cascade.json").read_text())
+    threshold = spec["tiers"][0]["answers_at_or_above"]
+    assert [t["encoder"] for t in spec["tiers"]] == [STATIC, MINILM] and spec["defer_below"] == 0.5
+    card = (out / "README.md").read_text()
+    for part in ("## Tiers on the test split", "| fast | static:", "| slow | all-MiniLM-L6-v2 |", "Cascade accuracy",
+                 "SIMULATED teacher"):
+        assert part in card, part
+    with Project.open(cascade["project"], read_only=True) as project:
+        gold = project.store.gold()
+        test = [d for d in project.store.ids_in_split("test") if d in gold]
+        texts = project.store.texts(test)
+    model = open_model(out)
+    assert isinstance(model, Cascade)
+    probs, tier = model.answer(texts)
+    fast = Classifier(out / "fast").predict_proba(texts)
+    slow = Classifier(out / "slow").predict_proba(texts)
+    sure = fast.max(axis=1) >= threshold
+    np.testing.assert_array_equal(tier, np.where(sure, 0, 1))
+    np.testing.assert_allclose(probs, np.where(sure[:, None], fast, slow), atol=1e-6)
+    predictions = model.predict(texts)
+    assert {p.tier for p in predictions} <= {"fast", "slow"}
+    assert all(p.label == "defer" for p, k in zip(predictions, tier, strict=True) if k == 1 and p.confidence < 0.5)
+    assert all(p.label != "defer" for p, k in zip(predictions, tier, strict=True) if k == 0)
+
+
+def test_predict_on_a_cascade_says_which_tier_answered(cascade: dict):
+    result = run_cli("predict", str(cascade["out"]), "-", input_text="Shares fell as the bank cut its forecast.\n")
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.strip().splitlines()
+    assert '"tier"' in header and ('"fast"' in row or '"slow"' in row)
+    refused = run_cli("predict", str(cascade["out"]), "-", "--engine", "ray", input_text="x\n")
+    assert refused.returncode != 0 and "a cascade folder runs in this process only" in refused.stderr
+
+
+def test_a_broken_cascade_description_is_one_clear_error(cascade: dict, tmp_path: Path):
+    broken = tmp_path / "cascade"
+    shutil.copytree(cascade["out"], broken)
+    spec = json.loads((broken / "cascade.json").read_text())
+    spec["tiers"][1]["folder"] = "../../etc"
+    (broken / "cascade.json").write_text(json.dumps(spec))
+    with pytest.raises(BadModelFolder, match="is not a kdstudio cascade description"):
+        Cascade(broken)
+    (broken / "cascade.json").write_text("{not json")
+    result = run_cli("predict", str(broken), "-", input_text="x\n")
+    assert result.returncode != 0 and "is not a kdstudio cascade description" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_cascade_on_an_encoder_the_student_already_reads_is_refused(static: dict, tmp_path: Path):
+    directory = fresh_copy(static["project"], tmp_path)
+    with Project.open(directory) as project:
+        project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=40))
+        with pytest.raises(KdError, match="already reads static vectors"):
+            project.export_cascade(tmp_path / "c", fast_encoder="static")
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("args", [["--defer-below", "0.5"], ["--cascade", "static", "--target-accuracy", "1.5"]])
+def test_cascade_flags_out_of_place_are_refused(static: dict, args: list[str], tmp_path: Path):
+    result = run_cli("export", "-p", str(static["project"]), "--out", str(tmp_path / "m"), *args)
+    assert result.returncode != 0 and "goes with --cascade" in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_threshold_is_the_lowest_that_reaches_the_target():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    # The fast tier is right on its three surest, then wrong; the slow tier is right everywhere but document 0.
+    fast = np.array([[.99, .01], [.9, .1], [.2, .8], [.7, .3], [.4, .6], [.6, .4]])
+    slow = np.array([[.4, .6], [.9, .1], [.1, .9], [.1, .9], [.9, .1], [.2, .8]])
+    threshold, accuracy = choose_threshold(fast, slow, y, target=1.0)
+    assert (threshold, accuracy) == (0.8, 1.0)  # documents 0, 1 and 2 answered fast, the rest slow: all right
+    threshold, accuracy = choose_threshold(fast, slow, y, target=0.0)
+    assert threshold == 0.6  # everything fast
+    # Tied confidences go together: answering only the first of two documents at 0.9 would reach the target, but a
+    # threshold cannot split them, so the slow tier answers all (a threshold above every confidence).
+    tied = np.array([[.9, .1], [.9, .1], [.4, .6]])
+    threshold, accuracy = choose_threshold(tied, np.eye(2)[[0, 1, 1]], np.array([0, 1, 1]), 1.0)
+    assert threshold > 1.0 and accuracy == 1.0
+
+
+def test_export_warns_with_the_figure_when_labels_move():
+    in_process = np.eye(3)[[0, 1, 2, 0, 1] * 20]
+    exported = in_process.copy()
+    exported[:2] = [[0.3, 0.7, 0.0], [0.6, 0.4, 0.0]]
+    parity = compare(exported.astype(np.float32), in_process, None, ["a", "b", "c"])
+    (warning,) = agreement_warnings(parity, "int8")
+    assert "label on only 98.0% of 100 test documents (largest probability difference 0.70)" in warning
+    assert "export without --quantize" in warning
+    assert agreement_warnings(compare(in_process.astype(np.float32), in_process, None, ["a", "b", "c"]), "int8") == []
