@@ -1,10 +1,14 @@
 """Import and embedding throughput, measured side by side in one run.
 
     .venv/bin/python benchmarks/import_embed.py [--rows 1000000] [--embed-limit N]
+    .venv/bin/python benchmarks/import_embed.py --static-million [--rows 1000000]
 
 1. Import N synthetic rows (id, text, gold label) from Parquet and from CSV into fresh projects: rows/s.
 2. Embed bbc-news (long articles, most past the 256-token cap) and reuters-r8 (lengths vary widely) with
    all-MiniLM-L6-v2, batches in length-sorted order vs in random order: docs/s and the ratio per dataset.
+--static-million instead: N synthetic news-like documents (20-200 words drawn from bbc-news' own words) imported,
+embedded by the static tier (`kdstudio embed --encoder static`: vectors written to DuckDB), and predicted by an
+exported static student with the torch-free runtime; the time of each step.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from kdstudio.config import Label
+from kdstudio.config import EmbeddingSettings, Label
 from kdstudio.embeddings import embed_missing
 from kdstudio.project import Project
 from kdstudio.store import ImportOptions
@@ -74,6 +78,59 @@ def bench_embed(workdir: Path, dataset: str, limit: int | None) -> dict[str, dic
     return results
 
 
+def write_news_like(path: Path, rows: int, seed: int = 0, chunk: int = 100_000) -> float:
+    """Parquet of texts of 20-200 words drawn from bbc-news' vocabulary (by frequency), each made distinct by its
+    number, written a chunk at a time; returns the mean length in characters."""
+    from kdstudio.plugins import get_plugins
+
+    corpus = get_plugins().get("dataset", "bbc-news").cls().load().table.column("text").to_pylist()
+    words, counts = np.unique(" ".join(corpus).split(), return_counts=True)
+    vocabulary, weights = words.tolist(), counts / counts.sum()
+    rng = np.random.default_rng(seed)
+    chars = 0
+    with pq.ParquetWriter(path, pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.string())])) \
+            as writer:
+        for first in range(0, rows, chunk):
+            n = min(chunk, rows - first)
+            bounds = np.concatenate([[0], np.cumsum(rng.integers(20, 201, size=n))])
+            drawn = rng.choice(len(vocabulary), size=int(bounds[-1]), p=weights).tolist()
+            texts = [f"{first + i} " + " ".join(vocabulary[j] for j in drawn[bounds[i]:bounds[i + 1]])
+                     for i in range(n)]
+            chars += sum(map(len, texts))
+            writer.write_table(pa.table({"id": [f"s{first + i}" for i in range(n)], "text": texts,
+                                         "label": np.array(LABELS)[rng.integers(0, len(LABELS), size=n)]}))
+    return chars / rows
+
+
+def bench_static_million(workdir: Path, rows: int) -> dict[str, float]:
+    from kdstudio.interfaces import ExportContext
+    from kdstudio.runtime import Classifier
+
+    started = time.perf_counter()
+    mean_chars = write_news_like(workdir / "news.parquet", rows)
+    result = {"rows": rows, "mean_chars": mean_chars, "generate_s": time.perf_counter() - started}
+    with Project.init(workdir / "static-million", [Label(x) for x in LABELS]) as project:
+        started = time.perf_counter()
+        project.import_file(workdir / "news.parquet", ImportOptions(id_column="id", label_column="label"))
+        result["import_s"] = time.perf_counter() - started
+        project.encoder_for(EmbeddingSettings(encoder="static")).load()  # built once per machine: not timed here
+        started = time.perf_counter()
+        report = project.embed(encoder="static")
+        result["embed_s"] = time.perf_counter() - started
+        assert report.embedded == rows, report
+        ids = project.store.ids_in_split("pool")[:200]
+        student = project.plugins.get("student", "logreg").cls()
+        student.fit(project.store.vectors(project.vector_key, ids),
+                    np.arange(len(ids)) % len(LABELS), len(LABELS))
+        exporter = project.plugins.get("exporter", "onnx").cls()
+        exporter.export(student, workdir / "static-model", ExportContext(project.labels, project.embedder))
+        texts = project.store.texts(project.store.ids_in_split("pool"))
+    started = time.perf_counter()
+    Classifier(workdir / "static-model").predict_proba(texts)
+    result["predict_s"] = time.perf_counter() - started
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -81,7 +138,17 @@ def main() -> None:
     parser.add_argument("--embed-limit", type=int, default=2225,
                         help="documents per dataset (default 2225: all of bbc-news, a same-sized slice of reuters-r8)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/import_embed.json"))
+    parser.add_argument("--static-million", action="store_true", help="the static tier on N news-like documents")
     args = parser.parse_args()
+    if args.static_million:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = bench_static_million(Path(tmp), args.rows)
+        print(f"{r['rows']:,} news-like documents ({r['mean_chars']:.0f} characters on average): imported in "
+              f"{r['import_s']:.0f}s; embedded by the static tier in {r['embed_s']:.0f}s "
+              f"({r['rows'] / r['embed_s']:,.0f} docs/s, vectors written to DuckDB); predicted by the exported static "
+              f"student in {r['predict_s']:.0f}s ({r['rows'] / r['predict_s']:,.0f} docs/s)")
+        Path("benchmarks/out/static_million.json").write_text(json.dumps(r, indent=1))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

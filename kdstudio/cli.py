@@ -215,7 +215,7 @@ def datasets_import(name: str, directory: Path, limit: int | None, split: str | 
 @cli.command()
 @project_option
 @click.option("--encoder", help="The encoder plugin: minilm (the default: a sentence transformer) or static "
-                                "(model2vec static embeddings distilled from it on first use, 50-100x faster). "
+                                "(model2vec static embeddings distilled from it on first use, 50-80x faster). "
                                 "It becomes the project's.")
 @click.option("--encoder-option", multiple=True, metavar="KEY=VALUE",
               help="An encoder option, e.g. pca_dims=256 for static; repeatable (see `kdstudio plugins`).")
@@ -569,7 +569,7 @@ def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: s
 @click.option("--id-column", help="A column to copy into the output (default: `id` when the input has one).")
 @click.option("--defer-below", type=float, help="Label predictions less confident than this `defer`, for the LLM.")
 @click.option("--batch-size", type=int, help="Texts per onnxruntime call, sorted by length (default: the model's "
-                                             "advice: 16 for a transformer, 256 for static embeddings).")
+                                             "advice: 16 for a transformer, 64 for static embeddings).")
 @click.option("--threads", type=int, help="CPU threads for onnxruntime (default: all).")
 @engine_options
 def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id_column: str | None,

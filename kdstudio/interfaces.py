@@ -344,6 +344,7 @@ class EncoderGraph:
     special_tokens: bool = True  # whether the tokenizer adds [CLS]/[SEP]
     char_limit: int | None = None  # texts cut to this many characters before tokenizing
     batch_size: int = 16  # texts per onnxruntime call that run fastest on a CPU
+    batch_tokens: int | None = None  # or: as many length-sorted texts as fit this many (padded) tokens
     details: dict[str, Any] = field(default_factory=dict)  # for the model card
 
 

@@ -66,6 +66,7 @@ class Status:
     teacher_calls: int
     teacher_errors: int
     runs: list[RunRow] = field(default_factory=list)
+    vectors_in_use: str = ""  # the key of the project's encoder's vectors
 
     @property
     def total_documents(self) -> int:
@@ -625,17 +626,17 @@ class Project:
                                fast.predict_proba(fast_vectors(val)), val_slow, y_of(val), self.store.texts(test),
                                np.array([self.labels.index(gold[d]) for d in test], dtype=np.int64),
                                target_accuracy, defer_below)
-        card = self._kept_student_lines(record)
+        card = self._kept_student_lines(record, len(train))
         return build_cascade(inputs, self.plugins.get("exporter", exporter).cls(), Path(out_dir), card)
 
-    def _kept_student_lines(self, record: dict[str, Any]) -> list[str]:
+    def _kept_student_lines(self, record: dict[str, Any], n_fast_train: int) -> list[str]:
         run = self._card_facts(record["run_id"]).get("run") or {}
         return [f"- student {record['id']} ({record['kind']}, run {record['run_id']}, round {record['round']}), "
                 f"trained on {run.get('n_train', '?')} labels, validated on {run.get('n_val', '?')}",
                 f"- teacher calls {run.get('calls', 0)}, cost ${run.get('usd', 0.0):.4f}"
                 + (" (SIMULATED teacher: gold labels)" if run.get("simulated") else ""),
-                f"- the `fast` tier: the same kind of student on the {len(self._cascade_labels(record['run_id'])[0])} "
-                "training labels of that run, on the fast encoder's vectors"]
+                f"- the `fast` tier: the same kind of student on the {n_fast_train} training labels of that run, on "
+                "the fast encoder's vectors"]
 
     def _cascade_labels(self, run_id: int) -> tuple[list[str], list[str], Callable[[list[str]], np.ndarray]]:
         """The run's training documents and its validation documents (teacher or human labels), and their classes."""
@@ -702,6 +703,7 @@ class Project:
             label_distribution=s.current_label_distribution(),
             gold_distribution=s.gold_distribution(),
             embeddings=s.embedding_coverage(),
+            vectors_in_use=self.vector_key,
             spend_usd=usd,
             teacher_calls=calls,
             teacher_errors=errors,

@@ -59,7 +59,7 @@ def status_view(status: Status) -> Group:
         coverage.add_column(column)
     for model, n, dim in status.embeddings:
         share = f"{100 * n / status.total_documents:.1f}%" if status.total_documents else "-"
-        coverage.add_row(model, str(n), share, str(dim))
+        coverage.add_row(f"{model} (in use)" if model == status.vectors_in_use else model, str(n), share, str(dim))
     if not status.embeddings:
         coverage.add_row("none yet (run `kdstudio embed`)", "0", "0%", "-")
     money = (f"Teacher labels by source: {by_source}\n"

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from kdstudio.errors import KdError
 MODEL, TOKENIZER, LABELS, META = "model.onnx", "tokenizer.json", "labels.json", "kdstudio_model.json"
 CASCADE = "cascade.json"
 DEFER = "defer"
+CHUNK = 16_384  # texts tokenized at once
 
 
 class BadModelFolder(KdError):
@@ -54,6 +55,7 @@ class Classifier:
         # attention memory grows with batch x length^2 (16 was ~20% faster than 64 on 2 cores, docs/benchmarks.md);
         # a static encoder is a lookup and wants large ones.
         self.batch_size = batch_size or int(self.meta.get("batch_size") or 16)
+        self.batch_tokens_apply = batch_size is None  # a batch size given by the caller is taken as it is
         self.special_tokens = bool(self.meta.get("special_tokens", True))
         self.char_limit = self.meta.get("char_limit")
         self.tokenizer = self._load_tokenizer()
@@ -133,15 +135,23 @@ class Classifier:
     # -- predicting --------------------------------------------------------------------------------------
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, n_labels) probabilities, in the order given. Batches hold texts of similar length."""
+        """(n, n_labels) probabilities, in the order given. Texts are tokenized a chunk at a time (a million texts'
+        tokens at once would take gigabytes) and run in batches of similar length within each chunk."""
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(texts), CHUNK):
+            out[start:start + CHUNK] = self._chunk_proba(texts[start:start + CHUNK])
+        return out
+
+    def _chunk_proba(self, texts: Sequence[str]) -> np.ndarray:
         texts = [t.strip() for t in texts] if self.meta.get("strip_text", True) else list(texts)
         if isinstance(self.char_limit, int):
             texts = [t[:self.char_limit] for t in texts]  # as the static encoder cut them in training
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.special_tokens) if texts else []
-        lengths = np.array([len(e.ids) for e in encodings])
+        # The fast batch encoder skips character offsets, which nothing here reads (tokenizers >= 0.21).
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        encodings = encode(texts, add_special_tokens=self.special_tokens) if texts else []
+        lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            idx = np.argsort(lengths, kind="stable")[start:start + self.batch_size]
+        for idx in self._batches(lengths):
             width = max(1, int(lengths[idx].max()))  # a text with no token still gets a (masked) position
             ids = np.zeros((len(idx), width), dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
@@ -156,6 +166,25 @@ class Classifier:
                                      f"{width} tokens: {first}", f"check max_length in {META}, or "
                                      + _fix(self.directory)) from None
         return out
+
+    def _batches(self, lengths: np.ndarray) -> Iterator[np.ndarray]:
+        """Positions of texts of similar length, shortest first: `batch_size` texts at a time, or, where the model
+        advises a token budget (the static encoder: short texts in large batches), as many as fit in it."""
+        order = np.argsort(lengths, kind="stable")
+        budget = self.meta.get("batch_tokens") if self.batch_tokens_apply else None
+        if not isinstance(budget, int) or budget < 1:
+            yield from (order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size))
+            return
+        widths = np.maximum(lengths[order], 1)
+        start = 0
+        while start < len(order):
+            # Sorted ascending, so the last text sets the batch's width, and count x width only grows: the batch is the
+            # longest prefix within the budget (at most `budget` texts, since every width is at least 1).
+            window = widths[start:start + budget]
+            cost = np.arange(1, len(window) + 1) * window
+            end = start + max(1, int(np.searchsorted(cost, budget, side="right")))
+            yield order[start:end]
+            start = end
 
     def predict(self, texts: Sequence[str], *, defer_below: float | None = None) -> list[Prediction]:
         """One prediction per text; with `defer_below`, those less confident are labelled "defer" so that the

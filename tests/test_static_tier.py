@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import CACHE, fresh_copy, run_cli
 
+from kdstudio import runtime
 from kdstudio.cascade import choose_threshold
 from kdstudio.errors import KdError
 from kdstudio.export import agreement_warnings, compare
@@ -28,15 +29,21 @@ HOSTILE = ["", "   ", "[bold red]not markup[/]", "\x00\x1b[31m control \x7f", "Ã
 
 @pytest.fixture(scope="module")
 def static(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A bbc-news slice embedded with --encoder static from the command line: the first use on this machine (the
-    session's cache starts empty), so it distills the encoder."""
+    """A bbc-news slice embedded with --encoder static from the command line, as the first use on a machine (a cache
+    folder of its own, empty), so it distills the encoder; the build then joins the session's cache, which the
+    in-process projects and a Ray cluster's workers read."""
     base = tmp_path_factory.mktemp("static")
     project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=240, seed=7)
     project.close()
-    assert not (CACHE / "static").exists()
-    first = run_cli("embed", "-p", str(base / "bbc"), "--encoder", "static", timeout=600)
+    cache = base / "cache"
+    first = run_cli("embed", "-p", str(base / "bbc"), "--encoder", "static", timeout=600,
+                    env={"KDSTUDIO_CACHE_DIR": str(cache)})
     assert first.returncode == 0, first.stderr
-    return {"base": base, "project": base / "bbc", "first": first}
+    (CACHE / "static").mkdir(parents=True, exist_ok=True)
+    for built in (cache / "static").iterdir():
+        if not (CACHE / "static" / built.name).exists():
+            shutil.copytree(built, CACHE / "static" / built.name)
+    return {"base": base, "project": base / "bbc", "first": first, "cache": cache}
 
 
 def _toml(directory: Path) -> dict:
@@ -46,16 +53,17 @@ def _toml(directory: Path) -> dict:
 def test_the_static_encoder_is_built_once_per_machine_and_becomes_the_projects(static: dict, tmp_path: Path):
     assert "static encoder built in" in static["first"].stderr
     assert f"embedded 239 documents with {STATIC}" in static["first"].stdout
-    built = list((CACHE / "static").iterdir())
+    built = list((static["cache"] / "static").iterdir())
     assert [p.name.startswith("all-MiniLM-L6-v2-pca256-") for p in built] == [True]
     assert _toml(static["project"])["embedding"]["encoder"] == "static"
     # A second project on this machine pays nothing: no build, the same cached folder.
     other, _ = Project.from_dataset("bbc-news", tmp_path / "other", limit=60, seed=1)
     other.close()
-    second = run_cli("embed", "-p", str(tmp_path / "other"), "--encoder", "static")
+    second = run_cli("embed", "-p", str(tmp_path / "other"), "--encoder", "static",
+                     env={"KDSTUDIO_CACHE_DIR": str(static["cache"])})
     assert second.returncode == 0, second.stderr
     assert "built" not in second.stderr
-    assert list((CACHE / "static").iterdir()) == built
+    assert list((static["cache"] / "static").iterdir()) == built
     listed = run_cli("plugins")
     assert "Encoders (2)" in listed.stdout and "static" in listed.stdout and "minilm" in listed.stdout
 
@@ -72,9 +80,12 @@ def test_vectors_of_several_encoders_coexist(static: dict, tmp_path: Path):
     with Project.open(directory) as project:
         back = project.embed(encoder="static")  # switching back computes nothing: the vectors are there
         assert (back.embedded, back.already, project.vector_key) == (0, 239, STATIC)
+    shown = run_cli("status", "-p", str(directory)).stdout
+    assert f"{STATIC} (in use)" in shown and f"{MINILM} (in use)" not in shown and MINILM in shown
 
 
-def test_a_static_student_exports_one_graph_the_runtime_runs_like_the_student(static: dict, tmp_path: Path):
+def test_a_static_student_exports_one_graph_the_runtime_runs_like_the_student(static: dict, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
     directory = fresh_copy(static["project"], tmp_path)
     with Project.open(directory) as project:
         result = project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=80))
@@ -91,6 +102,11 @@ def test_a_static_student_exports_one_graph_the_runtime_runs_like_the_student(st
     exported = Classifier(tmp_path / "model").predict_proba(HOSTILE)
     np.testing.assert_allclose(exported, in_process, atol=1e-5)
     assert np.isfinite(exported).all()
+    # Tokenized a chunk at a time, in token-budget batches or fixed ones: the same numbers in the same order.
+    monkeypatch.setattr(runtime, "CHUNK", 3)
+    np.testing.assert_allclose(Classifier(tmp_path / "model").predict_proba(HOSTILE), exported, atol=1e-6)
+    np.testing.assert_allclose(Classifier(tmp_path / "model", batch_size=2).predict_proba(HOSTILE), exported,
+                               atol=1e-6)
     predicted = run_cli("predict", str(tmp_path / "model"), "-", input_text="\n".join(HOSTILE[2:5]) + "\n")
     assert predicted.returncode == 0, predicted.stderr
     assert predicted.stdout.count("\n") == 4 and "[bold red]" not in predicted.stderr
@@ -136,6 +152,17 @@ def test_a_broken_model2vec_folder_is_refused_in_one_line(static: dict, tmp_path
     assert result.returncode != 0
     assert "is not a usable model2vec model" in result.stderr and "Traceback" not in result.stderr
     assert (directory / "kdstudio.toml").read_text() == before
+
+
+def test_a_folder_that_is_no_model_is_refused_in_one_line_and_leaves_no_cache(static: dict, tmp_path: Path):
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "notes.txt").write_text("hello")
+    directory = fresh_copy(static["project"], tmp_path)
+    before = sorted(p.name for p in (CACHE / "static").iterdir())
+    result = run_cli("embed", "-p", str(directory), "--encoder", "static", "--model", str(tmp_path / "not-a-model"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "cannot distill a static encoder from" in result.stderr
+    assert sorted(p.name for p in (CACHE / "static").iterdir()) == before  # nothing half built left behind
 
 
 def test_runs_and_exports_refuse_vectors_of_another_encoder(static: dict, tmp_path: Path):
@@ -255,3 +282,15 @@ def test_export_warns_with_the_figure_when_labels_move():
     assert "label on only 98.0% of 100 test documents (largest probability difference 0.70)" in warning
     assert "export without --quantize" in warning
     assert agreement_warnings(compare(in_process.astype(np.float32), in_process, None, ["a", "b", "c"]), "int8") == []
+
+
+def test_token_budget_batches_cover_every_text_once_within_the_budget():
+    classifier = Classifier.__new__(Classifier)
+    classifier.meta, classifier.batch_tokens_apply, classifier.batch_size = {"batch_tokens": 100}, True, 16
+    lengths = np.array([50, 0, 3, 3, 120, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 40])
+    batches = list(classifier._batches(lengths))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(1, lengths[batch].max()) <= 100
+    # Sorted 0, 3, 3, 10 x 10, 40, 50, 120: ten texts of up to 10 tokens, three more tens, 40 with 50, 120 alone.
+    assert [len(b) for b in batches] == [10, 3, 2, 1]

@@ -21,7 +21,7 @@ from kdstudio.atomic_dir import replacing
 from kdstudio.config import DEFAULT_EMBEDDING_MODEL
 from kdstudio.embeddings import resolve_model_path
 from kdstudio.errors import KdError, MissingPackage
-from kdstudio.interfaces import Encoder, EncoderGraph, Option
+from kdstudio.interfaces import Encoder, EncoderGraph, ExportUnsupported, Option
 
 Progress = Callable[[str, int, int], None]
 MARKER = "config.json"  # what every model2vec folder holds
@@ -43,8 +43,9 @@ def is_model2vec_folder(path: Path) -> bool:
 
 
 class StaticEncoder(Encoder):
-    """Static token embeddings distilled from MiniLM (model2vec): 50-100x faster, no length cap, built once per
-    machine."""
+    """Static token embeddings distilled from MiniLM (model2vec): ~50-80x faster, 512 tokens, built once a machine.
+
+    The distilled model lives in the user cache folder; `model` may instead name any model2vec folder."""
 
     name = "static"
     options = (Option("pca_dims", int, 256, "dimensions kept when distilling (PCA over the token vectors)"),
@@ -102,12 +103,18 @@ class StaticEncoder(Encoder):
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         static = self.load()
+        if not texts:
+            return np.zeros((0, static.dim), dtype=np.float32)
         # Threads only pay off on large batches; below model2vec's own threshold it runs in this thread.
         vectors = static.encode([t.strip() for t in texts], batch_size=1024, use_multiprocessing=len(texts) > 10_000)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
 
     def onnx_graph(self, work: Path, opset: int) -> EncoderGraph:
         static = self.load()
+        if static.token_mapping is not None or static.weights is not None:
+            raise ExportUnsupported(f"{self.folder()} is a vocabulary-quantized model2vec model, which the static "
+                                    "encoder's ONNX graph does not read", "give a model2vec folder without "
+                                    "vocabulary quantization, or the default (distilled here)")
         tokenizer = work / "tokenizer.json"
         static.tokenizer.no_padding()
         static.tokenizer.enable_truncation(self.max_tokens)
@@ -115,7 +122,8 @@ class StaticEncoder(Encoder):
         unk = static.unk_token_id
         graph = static_graph(np.asarray(static.embedding), -1 if unk is None else int(unk), opset)
         return EncoderGraph(graph, tokenizer, self.max_tokens, None, special_tokens=False,
-                            char_limit=self.max_tokens * int(static.median_token_length), batch_size=256,
+                            char_limit=self.max_tokens * int(static.median_token_length), batch_size=64,
+                            batch_tokens=64 * self.max_tokens,
                             details={"encoder": f"static ({self.key})", "pooling": "mean of token vectors, "
                                      "L2-normalized", "vocabulary": int(static.embedding.shape[0]),
                                      "dimensions": int(static.embedding.shape[1])})
@@ -156,7 +164,13 @@ def build(source: str, folder: Path, pca_dims: int, on_progress: Progress | None
                              "run `pip install 'model2vec[distill]'`") from None
     started = time.perf_counter()
     with replacing(folder) as staging, _quiet(), _reporting(on_progress):
-        model = distill(model_name=source, pca_dims=pca_dims)
+        try:
+            model = distill(model_name=source, pca_dims=pca_dims)
+        except Exception as exc:  # a folder that is not a sentence transformer, a PCA wider than the model, ...
+            first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise KdError(f"cannot distill a static encoder from {source}: {first}",
+                          "give the bundled model (the default), a sentence-transformers folder, or a model2vec "
+                          "folder") from None
         model.save_pretrained(str(staging))
     if on_progress:
         on_progress(f"built in {time.perf_counter() - started:.0f}s", 1, 1)
@@ -210,29 +224,32 @@ def _reporting(on_progress: Progress | None) -> Iterator[None]:
 
 def static_graph(table: np.ndarray, unk_id: int, opset: int) -> Any:
     """input_ids, attention_mask (int64 [N, T]) -> embedding (float [N, dim]): the mean of the tokens' vectors (the
-    unknown token left out, as model2vec does), scaled to unit length; a text with no known token gives zeros."""
+    unknown token left out, as model2vec does), scaled to unit length; a text with no known token gives zeros.
+    Padding and unknown tokens are looked up as an extra all-zero row instead of being multiplied by a mask: one
+    [N, T, dim] tensor fewer (10-40% faster, the same numbers)."""
     import onnx
 
     h, nh = onnx.helper, onnx.numpy_helper
-    half = table.astype(np.float16)  # model2vec stores float16; the mean is taken in float32, as in-process
-    inits = [nh.from_array(half, "static_table"), nh.from_array(np.array([unk_id], dtype=np.int64), "static_unk"),
+    # model2vec stores float16; the sum is taken in float32, as in-process.
+    padded = np.vstack([table, np.zeros((1, table.shape[1]))]).astype(np.float16)
+    inits = [nh.from_array(padded, "static_table"), nh.from_array(np.array([unk_id], dtype=np.int64), "static_unk"),
+             nh.from_array(np.array([len(table)], dtype=np.int64), "static_zero_row"),
              nh.from_array(np.array([1], dtype=np.int64), "static_axis1"),
              nh.from_array(np.array([-1], dtype=np.int64), "static_last"),
              nh.from_array(np.array(1.0, dtype=np.float32), "static_one"),
              nh.from_array(np.array(1e-32, dtype=np.float32), "static_eps")]
     f = onnx.TensorProto.FLOAT
     nodes = [
-        h.make_node("Gather", ["static_table", "input_ids"], ["static_half"], axis=0),
-        h.make_node("Cast", ["static_half"], ["static_vectors"], to=f),
         h.make_node("Equal", ["input_ids", "static_unk"], ["static_is_unk"]),
         h.make_node("Not", ["static_is_unk"], ["static_known"]),
-        h.make_node("Cast", ["static_known"], ["static_known_f"], to=f),
-        h.make_node("Cast", ["attention_mask"], ["static_mask_f"], to=f),
-        h.make_node("Mul", ["static_mask_f", "static_known_f"], ["static_weight"]),
-        h.make_node("Unsqueeze", ["static_weight", "static_last"], ["static_weight3"]),
-        h.make_node("Mul", ["static_vectors", "static_weight3"], ["static_kept"]),
-        h.make_node("ReduceSum", ["static_kept", "static_axis1"], ["static_sum"], keepdims=0),
-        h.make_node("ReduceSum", ["static_weight3", "static_axis1"], ["static_count"], keepdims=0),
+        h.make_node("Cast", ["attention_mask"], ["static_in_text"], to=onnx.TensorProto.BOOL),
+        h.make_node("And", ["static_in_text", "static_known"], ["static_keep"]),
+        h.make_node("Where", ["static_keep", "input_ids", "static_zero_row"], ["static_ids"]),
+        h.make_node("Gather", ["static_table", "static_ids"], ["static_half"], axis=0),
+        h.make_node("Cast", ["static_half"], ["static_vectors"], to=f),
+        h.make_node("ReduceSum", ["static_vectors", "static_axis1"], ["static_sum"], keepdims=0),
+        h.make_node("Cast", ["static_keep"], ["static_keep_f"], to=f),
+        h.make_node("ReduceSum", ["static_keep_f", "static_last"], ["static_count"], keepdims=1),
         h.make_node("Max", ["static_count", "static_one"], ["static_count1"]),
         h.make_node("Div", ["static_sum", "static_count1"], ["static_mean"]),
         h.make_node("Mul", ["static_mean", "static_mean"], ["static_sq"]),

@@ -72,6 +72,7 @@ class OnnxExporter(Exporter):
                 tokenizing = {"max_length": encoder.max_length, "max_positions": encoder.max_positions,
                               "strip_text": True, "special_tokens": encoder.special_tokens,
                               "char_limit": encoder.char_limit, "batch_size": encoder.batch_size,
+                              "batch_tokens": encoder.batch_tokens,
                               "encoder": context.encoder.name}
                 details = encoder.details
             elif student.input == "texts":
