@@ -3,7 +3,7 @@ MiniLM itself (in-process PyTorch, ONNX fp32, ONNX int8 per channel).
 
     .venv/bin/python benchmarks/tiers.py                     # all of it: about 25 minutes on 2 cores
     .venv/bin/python benchmarks/tiers.py --datasets bbc-news --docs 256
-    .venv/bin/python benchmarks/tiers.py --datasets bbc-news --speed-on --cascade-on --int8-variants-on bbc-news
+    .venv/bin/python benchmarks/tiers.py --datasets bbc-news --seeds 1 --cascade-on --int8-variants-on bbc-news
 
 1. Speed on bbc-news (long articles) and reuters-r8 (short wires): embed docs/s of each encoder in-process, and
    predict docs/s of each exported student with the torch-free runtime, on the same documents and 2 threads.
@@ -214,7 +214,7 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
         print("  test accuracy (logreg) at 200 / 1000 / all labels: " + "; ".join(
             f"{name} " + " / ".join(f"{v:.3f}" for v in acc.values()) for name, acc in result["accuracy"].items()),
             flush=True)
-        if dataset not in args.speed_on and dataset not in args.cascade_on:
+        if dataset not in args.speed_on + args.cascade_on + args.int8_variants_on:
             return result
         work = OUT / "tiers" / dataset
         built = exported_tiers(project, tiers, work)
