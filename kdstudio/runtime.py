@@ -54,10 +54,10 @@ class Classifier:
         # Texts per onnxruntime call, as the exporter advises. On CPU, small length-sorted batches suit a transformer:
         # attention memory grows with batch x length^2 (16 was ~20% faster than 64 on 2 cores, docs/benchmarks.md);
         # a static encoder is a lookup and wants large ones.
-        self.batch_size = batch_size or int(self.meta.get("batch_size") or 16)
+        self.batch_size = batch_size or self._advice("batch_size", int, 16)
         self.batch_tokens_apply = batch_size is None  # a batch size given by the caller is taken as it is
-        self.special_tokens = bool(self.meta.get("special_tokens", True))
-        self.char_limit = self.meta.get("char_limit")
+        self.special_tokens = self._advice("special_tokens", bool, True)
+        self.char_limit = self._advice("char_limit", int, None)
         self.tokenizer = self._load_tokenizer()
         self.session = self._load_session(threads, providers)
 
@@ -89,6 +89,18 @@ class Classifier:
                                  f"set max_length to at most {positions}, or {_fix(d)}" if isinstance(positions, int)
                                  else _fix(d))
         return labels, meta
+
+    def _advice(self, key: str, kind: type, default: Any) -> Any:
+        """An optional tokenizing setting of kdstudio_model.json, checked: a hand-edited folder fails here, in one
+        line, not halfway through a batch."""
+        value = self.meta.get(key)
+        if value is None:
+            return default
+        if type(value) is not kind or (kind is int and value < 1):
+            wanted = "true or false" if kind is bool else "a positive whole number"
+            raise BadModelFolder(f"{self.directory / META}: {key} must be {wanted}, not {value!r}",
+                                 _fix(self.directory))
+        return value
 
     def _load_tokenizer(self) -> Any:
         from tokenizers import Tokenizer
@@ -171,8 +183,8 @@ class Classifier:
         """Positions of texts of similar length, shortest first: `batch_size` texts at a time, or, where the model
         advises a token budget (the static encoder: short texts in large batches), as many as fit in it."""
         order = np.argsort(lengths, kind="stable")
-        budget = self.meta.get("batch_tokens") if self.batch_tokens_apply else None
-        if not isinstance(budget, int) or budget < 1:
+        budget = self._advice("batch_tokens", int, None) if self.batch_tokens_apply else None
+        if budget is None:
             yield from (order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size))
             return
         widths = np.maximum(lengths[order], 1)

@@ -241,6 +241,22 @@ def test_a_broken_cascade_description_is_one_clear_error(cascade: dict, tmp_path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("batch_size", "many", "batch_size must be a positive whole number, not 'many'"),
+    ("char_limit", 0, "char_limit must be a positive whole number, not 0"),
+    ("special_tokens", "no", "special_tokens must be true or false, not 'no'"),
+    ("batch_tokens", -5, "batch_tokens must be a positive whole number, not -5"),
+])
+def test_a_hand_edited_tokenizing_setting_is_one_clear_error(cascade: dict, tmp_path: Path, key: str, value: object,
+                                                            message: str):
+    folder = tmp_path / "fast"
+    shutil.copytree(cascade["out"] / "fast", folder)
+    meta = json.loads((folder / "kdstudio_model.json").read_text())
+    (folder / "kdstudio_model.json").write_text(json.dumps({**meta, key: value}))
+    result = run_cli("predict", str(folder), "-", input_text="x\n")
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_cascade_on_an_encoder_the_student_already_reads_is_refused(static: dict, tmp_path: Path):
     directory = fresh_copy(static["project"], tmp_path)
     with Project.open(directory) as project:
