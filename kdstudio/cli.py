@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -356,7 +356,7 @@ def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_bas
               help="Training documents to buy at most.")
 @click.option("--budget-calls", type=int, help="Teacher calls at most (validation labels included).")
 @click.option("--budget-usd", type=float, help="US dollars at most.")
-@click.option("--target", help="Stop once reached, e.g. val.accuracy>=0.95.")
+@click.option("--target", help="Stop once reached, e.g. val.accuracy:0.95 (or, quoted, 'val.accuracy>=0.95').")
 @click.option("--patience", type=int, help="Stop after this many rounds without a better validation loss.")
 @click.option("--max-rounds", type=int)
 @click.option("--val-size", "--val-limit", "val_limit", default=DEFAULTS.val_limit, show_default=True,
@@ -387,6 +387,8 @@ def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_bas
 @click.option("--no-hard-negatives", is_flag=True, help="PGKD ablation: leave the hard negatives out.")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True)
 @click.option("--plan", is_flag=True, help="Estimate what the run would cost the teacher, and send nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Start a paid run without showing its plan and asking first (on a "
+                                                "terminal a paid run asks; elsewhere it never does).")
 @click.option("--resume", is_flag=True, help="Continue the latest run (or --run ID) where it stopped.")
 @click.option("--run", "run_id", type=int, help="With --resume: which run.")
 @engine_options
@@ -399,7 +401,8 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             test_limit: int | None, soft_labels: bool, doubt: str | None, doubt_option: tuple[str, ...],
             free_labels: str | None, free_labels_option: tuple[str, ...], stop_when_gain_below: str | None,
             generate: str | None, generate_samples: int,
-            generate_shots: int, no_report: bool, no_hard_negatives: bool, seed: int, plan: bool, resume: bool,
+            generate_shots: int, no_report: bool, no_hard_negatives: bool, seed: int, plan: bool, yes: bool,
+            resume: bool,
             run_id: int | None, engine_name: str, address: str | None, workers: int | None,
             engine_option: tuple[str, ...]) -> None:
     """Distill the teacher into a student: select, label, train and evaluate, round after round."""
@@ -442,16 +445,35 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
                 raise KdError("there is no run to resume", "start one with `kdstudio distill`")
             result = project.distill(resume=target_run, overrides=flags, on_event=on_event, engine=engine)
         else:
-            result = project.distill(project.distill_config(flags), on_event=on_event, engine=engine)
+            config = project.distill_config(flags)
+            if not yes and sys.stdin.isatty() and console.is_terminal:
+                _confirm_paid(project, config)
+            result = project.distill(config, on_event=on_event, engine=engine)
     best = next((r for r in result.rounds if r.round == result.best_round), None)
     console.print(styled((f"run {result.run_id} {result.status}", "bold"), f": {result.stop_reason}"))
     console.print(spent_line(result))
     if best:
-        console.print(f"best student: round {best.round} (id {result.student_id}), "
+        loss = best.metrics.get("val", {}).get("log_loss")
+        console.print(f"best student: round {best.round} (id {result.student_id})"
+                      f"{f', the lowest validation loss ({loss:.3f})' if loss is not None else ''}, "
                       f"test accuracy {best.metrics.get('test', {}).get('accuracy', float('nan')):.3f}, "
-                      f"{best.n_labels} labels, {usd(best.cost_usd)}")
+                      f"{best.n_selected} labels (trained on {best.n_labels}), {usd(best.cost_usd)}")
     if result.simulated:
         console.print(simulated_banner())
+
+
+def _confirm_paid(project: Project, config: DistillConfig) -> None:
+    """A run that may cost money shows its plan and asks first; a free teacher starts at once."""
+    from kdstudio.render import plan_view
+
+    planned = project.plan(config)
+    if planned.usd == 0 and planned.labels.priced:
+        return
+    if planned.not_ready:
+        raise KdError(f"the teacher cannot start: {planned.not_ready}")
+    console.print(plan_view(planned))
+    if not click.confirm("Start the run and pay for these calls?", default=False):
+        raise KdError("the run was not started: nothing was sent", "add --yes to start without asking")
 
 
 def _say_busy(project: Project | ProgressView) -> None:
@@ -459,48 +481,97 @@ def _say_busy(project: Project | ProgressView) -> None:
         err_console.print(styled((project.busy, "yellow")), soft_wrap=True)
 
 
+PLOT_LATEST = 5  # runs a plot shows when none is named: more would be a tangle
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print a JSON document instead of tables (schema in docs/json.md).")
+
+
 @cli.command()
 @project_option
-@click.option("--run", "run_id", type=int, help="Show one run's learning curve, round by round.")
-def runs(project_dir: Path, run_id: int | None) -> None:
+@click.option("--run", "run_ids", type=int, multiple=True,
+              help="Show one run's learning curve, round by round; with --plot, repeat it to plot several runs.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="Draw the learning curves into FILE (.png, .svg or .pdf): test and validation accuracy against "
+                   "labels and USD, the teacher's accuracy as a reference (default runs: the latest "
+                   f"{PLOT_LATEST}).")
+@json_option
+def runs(project_dir: Path, run_ids: tuple[int, ...], plot_path: Path | None, as_json: bool) -> None:
     """Distillation runs and their learning curves."""
+    from kdstudio import json_views
     from kdstudio.render import run_curve_view, runs_view
 
     with Project.for_reading(project_dir) as project:
         _say_busy(project)
         all_runs = project.runs()
-        if run_id is not None:
-            run = next((r for r in all_runs if r.id == run_id), None)
-            if run is None:
-                raise KdError(f"there is no run {run_id}", "see `kdstudio runs`")
-            console.print(run_curve_view(run, project.rounds(run_id)))
+        unknown = sorted(set(run_ids) - {r.id for r in all_runs})
+        if unknown:
+            raise KdError(f"there is no run {', '.join(map(str, unknown))}", "see `kdstudio runs`")
+        if plot_path is not None:
+            chosen = [r for r in all_runs if r.id in run_ids] if run_ids else all_runs[-PLOT_LATEST:]
+            _plot(project, chosen, plot_path)
             return
-        if not all_runs:
+        if len(run_ids) > 1:
+            raise KdError("--run shows one run's table; several go with --plot FILE")
+        if run_ids:
+            run_id = run_ids[0]
+            run = next(r for r in all_runs if r.id == run_id)
+            rounds = project.rounds(run_id)
+            _show(json_views.run_json(run, rounds) if as_json else run_curve_view(run, rounds))
+            return
+        if not all_runs and not as_json:
             console.print("no runs yet: start one with `kdstudio distill`")
             return
-        console.print(runs_view(all_runs, {r.id: project.rounds(r.id) for r in all_runs}))
+        rounds_of = {r.id: project.rounds(r.id) for r in all_runs}
+        _show(json_views.runs_json(all_runs, rounds_of) if as_json else runs_view(all_runs, rounds_of))
+
+
+def _plot(project: Project | ProgressView, chosen: list, path: Path) -> None:
+    from kdstudio.plot import curve_of, write_plot
+
+    if not chosen:
+        raise KdError("no runs yet to plot", "start one with `kdstudio distill`")
+    written = write_plot([curve_of(run, project.rounds(run.id)) for run in chosen], path,
+                         f"kdstudio learning curves: project {project.status().name}")
+    console.print(f"learning curves of run{'s' if len(chosen) > 1 else ''} {', '.join(str(r.id) for r in chosen)} "
+                  f"written to {written}")
+
+
+def _show(view: Any) -> None:
+    """A JSON document (a dict) on standard output as it is, or a rich rendering."""
+    if isinstance(view, dict):
+        from kdstudio.json_views import dumps
+
+        click.echo(dumps(view))
+    else:
+        console.print(view)
 
 
 @cli.command()
 @project_option
-def status(project_dir: Path) -> None:
+@json_option
+def status(project_dir: Path, as_json: bool) -> None:
     """Documents, labels, embeddings and money spent."""
+    from kdstudio.json_views import status_json
     from kdstudio.render import status_view
 
     with Project.for_reading(project_dir) as project:
         _say_busy(project)
-        console.print(status_view(project.status()))
+        found = project.status()
+        _show(status_json(found) if as_json else status_view(found))
 
 
 @cli.command()
 @project_option
-def cost(project_dir: Path) -> None:
+@json_option
+def cost(project_dir: Path, as_json: bool) -> None:
     """What the teacher cost: calls, errors, tokens and USD by run and model, from the ledger."""
+    from kdstudio.json_views import cost_json
     from kdstudio.render import cost_view
 
     with Project.for_reading(project_dir) as project:
         _say_busy(project)
-        console.print(cost_view(project.cost()))
+        rows = project.cost()
+        _show(cost_json(rows) if as_json else cost_view(rows))
 
 
 @cli.command()
@@ -509,7 +580,7 @@ def cost(project_dir: Path) -> None:
 @click.option("--doubt", default="cleanlab", show_default=True, help="The label-doubt plugin that judges.")
 @click.option("--doubt-option", multiple=True, metavar="KEY=VALUE",
               help="A label-doubt option, e.g. action=weight (down-weight instead of hold out); repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole ranking as JSON (see docs/methods.md).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole ranking as JSON (schema in docs/json.md).")
 def audit(project_dir: Path, top: int, doubt: str, doubt_option: tuple[str, ...], as_json: bool) -> None:
     """Rank the teacher's labels by how likely they are wrong, with the evidence: the student's out-of-fold belief,
     the teacher's confidence, and the nearest labelled documents."""
@@ -520,7 +591,9 @@ def audit(project_dir: Path, top: int, doubt: str, doubt_option: tuple[str, ...]
         report = project.audit(doubt=doubt, doubt_options=_pairs(doubt_option, "--doubt-option"),
                                top=None if as_json else top or None)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+        from kdstudio.json_views import audit_json
+
+        _show(audit_json(report))
         return
     console.print(audit_view(report, str(project_dir)))
 
@@ -538,14 +611,20 @@ def audit(project_dir: Path, top: int, doubt: str, doubt_option: tuple[str, ...]
 @click.option("--defer-below", type=float, help="--cascade: the last tier labels `defer` (for the LLM) what it is "
                                                 "less sure of than this.")
 @click.option("--exporter", default="onnx", show_default=True, help="A registered exporter.")
+@click.option("--license", "license_", metavar="SPDX-ID", help="The model's licence in its card, e.g. apache-2.0 "
+                                                               "(default: not stated, `other`).")
+@click.option("--language", multiple=True, metavar="CODE", help="A language the model reads, for its card (ISO 639-1, "
+                                                                "e.g. en); repeatable.")
 def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: str | None, cascade: str | None,
-           target_accuracy: float | None, defer_below: float | None, exporter: str) -> None:
+           target_accuracy: float | None, defer_below: float | None, exporter: str, license_: str | None,
+           language: tuple[str, ...]) -> None:
     """Export a student as one ONNX graph with its tokenizer, labels and model card; check it on the test split."""
     from kdstudio.render import cascade_view, export_view
 
     for name, value in (("--target-accuracy", target_accuracy), ("--defer-below", defer_below)):
         if value is not None and (cascade is None or not 0.0 <= value <= 1.0):
             raise KdError(f"{name} is a number between 0 and 1, and goes with --cascade")
+    card = _card_flags(license_, language)
     with Project.open(project_dir) as project:
         if cascade is not None:
             with _embed_progress() as bars:
@@ -554,10 +633,23 @@ def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: s
                                                quantize=quantize, exporter=exporter, on_build=bars.update)
             console.print(cascade_view(built))
             return
-        report = project.export(out_dir, student_id=student_id, quantize=quantize, exporter=exporter)
+        report = project.export(out_dir, student_id=student_id, quantize=quantize, exporter=exporter,
+                                **card,
+                                on_step=lambda step: err_console.print(f"export: {step}", style="dim"))
     console.print(export_view(report))
     for warning in report.warnings:
         err_console.print(Text(f"warning: {warning}", style="yellow"))
+
+
+def _card_flags(license_: str | None, codes: tuple[str, ...]) -> dict[str, Any]:
+    """--license and --language, checked, so that no card's YAML is written with a typo's garbage in it: an SPDX-like
+    id, and ISO 639 codes as the Hugging Face metadata wants them (`en`, `pt-br`)."""
+    if license_ is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+-]*", license_):
+        raise KdError(f"--license {license_!r} is not a licence id", "give an SPDX id such as apache-2.0 or mit")
+    for code in codes:
+        if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})*", code):
+            raise KdError(f"--language {code!r} is not a language code", "give an ISO 639 code such as en or pt-br")
+    return {"license": license_, "language": list(codes)}
 
 
 @cli.command()
@@ -664,11 +756,14 @@ def tui(project_dir: Path) -> None:
 
 
 @cli.command()
-def plugins() -> None:
-    """Every registered selector, teacher, student, exporter, review backend, dataset and engine."""
-    from kdstudio.render import plugins_view
+@json_option
+def plugins(as_json: bool) -> None:
+    """Every registered selector, teacher, student, exporter, review backend, dataset, engine and encoder."""
+    from kdstudio.json_views import plugins_json
+    from kdstudio.render import KIND_TITLES, plugins_view
 
-    console.print(plugins_view(get_plugins()))
+    found = get_plugins()
+    _show(plugins_json(found, list(KIND_TITLES)) if as_json else plugins_view(found))
 
 
 @cli.command()
@@ -711,9 +806,11 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
             "          " + round_line(event.report)) if isinstance(event, RoundDone) else None)
         console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}; {spent_line(result)}")
         console.print(teacher_line(result, project.teacher_on_test(config)))
+        curve = _demo_plot(project, result.run_id, directory / "learning-curve.png")
+        console.print(f"          learning curve drawn to {curve}")
         console.print(styled(("4. export", "bold"),
                              f"  the best student as one int8 ONNX graph -> {directory / 'model'}"))
-        console.print(export_view(project.export(directory / "model", quantize="int8")))
+        console.print(export_view(project.export(directory / "model", quantize="int8", language=["en"])))
         # The command as it was typed (.venv/bin/kdstudio after the README's set-up), so that it can be pasted.
         me = sys.argv[0] if Path(sys.argv[0]).name == "kdstudio" else "kdstudio"
         console.print(f"          try it: echo 'Rooney scores twice' | {me} predict {directory / 'model'} -")
@@ -722,6 +819,13 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
         console.print(styled(("next", "bold"), f":     the teacher is not always right: `{me} audit -p {directory}` "
                              "ranks its labels most likely wrong, and `review push --filter suspect` sends them to "
                              "people first"))
+
+
+def _demo_plot(project: Project, run_id: int, path: Path) -> Path:
+    from kdstudio.plot import curve_of, write_plot
+
+    run = next(r for r in project.runs() if r.id == run_id)
+    return write_plot([curve_of(run, project.rounds(run_id))], path, f"kdstudio demo: project {project.config.name}")
 
 
 def main() -> None:

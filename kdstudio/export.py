@@ -5,6 +5,7 @@ card."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -96,13 +97,16 @@ def verify(model: ExportedModel, student: Student, features: Any, texts: list[st
 
 def export_student(student: Student, record: dict[str, Any], exporter: Any, out_dir: Path, context: ExportContext,
                    eval_texts: list[str], eval_features: Any, eval_y: np.ndarray | None,
-                   facts: dict[str, Any]) -> ExportReport:
+                   facts: dict[str, Any], step: Callable[[str], None] = lambda _: None) -> ExportReport:
     """The whole folder (model, tokenizer, labels, card) is built and checked beside `out_dir`, then swapped in: an
-    export that fails or is killed leaves the previous model as it was."""
+    export that fails or is killed leaves the previous model as it was. `step` hears each step as it starts."""
     check_replaceable(out_dir, META)
     with replacing(out_dir) as staging:
+        step(f"building the ONNX graph{' and quantizing it to int8' if context.quantize else ''}")
         built = exporter.export(student, staging, context)
+        step(f"checking the exported model against the in-process student on {len(eval_texts)} test documents")
         parity, cascade = verify(built, student, eval_features, eval_texts, eval_y, context.labels)
+        step("writing the model card")
         (staging / CARD).write_text(render_card({
             **facts, "student": record, "labels": context.labels, "model": built.details, "parity": parity,
             "cascade": cascade, "version": __version__,

@@ -37,7 +37,9 @@ from kdstudio.vector_index import VectorIndex
 __all__ = ["ACTIVE_RUNS", "DistillConfig", "Distiller", "Plan", "RoundReport", "RunResult", "resolve_artifact",
            "resume_config", "why_stop"]
 
-TARGET = re.compile(r"^(val|test)\.(accuracy|macro_f1|weighted_f1)>=([0-9.]+)$")
+# `val.accuracy:0.95` means the same as `val.accuracy>=0.95` and needs no quotes in a shell (unquoted, `>` would
+# send the output to a file named `=0.95`).
+TARGET = re.compile(r"^(val|test)\.(accuracy|macro_f1|weighted_f1)(?:>=|:)([0-9]*\.?[0-9]+)$")
 # Runs this process is executing. A run marked 'running' in the database that is not here was stopped without a
 # chance to say so (kill -9, a crash, a power cut): while a run executes, no other process can open the project.
 ACTIVE_RUNS: set[int] = set()
@@ -57,7 +59,7 @@ class DistillConfig:
     budget_labels: int | None = 200
     budget_calls: int | None = None
     budget_usd: float | None = None
-    target: str | None = None  # e.g. "val.accuracy>=0.95"
+    target: str | None = None  # e.g. "val.accuracy:0.95" (or "val.accuracy>=0.95")
     patience: int | None = None  # rounds without a better validation loss
     max_rounds: int | None = None
     # Validation documents the teacher labels once per run; "auto" is half the label budget, from 20 to 200.
@@ -96,7 +98,8 @@ class DistillConfig:
             raise KdError(f"--val-size {self.val_limit!r} is not a number of documents", "give 0 or more, or auto")
         if self.target and not TARGET.match(self.target):
             raise KdError(f"--target {self.target!r} is not understood",
-                          "write it as val.accuracy>=0.95 (val or test; accuracy, macro_f1 or weighted_f1)")
+                          "write it as val.accuracy:0.95 or 'val.accuracy>=0.95' (val or test; accuracy, macro_f1 "
+                          "or weighted_f1)")
         if self.seed_size < 1 or self.batch < 0 or (self.batch == 0 and not self.generate):
             raise KdError("--seed-size must be at least 1, and --batch too unless the teacher generates samples")
         if self.generate not in (None, "pgkd"):
@@ -179,6 +182,7 @@ class Plan:
     n_val: int
     labels: CostEstimate
     generation: CostEstimate | None
+    not_ready: str | None = None  # why the teacher could not start (no key, unknown model), checked without a call
 
     @property
     def usd(self) -> float:
@@ -463,7 +467,13 @@ class Distiller:
         if config.generate and docs and isinstance(teacher, SampleWriter):  # checked above; narrows the type
             rounds = 1 + math.ceil(max(0, n_train - config.seed_size) / max(1, config.batch))
             generation = teacher.estimate_generation(self._sample_request(config, docs), context, max(0, rounds - 1))
-        return Plan(teacher.model_name, n_train, n_val, teacher.estimate(docs, context, n_train + n_val), generation)
+        try:
+            teacher.check_ready()
+            not_ready = None
+        except KdError as exc:
+            not_ready = exc.message
+        return Plan(teacher.model_name, n_train, n_val, teacher.estimate(docs, context, n_train + n_val), generation,
+                    not_ready)
 
     def teacher_on_test(self, config: DistillConfig) -> float | None:
         """The teacher's own accuracy on the gold test split, asked outside the ledger (nothing is stored); None for a

@@ -86,7 +86,10 @@ def _rows(predictions: Sequence[Prediction], labels: list[str], docs: Documents,
           ) -> list[dict[str, Any]]:
     rows = []
     for i, p in enumerate(predictions):
-        row: dict[str, Any] = {docs.id_column: docs.ids[i]} if docs.ids is not None and docs.id_column else {}
+        # Every output row says which input row it answers: the line on standard input, the row of a file.
+        row: dict[str, Any] = {} if docs.id_column == "line" else {"row": i + 1}
+        if docs.ids is not None and docs.id_column:
+            row[docs.id_column] = docs.ids[i]
         row.update(label=p.label, confidence=round(p.confidence, 6), predicted=p.predicted)
         if p.tier is not None:
             row["tier"] = p.tier

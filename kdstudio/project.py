@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -574,11 +574,15 @@ class Project:
     # -- export ----------------------------------------------------------------------------------------
 
     def export(self, out_dir: str | Path, *, student_id: int | None = None, quantize: str | None = None,
-               exporter: str = "onnx") -> ExportReport:
+               exporter: str = "onnx", license: str | None = None, language: Sequence[str] = (),
+               on_step: Callable[[str], None] | None = None) -> ExportReport:
         """Export a kept student (default: the best of the latest run), check it on the test split against the
-        in-process student, and write its model card."""
+        in-process student, and write its model card (with `license`, an SPDX id, and `language`s, ISO codes, in its
+        Hugging Face metadata). `on_step` hears each step's name as it starts."""
         from kdstudio.export import export_student
 
+        step = on_step or (lambda _: None)
+        step("loading the student")
         student, record = self.load_student(student_id)
         self._check_exportable(record)
         self._check_same_vectors(student, record)
@@ -587,10 +591,11 @@ class Project:
         gold = self.store.gold()
         test = [d for d in self.store.ids_in_split("test") if d in gold]
         texts = self.store.texts(test)
+        step(f"the in-process student's answers on {len(test)} test documents")
         features = self._student_input(student, test, texts)
         y = np.array([self.labels.index(gold[d]) for d in test], dtype=np.int64)
-        return export_student(student, record, plugin, Path(out_dir), context, texts, features, y,
-                              self._card_facts(record["run_id"]))
+        facts = {**self._card_facts(record["run_id"]), "card": {"license": license, "language": list(language)}}
+        return export_student(student, record, plugin, Path(out_dir), context, texts, features, y, facts, step)
 
     def export_cascade(self, out_dir: str | Path, *, fast_encoder: str = "static", student_id: int | None = None,
                        target_accuracy: float | None = None, defer_below: float | None = None,
@@ -686,6 +691,7 @@ class Project:
             "human_labels": sum(1 for x in Ledger(self.store).run_labels(run.id).values() if x.source == "human"),
             "generated": sum(r.metrics.get("generated", 0) for r in done),
             "calls": sum(row.calls for row in spent), "usd": sum(row.usd for row in spent),
+            "reused": sum(row.reused for row in spent),
             "teacher_accuracy": done[-1].metrics.get("teacher_accuracy") if done else None,
         }
         return facts

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
+from kdstudio.fitted_table import Col, FittedTable
 from kdstudio.money import usd
 from kdstudio.types import (
     Agreement,
@@ -34,34 +34,23 @@ KIND_TITLES = {
 
 
 def status_view(status: Status) -> Group:
-    docs = Table(title=f"Project {status.name}: {status.total_documents} documents", title_justify="left")
-    for column in ("split", "source", "documents"):
-        docs.add_column(column, justify="right" if column == "documents" else "left")
-    for split, source, n in status.documents:
-        docs.add_row(split, source, str(n))
-
-    labels = Table(title="Labels", title_justify="left")
-    labels.add_column("label")
-    labels.add_column("gold (pool/val/test)", justify="right")
-    labels.add_column("labelled", justify="right")
+    docs = FittedTable(f"Project {status.name}: {status.total_documents} documents",
+                       [Col("split"), Col("source"), Col("documents", True)],
+                       [[Text(split), Text(source), str(n)] for split, source, n in status.documents])
     gold: dict[str, dict[str, int]] = {}
     for label, split, n in status.gold_distribution:
         gold.setdefault(label, {})[split] = n
     current = dict(status.label_distribution)
-    for label in status.labels:
-        g = gold.get(label, {})
-        labels.add_row(label, "/".join(str(g.get(s, 0)) for s in ("pool", "val", "test")),
-                       str(current.get(label, 0)))
-
+    labels = FittedTable("Labels", [Col("label"), Col("gold (pool/val/test)", True), Col("labelled", True)],
+                         [[Text(label), "/".join(str(gold.get(label, {}).get(s, 0)) for s in ("pool", "val", "test")),
+                           str(current.get(label, 0))] for label in status.labels])
     by_source = ", ".join(f"{source} {n}" for source, n in status.labels_by_source) or "none yet"
-    coverage = Table(title="Embeddings", title_justify="left")
-    for column in ("model", "documents", "coverage", "dim"):
-        coverage.add_column(column)
-    for model, n, dim in status.embeddings:
-        share = f"{100 * n / status.total_documents:.1f}%" if status.total_documents else "-"
-        coverage.add_row(f"{model} (in use)" if model == status.vectors_in_use else model, str(n), share, str(dim))
-    if not status.embeddings:
-        coverage.add_row("none yet (run `kdstudio embed`)", "0", "0%", "-")
+    rows = [[Text(f"{model} (in use)" if model == status.vectors_in_use else model), str(n),
+             f"{100 * n / status.total_documents:.1f}%" if status.total_documents else "-", str(dim)]
+            for model, n, dim in status.embeddings]
+    coverage = FittedTable("Embeddings",
+                           [Col("model"), Col("documents", True), Col("coverage", True), Col("dim", True)],
+                           rows or [["none yet (run `kdstudio embed`)", "0", "0%", "-"]])
     money = (f"Teacher labels by source: {by_source}\n"
              f"Spent: {usd(status.spend_usd)} on {status.teacher_calls} teacher calls "
              f"({status.teacher_errors} failed)")
@@ -80,19 +69,13 @@ def status_view(status: Status) -> Group:
 
 def plugins_view(plugins: Plugins) -> Group:
     parts: list = []
+    columns = [Col("name"), Col("what it does"), Col("options", keep=5), Col("from", keep=4)]
     for kind, title in KIND_TITLES.items():
         registered = plugins.registered(kind)
-        table = Table(title=f"{title} ({len(registered)})", title_justify="left", expand=True)
-        table.add_column("name", no_wrap=True)
-        table.add_column("what it does", ratio=3)
-        table.add_column("options", ratio=2)
-        table.add_column("from", no_wrap=True)
-        for name, reg in sorted(registered.items()):
-            options = "\n".join(o.describe() for o in reg.cls.options) or "-"
-            table.add_row(name, reg.cls.summary(), options, reg.distribution)
-        if not registered:
-            table.add_row("-", "none registered", "", "")
-        parts.append(table)
+        rows = [[Text(name), Text(reg.cls.summary()), Text("\n".join(o.describe() for o in reg.cls.options) or "-"),
+                 Text(reg.distribution)] for name, reg in sorted(registered.items())]
+        parts.append(FittedTable(f"{title} ({len(registered)})", columns,
+                                 rows or [["-", "none registered", "", ""]]))
     for error in plugins.errors:
         parts.append(Text(f"plugin {error.plugin} ({error.distribution}) failed to load and was skipped: "
                           f"{error.error}", "red"))
@@ -148,15 +131,17 @@ def teacher_check_lines(event: TeacherChecked) -> tuple[list[Text], list[Text]]:
 def round_line(report: RoundReport) -> str:
     m = report.metrics
     teacher = m.get("teacher_accuracy")
-    return (f"round {report.round:>3}  labels {report.n_labels:>5}  calls {report.calls:>5}  "
+    trained = f" (trained on {report.n_labels})" if report.n_labels != report.n_selected else ""
+    return (f"round {report.round:>3}  labels {report.n_selected:>5}{trained}  calls {report.calls:>5}  "
             f"spent {usd(report.cost_usd)}  "
-            f"val acc {_metric(m, 'val', 'accuracy')} F1 {_metric(m, 'val', 'macro_f1')}  "
+            f"val acc {_metric(m, 'val', 'accuracy')} F1 {_metric(m, 'val', 'macro_f1')} "
+            f"loss {_metric(m, 'val', 'log_loss')}  "
             f"test acc {_metric(m, 'test', 'accuracy')} F1 {_metric(m, 'test', 'macro_f1')}  "
             f"teacher acc {'-' if teacher is None else f'{teacher:.3f}'}  scored {report.scored:>7}"
             f"{f'  +{report.generated} generated' if report.generated else ''}"
             f"{f'  doubted {doubted}' if (doubted := m.get('doubted')) else ''}"
             f"{f'  {free}' if (free := m.get('free_labels')) else ''}{forecast_text(m.get('forecast'))}"
-            f"{'  *best' if report.best else ''}")
+            f"{'  *best (lowest val loss)' if report.best and 'val' in m else '  *best' if report.best else ''}")
 
 
 def forecast_text(forecast: dict[str, Any] | None) -> str:
@@ -169,10 +154,11 @@ def forecast_text(forecast: dict[str, Any] | None) -> str:
 
 
 def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group:
-    table = Table(title="Runs", title_justify="left")
-    for column in ("run", "status", "teacher", "selector", "student", "rounds", "labels", "spent", "best",
-                   "test acc (best)", "test accuracy curve", "stopped because"):
-        table.add_column(column)
+    columns = [Col("run", True), Col("status"), Col("teacher", keep=5), Col("selector", keep=6),
+               Col("student", keep=6), Col("rounds", True, keep=3), Col("labels", True), Col("spent", True, keep=8),
+               Col("best", True, keep=4), Col("test acc (best)", True), Col("test accuracy curve", keep=1),
+               Col("stopped because", keep=2)]
+    rows = []
     for run in runs:
         rounds = [r for r in rounds_of.get(run.id, []) if r.phase == "done"]
         config = run.config
@@ -181,13 +167,13 @@ def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group
         model = config.get("teacher_options", {}).get("model")
         teacher = Text.assemble(config.get("teacher", "?") + (f" {model}" if model else ""),
                                 (" (SIMULATED)" if run.simulated else "", "bold yellow"))
-        table.add_row(
+        rows.append([
             str(run.id), run.status, teacher, config.get("selector", "?"), config.get("student", "?"),
-            str(len(rounds)), str(rounds[-1].n_labels if rounds else 0),
+            str(len(rounds)), str(rounds[-1].bought if rounds else 0),
             usd(rounds[-1].cost_usd or 0) if rounds else "$0", str(run.best_round if best else "-"),
-            _metric(best.metrics, "test", "accuracy") if best else "-", sparkline(curve), run.stop_reason or "",
-        )
-    return Group(table)
+            _metric(best.metrics, "test", "accuracy") if best else "-", sparkline(curve), Text(run.stop_reason or ""),
+        ])
+    return Group(FittedTable("Runs", columns, rows))
 
 
 def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
@@ -195,27 +181,32 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
     options = " ".join(f"{k}={v}" for k, v in run.config.get("doubt_options", {}).items())
     doubted = f" / doubt {doubt}{f' ({options})' if options else ''}" if doubt else ""
     free_labels = f" / free labels {run.config['free_labels']}" if run.config.get("free_labels") else ""
-    table = Table(title=f"Run {run.id}: {run.config.get('selector')} / {run.config.get('student')} / "
-                        f"{run.config.get('teacher')}{doubted}{free_labels}", title_justify="left")
+    title = (f"Run {run.id}: {run.config.get('selector')} / {run.config.get('student')} / "
+             f"{run.config.get('teacher')}{doubted}{free_labels}")
     free = bool(run.config.get("free_labels"))
     autopilot = bool(run.config.get("stop_when_gain_below"))
-    columns = ["round", "labels", "spent", "scored", "val acc", "val F1", "val loss", "test acc", "test F1",
-               "test ECE", "teacher acc", *(["free labels"] if free else []),
-               *([f"forecast pt/{run.config['stop_when_gain_below'].split('/')[-1]}"] if autopilot else []), "best"]
-    for column in columns:
-        table.add_column(column, justify="right")
+    columns = [Col("round", True), Col("labels", True), Col("trained on", True, keep=3), Col("spent", True, keep=7),
+               Col("scored", True, keep=2),
+               Col("val acc", True), Col("val F1", True, keep=5), Col("val loss", True), Col("test acc", True),
+               Col("test F1", True, keep=5), Col("test ECE", True, keep=3), Col("teacher acc", True, keep=6),
+               *([Col("free labels", True, keep=4)] if free else []),
+               *([Col(f"forecast pt/{run.config['stop_when_gain_below'].split('/')[-1]}", True, keep=4)]
+                 if autopilot else []), Col("best", True)]
+    rows = []
     for r in rounds:
         if r.phase != "done":
-            table.add_row(str(r.round), "…", "", "", "(interrupted: resume with --resume)", *[""] * (len(columns) - 5))
+            rows.append([str(r.round), "…", "", "", "", Text("(interrupted: resume with --resume)"),
+                         *[""] * (len(columns) - 6)])
             continue
         m = r.metrics
         teacher = m.get("teacher_accuracy")
         extra = ([f"+{m.get('free_added', 0)}"] if free else []) + (
             [forecast_text(m.get("forecast")).split()[-2] if m.get("forecast") else "-"] if autopilot else [])
-        table.add_row(str(r.round), str(r.n_labels), usd(r.cost_usd or 0), str(r.scored or 0),
-                      _metric(m, "val", "accuracy"), _metric(m, "val", "macro_f1"), _metric(m, "val", "log_loss"),
-                      _metric(m, "test", "accuracy"), _metric(m, "test", "macro_f1"), _metric(m, "test", "ece"),
-                      "-" if teacher is None else f"{teacher:.3f}", *extra, "*" if m.get("best") else "")
+        rows.append([str(r.round), str(r.bought), str(r.n_labels), usd(r.cost_usd or 0), str(r.scored or 0),
+                     _metric(m, "val", "accuracy"), _metric(m, "val", "macro_f1"), _metric(m, "val", "log_loss"),
+                     _metric(m, "test", "accuracy"), _metric(m, "test", "macro_f1"), _metric(m, "test", "ece"),
+                     "-" if teacher is None else f"{teacher:.3f}", *extra, "*" if m.get("best") else ""])
+    table = FittedTable(title, columns, rows)
     parts: list = [table]
     if run.simulated:
         parts.insert(0, simulated_banner())
@@ -223,23 +214,20 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
 
 
 def cost_view(rows: list[SpendRow]) -> Group:
-    table = Table(title="Teacher spend by run and model", title_justify="left")
-    for column in ("run", "model", "calls", "label", "generate", "errors", "transient", "tokens in", "tokens out",
-                   "USD", "mean latency", "reused", "accuracy"):
-        table.add_column(column, justify="left" if column in ("run", "model") else "right")
-    for r in rows:
-        table.add_row("-" if r.run_id is None else str(r.run_id), Text(r.model), str(r.calls), str(r.label_calls),
-                      str(r.generate_calls), str(r.errors), str(r.transient), f"{r.tokens_in:,}",
-                      f"{r.tokens_out:,}", usd(r.usd),
-                      "-" if r.mean_latency_s is None else f"{r.mean_latency_s:.2f}s", str(r.reused),
-                      "-" if r.accuracy is None else f"{r.accuracy:.3f} ({r.judged})")
-    if rows:
-        table.add_section()
-        table.add_row("total", "", str(sum(r.calls for r in rows)), str(sum(r.label_calls for r in rows)),
-                      str(sum(r.generate_calls for r in rows)), str(sum(r.errors for r in rows)),
-                      str(sum(r.transient for r in rows)), f"{sum(r.tokens_in for r in rows):,}",
-                      f"{sum(r.tokens_out for r in rows):,}", usd(sum(r.usd for r in rows)), "",
-                      str(sum(r.reused for r in rows)), "")
+    columns = [Col("run", True), Col("model"), Col("calls", True), Col("label", True, keep=3),
+               Col("generate", True, keep=2), Col("errors", True, keep=5), Col("transient", True, keep=4),
+               Col("tokens in", True, keep=6), Col("tokens out", True, keep=6), Col("USD", True),
+               Col("mean latency", True, keep=1), Col("reused", True, keep=7), Col("accuracy", True, keep=7)]
+    cells = [["-" if r.run_id is None else str(r.run_id), Text(r.model), str(r.calls), str(r.label_calls),
+              str(r.generate_calls), str(r.errors), str(r.transient), f"{r.tokens_in:,}", f"{r.tokens_out:,}",
+              usd(r.usd), "-" if r.mean_latency_s is None else f"{r.mean_latency_s:.2f}s", str(r.reused),
+              "-" if r.accuracy is None else f"{r.accuracy:.3f} ({r.judged})"] for r in rows]
+    total = ["total", "", str(sum(r.calls for r in rows)), str(sum(r.label_calls for r in rows)),
+             str(sum(r.generate_calls for r in rows)), str(sum(r.errors for r in rows)),
+             str(sum(r.transient for r in rows)), f"{sum(r.tokens_in for r in rows):,}",
+             f"{sum(r.tokens_out for r in rows):,}", usd(sum(r.usd for r in rows)), "",
+             str(sum(r.reused for r in rows)), ""]
+    table = FittedTable("Teacher spend by run and model", columns, cells, total=total if rows else None)
     note = ("reused: labels a run took from the ledger (the cache) instead of paying for a call; accuracy: answers "
             "that agree with a person's or the gold label (how many were judged); a committee's or cascade's own "
             "row holds its verdicts, which cost nothing beyond its members' calls")
@@ -264,17 +252,17 @@ def teacher_line(result: RunResult, teacher_on_test: float | None) -> Text:
 
 
 def audit_view(report: AuditReport, project_dir: str) -> Group:
-    table = Table(title=f"Teacher labels most likely wrong ({report.doubt}, out-of-fold {report.student})",
-                  title_justify="left")
-    for column in ("#", "document", "teacher said", "conf", "student belief", "student says", "suspicion",
-                   "nearest labelled", "text"):
-        table.add_column(column, justify="right" if column in ("#", "conf", "student belief", "suspicion") else "left",
-                         overflow="fold", ratio=3 if column == "text" else None)
+    columns = [Col("#", True), Col("document", keep=3), Col("teacher said"), Col("conf", True, keep=5),
+               Col("student belief", True, keep=4), Col("student says"), Col("suspicion", True),
+               Col("nearest labelled", keep=2), Col("text", keep=6)]
+    rows = []
     for rank, s in enumerate(report.suspects, 1):
         near = ", ".join(f"{n.label} {n.similarity:.2f}{'*' if n.source == 'human' else ''}" for n in s.neighbours)
-        table.add_row(Text(f"{rank}{'!' if s.flagged else ''}"), Text(s.doc_id), Text(s.label),
-                      "-" if s.confidence is None else f"{s.confidence:.2f}", f"{s.belief:.2f}", Text(s.student_label),
-                      f"{s.suspicion:.2f}", Text(near), Text(" ".join(s.text.split())[:160]))
+        rows.append([Text(f"{rank}{'!' if s.flagged else ''}"), Text(s.doc_id), Text(s.label),
+                     "-" if s.confidence is None else f"{s.confidence:.2f}", f"{s.belief:.2f}", Text(s.student_label),
+                     f"{s.suspicion:.2f}", Text(near), Text(" ".join(s.text.split())[:160])])
+    table = FittedTable(f"Teacher labels most likely wrong ({report.doubt}, out-of-fold {report.student})", columns,
+                        rows)
     return Group(table, Text(
         f"judged {report.judged} teacher labels ({report.trusted} human labels trusted beside them): "
         f"{report.flagged} flagged as likely wrong (!). * marks a human-labelled neighbour.\n"
@@ -284,20 +272,22 @@ def audit_view(report: AuditReport, project_dir: str) -> Group:
 
 def plan_view(plan: Plan) -> Group:
     est = plan.labels
-    table = Table(title=f"Plan for teacher {plan.teacher}: nothing was sent", title_justify="left")
-    for column in ("what", "requests", "prompt tokens each", "answer tokens each", "USD each", "USD"):
-        table.add_column(column, justify="left" if column == "what" else "right")
-    table.add_row(f"labels ({plan.n_train} training + {plan.n_val} validation)", f"{est.n_docs:,}",
-                  f"{est.tokens_in_per_doc:,.0f}", f"{est.tokens_out_per_doc:,.0f}", f"${est.usd_per_doc:.6f}",
-                  usd(est.usd))
+    rows = [[f"labels ({plan.n_train} training + {plan.n_val} validation)", f"{est.n_docs:,}",
+             f"{est.tokens_in_per_doc:,.0f}", f"{est.tokens_out_per_doc:,.0f}", f"${est.usd_per_doc:.6f}",
+             usd(est.usd)]]
     if plan.generation is not None:
         g = plan.generation
-        table.add_row("PGKD generation", f"{g.n_docs:,}", f"{g.tokens_in_per_doc:,.0f}",
-                      f"{g.tokens_out_per_doc:,.0f}", f"${g.usd_per_doc:.6f}", usd(g.usd))
-    table.add_section()
-    table.add_row("total", "", "", "", "", usd(plan.usd))
-    notes = [f"price: {est.price_source}",
-             "an upper bound: answers already in the ledger are reused for free, and a run stops at its budget"]
+        rows.append(["PGKD generation", f"{g.n_docs:,}", f"{g.tokens_in_per_doc:,.0f}", f"{g.tokens_out_per_doc:,.0f}",
+                     f"${g.usd_per_doc:.6f}", usd(g.usd)])
+    table = FittedTable(f"Plan for teacher {plan.teacher}: nothing was sent",
+                        [Col("what"), *(Col(c, True) for c in ("requests", "prompt tokens each", "answer tokens each",
+                                                               "USD each", "USD"))],
+                        rows, total=["total", "", "", "", "", usd(plan.usd)])
+    notes: list = [f"price: {est.price_source}",
+                   Text(f"the teacher cannot start: {plan.not_ready}", "bold red") if plan.not_ready else
+                   "the teacher is ready: its model is known and its key is in the environment (checked without a "
+                   "call)",
+                   "an upper bound: answers already in the ledger are reused for free, and a run stops at its budget"]
     if not est.priced:
         notes.insert(0, Text("the price is unknown: give --price-in and --price-out to plan a USD budget",
                              "bold red"))
@@ -316,22 +306,17 @@ def export_view(report: ExportReport) -> Group:
                      f"student for {p.agreement:.1%}, largest probability difference {p.max_prob_diff:.2e}; "
                      f"accuracy {_num(p.exported_accuracy)} (in-process {_num(p.student_accuracy)})")
     if report.cascade:
-        table = Table(title="Deferral on the test split: predictions below the threshold go to the LLM",
-                      title_justify="left")
-        for column in ("threshold", "answered here", "accuracy on those"):
-            table.add_column(column, justify="right")
-        for point in report.cascade:
-            table.add_row(f"{point.threshold:.2f}", f"{point.coverage:.1%}", _num(point.accuracy))
+        table = FittedTable("Deferral on the test split: predictions below the threshold go to the LLM",
+                            [Col("threshold", True), Col("answered here", True), Col("accuracy on those", True)],
+                            [[f"{p.threshold:.2f}", f"{p.coverage:.1%}", _num(p.accuracy)] for p in report.cascade])
         parts.append(table)
     return Group(*parts)
 
 
 def cascade_view(report: CascadeReport) -> Group:
-    table = Table(title=f"Cascade on {report.n_test} test documents", title_justify="left")
-    for column in ("tier", "encoder", "answered", "accuracy there"):
-        table.add_column(column, justify="left" if column in ("tier", "encoder") else "right")
-    for tier in report.tiers:
-        table.add_row(tier.name, tier.encoder, f"{tier.share:.1%}", _num(tier.accuracy))
+    table = FittedTable(f"Cascade on {report.n_test} test documents",
+                        [Col("tier"), Col("encoder"), Col("answered", True), Col("accuracy there", True)],
+                        [[Text(t.name), Text(t.encoder), f"{t.share:.1%}", _num(t.accuracy)] for t in report.tiers])
     lines: list = [Text.assemble(("exported", "bold"), f" a cascade to {report.directory}: the fast tier answers at "
                                  f"confidence >= {report.threshold:.3f}, chosen on {report.n_val} validation "
                                  f"documents for accuracy {report.target:.3f} (reached {report.val_accuracy:.3f}; the "
@@ -350,12 +335,11 @@ def agreement_view(report: Agreement) -> Group:
     if not report.n:
         return Group("no document has both a teacher label and a human label yet: `kdstudio review push`, label, "
                      "then `kdstudio review pull`")
-    table = Table(title=f"Teacher against people: {report.agreed}/{report.n} agreed, accuracy "
-                        f"{report.accuracy:.3f}", title_justify="left")
-    for column in ("label (people's)", "documents", "teacher agreed", "accuracy"):
-        table.add_column(column, justify="left" if column.startswith("label") else "right")
-    for label, (n, ok) in report.per_class.items():
-        table.add_row(label, str(n), str(ok), f"{ok / n:.3f}")
+    table = FittedTable(f"Teacher against people: {report.agreed}/{report.n} agreed, accuracy {report.accuracy:.3f}",
+                        [Col("label (people's)"), Col("documents", True), Col("teacher agreed", True),
+                         Col("accuracy", True)],
+                        [[Text(label), str(n), str(ok), f"{ok / n:.3f}"]
+                         for label, (n, ok) in report.per_class.items()])
     parts: list = [table]
     if report.confusions:
         parts.append("most common mistakes: " + "; ".join(f"teacher {t} where people said {h} ({n})"

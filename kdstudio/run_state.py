@@ -42,6 +42,7 @@ class Trained:
     doubted: int = 0  # labels the run's doubt held out or down-weighted
     free_note: str = ""  # what the free labeller added this round, and why
     free_added: int = 0  # pseudo-labels trained on this round (never stored, never counted as labels)
+    composition: dict[str, Any] = field(default_factory=dict)  # training labels by source and by label
 
 
 @dataclass

@@ -67,6 +67,12 @@ class Classifier:
         d = self.directory
         if not d.is_dir():
             raise BadModelFolder(f"{d} is not a folder", "give the folder `kdstudio export --out` wrote")
+        if (d / "kdstudio.toml").is_file():
+            # A project, given where its exported model was meant: the model goes beside it, never into it.
+            model = d.parent / f"{d.name}-model" if d.name else Path("..") / f"{d.resolve().name}-model"
+            raise BadModelFolder(f"{d} is a kdstudio project, not an exported model folder",
+                                 f"export one beside it: `kdstudio export -p {d} --out {model}`, then predict with "
+                                 f"{model}")
         missing = [name for name in (MODEL, TOKENIZER, LABELS, META) if not (d / name).is_file()]
         if missing:
             raise BadModelFolder(f"{d} lacks {', '.join(missing)}", _fix(d))

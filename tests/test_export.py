@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -98,11 +99,45 @@ def test_export_writes_one_graph_tokenizer_labels_and_a_card(exported: dict):
     assert json.loads((out / "labels.json").read_text()) == ["business", "entertainment", "politics", "sports",
                                                              "tech"]
     card = (out / "README.md").read_text()
-    for part in ("## Teacher and cost", "SIMULATED TEACHER", "labels bought: 60 training documents",
-                 "## Metrics", "this model, test (gold labels", "## Deferral", "| 0.90 |", "kdstudio 0.1.0",
-                 "Imported from: dataset:bbc-news"):
+    for part in ("## Intended use", "## Licence", "apache-2.0", "### Labels the student trained on",
+                 "60 labels: 60 from the teacher, 0 from people", "## Teacher and cost", "SIMULATED TEACHER",
+                 "labels: 60 training documents sent to the teacher", "teacher calls paid: ", "reused from earlier",
+                 "## Metrics", "this model, test (gold labels", "## Deferral", "| 0.90 |", "## Limitations",
+                 "Only the first 256 tokens", "kdstudio 0.1.0", "Imported from: dataset:bbc-news"):
         assert part in card, part
     assert "same label as the in-process student for 100.0%" in exported["fp32_run"].stdout
+    for step in ("export: building the ONNX graph", "export: checking the exported model", "export: writing the model"):
+        assert step in exported["fp32_run"].stderr, step
+
+
+@pytest.mark.slow
+def test_the_model_card_is_a_hugging_face_card_with_its_metadata(exported: dict):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard((exported["fp32"] / "README.md").read_text())
+    data = card.data.to_dict()
+    assert data["license"] == "apache-2.0" and data["language"] == ["en"]
+    assert data["pipeline_tag"] == "text-classification" and "knowledge-distillation" in data["tags"]
+    assert data["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    result = data["model-index"][0]["results"][0]
+    accuracy = next(m["value"] for m in result["metrics"] if m["type"] == "accuracy")
+    texts, _, y, labels = _test_split(exported["project"])
+    exported_accuracy = (Classifier(exported["fp32"]).predict_proba(texts).argmax(1) == y).mean()
+    assert accuracy == pytest.approx(exported_accuracy, abs=1e-4)
+    # The training labels' distribution is the one the kept student learned from.
+    rows = dict(re.findall(r"^\| (\w+) \| (\d+) \| [\d.]+% \|$", card.text, re.MULTILINE))
+    assert set(rows) == set(labels) and sum(map(int, rows.values())) == 60
+    # Without --license the metadata says `other` and the card says how to state one.
+    unlicensed = ModelCard((exported["int8"] / "README.md").read_text())
+    assert unlicensed.data.to_dict()["license"] == "other" and "--license SPDX-ID" in unlicensed.text
+
+
+def test_card_flags_are_checked_before_anything_is_written(tmp_path: Path):
+    for flags, message in ((["--license", "apache 2.0; rm"], "is not a licence id"),
+                           (["--language", "English"], "is not a language code")):
+        result = run_cli("export", "-p", str(tmp_path / "none"), "--out", str(tmp_path / "m"), *flags)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.slow
@@ -144,13 +179,14 @@ def test_predict_keeps_every_row_in_order_in_every_format(exported: dict, tmp_pa
                          "--out", str(out))
         assert result.returncode == 0, result.stderr
         rows = [json.loads(line) for line in out.read_text().splitlines()]
-        assert [r["id"] for r in rows] == ids and [r["label"] for r in rows] == expected
+        assert [r["id"] for r in rows] == ids and [r["row"] for r in rows] == list(range(1, 13))
+        assert [r["label"] for r in rows] == expected
         assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
     csv_out = run_cli("predict", str(exported["fp32"]), str(tmp_path / "in.csv"), "--text-column", "body",
                       "--defer-below", "0.999")
     assert csv_out.returncode == 0, csv_out.stderr
     lines = csv_out.stdout.splitlines()
-    assert lines[0].startswith('"id","label","confidence","predicted","p_business"') and len(lines) == 13
+    assert lines[0].startswith('"row","id","label","confidence","predicted","p_business"') and len(lines) == 13
     assert all('"defer"' in line for line in lines[1:])  # nothing is that sure: every row deferred
     stdin = subprocess.run([sys.executable, "-m", "kdstudio", "predict", str(exported["fp32"]), "-"],
                            input="".join(t.replace("\n", " ") + "\n" for t in texts[:3]), capture_output=True,

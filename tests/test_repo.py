@@ -24,6 +24,19 @@ def test_readme_opens_with_exactly_two_commands_and_ci_runs_the_test_one():
     assert tests in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
 
 
+
+def test_the_main_job_installs_no_test_tools():
+    """The demo's set-up installs kdstudio alone; the test command adds the dev extras (pytest, Ray, ...)."""
+    demo, tests = readme_commands()
+    assert "--dev" not in demo and "bootstrap.sh --dev" in tests
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    core = " ".join(project["dependencies"])
+    assert not any(tool in core for tool in ("pytest", "ray", "ruff", "jsonschema"))
+    assert {"pytest", "ruff"} <= {re.split(r"[<>=\[]", d)[0] for d in project["optional-dependencies"]["dev"]}
+
+
 def test_ruff_is_clean():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

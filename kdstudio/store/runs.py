@@ -36,6 +36,12 @@ class RoundRow:
     metrics: dict[str, Any]
     timings: dict[str, Any]
 
+    @property
+    def bought(self) -> int:
+        """The labels the run had selected for its teacher by this round: what --budget-labels counts. The student
+        also trains on people's labels and generated samples: `n_labels` counts those too."""
+        return int(self.metrics.get("n_selected", self.n_labels or 0))
+
 
 def _j(value: Any) -> str | None:
     return None if value is None else json.dumps(value)

@@ -99,7 +99,8 @@ class OnnxExporter(Exporter):
         (out_dir / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         size = (out_dir / MODEL).stat().st_size
         return ExportedModel(out_dir, [MODEL, TOKENIZER, LABELS, META],
-                             {**details, "opset": self.opset, "precision": context.quantize or "fp32",
+                             {**details, "max_tokens": tokenizing["max_length"], "opset": self.opset,
+                              "precision": context.quantize or "fp32",
                               "size_mb": round(size / 1e6, 1)})
 
     @staticmethod

@@ -1,0 +1,1 @@
+"""JSON Schemas of the documents `--json` prints (see docs/json.md)."""
