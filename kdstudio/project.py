@@ -93,12 +93,15 @@ class ProgressView:
         return self.snapshot.describe()
 
     def status(self) -> Status:
+        """Documents, labels, embeddings, spend and runs: what `kdstudio status` shows."""
         return Status(**self.snapshot.status, runs=self.snapshot.runs)
 
     def runs(self) -> list[RunRow]:
+        """Every run, oldest first; a run that a killed process left running shows as interrupted."""
         return self.snapshot.runs
 
     def rounds(self, run_id: int) -> list[RoundRow]:
+        """A run's rounds, unfinished ones included (phase != done)."""
         return self.snapshot.rounds.get(run_id, [])
 
     def cost(self) -> list[SpendRow]:
@@ -138,6 +141,7 @@ class Project:
 
     @classmethod
     def init(cls, directory: str | Path, labels: list[Label], name: str | None = None) -> Project:
+        """Create a project in `directory` (kdstudio.toml and kdstudio.duckdb) with this label set."""
         directory = Path(directory)
         validate_labels(labels, "--labels")
         if (directory / DB_NAME).exists() or (directory / CONFIG_NAME).exists():
@@ -150,6 +154,7 @@ class Project:
 
     @classmethod
     def open(cls, directory: str | Path, *, read_only: bool = False) -> Project:
+        """Open an existing project; `read_only` for commands that only look."""
         directory = Path(directory)
         if not (directory / DB_NAME).exists():
             raise ProjectNotFound(f"{directory} is not a kdstudio project (no {DB_NAME})",
@@ -170,6 +175,7 @@ class Project:
 
     @staticmethod
     def exists(directory: str | Path) -> bool:
+        """Whether `directory` holds a kdstudio project."""
         return (Path(directory) / DB_NAME).exists()
 
     def for_worker(self) -> Project:
@@ -180,6 +186,7 @@ class Project:
         return worker
 
     def close(self) -> None:
+        """Close the project's database (a `with` block does it)."""
         self.store.close()
 
     def __enter__(self) -> Project:
@@ -190,10 +197,12 @@ class Project:
 
     @property
     def plugins(self) -> Plugins:
+        """Every registered plugin, by kind."""
         return self._plugins or get_plugins()
 
     @property
     def labels(self) -> list[str]:
+        """The label names, in the project's order."""
         return self.config.label_names
 
     # -- data ----------------------------------------------------------------------------------------
@@ -216,6 +225,7 @@ class Project:
         return len(chosen)
 
     def import_file(self, path: str | Path, options: ImportOptions | None = None) -> ImportReport:
+        """Import CSV, TSV, JSONL or Parquet in one transaction: a bad row changes nothing and says where it is."""
         return import_file(self.store, Path(path), self.labels, options or ImportOptions())
 
     @classmethod
@@ -235,6 +245,8 @@ class Project:
 
     def import_dataset(self, name: str, *, limit: int | None = None, split: dict[str, float] | None = None,
                        seed: int = 0) -> ImportReport:
+        """Import a bundled corpus (see `kdstudio datasets list`); `limit` takes a stratified slice
+        and `split` carves val/test out of the pool."""
         data = self.plugins.get("dataset", name).cls().load()
         return self._import_dataset_table(name, data, limit=limit, split=split, seed=seed)
 
@@ -267,6 +279,7 @@ class Project:
         return self._embedder
 
     def encoder_for(self, settings: EmbeddingSettings) -> Encoder:
+        """The encoder plugin these embedding settings name, configured (nothing is loaded yet)."""
         cls = self.plugins.get("encoder", settings.encoder).cls
         return cls(settings.model, settings.max_length, settings.batch_size, **settings.options)  # type: ignore[call-arg]
 
@@ -350,6 +363,7 @@ class Project:
         return handle
 
     def publish_progress(self, run_id: int, round_no: int | None) -> None:
+        """Write the snapshot that other processes read while this one holds the database."""
         current = self.status()
         runs = current.runs
         status = asdict(current)
@@ -384,13 +398,16 @@ class Project:
         return Ledger(self.store).spend_report()
 
     def runs(self) -> list[RunRow]:
+        """Every run, oldest first; a run that a killed process left running shows as interrupted."""
         return [_interrupted(run) for run in RunLog(self.store).all()]
 
     def latest_run(self) -> RunRow | None:
+        """The newest run (a killed one shows as interrupted), or None."""
         run = RunLog(self.store).latest()
         return _interrupted(run) if run is not None else None
 
     def rounds(self, run_id: int) -> list[RoundRow]:
+        """A run's rounds, unfinished ones included (phase != done)."""
         return RunLog(self.store).rounds(run_id)
 
     def students(self) -> list[dict[str, Any]]:
@@ -536,6 +553,7 @@ class Project:
         return Browse(self.store).page(filters or Filters(), offset, size)
 
     def document_text(self, doc_id: str) -> str | None:
+        """One document's text, or None when the project holds no such id."""
         return Browse(self.store).document(doc_id)
 
     def triage_queue(self, order: str = "uncertainty", limit: int = 200) -> list[TriageItem]:
@@ -569,6 +587,7 @@ class Project:
         return Ledger(self.store).add_human_label(doc_id, label, annotator)
 
     def undo_label(self, label_id: int) -> None:
+        """Withdraw a label given in the terminal (the triage undo); the history keeps it."""
         Ledger(self.store).remove_human_label(label_id)
 
     # -- export ----------------------------------------------------------------------------------------
@@ -699,6 +718,7 @@ class Project:
     # -- reporting -----------------------------------------------------------------------------------
 
     def status(self) -> Status:
+        """Documents, labels, embeddings, spend and runs: what `kdstudio status` shows."""
         s = self.store
         usd, calls, errors = s.spend()
         return Status(

@@ -148,6 +148,7 @@ class Classifier:
 
     @property
     def provider(self) -> str:
+        """The onnxruntime execution provider in use (CPU or CUDA)."""
         return self.session.get_providers()[0]
 
     # -- predicting --------------------------------------------------------------------------------------
@@ -269,6 +270,7 @@ class Cascade:
         return probs, tier
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, n_labels) probabilities, each row from the tier that answered it."""
         return self.answer(texts)[0]
 
     def predict(self, texts: Sequence[str], *, defer_below: float | None = None) -> list[Prediction]:

@@ -20,18 +20,11 @@ TOKEN = "5f0c1d2e3a4b5c6d7e8f90a1b2c3d4e5f6a7b8c9"
 
 
 def ensure_venv() -> Path:
-    """Build (once; a stamp remembers the version) the virtualenv that holds label-studio."""
-    stamp = VENV / "kdstudio-stamp"
-    executable = VENV / "bin" / "label-studio"
-    if stamp.is_file() and stamp.read_text() == VERSION and executable.exists():
-        return executable
+    """Build (once) the virtualenv that holds label-studio, with the script the README gives users."""
     base = getattr(sys, "_base_executable", sys.executable)  # the interpreter behind the project's venv
-    subprocess.run([base, "-m", "venv", "--clear", str(VENV)], check=True)
-    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, f"label-studio=={VERSION}"], check=True)
-    stamp.write_text(VERSION)
-    return executable
+    subprocess.run(["bash", str(ROOT / "scripts" / "labelstudio.sh")], check=True, env={**os.environ, "PYTHON": base})
+    assert (VENV / "kdstudio-stamp").read_text().strip() == VERSION
+    return VENV / "bin" / "label-studio"
 
 
 def _free_port() -> int:

@@ -63,3 +63,36 @@ def test_the_tui_talks_to_the_project_facade_only():
     offenders = {str(p.relative_to(ROOT)): forbidden.findall(p.read_text(encoding="utf-8"))
                  for p in (ROOT / "kdstudio" / "tui").rglob("*.py")}
     assert {path: found for path, found in offenders.items() if found} == {}
+
+
+def test_docs_json_names_every_field_of_every_schema():
+    import json
+
+    page = (ROOT / "docs" / "json.md").read_text(encoding="utf-8")
+
+    def keys(node) -> set[str]:
+        if isinstance(node, dict):
+            found = set(node.get("properties", {})) if isinstance(node.get("properties"), dict) else set()
+            return found | {k for v in node.values() for k in keys(v)}
+        return {k for v in node for k in keys(v)} if isinstance(node, list) else set()
+
+    for path in sorted((ROOT / "kdstudio" / "schemas").glob("*.schema.json")):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        assert f"`{document['$id']}`" in page, path.name
+        missing = sorted(k for k in keys(document) - {"schema"} if not re.search(rf"[`.\]]{re.escape(k)}`", page))
+        assert missing == [], (path.name, missing)
+
+
+def test_the_api_reference_is_current():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "api_doc.py"), "--check"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_shell_completion_works_as_the_readme_says():
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "kdstudio"], capture_output=True, text=True,
+                            env={**os.environ, "_KDSTUDIO_COMPLETE": "bash_source"})
+    assert result.returncode == 0 and "_kdstudio_completion" in result.stdout, result.stdout + result.stderr
+    assert '_KDSTUDIO_COMPLETE=bash_source kdstudio' in (ROOT / "README.md").read_text(encoding="utf-8")
