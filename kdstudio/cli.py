@@ -748,11 +748,13 @@ def review_report(project_dir: Path) -> None:
 
 @cli.command()
 @project_option
-def tui(project_dir: Path) -> None:
+@click.option("--annotator", metavar="NAME", help="Whose labels Triage saves (default: KDSTUDIO_ANNOTATOR, else your "
+                                                  "user name).")
+def tui(project_dir: Path, annotator: str | None) -> None:
     """The terminal UI: dashboard, corpus, triage, distill, review and export."""
     from kdstudio.tui.app import run
 
-    run(project_dir)
+    run(project_dir, annotator)
 
 
 @cli.command()

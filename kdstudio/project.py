@@ -41,14 +41,17 @@ if TYPE_CHECKING:
     from kdstudio.audit import AuditReport
     from kdstudio.cascade import CascadeReport
     from kdstudio.export import ExportReport
-    from kdstudio.review import Agreement, PullReport, PushReport
+    from kdstudio.review import Agreement, PullReport, PushReport, ReviewItem, ReviewState
+
+
+COLD_START = 50  # documents a cold-start triage queue holds: a session's worth; opening the tab again picks afresh
 
 
 @dataclass
 class TriageItem:
     doc_id: str
     text: str
-    teacher_label: str
+    teacher_label: str | None  # None in the cold-start order: nobody has labelled the document
     confidence: float | None
     student_label: str | None
 
@@ -487,25 +490,42 @@ class Project:
                     backend: str = "labelstudio") -> PushReport:
         """Send teacher labels that no person has checked to the review backend, least certain first; a document
         already there is not sent again. Settings not given come from the project's [review] table."""
-        from kdstudio.review import PushReport, choose
+        from kdstudio.review import PushReport
 
-        defaults = self.config.review
-        filter = filter or defaults.filter
-        below = defaults.below if below is None else below
-        limit = defaults.limit if limit is None else limit
-        self.check_label_set()
+        items = self.review_preview(filter=filter, limit=limit, below=below)
         reviewer = self.plugins.get("review_backend", backend).cls()
         store = ReviewStore(self.store)
-        candidates = store.candidates()
-        if filter == "suspect":
-            candidates = self._suspect_order(candidates)
-        items = choose(candidates, filter, limit, below, self._student_labels if filter == "disagreement" else None)
         result = reviewer.push(f"kdstudio {self.config.name}", self.labels,
                                {x.name: x.description for x in self.config.labels}, items,
                                store.project_ref(backend, reviewer.location))
         store.save_project_ref(backend, reviewer.location, result.project_ref)
         return PushReport(backend, reviewer.location, result.project_ref, result.created, len(items), result.sent,
                           result.already_there)
+
+    def review_preview(self, *, filter: str | None = None, limit: int | None = None, below: float | None = None
+                       ) -> list[ReviewItem]:
+        """What `review_push` with these settings would send, in its order; nothing is contacted."""
+        from kdstudio.review import choose
+
+        defaults = self.config.review
+        filter = filter or defaults.filter
+        below = defaults.below if below is None else below
+        limit = defaults.limit if limit is None else limit
+        self.check_label_set()
+        candidates = ReviewStore(self.store).candidates()
+        if filter == "suspect":
+            candidates = self._suspect_order(candidates)
+        return choose(candidates, filter, limit, below, self._student_labels if filter == "disagreement" else None)
+
+    def review_state(self) -> ReviewState:
+        """Where review stands: teacher labels no person has checked (and how many are below the project's review
+        threshold), people's labels, and the teacher's agreement with them."""
+        from kdstudio.review import ReviewState
+
+        candidates = ReviewStore(self.store).candidates()
+        below = self.config.review.below
+        return ReviewState(len(candidates), sum(c.confidence is None or c.confidence < below for c in candidates),
+                           below, len(Ledger(self.store).human_labelled()), self.review_report())
 
     def review_pull(self, *, backend: str = "labelstudio") -> PullReport:
         """Bring people's labels back as human labels (they override the teacher's in training). Everything is read
@@ -559,10 +579,13 @@ class Project:
     def triage_queue(self, order: str = "uncertainty", limit: int = 200) -> list[TriageItem]:
         """Teacher labels no person has checked: least confident first (`uncertainty`), those where the latest
         student disagrees with the teacher (`disagreement`), or most likely wrong first by the audit (`suspect`); each
-        with the student's prediction when there is one."""
+        with the student's prediction when there is one. `diverse` is the cold start: pool documents nobody has
+        labelled, spread over the embedding space (in id order before the project is embedded)."""
         from kdstudio.review import choose
 
         self.check_label_set()
+        if order == "diverse":
+            return self._cold_start_queue(min(limit, COLD_START))
         candidates = ReviewStore(self.store).candidates()
         has_student = bool(RunLog(self.store).students())
         predicted: dict[str, str] = {}
@@ -579,6 +602,21 @@ class Project:
                        student_labels if has_student else None)
         labels = student_labels([x.doc_id for x in items]) if has_student else [None] * len(items)
         return [TriageItem(x.doc_id, x.text, x.label, x.confidence, p) for x, p in zip(items, labels, strict=True)]
+
+    def _cold_start_queue(self, limit: int) -> list[TriageItem]:
+        from kdstudio.cold_start import diverse_order
+
+        ids = [d for d, _ in self.store.untouched_pool()]
+        key = self.vector_key
+        missing = set(self.store.ids_missing_embedding(key))
+        if ids and not missing & set(ids):
+            humans = [d for d in Ledger(self.store).human_labelled() if d not in missing]
+            selector = self.plugins.get("selector", "diversity").cls()
+            picked = diverse_order(selector, self.store.vectors(key, ids), self.store.vectors(key, humans),
+                                   self.labels, limit)
+            ids = [ids[i] for i in picked]
+        ids = ids[:limit]
+        return [TriageItem(d, t, None, None, None) for d, t in zip(ids, self.store.texts(ids), strict=True)]
 
     def set_label(self, doc_id: str, label: str, annotator: str | None = None) -> int:
         """A person's label, persisted at once; returns its id for `undo_label`."""

@@ -36,6 +36,15 @@ class PullReport:
 
 
 @dataclass
+class ReviewState:
+    unchecked: int  # teacher labels no person has checked
+    below: int  # of those, below the project's review threshold
+    threshold: float
+    human: int  # documents people have labelled
+    agreement: Agreement
+
+
+@dataclass
 class Agreement:
     """The teacher's measured accuracy, with people's labels as the truth."""
 

@@ -131,8 +131,8 @@ async def test_dashboard_and_help(project_dir: Path):
             check_snapshot("dashboard", screen_text(app, project_dir))
             await pilot.press("f1")
             await pilot.pause()
-            assert "Triage" in screen_text(app, project_dir) and "u undo the last label" in screen_text(app,
-                                                                                                       project_dir)
+            shown = screen_text(app, project_dir)
+            assert "Triage" in shown and "x reject the teacher's" in shown and "F10 cancel" in shown
             await pilot.press("escape")
 
 
@@ -259,21 +259,42 @@ def test_a_person_types_in_tmux(project_dir: Path):
 
 
 @pytest.mark.asyncio
-async def test_review_tab_reports_a_missing_connection_in_one_line(project_dir: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch):
+async def test_review_tab_shows_its_state_previews_before_pushing_and_reports_errors_whole(
+        project_dir: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
     with Project.open(project_dir) as project:
         app = KdStudioApp(project)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("f6")
-            await pilot.click("#pull")
             await pilot.pause()
-            logged = "\n".join(str(line) for line in app.query_one("#review-log").lines)
-            assert "LABEL_STUDIO_URL is not set" in logged
-            await pilot.click("#report")
+            log = app.query_one("#review-log")
+
+            def logged() -> str:
+                return " ".join(line.text.strip() for line in log.lines)
+
+            assert "review: 9 teacher labels unchecked (" in logged() and "0 documents labelled by people" in logged()
+            app.query_one("#filter").value = "all"
+            app.query_one("#limit").value = "3"
+            await pilot.press("f9")  # nothing previewed: nothing pushed
             await pilot.pause()
-            logged = "\n".join(str(line) for line in app.query_one("#review-log").lines)
-            assert "teacher agreed with people on 0/0" in logged
+            assert app.query_one("#push").disabled
+            await pilot.press("f8")
+            await pilot.pause()
+            assert "3 teacher labels would be pushed (all, at most 3)" in logged()
+            assert not app.query_one("#push").disabled
+            app.query_one("#limit").value = "2"  # a changed setting needs a new preview
+            await pilot.pause()
+            assert app.query_one("#push").disabled
+            await pilot.press("f8")
+            await pilot.press("f9")
+            await pilot.pause()
+            assert "LABEL_STUDIO_URL is not set" in logged()
+            await pilot.press("f10")
+            await pilot.pause()
+            # At 80 columns the fix line is whole: wrapped inside the log, never cut under its scrollbar.
+            assert "fix: export LABEL_STUDIO_URL=" in logged()
+            assert all(len(line.text.rstrip()) <= log.scrollable_content_region.width for line in log.lines)
+            check_snapshot("review-80x24", screen_text(app, project_dir))
 
 
 def test_documents_pages_with_every_filter(project_dir: Path):
@@ -301,3 +322,137 @@ def test_documents_pages_with_every_filter(project_dir: Path):
         assert ids(split="test") == set(project.store.ids_in_split("test"))
         assert ids(search="ITEM 1") == {"d01", "d10", "d11"}  # case-insensitive
         assert project.documents(Filters(search="nothing like this")).total == 0
+
+
+def annotated(project: Project) -> list[tuple[str, str, str]]:
+    return project.store.con.execute(
+        "SELECT doc_id, label, annotator FROM labels WHERE source = 'human' ORDER BY id").fetchall()
+
+
+@pytest.mark.asyncio
+async def test_triage_accepts_rejects_ignores_and_counts_the_session(project_dir: Path):
+    with Project.open(project_dir) as project:
+        app = KdStudioApp(project, annotator="alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f4")
+            await pilot.pause()
+            triage = app.query_one("#triage-pane")
+            queue = list(triage.queue)
+            await pilot.press("a")  # accept the teacher's label
+            assert annotated(project) == [(queue[0].doc_id, queue[0].teacher_label, "alice")]
+            saved = str(app.query_one("#triage-saved").render())
+            assert f"saved {queue[0].doc_id} = {queue[0].teacher_label}  (the teacher's label), by alice" in saved
+            await pilot.press("x")  # reject: the teacher's own key is refused, another one is saved
+            teacher_key = next(k for k, v in triage.keys.items() if v == queue[1].teacher_label)
+            await pilot.press(teacher_key)
+            assert len(annotated(project)) == 1 and triage.at == 1
+            other_key, other = next((k, v) for k, v in triage.keys.items() if v != queue[1].teacher_label)
+            await pilot.press(other_key)
+            assert annotated(project)[-1] == (queue[1].doc_id, other, "alice")
+            await pilot.press("i")  # ignore: nothing saved
+            assert len(annotated(project)) == 2 and triage.at == 3
+            stats = str(app.query_one("#triage-saved").render())
+            assert "ignored" in stats and "this session: 2 labelled" in stats and "teacher agreed 1/2" in stats
+            assert "6 left in the queue; labelling as alice" in stats
+            await pilot.press("u", "u")  # the ignore, then the rejection's label
+            assert len(annotated(project)) == 1 and "this session: 1 labelled" in str(
+                app.query_one("#triage-saved").render())
+            await pilot.pause()
+            check_snapshot("triage-80x24", screen_text(app, project_dir))
+
+
+@pytest.mark.asyncio
+async def test_a_fresh_project_is_labelled_from_scratch_and_an_empty_queue_says_what_to_do(tmp_path: Path,
+                                                                                          monkeypatch):
+    monkeypatch.setenv("KDSTUDIO_ANNOTATOR", "bob")
+    rows = ["id,text"] + [f"d{i},story number {i}" for i in range(3)]
+    with Project.init(tmp_path / "fresh", [Label(x) for x in LABELS]) as project:
+        project.import_file(write(tmp_path / "d.csv", "\n".join(rows) + "\n"), ImportOptions(id_column="id"))
+        app = KdStudioApp(project)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f4")
+            await pilot.pause()
+            triage = app.query_one("#triage-pane")
+            assert triage.order == "diverse" and [x.teacher_label for x in triage.queue] == [None] * 3
+            assert "labelling from scratch, diverse documents first" in str(app.query_one("#triage-saved").render())
+            await pilot.press("a")  # no teacher label to accept
+            assert annotated(project) == []
+            await pilot.press("2", "i", "3")
+            assert [(d, label, who) for d, label, who in annotated(project)] == [
+                (triage.queue[0].doc_id, "politics", "bob"), (triage.queue[2].doc_id, "tech", "bob")]
+            info = " ".join(str(app.query_one("#triage-info").render()).split())
+            assert "End of this queue (3 documents). Press o for another order" in info, info
+            await pilot.press("o")  # the teacher's orders have nothing: back to a fresh cold start, one left
+            await pilot.pause()
+            assert [x.doc_id for x in triage.queue] == [annotated(project) and triage.queue[0].doc_id]
+            await pilot.press("1")
+            await pilot.pause()
+            info = " ".join(str(app.query_one("#triage-info").render()).split())
+            assert len(annotated(project)) == 3
+            await pilot.press("f2", "f4")
+            await pilot.pause()
+            info = " ".join(str(app.query_one("#triage-info").render()).split())
+            assert "Every pool document has a label" in info, info
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_cold_start_queue_spreads_over_the_corpus(tmp_path_factory):
+    directory = embedded_slice(tmp_path_factory.mktemp("cold") / "bbc", limit=100, seed=7)
+    with Project.open(directory) as project:
+        diverse = project.triage_queue("diverse")
+        gold = project.store.gold()
+        pool = sorted(d for d in project.store.ids_in_split("pool"))
+        assert len(diverse) == min(50, len(pool)) and {x.doc_id for x in diverse} <= set(pool)
+        assert len({gold[x.doc_id] for x in diverse[:8]}) >= 4  # the first few already cover most classes
+        project.set_label(diverse[0].doc_id, project.labels[0], annotator="t")
+        assert diverse[0].doc_id not in {x.doc_id for x in project.triage_queue("diverse")}
+
+
+@pytest.mark.asyncio
+async def test_every_tab_key_works_from_inside_a_text_box(project_dir: Path):
+    with Project.open(project_dir) as project:
+        app = KdStudioApp(project)
+        async with app.run_test(size=SIZE) as pilot:
+            tabs = app.query_one("#tabs")
+            for box, tab in (("#budget", "f5"), ("#limit", "f6"), ("#out", "f7"), ("#search", "f3")):
+                await pilot.press(tab)
+                await pilot.pause()
+                app.query_one(box).focus()
+                await pilot.pause()
+                assert app.focused is app.query_one(box)
+                for key, expected in (("f2", "dashboard"), (tab, None)):
+                    await pilot.press(key)
+                    await pilot.pause()
+                    if expected:
+                        assert tabs.active == expected, (box, key)
+                        await pilot.press(tab)
+                        await pilot.pause()
+                        app.query_one(box).focus()
+                        await pilot.pause()
+            await pilot.press("f5")
+            app.query_one("#budget").focus()
+            await pilot.press("f10")  # Cancel with nothing running: nothing happens, nothing breaks
+            await pilot.press("f9")  # Resume with no run: said, not crashed
+            await pilot.pause()
+            assert not app.query_one("#distill-pane").running
+
+
+SCREENS = [("dashboard", "f2"), ("corpus", "f3"), ("triage", "f4"), ("distill", "f5"), ("review", "f6"),
+           ("export", "f7"), ("help", "f1")]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+async def test_every_screen_at_80x24_and_120x40(project_dir: Path, size: tuple[int, int]):
+    with Project.open(project_dir) as project:
+        app = KdStudioApp(project, annotator="alice")
+        async with app.run_test(size=size) as pilot:
+            for name, key in SCREENS:
+                await pilot.press(key)
+                await pilot.pause()
+                text = screen_text(app, project_dir)
+                assert max(len(line) for line in text.splitlines()) <= size[0]
+                check_snapshot(f"{name}-{size[0]}x{size[1]}", text)
+                if name == "help":
+                    await pilot.press("escape")

@@ -7,37 +7,49 @@ from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from kdstudio.errors import KdError
 from kdstudio.project import Project
-from kdstudio.tui.panes import Corpus, Dashboard, Distill, Export, Pane, Review, Triage
+from kdstudio.tui.corpus import Corpus
+from kdstudio.tui.dashboard import Dashboard
+from kdstudio.tui.distill import Distill
+from kdstudio.tui.export_tab import Export
+from kdstudio.tui.pane import Pane
+from kdstudio.tui.review import Review
+from kdstudio.tui.triage import Triage
 
 TABS = [("dashboard", "Dashboard", Dashboard), ("corpus", "Corpus", Corpus), ("triage", "Triage", Triage),
         ("distill", "Distill", Distill), ("review", "Review", Review), ("export", "Export", Export)]
 
-HELP = """[b]kdstudio[/b] — keys
+HELP = """[b]kdstudio[/b] — keys (they work wherever the focus is)
 
-F2 Dashboard   F3 Corpus   F4 Triage   F5 Distill   F6 Review   F7 Export
-F1 or ?  this help        q  quit (a running distillation is cancelled, resumable)
+F2 Dashboard  F3 Corpus  F4 Triage  F5 Distill  F6 Review  F7 Export
+F1 or ?  this help    q  quit (a running distillation stops, resumable)
 
-[b]Corpus[/b]   type in the boxes and press Enter to filter; n / p next / previous page
-[b]Triage[/b]   1-9 (then letters) assign that label   Enter accept the teacher's label
-         s skip   u undo the last label   o switch the order (uncertainty / disagreement / suspect)
-         every key is saved at once as a human label
-[b]Distill[/b]  pick teacher, selector, student and budgets; Start, Cancel (resumable), Resume
-[b]Review[/b]   Label Studio push / pull / report (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)
-[b]Export[/b]   pick a student, export ONNX (int8 optional); the model card is shown
+[b]Triage[/b]  1-9, then letters: that label   a or Enter: accept the teacher's
+        x reject the teacher's, then the right label's key   i ignore
+        u undo   o order: uncertainty, disagreement, suspect, diverse
+        (diverse: unlabelled documents, for labelling from scratch)
+        every key is saved at once, as your label (tui --annotator)
+[b]Corpus[/b]  type in a box, Enter filters; n / p next / previous page
+[b]Distill[/b] F8 start (a paid run shows its plan: F8 again to pay)
+        F9 resume the latest run   F10 cancel (resumable)
+[b]Review[/b]  F8 preview what would go to Label Studio, F9 push it,
+        F10 pull (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)
+[b]Export[/b]  F8 export the chosen student: its steps, then its card
 
-The mouse works too, and is never needed.  Press Esc to close."""
+The mouse works too, and is never needed.  Esc closes this."""
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [("escape", "app.pop_screen", "close"), ("q", "app.pop_screen", "close")]
 
     def compose(self) -> ComposeResult:
-        yield Static(HELP, id="help")
+        with VerticalScroll(id="help"):  # scrolls where the terminal is shorter than the text
+            yield Static(HELP)
 
 
 class KdStudioApp(App[None]):
@@ -45,20 +57,26 @@ class KdStudioApp(App[None]):
     CSS_PATH = "app.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "help"), Binding("question_mark", "help", "help", show=False),
-        *[Binding(f"f{i + 2}", f"show('{tab}')", title, show=i < 4) for i, (tab, title, _) in enumerate(TABS)],
+        # priority: a tab's key works with the focus in a text box too.
+        *[Binding(f"f{i + 2}", f"show('{tab}')", title, show=False, priority=True)
+          for i, (tab, title, _) in enumerate(TABS)],
+        # A tab's own actions: F8, F9, F10, wherever the focus is on it (see Pane.TAB_KEYS).
+        *[Binding(f"f{n}", f"tab_key('f{n}')", show=False, priority=True) for n in (8, 9, 10)],
         Binding("q", "quit", "quit"),
     ]
 
-    def __init__(self, project: Project, **kwargs: Any) -> None:
+    def __init__(self, project: Project, annotator: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.project = project
+        self.annotator = annotator or default_annotator()
         self.sub_title = f"{project.config.name} ({Path(project.directory).resolve().name})"
 
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(id="tabs"):
-            for tab, title, pane in TABS:
-                with TabPane(title, id=tab):
+            for i, (tab, title, pane) in enumerate(TABS):
+                key = f"F{i + 2}"
+                with TabPane(f"{key} {title}", id=tab):
                     yield pane(id=f"{tab}-pane")
         yield Footer()
 
@@ -88,7 +106,17 @@ class KdStudioApp(App[None]):
             self.refresh_pane(event.pane.id)
 
     def action_show(self, tab: str) -> None:
+        # Focus leaves the old tab first: left in a box there, it would move to the next widget of that tab as the tab
+        # hides, and bring the tab back.
+        self.set_focus(None)
         self.query_one(TabbedContent).active = tab
+
+    def action_tab_key(self, key: str) -> None:
+        tab = self.query_one(TabbedContent).active
+        pane = self.query_one(f"#{tab}-pane", Pane)
+        action = pane.TAB_KEYS.get(key)
+        if action:
+            getattr(pane, f"action_{action}")()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -100,6 +128,17 @@ class KdStudioApp(App[None]):
         self.exit()
 
 
-def run(directory: Path) -> None:
+def default_annotator() -> str:
+    """Whose labels these are: KDSTUDIO_ANNOTATOR, else the operating system's user."""
+    import getpass
+    import os
+
+    try:
+        return os.environ.get("KDSTUDIO_ANNOTATOR") or getpass.getuser()
+    except (KeyError, OSError):  # no user name (a container without /etc/passwd entry)
+        return "unknown"
+
+
+def run(directory: Path, annotator: str | None = None) -> None:
     with Project.open(directory) as project:
-        KdStudioApp(project).run()
+        KdStudioApp(project, annotator).run()

@@ -1,0 +1,46 @@
+"""The Dashboard tab: the project's figures and the latest run's learning curve."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import Static
+from textual_plotext import PlotextPlot
+
+from kdstudio.money import usd
+from kdstudio.tui.pane import Pane
+
+
+class Dashboard(Pane):
+    def compose(self) -> ComposeResult:
+        yield Static(id="dashboard-stats")
+        yield PlotextPlot(id="curve")
+
+    def refresh_data(self) -> None:
+        status = self.project.status()
+        docs = ", ".join(f"{split}/{source} {n}" for split, source, n in status.documents) or "none"
+        labels = ", ".join(f"{label} {n}" for label, n in status.label_distribution) or "none yet"
+        by_source = ", ".join(f"{source} {n}" for source, n in status.labels_by_source) or "none yet"
+        self.query_one("#dashboard-stats", Static).update(Text.assemble(
+            (status.name, "bold"), f"  {status.total_documents} documents: {docs}\n"
+            f"labels: {labels}  (by source: {by_source})\n"
+            f"spent {usd(status.spend_usd)} on {status.teacher_calls} teacher calls ({status.teacher_errors} failed);"
+            f" {len(status.runs)} runs"))
+        plot = self.query_one("#curve", PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        run = status.runs[-1] if status.runs else None
+        rounds = [r for r in self.project.rounds(run.id) if r.phase == "done"] if run else []
+        if rounds:
+            x = [r.bought for r in rounds]
+            for split in ("test", "val"):
+                y = [r.metrics.get(split, {}).get("accuracy") for r in rounds]
+                if all(v is not None for v in y):
+                    plt.plot(x, y, label=f"{split} accuracy", marker="dot")
+            plt.title(f"run {run.id}: {run.config.get('selector')} / {run.config.get('student')} / "
+                      f"{run.config.get('teacher')}{' (SIMULATED)' if run.simulated else ''}")
+            plt.xlabel("labels")
+        else:
+            plt.title("no run yet: start one in Distill (F5), or label in Triage (F4)")
+        plot.refresh()
