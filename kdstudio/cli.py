@@ -714,11 +714,20 @@ review_backend_option = click.option("--backend", default="labelstudio", show_de
 @click.option("--below", type=float, help="low-confidence: the confidence threshold [default: [review] below, "
                                           "else 0.8].")
 @click.option("--limit", type=int, help="Send at most this many (least certain first).")
+@click.option("--preview", is_flag=True, help="List what would be sent, and send nothing.")
 @review_backend_option
-def review_push(project_dir: Path, filter_: str | None, below: float | None, limit: int | None,
+def review_push(project_dir: Path, filter_: str | None, below: float | None, limit: int | None, preview: bool,
                 backend: str) -> None:
     """Send unchecked teacher labels for review; pushing again never duplicates a document."""
     with Project.open(project_dir) as project:
+        if preview:
+            items = project.review_preview(filter=filter_, limit=limit, below=below)
+            for item in items:  # tab-separated, for eyes and for `cut`
+                conf = "?" if item.confidence is None else f"{item.confidence:.2f}"
+                click.echo("\t".join([" ".join(item.doc_id.split()), item.label, conf,
+                                      " ".join(item.text.split())[:80]]))
+            err_console.print(f"{len(items)} teacher labels would be sent; nothing was sent")
+            return
         r = project.review_push(filter=filter_, limit=limit, below=below, backend=backend)
     console.print(f"{r.backend} at {r.location}, project {r.project_ref}{' (created)' if r.created else ''}: "
                   f"{r.chosen} teacher labels chosen, {r.sent} sent, {r.already_there} already there")

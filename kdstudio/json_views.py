@@ -8,11 +8,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from kdstudio.audit import AuditReport
-from kdstudio.plugins import Plugins
-from kdstudio.project import Status
-from kdstudio.store.ledger import SpendRow
-from kdstudio.store.runs import RoundRow, RunRow
+from kdstudio.types import AuditReport, Plugins, RoundRow, RunRow, SpendRow, Status
 
 VERSION = 1
 

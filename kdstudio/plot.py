@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kdstudio.errors import KdError
-from kdstudio.store.runs import RoundRow, RunRow
+from kdstudio.types import RoundRow, RunRow
 
 FORMATS = (".png", ".svg", ".pdf")
 

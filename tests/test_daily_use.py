@@ -217,3 +217,37 @@ def test_a_paid_run_shows_its_plan_and_asks_before_spending(distilled: Path, tmp
         assert llm.requests() == []
     with Project.open(copy, read_only=True) as project:
         assert len(project.runs()) == 2  # no run was started
+
+
+def test_review_push_preview_lists_what_would_go_and_sends_nothing(distilled: Path, monkeypatch):
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)  # a push would fail: a preview needs no server
+    result = run_cli("review", "push", "-p", str(distilled), "--preview", "--filter", "all", "--limit", "3")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert len(rows) == 3 and all(len(r) == 4 for r in rows)
+    assert "3 teacher labels would be sent; nothing was sent" in result.stderr
+    with Project.open(distilled, read_only=True) as project:
+        assert [x.doc_id for x in project.review_preview(filter="all", limit=3)] == [r[0] for r in rows]
+
+
+@pytest.mark.slow
+def test_the_card_counts_people_s_labels_and_the_labels_reused_for_free(distilled: Path, tmp_path: Path):
+    copy = fresh_copy(distilled, tmp_path)
+    with Project.open(copy) as project:
+        pool = project.store.ids_in_split("pool")
+        gold = project.store.gold()
+        for doc in pool[:10]:
+            project.set_label(doc, gold[doc], annotator="ann")
+        # The same teacher and seed as run 1: the documents run 1 bought are answered from the ledger, for free.
+        result = project.distill(DistillConfig(teacher="oracle", teacher_options={"noise": 0.2}, selector="random",
+                                               seed_size=10, batch=10, budget_labels=30, val_limit=20))
+        reused = sum(r.reused for r in project.cost() if r.run_id == result.run_id)
+        paid = sum(r.calls for r in project.cost() if r.run_id == result.run_id)
+        trained = project.load_student()[1]["metrics"]["trained_on"]
+    assert reused > 0 and trained["by_source"].get("human") == 10
+    out = run_cli("export", "-p", str(copy), "--out", str(tmp_path / "model"))
+    assert out.returncode == 0, out.stderr
+    card = (tmp_path / "model" / "README.md").read_text(encoding="utf-8")
+    total = sum(trained["by_label"].values())
+    assert f"{total} labels: {trained['by_source'].get('teacher', 0)} from the teacher, 10 from people" in card
+    assert f"teacher calls paid: {paid}," in card and f"at no cost: {reused}" in card

@@ -142,21 +142,26 @@ async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(tmp
     directory = embedded_slice(tmp_path_factory.mktemp("tui") / "bbc", limit=200, seed=2)
     with Project.open(directory) as project:
         app = KdStudioApp(project)
-        async with app.run_test(size=(120, 40)) as pilot:
+        async with app.run_test(size=SIZE) as pilot:
             await pilot.press("f5")
             await pilot.pause()
             app.query_one("#teacher").value = "oracle"
             app.query_one("#batch").value = "1"  # many short rounds: the cancel lands mid-run
             app.query_one("#budget").value = "1000"
-            await pilot.click("#start")
+            app.query_one("#budget").focus()  # the keys work from inside a box
+            await pilot.press("f8")
             log = app.query_one("#distill-log")
             deadline = time.time() + 60
-            while not any("round   1" in str(line) for line in log.lines) and time.time() < deadline:
+            while not any("round   1" in line.text for line in log.lines) and time.time() < deadline:
                 await pilot.pause(0.1)
-            await pilot.click("#cancel")
+            await pilot.press("f10")
             while app.query_one("#distill-pane").running and time.time() < deadline:
                 await pilot.pause(0.1)
             assert not app.query_one("#distill-pane").running and app.query_one("#cancel").disabled
+            # At 80 columns every round line wraps inside the log, none is cut under its scrollbar.
+            width = log.scrollable_content_region.width
+            assert log.lines and all(len(line.text.rstrip()) <= width for line in log.lines)
+            assert "*best (lowest val loss)" in " ".join(line.text.strip() for line in log.lines)
         run = project.latest_run()
         assert run.status == "cancelled" and run.config["teacher"] == "oracle"
         resumed = project.distill(resume=run.id)
@@ -175,7 +180,9 @@ async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(tmp
             while app.busy() and time.time() < deadline:
                 await pilot.pause(0.2)
             await pilot.pause()
-            assert "## Teacher and cost" in app.query_one("#card")._markdown
+            card = app.query_one("#card")._markdown
+            assert "## Teacher and cost" in card and "building the ONNX graph" in card
+            assert "checking the exported model against the in-process student" in card
         assert (tmp_path / "model" / "model.onnx").is_file()
 
 
@@ -197,7 +204,7 @@ async def test_triage_keys_while_a_distill_worker_writes(tmp_path_factory):
             await pilot.click("#start")
             log = app.query_one("#distill-log")
             deadline = time.time() + 90
-            while not any("round   1" in str(line) for line in log.lines) and time.time() < deadline:
+            while not any("round   1" in line.text for line in log.lines) and time.time() < deadline:
                 await pilot.pause(0.1)
             await pilot.press("f4")  # reads through the app's cursor while the worker writes through its own
             await pilot.pause()
@@ -224,7 +231,7 @@ async def test_triage_keys_while_a_distill_worker_writes(tmp_path_factory):
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_person_types_in_tmux(project_dir: Path):
     session = f"kdstudio-test-{os.getpid()}"
-    command = f"{sys.executable} -m kdstudio tui -p {project_dir}"
+    command = f"{sys.executable} -m kdstudio tui -p {project_dir} --annotator carol"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command], check=True)
 
     def screen() -> str:
@@ -255,7 +262,7 @@ def test_a_person_types_in_tmux(project_dir: Path):
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     with Project.open(project_dir, read_only=True) as project:
-        assert [label for _, label in human_labels(project)] == ["sports"]
+        assert [(label, who) for _, label, who in annotated(project)] == [("sports", "carol")]
 
 
 @pytest.mark.asyncio

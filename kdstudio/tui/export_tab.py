@@ -67,7 +67,7 @@ class Export(Pane):
             if card.startswith("---\n"):  # the Hugging Face metadata: for the Hub, not for reading here
                 card = card.split("\n---\n", 1)[-1]
             text = (f"**Exported** in {time.monotonic() - started:.0f} s to\n\n{verbatim(str(report.model.directory))}"
-                    f"\n\n" + card)
+                    "\n\n" + "\n".join(steps) + "\n\n---\n\n" + card)
         except KdError as exc:
             text = "**Error:**\n\n" + verbatim(exc.message + (f"\nFix: {exc.fix}" if exc.fix else ""))
         except Exception as exc:  # the app must stay up; the message says what went wrong
