@@ -23,7 +23,7 @@ from kdstudio.export import ExportReport
 from kdstudio.loop import DistillConfig, Plan, RoundReport, RunResult
 from kdstudio.plugins import Plugins, Registered, get_plugins
 from kdstudio.project import ProgressView, Status, TriageItem
-from kdstudio.review import Agreement, PullReport, PushReport
+from kdstudio.review import Agreement, PullReport, PushReport, ReviewItem, ReviewState
 from kdstudio.store import ImportOptions, ImportReport, RoundRow, RunRow, SpendRow, parse_split_option
 from kdstudio.store.browse import Filters, Page
 
@@ -31,7 +31,8 @@ __all__ = [
     "Agreement", "AuditReport", "CascadeReport", "DistillConfig", "Engine", "Event", "EventFn", "ExportReport",
     "Filters",
     "ImportOptions", "ImportReport", "Label", "Labelled", "Page", "Plan", "Plugins", "ProgressView", "PullReport",
-    "PushReport", "Registered", "RoundDone", "RoundReport", "RoundRow", "RunDone", "RunResult", "RunRow",
+    "PushReport", "Registered", "ReviewItem", "ReviewState", "RoundDone", "RoundReport", "RoundRow", "RunDone",
+    "RunResult", "RunRow",
     "RunStarted", "SamplesGenerated", "SpendRow", "Status", "Suspect", "TeacherChecked", "Teaching", "TriageItem",
     "get_plugins",
     "parse_labels_option", "parse_split_option", "read_labels_file",
