@@ -635,10 +635,16 @@ def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: s
             return
         report = project.export(out_dir, student_id=student_id, quantize=quantize, exporter=exporter,
                                 **card,
-                                on_step=lambda step: err_console.print(f"export: {step}", style="dim"))
+                                on_step=_export_step)
     console.print(export_view(report))
     for warning in report.warnings:
         err_console.print(Text(f"warning: {warning}", style="yellow"))
+
+
+def _export_step(step: str) -> None:
+    """Each step of an export as it starts, on a terminal (a log or a script gets the result, or one error line)."""
+    if err_console.is_terminal:
+        err_console.print(f"export: {step}", style="dim")
 
 
 def _card_flags(license_: str | None, codes: tuple[str, ...]) -> dict[str, Any]:

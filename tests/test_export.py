@@ -106,8 +106,7 @@ def test_export_writes_one_graph_tokenizer_labels_and_a_card(exported: dict):
                  "Only the first 256 tokens", "kdstudio 0.1.0", "Imported from: dataset:bbc-news"):
         assert part in card, part
     assert "same label as the in-process student for 100.0%" in exported["fp32_run"].stdout
-    for step in ("export: building the ONNX graph", "export: checking the exported model", "export: writing the model"):
-        assert step in exported["fp32_run"].stderr, step
+    assert "export:" not in exported["fp32_run"].stderr  # steps are for a terminal (the TUI test watches them)
 
 
 @pytest.mark.slow

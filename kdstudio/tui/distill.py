@@ -50,7 +50,9 @@ class Distill(Pane):
             yield Button("Start (F8)", id="start", variant="primary")
             yield Button("Resume (F9)", id="resume")
             yield Button("Cancel (F10)", id="cancel", variant="error", disabled=True)
-        yield RichLog(id="distill-log", wrap=True)  # no markup: run lines carry provider errors and labels
+        # No markup: run lines carry provider errors and labels.
+        # min_width: unless told, RichLog renders 78 columns or more, past the edge of an 80x24 screen.
+        yield RichLog(id="distill-log", wrap=True, min_width=20)
 
     def _config(self) -> DistillConfig:
         form = {key: self.query_one(f"#{key}", Input).value.strip() for key in ("model", "usd", "budget", "batch")}

@@ -43,9 +43,8 @@ class Export(Pane):
             return
         if self.app.refuse_while_busy("export"):  # type: ignore[attr-defined]
             return
-        # A relative folder is beside the project, never inside it: the project folder is not a model folder.
-        name = self.query_one("#out", Input).value.strip() or "model"
-        out = self.project.directory.parent / name if not name.startswith("/") else name
+        # A relative folder is inside the project, wherever the TUI was started from.
+        out = self.project.directory / (self.query_one("#out", Input).value.strip() or "model")
         self.query_one("#card", Markdown).update("**Exporting**\n")
         self._run(int(choice), str(out), self.query_one("#int8", Checkbox).value)
 

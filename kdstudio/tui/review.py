@@ -42,7 +42,9 @@ class Review(Pane):
             yield Button("Preview (F8)", id="preview", variant="primary")
             yield Button("Push (F9)", id="push", disabled=True)
             yield Button("Pull (F10)", id="pull")
-        yield RichLog(id="review-log", wrap=True)  # no markup: server answers and labels are data
+        # No markup: server answers and labels are data.
+        # min_width: unless told, RichLog renders 78 columns or more, past the edge of an 80x24 screen.
+        yield RichLog(id="review-log", wrap=True, min_width=20)
 
     def refresh_data(self) -> None:
         state = self.project.review_state()
