@@ -595,7 +595,9 @@ def audit(project_dir: Path, top: int, doubt: str, doubt_option: tuple[str, ...]
 
         _show(audit_json(report))
         return
-    console.print(audit_view(report, str(project_dir)))
+    console.print(audit_view(report))
+    # A line of its own that never wraps, so that a long path cannot split the command.
+    console.print(f"  kdstudio review push -p {project_dir} --filter suspect", soft_wrap=True)
 
 
 @cli.command()
@@ -830,12 +832,15 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
         console.print(export_view(project.export(directory / "model", quantize="int8", language=["en"])))
         # The command as it was typed (.venv/bin/kdstudio after the README's set-up), so that it can be pasted.
         me = sys.argv[0] if Path(sys.argv[0]).name == "kdstudio" else "kdstudio"
-        console.print(f"          try it: echo 'Rooney scores twice' | {me} predict {directory / 'model'} -")
+        # Commands are printed unwrapped (soft_wrap) so that a long path never splits one across lines.
+        console.print(f"          try it: echo 'Rooney scores twice' | {me} predict {directory / 'model'} -",
+                      soft_wrap=True)
         console.print(styled(("5. status", "bold")))
         console.print(status_view(project.status()))
-        console.print(styled(("next", "bold"), f":     the teacher is not always right: `{me} audit -p {directory}` "
-                             "ranks its labels most likely wrong, and `review push --filter suspect` sends them to "
-                             "people first"))
+        console.print(styled(("next", "bold"), ":     the teacher is not always right; rank its labels most likely "
+                             "wrong, then send those to people first:"))
+        console.print(f"          {me} audit -p {directory}", soft_wrap=True)
+        console.print(f"          {me} review push -p {directory} --filter suspect", soft_wrap=True)
 
 
 def _demo_plot(project: Project, run_id: int, path: Path) -> Path:

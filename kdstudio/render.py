@@ -251,7 +251,7 @@ def teacher_line(result: RunResult, teacher_on_test: float | None) -> Text:
                          "documents: ", (verdict, "bold green" if student > teacher_on_test else "yellow"))
 
 
-def audit_view(report: AuditReport, project_dir: str) -> Group:
+def audit_view(report: AuditReport) -> Group:
     columns = [Col("#", True), Col("document", keep=3), Col("teacher said"), Col("conf", True, keep=5),
                Col("student belief", True, keep=4), Col("student says"), Col("suspicion", True),
                Col("nearest labelled", keep=2), Col("text", keep=6)]
@@ -266,8 +266,7 @@ def audit_view(report: AuditReport, project_dir: str) -> Group:
     return Group(table, Text(
         f"judged {report.judged} teacher labels ({report.trusted} human labels trusted beside them): "
         f"{report.flagged} flagged as likely wrong (!). * marks a human-labelled neighbour.\n"
-        f"Send them to people first: kdstudio review push -p {project_dir} --filter suspect (or the Triage tab's "
-        "suspect order, key o)."))
+        "Send them to people first (or use the Triage tab's suspect order, key o):"))
 
 
 def plan_view(plan: Plan) -> Group:
