@@ -15,6 +15,11 @@ from kdstudio.loop import DistillConfig
 from kdstudio.project import Project
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # One worker per core: torch's own threads (one per core by default, in every worker and every CLI child) would
+    # oversubscribe the cores, and spinning OpenMP threads cost more CPU than they save. Set before torch loads.
+    for knob in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(knob, "1")
 # Encoders built on first use (the static one) go to a cache of this test session, never the user's; set before any
 # child process or Ray cluster starts, so that they all share it.
 CACHE = Path(tempfile.mkdtemp(prefix="kdstudio-test-cache-"))

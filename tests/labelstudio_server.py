@@ -3,6 +3,7 @@ bound to 127.0.0.1 only, with a reviewer account and a legacy API token; stopped
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -22,7 +23,11 @@ TOKEN = "5f0c1d2e3a4b5c6d7e8f90a1b2c3d4e5f6a7b8c9"
 def ensure_venv() -> Path:
     """Build (once) the virtualenv that holds label-studio, with the script the README gives users."""
     base = getattr(sys, "_base_executable", sys.executable)  # the interpreter behind the project's venv
-    subprocess.run(["bash", str(ROOT / "scripts" / "labelstudio.sh")], check=True, env={**os.environ, "PYTHON": base})
+    # Test workers run in parallel (pytest-xdist): one builds, the others wait for it and find the stamp.
+    with (ROOT / ".venv-labelstudio.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["bash", str(ROOT / "scripts" / "labelstudio.sh")], check=True,
+                       env={**os.environ, "PYTHON": base})
     assert (VENV / "kdstudio-stamp").read_text().strip() == VERSION
     return VENV / "bin" / "label-studio"
 
