@@ -13,7 +13,7 @@ from textual.widgets import Button, Input, Label, RichLog, Select
 
 from kdstudio.errors import KdError
 from kdstudio.project import Project
-from kdstudio.tui.pane import Pane, text_of
+from kdstudio.tui.pane import Pane, data_log, text_of
 from kdstudio.types import DistillConfig, Event, RoundDone, RunStarted, TeacherChecked
 
 
@@ -50,9 +50,7 @@ class Distill(Pane):
             yield Button("Start (F8)", id="start", variant="primary")
             yield Button("Resume (F9)", id="resume")
             yield Button("Cancel (F10)", id="cancel", variant="error", disabled=True)
-        # No markup: run lines carry provider errors and labels.
-        # min_width: unless told, RichLog renders 78 columns or more, past the edge of an 80x24 screen.
-        yield RichLog(id="distill-log", wrap=True, min_width=20)
+        yield data_log("distill-log")
 
     def _config(self) -> DistillConfig:
         form = {key: self.query_one(f"#{key}", Input).value.strip() for key in ("model", "usd", "budget", "batch")}

@@ -6,6 +6,7 @@ import re
 from typing import Any, ClassVar
 
 from textual.widget import Widget
+from textual.widgets import RichLog
 
 from kdstudio.project import Project
 
@@ -32,3 +33,9 @@ def verbatim(text: str) -> str:
     """Text shown in a Markdown widget exactly as it is: a fenced block longer than any backtick run inside it."""
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
     return f"{fence}text\n{text}\n{fence}"
+
+
+def data_log(log_id: str) -> RichLog:
+    """A pane's log. No markup: its lines carry labels, provider errors and server answers, which are data.
+    min_width: unless told, RichLog renders 78 columns or more, past the edge of an 80x24 screen."""
+    return RichLog(id=log_id, wrap=True, min_width=20)

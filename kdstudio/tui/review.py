@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, RichLog, Select
 
 from kdstudio.errors import KdError
-from kdstudio.tui.pane import Pane, text_of
+from kdstudio.tui.pane import Pane, data_log, text_of
 
 FILTERS = ("low-confidence", "disagreement", "suspect", "all")
 SHOWN = 5  # documents of a preview listed by name
@@ -42,9 +42,7 @@ class Review(Pane):
             yield Button("Preview (F8)", id="preview", variant="primary")
             yield Button("Push (F9)", id="push", disabled=True)
             yield Button("Pull (F10)", id="pull")
-        # No markup: server answers and labels are data.
-        # min_width: unless told, RichLog renders 78 columns or more, past the edge of an 80x24 screen.
-        yield RichLog(id="review-log", wrap=True, min_width=20)
+        yield data_log("review-log")
 
     def refresh_data(self) -> None:
         state = self.project.review_state()
