@@ -195,7 +195,8 @@ def cascade(project: Any, tiers: dict[str, Any], built: dict[str, Any], work: Pa
                            fast.predict_proba(project.store.vectors(tiers["static"].key, val)),
                            slow.predict_proba(project.store.vectors(tiers["minilm"].key, val)), val_y,
                            project.store.texts(test), test_y, None, None)
-    report = build_cascade(inputs, project.plugins.get("exporter", "onnx").cls(), work / "cascade", [])
+    report = build_cascade(inputs, project.plugins.get("exporter", "onnx").cls(), work / "cascade", [],
+                           {"project": project.config.name})
     texts = inputs.test_texts
     both = Cascade(work / "cascade", threads=2, providers=["CPUExecutionProvider"])
     alone = Classifier(work / "cascade" / "slow", threads=2, providers=["CPUExecutionProvider"])

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from kdstudio import __version__
 from kdstudio.atomic_dir import check_replaceable, replacing
 from kdstudio.interfaces import ExportContext, Exporter, Student
+from kdstudio.modelcard import TAGS, hf_metadata
 from kdstudio.runtime import CASCADE, Cascade
 
 FAST, SLOW = "fast", "slow"
@@ -44,6 +46,21 @@ class CascadeReport:
     tiers: list[TierShare]
     defer_below: float | None
     deferred: float | None  # share of test documents the last tier doubts (with defer_below)
+    warnings: list[str] = field(default_factory=list)
+
+
+FEW_VAL = 100  # below this many validation documents the threshold's accuracy is too uncertain to go unsaid
+
+
+def few_val_warning(n_val: int, accuracy: float) -> list[str]:
+    """What a threshold chosen on few validation documents is worth: the half-width of a 95% interval of the
+    accuracy it was chosen for."""
+    if n_val >= FEW_VAL:
+        return []
+    half = 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 0.25 / max(n_val, 1)) / max(n_val, 1))
+    return [f"the threshold was chosen on only {n_val} validation documents: the accuracy it aims at is known to about "
+            f"+/-{half:.3f} (95%), so the cascade may miss its target by that much; a larger validation split "
+            "(`kdstudio split -p DIR val=0.1`, then distill) makes it surer"]
 
 
 def choose_threshold(fast: np.ndarray, slow: np.ndarray, y: np.ndarray, target: float) -> tuple[float, float]:
@@ -81,7 +98,8 @@ class CascadeInputs:
     defer_below: float | None
 
 
-def build_cascade(inputs: CascadeInputs, exporter: Exporter, out_dir: Path, card_lines: list[str]) -> CascadeReport:
+def build_cascade(inputs: CascadeInputs, exporter: Exporter, out_dir: Path, card_lines: list[str],
+                  card: dict[str, Any]) -> CascadeReport:
     slow_val = float((inputs.val_slow.argmax(axis=1) == inputs.val_y).mean()) if len(inputs.val_y) else 0.0
     target = inputs.target if inputs.target is not None else slow_val - TOLERANCE
     threshold, val_accuracy = choose_threshold(inputs.val_fast, inputs.val_slow, inputs.val_y, target)
@@ -94,7 +112,8 @@ def build_cascade(inputs: CascadeInputs, exporter: Exporter, out_dir: Path, card
         spec = {"format": 1, "kdstudio_version": __version__, "defer_below": inputs.defer_below, "tiers": tiers}
         (staging / CASCADE).write_text(json.dumps(spec, indent=1), encoding="utf-8")
         report = _measure(Cascade(staging), inputs, out_dir, threshold, target, val_accuracy, slow_val)
-        (staging / "README.md").write_text(render_cascade_card(report, card_lines), encoding="utf-8")
+        report.warnings = few_val_warning(report.n_val, val_accuracy)
+        (staging / "README.md").write_text(render_cascade_card(report, card_lines, card), encoding="utf-8")
     return report
 
 
@@ -117,11 +136,12 @@ def _measure(cascade: Cascade, inputs: CascadeInputs, out_dir: Path, threshold: 
                          float((slow.argmax(1) == y).mean()) if known else None, shares, inputs.defer_below, deferred)
 
 
-def render_cascade_card(r: CascadeReport, card_lines: list[str]) -> str:
+def render_cascade_card(r: CascadeReport, card_lines: list[str], card: dict[str, Any]) -> str:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    lines = [f"# Cascade of {len(r.tiers)} tiers", "",
+    lines = [*hf_metadata(str(card.get("project", "")), card, None, r.accuracy, None, (*TAGS, "cascade")),
+             f"# Cascade of {len(r.tiers)} tiers", "",
              f"Exported by kdstudio {__version__} on {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}.", "",
              f"The `{FAST}` tier answers every text it is at least {r.threshold:.3f} sure of; the `{SLOW}` tier "
              "answers the rest" + (f", and labels `defer` (for the LLM) what it is less than {r.defer_below} sure of"
@@ -135,6 +155,7 @@ def render_cascade_card(r: CascadeReport, card_lines: list[str]) -> str:
              f"{r.n_test} test documents (gold labels)."]
     if r.deferred is not None:
         lines.append(f"Deferred to the LLM: {r.deferred:.1%} of them.")
+    lines += [f"Warning: {w}." for w in r.warnings]
     lines += ["", "## Use", "", "```python", "from kdstudio.runtime import Cascade",
               'cascade = Cascade("this-folder")  # onnxruntime and tokenizers only',
               'cascade.predict(["some text"])  # each prediction says which tier answered', "```", "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,6 @@ from typing import Any
 
 import click
 import duckdb
-from rich.console import Console
 from rich.text import Text
 
 from kdstudio import __version__
@@ -19,7 +19,9 @@ from kdstudio.errors import KdError
 from kdstudio.money import usd
 from kdstudio.project import Project, open_engine
 from kdstudio.secrets import redact
+from kdstudio.terminal import SafeConsole, drop_output, shown, stdin_is_terminal
 from kdstudio.types import (
+    TEACHER_SHORTCUTS,
     DistillConfig,
     Engine,
     Event,
@@ -28,22 +30,24 @@ from kdstudio.types import (
     RoundDone,
     RunStarted,
     SamplesGenerated,
+    Setting,
     TeacherChecked,
     get_plugins,
     parse_labels_option,
     parse_split_option,
     read_labels_file,
+    settings_of,
 )
 
 # Everything printed may hold data (labels, paths, documents, provider errors): nothing is parsed as markup or
-# emoji codes, and styling is applied to Text spans only (see `styled`).
-console = Console(markup=False, emoji=False)
-err_console = Console(stderr=True, markup=False, emoji=False)
+# emoji codes, control characters are shown escaped, and styling is applied to Text spans only (see `styled`).
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
-    """Plain strings and (string, style) pairs, each printed literally."""
-    return Text.assemble(*parts)
+    """Plain strings and (string, style) pairs, each printed literally, control characters shown escaped."""
+    return Text.assemble(*((shown(part[0]), part[1]) if isinstance(part, tuple) else shown(part) for part in parts))
 
 project_option = click.option("-p", "--project", "project_dir", type=click.Path(path_type=Path), default=Path("."),
                               show_default=True, help="Project directory.")
@@ -85,18 +89,6 @@ def _engine(name: str, address: str | None, workers: int | None, engine_option: 
         engine.close()
 
 
-def _val_size(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        raise click.BadParameter("give a number of documents (0 or more), or auto") from None
-    if size < 0:
-        raise click.BadParameter("give a number of documents (0 or more), or auto")
-    return size
-
-
 def _split(value: str | None) -> dict[str, float] | None:
     return parse_split_option(value) if value else None
 
@@ -122,6 +114,28 @@ class _Cli(click.Group):
             # Everything done so far is in DuckDB (a distillation records the answers in flight first).
             err_console.print("interrupted: what was done is saved; `kdstudio distill --resume` continues a run")
             ctx.exit(130)
+        except BrokenPipeError:
+            # Whoever read the output has gone (`| head`): nothing more can be said there, and not all was delivered.
+            drop_output(sys.stdout)
+            ctx.exit(1)
+        except OSError as exc:
+            # The disk (full, read-only, gone): one line, and the command's own work already left things as they were.
+            err_console.print(styled(("Error:", "bold red"), " ", os_error_line(exc)), soft_wrap=True)
+            err_console.print(styled(("Fix:", "bold"), " ", os_error_fix(exc)), soft_wrap=True)
+            ctx.exit(1)
+
+
+def os_error_line(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"the system refused: {exc.strerror or exc}{where}"
+
+
+def os_error_fix(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "free some disk space (or write elsewhere) and run the command again; nothing was left half-written"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "make the folder writable, or give another one"
+    return "check the path and the disk, then run the command again"
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -288,104 +302,61 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     return pairs
 
 
-# Defaults shown in --help; a flag not given takes the project's [distill] setting, else this default.
-DEFAULTS = DistillConfig()
-# Flags that name a DistillConfig setting one to one.
-DISTILL_FLAGS = ("teacher", "selector", "student", "seed_selector", "seed_size", "batch", "budget_labels",
-                 "budget_calls", "budget_usd", "target", "patience", "max_rounds", "val_limit", "test_limit",
-                 "soft_labels", "doubt", "free_labels", "stop_when_gain_below", "seed", "generate", "generate_samples",
-                 "generate_shots")
+def setting_options(command: Any) -> Any:
+    """A flag per run setting, derived from its declaration (kdstudio.loop.DistillConfig): a flag not given takes the
+    project's [distill] setting, else the declared default."""
+    for declared in reversed(list(settings_of(DistillConfig).values())):
+        command = _setting_option(declared)(command)
+    for shortcut in reversed(TEACHER_SHORTCUTS):
+        command = click.option(shortcut.flag, shortcut.option, help=f"{shortcut.help}.")(command)
+    return command
+
+
+def _setting_option(declared: Setting) -> Any:
+    names, spec = [declared.flag, *declared.spec.aliases, declared.name], declared.spec
+    text = spec.help[0].upper() + spec.help[1:]
+    if declared.type is dict:
+        return click.option(*names, multiple=True, metavar=spec.metavar, help=f"{text}; repeatable.")
+    if declared.type is bool:
+        return click.option(*names, is_flag=True, help=f"{text}.")
+    shown_default = "none" if declared.default is None else declared.default
+    metavar = spec.metavar or ("NAME" if spec.plugin else "|".join(
+        [{int: "INTEGER", float: "NUMBER"}.get(declared.type, "TEXT"), *spec.literals]))
+    return click.option(*names, metavar=metavar, help=f"{text}. [default: {shown_default}]")
 
 
 def _distill_flags(ctx: click.Context) -> dict[str, Any]:
-    """The settings given on this command line, and only those (the project's defaults fill the rest)."""
+    """The settings given on this command line, and only those (the project's defaults fill the rest), each checked
+    by its declaration; a bad value is reported under its flag."""
     p = ctx.params
 
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
-    flags = {name: p[name] for name in DISTILL_FLAGS if given(name)}
-    if any(given(n) for n in ("teacher_option", "model", "api_base", "price_in", "price_out")):
-        flags["teacher_options"] = _teacher_options(p["teacher_option"], p["model"], p["api_base"], p["price_in"],
-                                                    p["price_out"])
-    if p["model"] and not given("teacher"):
+    flags: dict[str, Any] = {}
+    for name, declared in settings_of(DistillConfig).items():
+        if not given(name):
+            continue
+        if declared.type is dict:
+            flags[name] = _pairs(p[name], declared.flag)
+        elif declared.type is bool:
+            flags[name] = not p[name] if declared.spec.negated else p[name]
+        else:
+            try:
+                flags[name] = declared.parse(p[name])
+            except KdError as exc:
+                raise KdError(f"{declared.flag}: {exc.message}", exc.fix) from None
+    shortcuts = {x.option: p[x.option] for x in TEACHER_SHORTCUTS if given(x.option)}
+    if shortcuts:
+        flags["teacher_options"] = {**flags.get("teacher_options", {}), **shortcuts}
+    if "model" in shortcuts and not given("teacher"):
         flags["teacher"] = "llm"
-    if given("selector_option"):
-        flags["selector_options"] = _pairs(p["selector_option"], "--selector-option")
-    if given("student_option"):
-        flags["student_options"] = _pairs(p["student_option"], "--student-option")
-    if given("doubt_option"):
-        flags["doubt_options"] = _pairs(p["doubt_option"], "--doubt-option")
-    if given("free_labels_option"):
-        flags["free_labels_options"] = _pairs(p["free_labels_option"], "--free-labels-option")
-    for flag, setting in (("no_report", "generate_report"), ("no_hard_negatives", "generate_hard_negatives")):
-        if given(flag):
-            flags[setting] = not p[flag]
     return flags
-
-
-def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_base: str | None,
-                     price_in: float | None, price_out: float | None) -> dict[str, str]:
-    """--teacher-option pairs plus the LLM shortcuts (--model, --api-base, --price-in, --price-out)."""
-    options = _pairs(teacher_option, "--teacher-option")
-    for key, value in (("model", model), ("api_base", api_base), ("price_in", price_in), ("price_out", price_out)):
-        if value is not None:
-            options[key] = str(value)
-    return options
 
 
 @cli.command()
 @project_option
-@click.option("--teacher", help="A registered teacher (see `kdstudio plugins`); default zeroshot, or llm when "
-                                "--model is given.")
-@click.option("--teacher-option", multiple=True, metavar="KEY=VALUE", help="A teacher option; repeatable.")
-@click.option("--model", help="LLM teacher: a litellm model string, e.g. openai/gpt-4o-mini (key from the "
-                              "provider's environment variable).")
-@click.option("--api-base", help="LLM teacher: base URL of an OpenAI-compatible server (Ollama, vLLM, llama.cpp).")
-@click.option("--price-in", type=float, help="LLM teacher: USD per million prompt tokens (for unpriced models).")
-@click.option("--price-out", type=float, help="LLM teacher: USD per million completion tokens.")
-@click.option("--selector", default=DEFAULTS.selector, show_default=True)
-@click.option("--selector-option", multiple=True, metavar="KEY=VALUE")
-@click.option("--student", default=DEFAULTS.student, show_default=True)
-@click.option("--student-option", multiple=True, metavar="KEY=VALUE")
-@click.option("--seed-selector", default=DEFAULTS.seed_selector, show_default=True,
-              help="How the first batch is chosen.")
-@click.option("--seed-size", default=DEFAULTS.seed_size, show_default=True, help="Documents in the first batch.")
-@click.option("--batch", default=DEFAULTS.batch, show_default=True, help="Documents labelled per round.")
-@click.option("--budget-labels", type=int, default=DEFAULTS.budget_labels, show_default=True,
-              help="Training documents to buy at most.")
-@click.option("--budget-calls", type=int, help="Teacher calls at most (validation labels included).")
-@click.option("--budget-usd", type=float, help="US dollars at most.")
-@click.option("--target", help="Stop once reached, e.g. val.accuracy:0.95 (or, quoted, 'val.accuracy>=0.95').")
-@click.option("--patience", type=int, help="Stop after this many rounds without a better validation loss.")
-@click.option("--max-rounds", type=int)
-@click.option("--val-size", "--val-limit", "val_limit", default=DEFAULTS.val_limit, show_default=True,
-              callback=_val_size,
-              help="Validation documents the teacher labels once per run (paid like training labels); auto is half "
-                   "the label budget, 20 to 200.")
-@click.option("--test-limit", type=int, help="Gold test documents evaluated each round (default: all).")
-@click.option("--soft-labels", is_flag=True, help="Train on the teacher's probabilities, not just its label.")
-@click.option("--doubt", metavar="NAME", help="Doubt the teacher's labels with this label-doubt plugin (cleanlab or "
-                                             "confidence): labels that look wrong are held out or down-weighted.")
-@click.option("--doubt-option", multiple=True, metavar="KEY=VALUE",
-              help="A label-doubt option, e.g. action=weight (down-weight instead of hold out); repeatable.")
-@click.option("--free-labels", metavar="NAME", help="Let the unlabelled pool teach too: self-train (the student's "
-              "confident predictions) or spread (label spreading over a neighbour graph); pseudo-labels are "
-              "down-weighted, never stored or paid for.")
-@click.option("--free-labels-option", multiple=True, metavar="KEY=VALUE",
-              help="An option of the free labeller, e.g. precision=0.9; repeatable.")
-@click.option("--stop-when-gain-below", metavar="GAIN/PER",
-              help="Budget autopilot: stop once the forecast validation-accuracy gain of the next labels falls "
-                   "below this, e.g. 0.005/100 (per 100 labels) or 0.01/usd (per dollar).")
-@click.option("--generate", type=click.Choice(["pgkd"]), help="The teacher also writes new training samples aimed "
-                                                            "at the student's weaknesses, each round (PGKD).")
-@click.option("--generate-samples", default=DEFAULTS.generate_samples, show_default=True,
-              help="PGKD: new samples per round.")
-@click.option("--generate-shots", default=DEFAULTS.generate_shots, show_default=True,
-              help="PGKD: few-shot, correct, misclassified and hard-negative samples shown, each.")
-@click.option("--no-report", is_flag=True, help="PGKD ablation: leave the validation report out of the prompt.")
-@click.option("--no-hard-negatives", is_flag=True, help="PGKD ablation: leave the hard negatives out.")
-@click.option("--seed", default=DEFAULTS.seed, show_default=True)
+@setting_options
 @click.option("--plan", is_flag=True, help="Estimate what the run would cost the teacher, and send nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Start a paid run without showing its plan and asking first (on a "
                                                 "terminal a paid run asks; elsewhere it never does).")
@@ -393,18 +364,9 @@ def _teacher_options(teacher_option: tuple[str, ...], model: str | None, api_bas
 @click.option("--run", "run_id", type=int, help="With --resume: which run.")
 @engine_options
 @click.pass_context
-def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_option: tuple[str, ...],
-            model: str | None, api_base: str | None, price_in: float | None, price_out: float | None, selector: str,
-            selector_option: tuple[str, ...], student: str, student_option: tuple[str, ...], seed_selector: str,
-            seed_size: int, batch: int, budget_labels: int, budget_calls: int | None, budget_usd: float | None,
-            target: str | None, patience: int | None, max_rounds: int | None, val_limit: int | str,
-            test_limit: int | None, soft_labels: bool, doubt: str | None, doubt_option: tuple[str, ...],
-            free_labels: str | None, free_labels_option: tuple[str, ...], stop_when_gain_below: str | None,
-            generate: str | None, generate_samples: int,
-            generate_shots: int, no_report: bool, no_hard_negatives: bool, seed: int, plan: bool, yes: bool,
-            resume: bool,
-            run_id: int | None, engine_name: str, address: str | None, workers: int | None,
-            engine_option: tuple[str, ...]) -> None:
+def distill(ctx: click.Context, project_dir: Path, plan: bool, yes: bool, resume: bool, run_id: int | None,
+            engine_name: str, address: str | None, workers: int | None, engine_option: tuple[str, ...],
+            **_settings: Any) -> None:
     """Distill the teacher into a student: select, label, train and evaluate, round after round."""
     from kdstudio.render import budget_line, plan_view, round_line, simulated_banner, spent_line, teacher_check_lines
 
@@ -429,8 +391,8 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             err_console.print(styled((f"round {event.round}: generation failed: {event.error}", "yellow")))
 
     flags = _distill_flags(ctx)
-    if plan:  # sends nothing and scores nothing: no engine is started for it
-        with Project.open(project_dir) as project:
+    if plan:  # sends nothing, scores nothing and writes nothing: no engine is started for it
+        with Project.for_reading(project_dir) as project:
             console.print(plan_view(project.plan(project.distill_config(flags))))
         return
     with Project.open(project_dir) as project, _engine(engine_name, address, workers, engine_option) as engine:
@@ -446,7 +408,7 @@ def distill(ctx: click.Context, project_dir: Path, teacher: str | None, teacher_
             result = project.distill(resume=target_run, overrides=flags, on_event=on_event, engine=engine)
         else:
             config = project.distill_config(flags)
-            if not yes and sys.stdin.isatty() and console.is_terminal:
+            if not yes and stdin_is_terminal() and console.is_terminal:
                 _confirm_paid(project, config)
             result = project.distill(config, on_event=on_event, engine=engine)
     best = next((r for r in result.rounds if r.round == result.best_round), None)
@@ -580,16 +542,22 @@ def cost(project_dir: Path, as_json: bool) -> None:
 @click.option("--doubt", default="cleanlab", show_default=True, help="The label-doubt plugin that judges.")
 @click.option("--doubt-option", multiple=True, metavar="KEY=VALUE",
               help="A label-doubt option, e.g. action=weight (down-weight instead of hold out); repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole ranking as JSON (schema in docs/json.md).")
-def audit(project_dir: Path, top: int, doubt: str, doubt_option: tuple[str, ...], as_json: bool) -> None:
+@click.option("--run", "run_id", type=int, help="Audit the labels of this run only (default: every teacher label).")
+@click.option("--teacher", metavar="MODEL", help="Audit this teacher's labels only, as `kdstudio cost` names it "
+                                                 "(e.g. openai/gpt-4o-mini, or zeroshot).")
+@json_option
+def audit(project_dir: Path, top: int, doubt: str, doubt_option: tuple[str, ...], run_id: int | None,
+          teacher: str | None, as_json: bool) -> None:
     """Rank the teacher's labels by how likely they are wrong, with the evidence: the student's out-of-fold belief,
     the teacher's confidence, and the nearest labelled documents."""
     from kdstudio.render import audit_view
 
+    if top < 0:
+        raise KdError("--top is a number of labels: 1 or more, or 0 for every one")
     with Project.for_reading(project_dir) as project:
         _say_busy(project)
-        report = project.audit(doubt=doubt, doubt_options=_pairs(doubt_option, "--doubt-option"),
-                               top=None if as_json else top or None)
+        report = project.audit(doubt=doubt, doubt_options=_pairs(doubt_option, "--doubt-option"), top=top or None,
+                               run_id=run_id, teacher=teacher)
     if as_json:
         from kdstudio.json_views import audit_json
 
@@ -627,13 +595,16 @@ def export(project_dir: Path, out_dir: Path, student_id: int | None, quantize: s
         if value is not None and (cascade is None or not 0.0 <= value <= 1.0):
             raise KdError(f"{name} is a number between 0 and 1, and goes with --cascade")
     card = _card_flags(license_, language)
-    with Project.open(project_dir) as project:
+    # An export writes its folder, not the project; a cascade may embed with its fast encoder first, which does.
+    with (Project.open(project_dir) if cascade is not None else Project.for_reading(project_dir)) as project:
         if cascade is not None:
             with _embed_progress() as bars:
                 built = project.export_cascade(out_dir, fast_encoder=cascade, student_id=student_id,
                                                target_accuracy=target_accuracy, defer_below=defer_below,
-                                               quantize=quantize, exporter=exporter, on_build=bars.update)
+                                               quantize=quantize, exporter=exporter, on_build=bars.update, **card)
             console.print(cascade_view(built))
+            for warning in built.warnings:
+                err_console.print(Text(f"warning: {warning}", style="yellow"))
             return
         report = project.export(out_dir, student_id=student_id, quantize=quantize, exporter=exporter,
                                 **card,
@@ -730,10 +701,10 @@ def review_push(project_dir: Path, filter_: str | None, below: float | None, lim
     with Project.open(project_dir) as project:
         if preview:
             items = project.review_preview(filter=filter_, limit=limit, below=below)
-            for item in items:  # tab-separated, for eyes and for `cut`
+            for item in items:  # tab-separated, for eyes and for `cut`; a line each, never wrapped
                 conf = "?" if item.confidence is None else f"{item.confidence:.2f}"
-                click.echo("\t".join([" ".join(item.doc_id.split()), item.label, conf,
-                                      " ".join(item.text.split())[:80]]))
+                console.print("\t".join([" ".join(item.doc_id.split()), item.label, conf,
+                                         " ".join(item.text.split())[:80]]), soft_wrap=True)
             err_console.print(f"{len(items)} teacher labels would be sent; nothing was sent")
             return
         r = project.review_push(filter=filter_, limit=limit, below=below, backend=backend)
@@ -771,7 +742,8 @@ def tui(project_dir: Path, annotator: str | None) -> None:
     """The terminal UI: dashboard, corpus, triage, distill, review and export."""
     from kdstudio.tui.app import run
 
-    run(project_dir, annotator)
+    if code := run(project_dir, annotator):
+        raise SystemExit(code)
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from typing import Any
 import tomli_w
 
 from kdstudio.errors import ConfigError
+from kdstudio.runtime import DEFER
 
 CONFIG_NAME = "kdstudio.toml"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -127,6 +128,9 @@ def validate_labels(labels: list[Label], where: str) -> None:
             # A terminal would act on them, and a file format or an LLM's answer could not carry them intact.
             raise ConfigError(f"{where}: label {label.name!r} contains control characters",
                               "use printable characters only (brackets and punctuation are fine)")
+        if label.name.casefold() == DEFER:
+            raise ConfigError(f"{where}: {label.name!r} cannot be a label: `kdstudio predict` answers {DEFER!r} for "
+                              "what it leaves to the LLM (--defer-below)", "name the class otherwise, e.g. deferred")
         if label.name in seen:
             raise ConfigError(f"{where}: label {label.name!r} appears twice", "list each label once")
         seen.add(label.name)

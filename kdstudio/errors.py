@@ -35,6 +35,10 @@ class SchemaError(KdError):
     pass
 
 
+class ReadOnlyProject(KdError):
+    """The project's folder or database file cannot be written (permissions, a read-only file system)."""
+
+
 class ImportFailed(KdError):
     """A file could not be imported; the project is left exactly as it was."""
 
@@ -57,3 +61,7 @@ class RunFailed(KdError):
 
 class TeacherFailing(RunFailed):
     """The teacher delivers nothing usable (a missing or refused key, a dead model)."""
+
+
+class StaleStudent(KdError):
+    """A kept student learned from other vectors than the project's encoder makes now."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:
-    from kdstudio.loop import RoundReport, RunResult
+from kdstudio.run_state import RoundReport, RunResult
 
 
 @dataclass(frozen=True)

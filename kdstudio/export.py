@@ -14,9 +14,10 @@ import numpy as np
 
 from kdstudio import __version__
 from kdstudio.atomic_dir import check_replaceable, replacing
+from kdstudio.errors import KdError
 from kdstudio.interfaces import ExportContext, ExportedModel, Student
 from kdstudio.modelcard import render_card
-from kdstudio.runtime import META, Classifier
+from kdstudio.runtime import META, BadModelFolder, Classifier
 
 CARD = "README.md"
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -90,7 +91,12 @@ def verify(model: ExportedModel, student: Student, features: Any, texts: list[st
     """Run the exported model with the torch-free runtime beside the in-process student on the same documents."""
     if not texts:
         return None, []
-    exported = Classifier(model.directory).predict_proba(texts)
+    try:
+        exported = Classifier(model.directory).predict_proba(texts)
+    except BadModelFolder as exc:
+        # What the exporter just wrote does not run: no use pointing at the staging folder it was written to.
+        raise KdError(f"the {model.details.get('precision', '')} model the {student.name} student exported does not "
+                      f"run: {exc.message}", "export without --quantize, and report the problem") from None
     parity = compare(exported, student.predict_proba(features), y, labels)
     return parity, (cascade_curve(exported, y) if y is not None and len(y) else [])
 

@@ -11,6 +11,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from kdstudio.terminal import shown, shown_text
+
 
 @dataclass(frozen=True)
 class Col:
@@ -24,10 +26,11 @@ class FittedTable:
 
     def __init__(self, title: str, columns: Sequence[Col], rows: Iterable[Sequence[RenderableType]], *,
                  total: Sequence[RenderableType] | None = None) -> None:
-        self.title = title
+        self.title = shown(title)
         self.columns = list(columns)
-        self.rows = [list(r) for r in rows]
-        self.total = list(total) if total is not None else None
+        # Cells hold data: control characters are shown escaped before the widths are measured.
+        self.rows = [[_shown_cell(c) for c in r] for r in rows]
+        self.total = [_shown_cell(c) for c in total] if total is not None else None
 
     def _table(self, keep: list[int], widths: dict[int, int] | None = None) -> Table:
         table = Table(title=self.title, title_justify="left")
@@ -99,3 +102,9 @@ HEADER_MIN = 5  # a header's word is cut into pieces no narrower than this
 
 def _width(cell: RenderableType) -> int:
     return cell.cell_len if isinstance(cell, Text) else Text(str(cell)).cell_len
+
+
+def _shown_cell(cell: RenderableType) -> RenderableType:
+    if isinstance(cell, str):
+        return shown(cell)
+    return shown_text(cell) if isinstance(cell, Text) else cell

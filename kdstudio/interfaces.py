@@ -122,7 +122,10 @@ class TeacherLabel:
     # A transient failure (timeout, rate limit, server error) is logged but never served from the cache: a later
     # run asks again. A bad answer (garbage, a label outside the set) was paid for and is cached as an error.
     transient: bool = False
-    attempts: int = 1
+    attempts: int = 1  # requests sent for this answer, retries and re-asks included
+    retries: dict[str, int] = field(default_factory=dict)  # tries that failed and were sent again, by cause
+    unusable: int = 0  # answers that came back unusable (bad JSON, a label outside the set) and were asked again
+    unusable_usd: float = 0.0  # what those cost (part of cost_usd)
 
 
 class SpendGate(Protocol):
@@ -171,6 +174,9 @@ class TeachContext:
     # For teachers made of teachers (committee, cascade): ask a member through the ledger (its answers cached,
     # recorded under its own model and paid through the same gate) and get its answer per document id.
     consult: Callable[[Teacher, Sequence[Doc]], dict[str, TeacherLabel]] | None = None
+    # For pricing before a run: the project's documents whose first N characters take the fewest and the most UTF-8
+    # bytes (what the cheapest and the dearest request of any run would send).
+    extreme_docs: Callable[[int], list[Doc]] | None = None
 
 
 @dataclass
@@ -201,6 +207,9 @@ class GeneratedSamples:
     error: str | None = None
     transient: bool = False
     attempts: int = 1
+    retries: dict[str, int] = field(default_factory=dict)
+    unusable: int = 0
+    unusable_usd: float = 0.0
 
 
 @dataclass
@@ -213,10 +222,21 @@ class CostEstimate:
     usd_per_doc: float
     price_source: str
     priced: bool = True  # False: the price is unknown, so a USD budget cannot be enforced
+    # What the USD gate reserves before a request is sent (its worst case: every prompt byte a token, the answer at
+    # max_tokens), for the cheapest and the dearest document, and the requests a document may take at most (unusable
+    # answers are asked again, and paid). The run's true bound is n_docs x reserve_max_usd x tries_max.
+    reserve_min_usd: float = 0.0
+    reserve_max_usd: float = 0.0
+    tries_max: int = 1
 
     @property
     def usd(self) -> float:
         return self.usd_per_doc * self.n_docs
+
+    @property
+    def bound_usd(self) -> float:
+        """At most this, whatever the answers: the worst case the USD gate reserves, for every try."""
+        return self.reserve_max_usd * self.tries_max * self.n_docs
 
 
 class Teacher(Component):
@@ -257,6 +277,10 @@ class Teacher(Component):
     def check_ready(self) -> None:
         """Raise KdError if the teacher cannot work at all (no key, unknown model): called before a run spends
         anything, so that it stops with one line instead of failing call after call."""
+
+    def access(self) -> str:
+        """How the teacher is reached, for a plan: where its key comes from, or that it needs none."""
+        return "it runs in this process and needs no key"
 
     def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
         """Everything that determines the answer: its hash is the cache key in the ledger."""
@@ -531,7 +555,7 @@ class FreeLabeller(Component):
     documents it reads, drawn once per run, so that a round's cost stops growing with the corpus."""
 
     POOL_SAMPLE: ClassVar[Option] = Option("pool_sample", int, 20000, "pool documents read for free labels (a "
-                                                                      "random sample drawn once per run)")
+                                                                      "random sample drawn once per run)", low=1)
     pool_sample: int = 20000
 
     @abstractmethod

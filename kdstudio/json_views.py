@@ -8,6 +8,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
+from kdstudio.terminal import UNSAFE
 from kdstudio.types import AuditReport, Plugins, RoundRow, RunRow, SpendRow, Status
 
 VERSION = 1
@@ -23,7 +24,10 @@ def schema(name: str) -> dict[str, Any]:
 
 
 def dumps(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=1, ensure_ascii=False, default=_plain)
+    # json escapes C0 controls itself; DEL, C1 controls and bidirectional overrides it leaves raw, so they are written
+    # as \u escapes too: the same JSON value, and nothing a terminal acts on.
+    text = json.dumps(document, indent=1, ensure_ascii=False, default=_plain)
+    return UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _plain(value: Any) -> Any:
@@ -94,18 +98,27 @@ def status_json(status: Status) -> dict[str, Any]:
 
 
 SPEND_FIELDS = ("calls", "label_calls", "generate_calls", "errors", "transient", "tokens_in", "tokens_out", "reused",
-                "judged", "correct")
+                "judged", "correct", "requests", "unusable", "unusable_usd")
 
 
 def cost_json(rows: list[SpendRow]) -> dict[str, Any]:
     total: dict[str, Any] = {f: sum(getattr(r, f) for r in rows) for f in SPEND_FIELDS}
     total["usd"] = sum(r.usd for r in rows)
+    total["retries"] = retries_total(rows)
     return {
         "schema": schema_id("cost"),
         "rows": [{"run": r.run_id, "model": r.model, **{f: getattr(r, f) for f in SPEND_FIELDS}, "usd": r.usd,
-                  "mean_latency_s": r.mean_latency_s, "accuracy": r.accuracy} for r in rows],
+                  "retries": r.retries, "mean_latency_s": r.mean_latency_s, "accuracy": r.accuracy} for r in rows],
         "total": total,
     }
+
+
+def retries_total(rows: list[SpendRow]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for row in rows:
+        for cause, n in row.retries.items():
+            total[cause] = total.get(cause, 0) + n
+    return dict(sorted(total.items()))
 
 
 def plugins_json(plugins: Plugins, kinds: list[str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,20 @@ from kdstudio.autopilot import GainRule
 from kdstudio.errors import ConfigError, KdError, RunFailed
 from kdstudio.events import EventFn, RunDone, RunStarted
 from kdstudio.interfaces import CostEstimate, Doc, Engine, GenerationRequest, SampleWriter, TeachContext, Teacher
+from kdstudio.money import usd
 from kdstudio.pgkd import PgkdSettings
 from kdstudio.plugins import Plugins
-from kdstudio.run_state import RoundReport, RunState, restore
+from kdstudio.run_state import RoundReport, RunResult, RunState, restore
 from kdstudio.scale import PoolScorer
+from kdstudio.settings import check_table, setting, settings_of
 from kdstudio.steps import Components, RunContext, resolve_artifact, slice_ids
 from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.teaching import Budget, TeacherRunner
 from kdstudio.threads import sized_pools
 from kdstudio.vector_index import VectorIndex
 
-__all__ = ["ACTIVE_RUNS", "DistillConfig", "Distiller", "Plan", "RoundReport", "RunResult", "resolve_artifact",
-           "resume_config", "why_stop"]
+__all__ = ["ACTIVE_RUNS", "TEACHER_SHORTCUTS", "DistillConfig", "Distiller", "Plan", "RoundReport", "RunResult",
+           "Shortcut", "resolve_artifact", "resume_config", "why_stop"]
 
 # `val.accuracy:0.95` means the same as `val.accuracy>=0.95` and needs no quotes in a shell (unquoted, `>` would
 # send the output to a file named `=0.95`).
@@ -47,42 +49,68 @@ ACTIVE_RUNS: set[int] = set()
 
 @dataclass
 class DistillConfig:
-    teacher: str = "zeroshot"
-    teacher_options: dict[str, Any] = field(default_factory=dict)
-    selector: str = "margin"
-    selector_options: dict[str, Any] = field(default_factory=dict)
-    student: str = "logreg"
-    student_options: dict[str, Any] = field(default_factory=dict)
-    seed_selector: str = "random"
-    seed_size: int = 20
-    batch: int = 20
-    budget_labels: int | None = 200
-    budget_calls: int | None = None
-    budget_usd: float | None = None
-    target: str | None = None  # e.g. "val.accuracy:0.95" (or "val.accuracy>=0.95")
-    patience: int | None = None  # rounds without a better validation loss
-    max_rounds: int | None = None
-    # Validation documents the teacher labels once per run; "auto" is half the label budget, from 20 to 200.
-    val_limit: int | str = "auto"
-    test_limit: int | None = None
-    soft_labels: bool = False
+    """A run's settings, each declared once (kdstudio.settings): the command line's flags, the Distill tab's form, the
+    check of kdstudio.toml's [distill] table and the JSON Schema of a run's settings are derived from here."""
+
+    teacher: str = setting("zeroshot", "who labels: a registered teacher (see `kdstudio plugins`)", plugin="teacher",
+                           form="teacher")
+    teacher_options: dict[str, Any] = setting({}, "the teacher's options (see `kdstudio plugins`)",
+                                              flag="--teacher-option", metavar="KEY=VALUE")
+    selector: str = setting("margin", "which pool documents are worth a teacher call", plugin="selector",
+                            form="selector")
+    selector_options: dict[str, Any] = setting({}, "the selector's options", flag="--selector-option",
+                                               metavar="KEY=VALUE")
+    student: str = setting("logreg", "the small classifier that learns from the labels", plugin="student",
+                           form="student")
+    student_options: dict[str, Any] = setting({}, "the student's options", flag="--student-option",
+                                              metavar="KEY=VALUE")
+    seed_selector: str = setting("random", "how the first batch is chosen", plugin="selector")
+    seed_size: int = setting(20, "documents in the first batch", low=1)
+    batch: int = setting(20, "documents labelled per round", low=0, form="per round")
+    budget_labels: int | None = setting(200, "training documents to buy at most", low=0, form="labels to buy")
+    budget_calls: int | None = setting(None, "teacher calls at most (validation labels included)", low=0)
+    budget_usd: float | None = setting(None, "US dollars at most", low=0.0, form="max USD")
+    # e.g. "val.accuracy:0.95" (or "val.accuracy>=0.95")
+    target: str | None = setting(None, "stop once reached, e.g. val.accuracy:0.95 (or, quoted, "
+                                       "'val.accuracy>=0.95')")
+    patience: int | None = setting(None, "stop after this many rounds without a better validation loss", low=1)
+    max_rounds: int | None = setting(None, "stop after this many rounds", low=1)
+    # "auto" is half the label budget, from 20 to 200.
+    val_limit: int | str = setting("auto", "validation documents the teacher labels once per run (paid like "
+                                           "training labels); auto is half the label budget, 20 to 200", low=0,
+                                   literals=("auto",), flag="--val-size", aliases=("--val-limit",))
+    test_limit: int | None = setting(None, "gold test documents evaluated each round (default: all)", low=0)
+    soft_labels: bool = setting(False, "train on the teacher's probabilities, not just its label")
     # Training that doubts its labels: a label-doubt plugin (e.g. cleanlab) judges each teacher label out of fold,
     # and doubted labels are held out or down-weighted (its `action` option).
-    doubt: str | None = None
-    doubt_options: dict[str, Any] = field(default_factory=dict)
+    doubt: str | None = setting(None, "doubt the teacher's labels with this label-doubt plugin (cleanlab or "
+                                      "confidence): labels that look wrong are held out or down-weighted",
+                                plugin="doubt", metavar="NAME")
+    doubt_options: dict[str, Any] = setting({}, "the label doubt's options, e.g. action=weight (down-weight instead "
+                                                "of hold out)", flag="--doubt-option", metavar="KEY=VALUE")
     # The unlabelled pool teaches too: a free labeller (self-train, spread) adds down-weighted pseudo-labels to each
     # round's training set; they are never stored or counted as labels.
-    free_labels: str | None = None
-    free_labels_options: dict[str, Any] = field(default_factory=dict)
+    free_labels: str | None = setting(None, "let the unlabelled pool teach too: self-train (the student's confident "
+                                            "predictions) or spread (label spreading over a neighbour graph); "
+                                            "pseudo-labels are down-weighted, never stored or paid for",
+                                      plugin="free_labels", metavar="NAME")
+    free_labels_options: dict[str, Any] = setting({}, "the free labeller's options, e.g. precision=0.9",
+                                                  flag="--free-labels-option", metavar="KEY=VALUE")
     # The budget autopilot, e.g. "0.005/100": stop once the forecast validation-accuracy gain of the next 100 labels
     # falls below 0.005 ("0.01/usd": per US dollar).
-    stop_when_gain_below: str | None = None
-    seed: int = 0
-    generate: str | None = None  # "pgkd": the teacher also writes new samples each round
-    generate_samples: int = 32
-    generate_shots: int = 16
-    generate_report: bool = True  # PGKD ablation: without the validation report
-    generate_hard_negatives: bool = True  # PGKD ablation: without hard negatives
+    stop_when_gain_below: str | None = setting(None, "budget autopilot: stop once the forecast validation-accuracy "
+                                                     "gain of the next labels falls below this, e.g. 0.005/100 (per "
+                                                     "100 labels) or 0.01/usd (per dollar)", metavar="GAIN/PER")
+    seed: int = setting(0, "the seed of every random choice of the run")
+    generate: str | None = setting(None, "with pgkd, the teacher also writes new training samples aimed at the "
+                                         "student's weaknesses, each round", metavar="pgkd")
+    generate_samples: int = setting(32, "PGKD: new samples per round", low=1)
+    generate_shots: int = setting(16, "PGKD: few-shot, correct, misclassified and hard-negative samples shown, "
+                                      "each", low=0)
+    generate_report: bool = setting(True, "PGKD: show the validation report in the prompt (--no-report: the "
+                                          "ablation without it)", flag="--no-report", negated=True)
+    generate_hard_negatives: bool = setting(True, "PGKD: show hard negatives (--no-hard-negatives: the ablation "
+                                                  "without them)", flag="--no-hard-negatives", negated=True)
 
     def val_size(self) -> int | None:
         """How many validation documents the run buys labels for (None: every one there is)."""
@@ -93,25 +121,23 @@ class DistillConfig:
         return min(200, max(20, self.budget_labels // 2))
 
     def validate(self) -> None:
-        if self.val_limit != "auto" and not (self.val_limit is None or (isinstance(self.val_limit, int)
-                                                                         and self.val_limit >= 0)):
-            raise KdError(f"--val-size {self.val_limit!r} is not a number of documents", "give 0 or more, or auto")
+        """Each setting by its declaration (type, bounds), then the rules between settings."""
+        for name, declared in settings_of(DistillConfig).items():
+            setattr(self, name, declared.check(getattr(self, name)))
         if self.target and not TARGET.match(self.target):
-            raise KdError(f"--target {self.target!r} is not understood",
+            raise KdError(f"target {self.target!r} is not understood",
                           "write it as val.accuracy:0.95 or 'val.accuracy>=0.95' (val or test; accuracy, macro_f1 "
                           "or weighted_f1)")
-        if self.seed_size < 1 or self.batch < 0 or (self.batch == 0 and not self.generate):
-            raise KdError("--seed-size must be at least 1, and --batch too unless the teacher generates samples")
+        if self.batch == 0 and not self.generate:
+            raise KdError("batch must be at least 1 unless the teacher generates samples (generate = pgkd)")
         if self.generate not in (None, "pgkd"):
-            raise KdError(f"--generate {self.generate!r} is not known", "the one generation method is pgkd")
+            raise KdError(f"generate {self.generate!r} is not known", "the one generation method is pgkd")
         if self.stop_when_gain_below:
             GainRule.parse(self.stop_when_gain_below)
-        if self.generate and self.generate_samples < 1:
-            raise KdError("--generate-samples must be at least 1")
         if self.batch == 0 and not (self.max_rounds or self.patience or self.target or self.budget_usd is not None
                                     or self.budget_calls is not None):
-            raise KdError("with --batch 0 the label budget never runs out", "give --max-rounds, --patience, --target "
-                          "or a call or USD budget")
+            raise KdError("with batch 0 the label budget never runs out", "give max_rounds, patience, target or a "
+                          "call or USD budget")
 
     @property
     def pgkd(self) -> PgkdSettings:
@@ -126,32 +152,28 @@ class DistillConfig:
     @classmethod
     def layered(cls, project: dict[str, Any], flags: dict[str, Any]) -> DistillConfig:
         """The one order of precedence: these defaults < the project's [distill] table < flags given now."""
-        unknown = sorted(set(project) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"[distill] in kdstudio.toml has unknown settings {unknown}",
-                              f"known: {', '.join(f.name for f in fields(cls))}")
-        defaults = cls()
-        for name, value in project.items():
-            default = getattr(defaults, name)
-            wanted = _TOML_TYPES.get(name) or ((int, float) if isinstance(default, float) else type(default))
-            if name == "val_limit" and value == "auto":
-                continue
-            if isinstance(value, bool) != (wanted is bool) or not isinstance(value, wanted):
-                raise ConfigError(f"[distill] {name} = {value!r} in kdstudio.toml is not a {_kind(wanted)}",
-                                  f"the default is {default!r}")
-        return cls(**{**project, **flags})
+        return cls(**{**check_table(cls, project, "[distill] in kdstudio.toml"), **flags})
 
 
-# The TOML types of the settings whose default (None, "auto") does not say it.
-_TOML_TYPES: dict[str, type | tuple[type, ...]] = {
-    "budget_calls": int, "budget_usd": (int, float), "target": str, "patience": int, "max_rounds": int,
-    "val_limit": int, "test_limit": int, "generate": str, "doubt": str, "free_labels": str,
-    "stop_when_gain_below": str}
+@dataclass(frozen=True)
+class Shortcut:
+    """A flag (and a box of the Distill tab's form) that sets one teacher option: the LLM teacher's everyday ones."""
+
+    flag: str
+    option: str
+    help: str
+    form: str | None = None
 
 
-def _kind(wanted: type | tuple[type, ...]) -> str:
-    return "number" if isinstance(wanted, tuple) else {int: "whole number", str: "string", bool: "true or false",
-                                                       dict: "table"}.get(wanted, wanted.__name__)
+TEACHER_SHORTCUTS = (
+    Shortcut("--model", "model", "LLM teacher: a litellm model string, e.g. openai/gpt-4o-mini (key from the "
+                                 "provider's environment variable); picks the llm teacher unless --teacher is given",
+             "LLM model (teacher llm)"),
+    Shortcut("--api-base", "api_base", "LLM teacher: base URL of an OpenAI-compatible server (Ollama, vLLM, "
+                                       "llama.cpp)", "API base (teacher llm)"),
+    Shortcut("--price-in", "price_in", "LLM teacher: USD per million prompt tokens (for unpriced models)"),
+    Shortcut("--price-out", "price_out", "LLM teacher: USD per million completion tokens"),
+)
 
 
 # Settings a resumed run takes from the command line: how much more it may buy, and how to reach its teacher (a key
@@ -162,12 +184,21 @@ APPLIED_ON_RESUME = ("budget_labels", "budget_calls", "budget_usd", "target", "p
 
 
 def resume_config(run_id: int, saved: dict[str, Any], flags: dict[str, Any]) -> tuple[DistillConfig, list[str]]:
-    """The config a resumed run goes on with, and a line per setting the flags changed."""
+    """The config a resumed run goes on with, and a line per setting the flags changed. Teacher options given again
+    are merged into the run's own (a moved server, a rotated key's variable): the run keeps its model and prices
+    unless they are given again, and a different model is refused, since its answers would be another teacher's."""
+    if "teacher_options" in flags:
+        before = saved.get("teacher_options") or {}
+        merged = {**before, **flags["teacher_options"]}
+        if str(merged.get("model", "")) != str(before.get("model", "")):
+            raise KdError(f"run {run_id} was taught by model {before.get('model')!r}; a resume cannot switch to "
+                          f"{merged.get('model')!r}", "start a new run with that model (it is another teacher)")
+        flags = {**flags, "teacher_options": merged}
     changed = {k: v for k, v in flags.items() if saved.get(k) != v}
     refused = [k for k in changed if k not in APPLIED_ON_RESUME]
     if refused:
-        shown = "; ".join(f"--{k.replace('_', '-')} {changed[k]!r} (the run has {saved.get(k)!r})" for k in refused)
-        raise KdError(f"--resume goes on with run {run_id}'s own settings, and these differ: {shown}",
+        shown = "; ".join(f"{k} {changed[k]!r} (the run has {saved.get(k)!r})" for k in refused)
+        raise KdError(f"a resume goes on with run {run_id}'s own settings, and these differ: {shown}",
                       "drop them to resume, or start a new run with them")
     applied = [f"{k.replace('_', '-')}: {saved.get(k)!r} -> {v!r}" for k, v in changed.items()]
     return DistillConfig.from_dict({**saved, **changed}), applied
@@ -183,27 +214,17 @@ class Plan:
     labels: CostEstimate
     generation: CostEstimate | None
     not_ready: str | None = None  # why the teacher could not start (no key, unknown model), checked without a call
+    access: str = ""  # how the teacher is reached (where its key comes from), when it is ready
 
     @property
     def usd(self) -> float:
+        """The estimate."""
         return self.labels.usd + (self.generation.usd if self.generation else 0.0)
 
-
-@dataclass
-class RunResult:
-    run_id: int
-    status: str
-    stop_reason: str
-    best_round: int | None
-    student_id: int | None
-    simulated: bool
-    rounds: list[RoundReport]
-    # What the run paid for, all in: its teacher calls (one per answer, however many tries), their cost, and the
-    # labels they bought for training and for validation.
-    calls: int = 0
-    cost_usd: float = 0.0
-    train_labels: int = 0
-    val_labels: int = 0
+    @property
+    def bound_usd(self) -> float:
+        """At most this: the worst case the USD gate reserves."""
+        return self.labels.bound_usd + (self.generation.bound_usd if self.generation else 0.0)
 
 
 def why_stop(config: DistillConfig, reports: list[RoundReport], n_selected: int, budget: Budget, since_best: int,
@@ -286,22 +307,36 @@ class Distiller:
             raise KdError(f"--generate {config.generate} needs a teacher that writes samples; {teacher.name} does "
                           "not", "use --teacher llm")
 
-    def _check_teacher(self, config: DistillConfig, teacher: Teacher) -> None:
+    def _check_teacher(self, config: DistillConfig, teacher: Teacher, spent_usd: float = 0.0) -> None:
         """What can be known before a run spends anything."""
         teacher.check_ready()
         self._check_generation(config, teacher)
         self._check_validation(config)
-        if config.budget_usd is not None or config.stop_when_gain_below:
-            estimate = teacher.estimate([], TeachContext(self.labels, self.descriptions), 0)
-            if config.budget_usd is not None and not estimate.priced:
-                raise KdError(f"a USD budget cannot be enforced: the price of {teacher.model_name} is "
-                              f"{estimate.price_source}", "give --price-in and --price-out (USD per million tokens)")
-            per_usd = config.stop_when_gain_below and GainRule.parse(config.stop_when_gain_below).per_labels is None
-            if per_usd and (not estimate.priced or teacher.estimate([Doc("x", "x")], TeachContext(
-                    self.labels, self.descriptions), 1).usd <= 0):
-                raise KdError(f"--stop-when-gain-below {config.stop_when_gain_below}: {teacher.model_name} has no "
+        if config.budget_usd is None and not config.stop_when_gain_below:
+            return
+        context = TeachContext(self.labels, self.descriptions, extreme_docs=self._extreme_docs)
+        estimate = teacher.estimate([], context, 1)
+        if config.budget_usd is not None and not estimate.priced:
+            raise ConfigError(f"a USD budget cannot be enforced: the price of {teacher.model_name} is "
+                              f"{estimate.price_source}", "give the teacher's prices (price_in and price_out, USD per "
+                                                          "million tokens)")
+        left = None if config.budget_usd is None else config.budget_usd - spent_usd
+        if left is not None and estimate.reserve_min_usd > left:
+            raise ConfigError(f"budget_usd {usd(config.budget_usd)} cannot buy a single teacher call: "
+                              f"{usd(max(0.0, left))} is left, and every request reserves at least "
+                              f"{usd(estimate.reserve_min_usd)} before it is sent (its worst case: every prompt byte "
+                              "a token, the answer at max_tokens)",
+                              f"give budget_usd at least {usd(spent_usd + estimate.reserve_min_usd)}, or a smaller "
+                              "max_tokens")
+        per_usd = config.stop_when_gain_below and GainRule.parse(config.stop_when_gain_below).per_labels is None
+        if per_usd and (not estimate.priced or teacher.estimate([Doc("x", "x")], TeachContext(
+                self.labels, self.descriptions), 1).usd <= 0):
+            raise ConfigError(f"stop_when_gain_below {config.stop_when_gain_below}: {teacher.model_name} has no "
                               "known price, so a gain per dollar cannot be forecast",
                               "give the rule per labels instead, e.g. 0.005/100")
+
+    def _extreme_docs(self, chars: int) -> list[Doc]:
+        return [Doc(d, t) for d, t in self.store.extreme_texts(chars)]
 
     def _check_validation(self, config: DistillConfig) -> None:
         """Stop rules and free labels that read validation accuracy are refused on a run that will have none,
@@ -339,7 +374,7 @@ class Distiller:
         config, applied = resume_config(run_id, run.config, overrides or {})
         config.validate()
         parts = self._components(config)
-        self._check_teacher(config, parts.teacher)
+        self._check_teacher(config, parts.teacher, self.ledger.run_spend(run_id)[0])
         if applied:
             self.runs.update_config(run_id, self._recorded(config))  # the log says what the run goes on with
         self.runs.set_status(run_id, "running")
@@ -412,11 +447,20 @@ class Distiller:
                 if state.stop_reason:
                     break
             batch = steps.select(ctx, state)
-            state.selected.extend(batch.items)
+            if not batch.items and batch.wanted:
+                state.stop_reason = steps.nothing_to_ask(ctx, state, batch)
+                break
             outcome = steps.teach(ctx, state, batch)
             if outcome.stopped == "cancelled" or ctx.should_stop():
                 self.runs.set_status(ctx.run_id, "cancelled", best_round=state.best_round, stop_reason="cancelled")
                 return self._result(ctx, state, "cancelled", "cancelled")
+            # What the teacher never answered (the budget stopped it first) goes back to the pool, uncounted; a round
+            # that got no answer at all stays saved as selected, and a resume asks it again.
+            steps.keep_answered(batch, outcome)
+            if batch.wanted and not batch.items:
+                state.stop_reason = outcome.stopped or "the teacher answered none of the documents it was asked"
+                break
+            state.selected.extend(batch.items)
             generated = steps.generate(ctx, state, outcome, batch)
             trained = steps.train_or_fail(ctx, state, outcome, batch)
             state = steps.keep(ctx, state, trained, outcome, batch, generated)
@@ -462,7 +506,8 @@ class Distiller:
         ids = sorted(rng.choice(pool, size=min(sample, len(pool)), replace=False).tolist()) if pool else []
         docs = [Doc(d, t) for d, t in zip(ids, self.store.texts(ids), strict=True)]
         context = steps.teach_context(self.ledger, teacher, config.seed, self.labels, self.descriptions, {},
-                                      encode=self.encode, embedding_model=self.embedding_model)
+                                      encode=self.encode, embedding_model=self.embedding_model,
+                                      extreme_docs=self._extreme_docs)
         generation = None
         if config.generate and docs and isinstance(teacher, SampleWriter):  # checked above; narrows the type
             rounds = 1 + math.ceil(max(0, n_train - config.seed_size) / max(1, config.batch))
@@ -473,7 +518,7 @@ class Distiller:
         except KdError as exc:
             not_ready = exc.message
         return Plan(teacher.model_name, n_train, n_val, teacher.estimate(docs, context, n_train + n_val), generation,
-                    not_ready)
+                    not_ready, teacher.access())
 
     def teacher_on_test(self, config: DistillConfig) -> float | None:
         """The teacher's own accuracy on the gold test split, asked outside the ledger (nothing is stored); None for a

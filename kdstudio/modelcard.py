@@ -8,17 +8,19 @@ import re
 from typing import Any
 
 from kdstudio.money import usd
+from kdstudio.terminal import shown
 
 
 def _md(text: object) -> str:
     """Data (labels, names, paths) as literal Markdown text: every character Markdown could read as syntax is escaped,
-    so that a label like `x|y` or `*urgent*` neither breaks a table nor turns into emphasis."""
-    return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", str(text)).replace("\n", " ")
+    so that a label like `x|y` or `*urgent*` neither breaks a table nor turns into emphasis, and control characters
+    are shown escaped (a card is read on terminals too)."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", shown(str(text))).replace("\n", " ")
 
 
 def _code(text: object) -> str:
     """Data as an inline code span, with a fence longer than any backtick run inside it."""
-    text = str(text).replace("\n", " ")
+    text = shown(str(text)).replace("\n", " ")
     fence = "`" * (1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
@@ -38,23 +40,30 @@ def render_card(f: dict[str, Any]) -> str:
 
 
 def front_matter(f: dict[str, Any]) -> list[str]:
-    """Hugging Face model-card metadata (YAML). Every string is written as a JSON string, which YAML reads back as
-    the same string whatever it holds."""
+    parity = f.get("parity")
+    return hf_metadata(str(f["project"]), f.get("card", {}), BASE_MODELS.get(str(f["model"].get("encoder"))),
+                       parity.exported_accuracy if parity is not None else None,
+                       parity.exported_macro_f1 if parity is not None else None)
+
+
+def hf_metadata(project: str, card: dict[str, Any], base_model: str | None, accuracy: float | None,
+                macro_f1: float | None, tags: tuple[str, ...] = TAGS) -> list[str]:
+    """Hugging Face model-card metadata (YAML) for a model of `project` measured on its test split. Every string is
+    written as a JSON string, which YAML reads back as the same string whatever it holds."""
     q = json.dumps
-    card, parity, project = f.get("card", {}), f.get("parity"), str(f["project"])
     lines = ["---", f"license: {q(card.get('license') or 'other')}"]
     if card.get("language"):
         lines += ["language:", *[f"- {q(x)}" for x in card["language"]]]
-    lines += ["library_name: onnx", "pipeline_tag: text-classification", "tags:", *[f"- {q(t)}" for t in TAGS],
+    lines += ["library_name: onnx", "pipeline_tag: text-classification", "tags:", *[f"- {q(t)}" for t in tags],
               "metrics:", "- accuracy", "- f1"]
-    if base := BASE_MODELS.get(str(f["model"].get("encoder"))):
-        lines.append(f"base_model: {q(base)}")
-    if parity is not None and parity.exported_accuracy is not None:
+    if base_model:
+        lines.append(f"base_model: {q(base_model)}")
+    if accuracy is not None:
         lines += ["model-index:", f"- name: {q(project)}", "  results:", "  - task:", "      type: text-classification",
                   "    dataset:", f"      name: {q(project + ' test split')}", f"      type: {q(project)}",
-                  "    metrics:", "    - type: accuracy", f"      value: {parity.exported_accuracy:.4f}"]
-        if parity.exported_macro_f1 is not None:
-            lines += ["    - type: f1", "      name: macro F1", f"      value: {parity.exported_macro_f1:.4f}"]
+                  "    metrics:", "    - type: accuracy", f"      value: {accuracy:.4f}"]
+        if macro_f1 is not None:
+            lines += ["    - type: f1", "      name: macro F1", f"      value: {macro_f1:.4f}"]
     return [*lines, "---", ""]
 
 

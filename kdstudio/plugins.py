@@ -6,7 +6,9 @@ A plugin that fails to import or raises inside a hook is reported in `errors` an
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import os
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +21,9 @@ from kdstudio.errors import PluginNotFound
 from kdstudio.interfaces import KINDS, Component
 
 GROUP = "kdstudio"
+# Modules to load as plugins besides the entry points, comma-separated (like PYTEST_PLUGINS): a plugin under
+# development, or a test suite's own, without installing a distribution for it.
+ENV = "KDSTUDIO_PLUGINS"
 HOOKS = {
     "selector": "register_selectors",
     "teacher": "register_teachers",
@@ -59,7 +64,8 @@ class Plugins:
 
     @classmethod
     def load(cls, extra: Iterable[tuple[str, object]] = ()) -> Plugins:
-        """Load every entry point of the group, plus `extra` (name, plugin object) pairs."""
+        """Load every entry point of the group, the modules named in $KDSTUDIO_PLUGINS, and `extra` (name, plugin
+        object) pairs."""
         manager = pluggy.PluginManager(GROUP)
         manager.add_hookspecs(hookspecs)
         plugins = cls(manager)
@@ -75,6 +81,14 @@ class Plugins:
                 plugins._fail(name, dist, exc)
                 continue
             plugins.distributions[name] = dist
+        for module in filter(None, (m.strip() for m in os.environ.get(ENV, "").split(","))):
+            name = f"{ENV}:{module}"
+            try:
+                manager.register(importlib.import_module(module), name=name)
+            except Exception as exc:
+                plugins._fail(name, f"${ENV}", exc)
+                continue
+            plugins.distributions[name] = f"${ENV}"
         for name, obj in extra:
             manager.register(obj, name=name)
             plugins.distributions[name] = "(registered in-process)"

@@ -41,25 +41,52 @@ def _read_table(path: Path) -> pa.Table:
     import pyarrow.parquet as papq
 
     fmt = _format(path)
+    if path.is_dir():
+        raise KdError(f"{path} is a folder, not a {fmt} file", "give the file itself")
     if not path.is_file():
         raise KdError(f"{path} does not exist")
+    # One block holds at least the longest line: a row longer than pyarrow's 1 MB default ("straddling object")
+    # reads like any other, as it does on import.
+    block = max(1 << 20, min(path.stat().st_size + 1, 1 << 30))
     try:
         if fmt in ("csv", "tsv"):
-            return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",",
-                                                                          newlines_in_values=True))
+            return pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=block),
+                                  parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",",
+                                                                   newlines_in_values=True))
         if fmt == "jsonl":
-            return pajson.read_json(path)
+            return pajson.read_json(path, read_options=pajson.ReadOptions(block_size=block))
         return papq.read_table(path)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise KdError(f"{path} cannot be read as {fmt}: {str(exc).splitlines()[0]}",
-                      "check the file, or name its format by its extension") from None
+                      "check the file (UTF-8 text for CSV, TSV and JSONL), or name its format by its extension") \
+            from None
+
+
+def _stdin_lines() -> list[tuple[int, str]]:
+    """Standard input's non-blank lines, numbered, decoded as UTF-8 (strictly: a byte that is not UTF-8 is the
+    user's to fix, never a replacement character or a surrogate passed on to the tokenizer)."""
+    if sys.stdin is None or sys.stdin.closed:
+        raise KdError("standard input is closed, so there is nothing to classify",
+                      "pipe documents in, one per line (`... | kdstudio predict MODEL -`), or give a file")
+    numbered = []
+    for n, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise KdError(f"standard input line {n} is not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                          f"{exc.start + 1})", "convert the input to UTF-8, e.g. with iconv") from None
+        if line.strip():
+            numbered.append((n, line))
+    return numbered
 
 
 def read_documents(source: str, text_column: str = "text", id_column: str | None = None) -> Documents:
     if source == "-":
         # One document per non-blank line; each prediction carries its line number, so blank lines cost nothing
         # and the output still lines up with the input.
-        numbered = [(n, line.rstrip("\r\n")) for n, line in enumerate(sys.stdin, start=1) if line.strip()]
+        numbered = _stdin_lines()
+        if not numbered:
+            raise KdError("standard input holds no text (no line that is not blank)", "pipe documents in, one per line")
         return Documents([text for _, text in numbered], [n for n, _ in numbered], "line")
     table = _read_table(Path(source))
     columns = table.column_names
@@ -72,6 +99,12 @@ def read_documents(source: str, text_column: str = "text", id_column: str | None
                       "name the text column with --text-column")
     if id_column is not None and id_column not in columns:
         raise KdError(f"{source} has no column {id_column!r} (it has: {', '.join(columns)})")
+    kind = table.schema.field(text_column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+        raise KdError(f"{source}: column {text_column!r} holds {kind} values, not text",
+                      "name the column that holds the documents' text with --text-column")
+    if not table.num_rows:
+        raise KdError(f"{source} holds no rows to classify")
     texts = table.column(text_column).to_pylist()
     missing = [i + 1 for i, t in enumerate(texts) if t is None]
     if missing:

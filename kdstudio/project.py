@@ -13,7 +13,7 @@ import numpy as np
 from kdstudio import snapshot
 from kdstudio.config import CONFIG_NAME, EmbeddingSettings, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn, embed_missing
-from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound
+from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, StaleStudent
 from kdstudio.events import Event, EventFn, RoundDone, RunStarted
 from kdstudio.interfaces import DatasetTable, Encoder, Engine, ExportContext, Student
 from kdstudio.loop import ACTIVE_RUNS, DistillConfig, Distiller, Plan, RunResult, resolve_artifact
@@ -116,6 +116,15 @@ class ProgressView:
     def __exit__(self, *exc: object) -> None:
         pass
 
+    def __getattr__(self, name: str) -> Any:
+        # Anything beyond what the snapshot holds needs the database, which the distilling process holds alone.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise KdError(f"distill run {self.snapshot.run_id} is running in process {self.snapshot.pid} and holds the "
+                      "project; while it runs, only status, runs and cost can read it (DuckDB lets no other process "
+                      "open it)",
+                      "wait for the run to end, or stop it (Ctrl-C there: it resumes), then run the command again")
+
 
 def open_engine(name: str, **options: Any) -> Engine:
     """A registered engine (`kdstudio plugins` lists them) with its options."""
@@ -167,9 +176,12 @@ class Project:
 
     @classmethod
     def for_reading(cls, directory: str | Path) -> Project | ProgressView:
-        """The project, or, while another process distills in it, the progress that process publishes."""
+        """The project (read-only where its folder cannot be written), or, while another process distills in it, the
+        progress that process publishes."""
         try:
             return cls.open(directory)
+        except ReadOnlyProject:
+            return cls.open(directory, read_only=True)
         except ProjectLocked as exc:
             published = snapshot.read(Path(directory), exc.pid)
             if published is None:
@@ -428,7 +440,9 @@ class Project:
                               "add them back as [[labels]] entries (a label set can grow, not shrink)")
 
     def load_student(self, student_id: int | None = None) -> tuple[Student, dict[str, Any]]:
-        """A kept student (default: the best of the latest run) and its record."""
+        """A kept student (default: the best of the latest run) and its record. Every use of a kept student loads it
+        here: damaged files, and vectors other than the ones it learned from, are one clear error (StaleStudent for
+        the latter) instead of a crash in the middle of whatever asked."""
         self.check_label_set()
         kept = RunLog(self.store).students()
         if student_id is not None:
@@ -440,19 +454,36 @@ class Project:
         folder = resolve_artifact(self.directory, path)
         if not folder.is_dir():
             raise KdError(f"student {sid}'s files are missing ({folder})", "run `kdstudio distill` again")
-        student = self.plugins.get("student", kind).cls.load(folder)
-        return student, {"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "path": str(folder),
-                         "metrics": metrics}
+        record = {"id": sid, "run_id": run_id, "round": round_no, "kind": kind, "path": str(folder),
+                  "metrics": metrics}
+        try:
+            student = self.plugins.get("student", kind).cls.load(folder)
+        except KdError:
+            raise
+        except Exception as exc:  # a truncated or hand-edited file, whatever the student plugin's format
+            raise KdError(f"student {sid}'s files in {folder} are damaged ({type(exc).__name__}: {exc})",
+                          "distill again, or restore the project folder from a backup") from None
+        self._check_same_vectors(student, record)
+        return student, record
 
     # -- the teacher's labels under audit ---------------------------------------------------------------
 
     def audit(self, *, doubt: str = "cleanlab", doubt_options: dict[str, Any] | None = None,
-              top: int | None = None) -> AuditReport:
+              top: int | None = None, run_id: int | None = None, teacher: str | None = None) -> AuditReport:
         """Rank the teacher labels no person has checked by how likely they are wrong: each judged by students that
         never saw it (out of fold, on every label, people's included), with the teacher's confidence and the
-        nearest labelled documents as evidence."""
+        nearest labelled documents as evidence. `run_id` and `teacher` (a model, as `cost` names it) audit one run's
+        or one teacher's labels only."""
         self.check_label_set()
-        report = self._audit(ReviewStore(self.store).candidates(), doubt, doubt_options or {})
+        if run_id is not None and RunLog(self.store).get(run_id) is None:
+            raise KdError(f"there is no run {run_id}", "see `kdstudio runs`")
+        candidates = ReviewStore(self.store).candidates(run_id, teacher)
+        if not candidates and (run_id is not None or teacher is not None):
+            models = sorted({row.model for row in self.cost() if row.run_id == run_id or run_id is None})
+            raise KdError(f"no unchecked teacher label{f' of run {run_id}' if run_id is not None else ''}"
+                          f"{f' from teacher {teacher!r}' if teacher else ''}",
+                          f"teachers that answered: {', '.join(models) or 'none'}")
+        report = self._audit(candidates, doubt, doubt_options or {})
         return replace(report, suspects=report.suspects[:top]) if top else report
 
     def _audit(self, candidates: list[Candidate], doubt: str, doubt_options: dict[str, Any]) -> AuditReport:
@@ -515,7 +546,7 @@ class Project:
         candidates = ReviewStore(self.store).candidates()
         if filter == "suspect":
             candidates = self._suspect_order(candidates)
-        return choose(candidates, filter, limit, below, self._student_labels if filter == "disagreement" else None)
+        return choose(candidates, filter, limit, below, self._student_predictor() if filter == "disagreement" else None)
 
     def review_state(self) -> ReviewState:
         """Where review stands: teacher labels no person has checked (and how many are below the project's review
@@ -554,11 +585,19 @@ class Project:
         rank = {s.doc_id: i for i, s in enumerate(self._audit(candidates, "cleanlab", {}).suspects)}
         return sorted(candidates, key=lambda c: rank.get(c.doc_id, len(rank)))
 
-    def _student_labels(self, doc_ids: list[str]) -> list[str]:
-        if not doc_ids:
-            return []
+    def _student_predictor(self) -> Callable[[list[str]], list[str]]:
+        """The latest kept student's label for documents, each predicted once however often it is asked."""
         student, _ = self.load_student()
-        return [self.labels[i] for i in student.predict_proba(self._student_input(student, doc_ids)).argmax(axis=1)]
+        predicted: dict[str, str] = {}
+
+        def labels_of(doc_ids: list[str]) -> list[str]:
+            missing = [d for d in doc_ids if d not in predicted]
+            if missing:
+                found = student.predict_proba(self._student_input(student, missing)).argmax(axis=1)
+                predicted.update(zip(missing, (self.labels[i] for i in found), strict=True))
+            return [predicted[d] for d in doc_ids]
+
+        return labels_of
 
     def _student_input(self, student: Student, doc_ids: list[str], texts: list[str] | None = None) -> Any:
         """What `student.predict_proba` reads for these documents: stored vectors, or the texts."""
@@ -584,29 +623,28 @@ class Project:
         from kdstudio.review import choose
 
         self.check_label_set()
+        ignored = ReviewStore(self.store).ignored()
         if order == "diverse":
-            return self._cold_start_queue(min(limit, COLD_START))
-        candidates = ReviewStore(self.store).candidates()
-        has_student = bool(RunLog(self.store).students())
-        predicted: dict[str, str] = {}
-
-        def student_labels(doc_ids: list[str]) -> list[str]:
-            # Each document is predicted once, whether the disagreement filter or the queue asks first.
-            missing = [d for d in doc_ids if d not in predicted]
-            predicted.update(zip(missing, self._student_labels(missing), strict=True))
-            return [predicted[d] for d in doc_ids]
-
+            return self._cold_start_queue(min(limit, COLD_START), ignored)
+        candidates = [c for c in ReviewStore(self.store).candidates() if c.doc_id not in ignored]
+        student_labels = None
+        if RunLog(self.store).students():
+            try:
+                student_labels = self._student_predictor()
+            except StaleStudent:
+                if order == "disagreement":
+                    raise
+                # The queue stands without the student's opinion until a run trains one on these vectors.
         if order == "suspect":
             candidates = self._suspect_order(candidates)
-        items = choose(candidates, "disagreement" if order == "disagreement" else "all", limit, 1.0,
-                       student_labels if has_student else None)
-        labels = student_labels([x.doc_id for x in items]) if has_student else [None] * len(items)
+        items = choose(candidates, "disagreement" if order == "disagreement" else "all", limit, 1.0, student_labels)
+        labels = student_labels([x.doc_id for x in items]) if student_labels else [None] * len(items)
         return [TriageItem(x.doc_id, x.text, x.label, x.confidence, p) for x, p in zip(items, labels, strict=True)]
 
-    def _cold_start_queue(self, limit: int) -> list[TriageItem]:
+    def _cold_start_queue(self, limit: int, ignored: set[str]) -> list[TriageItem]:
         from kdstudio.cold_start import diverse_order
 
-        ids = [d for d, _ in self.store.untouched_pool()]
+        ids = [d for d, _ in self.store.untouched_pool() if d not in ignored]
         key = self.vector_key
         missing = set(self.store.ids_missing_embedding(key))
         if ids and not missing & set(ids):
@@ -617,6 +655,15 @@ class Project:
             ids = [ids[i] for i in picked]
         ids = ids[:limit]
         return [TriageItem(d, t, None, None, None) for d, t in zip(ids, self.store.texts(ids), strict=True)]
+
+    def ignore_document(self, doc_id: str, annotator: str | None = None) -> int:
+        """A person passes over a document in Triage (Prodigy's ignore): it leaves the queue for good, recorded with
+        their name; returns the record's id for `undo_ignore`."""
+        return ReviewStore(self.store).ignore(doc_id, annotator)
+
+    def undo_ignore(self, ignore_id: int) -> None:
+        """Take back an ignore: the document returns to the queue."""
+        ReviewStore(self.store).unignore(ignore_id)
 
     def set_label(self, doc_id: str, label: str, annotator: str | None = None) -> int:
         """A person's label, persisted at once; returns its id for `undo_label`."""
@@ -642,7 +689,6 @@ class Project:
         step("loading the student")
         student, record = self.load_student(student_id)
         self._check_exportable(record)
-        self._check_same_vectors(student, record)
         plugin = self.plugins.get("exporter", exporter).cls()
         context = ExportContext(self.labels, self.embedder, quantize)
         gold = self.store.gold()
@@ -656,8 +702,8 @@ class Project:
 
     def export_cascade(self, out_dir: str | Path, *, fast_encoder: str = "static", student_id: int | None = None,
                        target_accuracy: float | None = None, defer_below: float | None = None,
-                       quantize: str | None = None, exporter: str = "onnx",
-                       on_build: BuildProgress | None = None) -> CascadeReport:
+                       quantize: str | None = None, exporter: str = "onnx", license: str | None = None,
+                       language: Sequence[str] = (), on_build: BuildProgress | None = None) -> CascadeReport:
         """A cascade folder: a student on `fast_encoder`'s vectors, trained on the labels the kept student's run holds,
         answers what it is sure of (threshold chosen on validation for `target_accuracy`, default the kept student's
         own less half a point); the kept student (`quantize`d if asked) answers the rest."""
@@ -665,7 +711,6 @@ class Project:
 
         slow, record = self.load_student(student_id)
         self._check_exportable(record)
-        self._check_same_vectors(slow, record)
         fast_encoder_obj = self.encoder_for(EmbeddingSettings(encoder=fast_encoder))
         if fast_encoder_obj.key == self.vector_key:
             raise KdError(f"the kept student already reads {fast_encoder} vectors",
@@ -688,8 +733,9 @@ class Project:
                                fast.predict_proba(fast_vectors(val)), val_slow, y_of(val), self.store.texts(test),
                                np.array([self.labels.index(gold[d]) for d in test], dtype=np.int64),
                                target_accuracy, defer_below)
-        card = self._kept_student_lines(record, len(train))
-        return build_cascade(inputs, self.plugins.get("exporter", exporter).cls(), Path(out_dir), card)
+        lines = self._kept_student_lines(record, len(train))
+        card = {"project": self.config.name, "license": license, "language": list(language)}
+        return build_cascade(inputs, self.plugins.get("exporter", exporter).cls(), Path(out_dir), lines, card)
 
     def _kept_student_lines(self, record: dict[str, Any], n_fast_train: int) -> list[str]:
         run = self._card_facts(record["run_id"]).get("run") or {}
@@ -716,12 +762,15 @@ class Project:
         return train, val, classes
 
     def _check_same_vectors(self, student: Student, record: dict[str, Any]) -> None:
-        """A student exports with the encoder whose vectors it learned from, which must still be the project's."""
+        """A student reads the vectors it learned from, which must still be the project's."""
+        if student.input != "embeddings":
+            return
         run = RunLog(self.store).get(record["run_id"]) if record.get("run_id") is not None else None
         learned_from = run.config.get("vectors") if run is not None else None
-        if student.input == "embeddings" and learned_from and learned_from != self.vector_key:
-            raise KdError(f"student {record['id']} learned from {learned_from} vectors; the project now embeds with "
-                          f"{self.vector_key}", "switch back with `kdstudio embed --encoder ...`, or distill again")
+        if learned_from and learned_from != self.vector_key:
+            raise StaleStudent(f"student {record['id']} learned from {learned_from} vectors; the project now embeds "
+                               f"with {self.vector_key}",
+                               "distill again on these vectors, or switch back with `kdstudio embed --encoder ...`")
 
     @staticmethod
     def _check_exportable(record: dict[str, Any]) -> None:

@@ -214,24 +214,41 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
 
 
 def cost_view(rows: list[SpendRow]) -> Group:
-    columns = [Col("run", True), Col("model"), Col("calls", True), Col("label", True, keep=3),
+    from kdstudio.json_views import retries_total
+
+    columns = [Col("run", True), Col("model"), Col("calls", True), Col("requests", True, keep=6),
+               Col("retried", keep=5), Col("unusable", True, keep=6), Col("label", True, keep=3),
                Col("generate", True, keep=2), Col("errors", True, keep=5), Col("transient", True, keep=4),
                Col("tokens in", True, keep=6), Col("tokens out", True, keep=6), Col("USD", True),
                Col("mean latency", True, keep=1), Col("reused", True, keep=7), Col("accuracy", True, keep=7)]
-    cells = [["-" if r.run_id is None else str(r.run_id), Text(r.model), str(r.calls), str(r.label_calls),
+    cells = [["-" if r.run_id is None else str(r.run_id), Text(r.model), str(r.calls), str(r.requests),
+              Text(_retried(r.retries)), _unusable(r.unusable, r.unusable_usd), str(r.label_calls),
               str(r.generate_calls), str(r.errors), str(r.transient), f"{r.tokens_in:,}", f"{r.tokens_out:,}",
               usd(r.usd), "-" if r.mean_latency_s is None else f"{r.mean_latency_s:.2f}s", str(r.reused),
               "-" if r.accuracy is None else f"{r.accuracy:.3f} ({r.judged})"] for r in rows]
-    total = ["total", "", str(sum(r.calls for r in rows)), str(sum(r.label_calls for r in rows)),
-             str(sum(r.generate_calls for r in rows)), str(sum(r.errors for r in rows)),
-             str(sum(r.transient for r in rows)), f"{sum(r.tokens_in for r in rows):,}",
-             f"{sum(r.tokens_out for r in rows):,}", usd(sum(r.usd for r in rows)), "",
-             str(sum(r.reused for r in rows)), ""]
+    total = ["total", "", str(sum(r.calls for r in rows)), str(sum(r.requests for r in rows)),
+             Text(_retried(retries_total(rows))),
+             _unusable(sum(r.unusable for r in rows), sum(r.unusable_usd for r in rows)),
+             str(sum(r.label_calls for r in rows)), str(sum(r.generate_calls for r in rows)),
+             str(sum(r.errors for r in rows)), str(sum(r.transient for r in rows)),
+             f"{sum(r.tokens_in for r in rows):,}", f"{sum(r.tokens_out for r in rows):,}",
+             usd(sum(r.usd for r in rows)), "", str(sum(r.reused for r in rows)), ""]
     table = FittedTable("Teacher spend by run and model", columns, cells, total=total if rows else None)
-    note = ("reused: labels a run took from the ledger (the cache) instead of paying for a call; accuracy: answers "
-            "that agree with a person's or the gold label (how many were judged); a committee's or cascade's own "
-            "row holds its verdicts, which cost nothing beyond its members' calls")
+    note = ("calls: answers recorded; requests: what was sent for them, every retry and re-ask included; retried: "
+            "tries that failed and were sent again, by cause; unusable: answers that could not be read, paid and "
+            "asked again (their cost); transient: calls that ended in a failure worth asking again later; reused: "
+            "labels a run took from the ledger (the cache) instead of paying for a call; accuracy: answers that "
+            "agree with a person's or the gold label (how many were judged); a committee's or cascade's own row "
+            "holds its verdicts, which cost nothing beyond its members' calls")
     return Group(table, note)
+
+
+def _retried(retries: dict[str, int]) -> str:
+    return ", ".join(f"{cause} {n}" for cause, n in retries.items()) or "-"
+
+
+def _unusable(n: int, cost: float) -> str:
+    return f"{n} ({usd(cost)})" if n else "0"
 
 
 def teacher_line(result: RunResult, teacher_on_test: float | None) -> Text:
@@ -273,20 +290,22 @@ def plan_view(plan: Plan) -> Group:
     est = plan.labels
     rows = [[f"labels ({plan.n_train} training + {plan.n_val} validation)", f"{est.n_docs:,}",
              f"{est.tokens_in_per_doc:,.0f}", f"{est.tokens_out_per_doc:,.0f}", f"${est.usd_per_doc:.6f}",
-             usd(est.usd)]]
+             usd(est.usd), usd(est.bound_usd)]]
     if plan.generation is not None:
         g = plan.generation
         rows.append(["PGKD generation", f"{g.n_docs:,}", f"{g.tokens_in_per_doc:,.0f}", f"{g.tokens_out_per_doc:,.0f}",
-                     f"${g.usd_per_doc:.6f}", usd(g.usd)])
+                     f"${g.usd_per_doc:.6f}", usd(g.usd), usd(g.bound_usd)])
     table = FittedTable(f"Plan for teacher {plan.teacher}: nothing was sent",
                         [Col("what"), *(Col(c, True) for c in ("requests", "prompt tokens each", "answer tokens each",
-                                                               "USD each", "USD"))],
-                        rows, total=["total", "", "", "", "", usd(plan.usd)])
+                                                               "USD each", "USD estimate", "USD at most"))],
+                        rows, total=["total", "", "", "", "", usd(plan.usd), usd(plan.bound_usd)])
     notes: list = [f"price: {est.price_source}",
                    Text(f"the teacher cannot start: {plan.not_ready}", "bold red") if plan.not_ready else
-                   "the teacher is ready: its model is known and its key is in the environment (checked without a "
-                   "call)",
-                   "an upper bound: answers already in the ledger are reused for free, and a run stops at its budget"]
+                   f"the teacher is ready: {plan.access} (checked without a call)",
+                   "the estimate: prompts like the sampled ones, answers as long as the longest label; at most: what "
+                   "the USD cap reserves, the worst case (every prompt byte billed as a token, every answer at "
+                   "max_tokens, every unusable answer asked again, the longest document in the project); answers "
+                   "already in the ledger are reused for free, and a run stops at its budget"]
     if not est.priced:
         notes.insert(0, Text("the price is unknown: give --price-in and --price-out to plan a USD budget",
                              "bold red"))

@@ -86,3 +86,20 @@ def restore(run_id: int, history: list[RoundRow]) -> RunState:
         pending=pending,
         selector_state=history[-1].selector_state if history else None,
     )
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    status: str
+    stop_reason: str
+    best_round: int | None
+    student_id: int | None
+    simulated: bool
+    rounds: list[RoundReport]
+    # What the run paid for, all in: its teacher calls (one per answer, however many tries), their cost, and the
+    # labels they bought for training and for validation.
+    calls: int = 0
+    cost_usd: float = 0.0
+    train_labels: int = 0
+    val_labels: int = 0

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,19 @@ class Prediction:
         return self.label == DEFER
 
 
+def _is_share(value: Any) -> bool:
+    """A number between 0 and 1 (JSON's true and false are not, nor NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _fix(directory: Path) -> str:
     return f"export it again: `kdstudio export -p PROJECT --out {directory}`"
 
@@ -51,6 +65,7 @@ class Classifier:
                  batch_size: int | None = None) -> None:
         self.directory = Path(directory)
         self.labels, self.meta = self._read_description()
+        self._check_files()
         # Texts per onnxruntime call, as the exporter advises. On CPU, small length-sorted batches suit a transformer:
         # attention memory grows with batch x length^2 (16 was ~20% faster than 64 on 2 cores, docs/benchmarks.md);
         # a static encoder is a lookup and wants large ones.
@@ -95,6 +110,20 @@ class Classifier:
                                  f"set max_length to at most {positions}, or {_fix(d)}" if isinstance(positions, int)
                                  else _fix(d))
         return labels, meta
+
+    def _check_files(self) -> None:
+        """The checksums the exporter recorded (folders exported before they were recorded have none)."""
+        recorded = self.meta.get("sha256")
+        if recorded is None:
+            return
+        if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
+            raise BadModelFolder(f"{self.directory / META}: sha256 must map file names to checksums",
+                                 _fix(self.directory))
+        for name, digest in recorded.items():
+            path = self.directory / name
+            if name not in (MODEL, TOKENIZER, LABELS) or not path.is_file() or file_sha256(path) != digest:
+                raise BadModelFolder(f"{path} is not the file that was exported (its checksum differs from the "
+                                     f"one in {META}): changed, truncated or replaced since", _fix(self.directory))
 
     def _advice(self, key: str, kind: type, default: Any) -> Any:
         """An optional tokenizing setting of kdstudio_model.json, checked: a hand-edited folder fails here, in one
@@ -248,11 +277,13 @@ class Cascade:
             tiers = spec["tiers"]
             ok = isinstance(tiers, list) and len(tiers) >= 2 and all(
                 isinstance(t.get("folder"), str) and "/" not in t["folder"] and ".." not in t["folder"]
-                for t in tiers) and all(isinstance(t.get("answers_at_or_above"), int | float) for t in tiers[:-1])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+                for t in tiers) and all(_is_share(t.get("answers_at_or_above")) for t in tiers[:-1]) \
+                and (spec.get("defer_below") is None or _is_share(spec["defer_below"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError):
             ok = False
         if not ok:
-            raise BadModelFolder(f"{path} is not a kdstudio cascade description", _fix(self.directory))
+            raise BadModelFolder(f"{path} is not a kdstudio cascade description (tiers with folders and thresholds "
+                                 "between 0 and 1)", _fix(self.directory))
         return spec
 
     def answer(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -99,6 +99,8 @@ class Batch:
     items: list[dict[str, Any]]
     scored: int
     timings: dict[str, float] = field(default_factory=dict)
+    wanted: int = 0  # documents the round asked its selector for
+    free: int = 0  # pool documents it could choose from
 
     @property
     def ids(self) -> list[str]:
@@ -119,7 +121,7 @@ def select(ctx: RunContext, state: RunState) -> Batch:
     selector (round 0) or the selector chooses, and the choice is saved before any teacher call."""
     if state.pending is not None:
         pending, state.pending = state.pending, None
-        return Batch(pending.selected, pending.scored or 0)
+        return Batch(pending.selected, pending.scored or 0, wanted=len(pending.selected))
     started = time.perf_counter()
     config, round_no = ctx.config, state.round_no
     rows = ctx.index.free_rows(state.chosen | set(ctx.ledger.human_labelled()))
@@ -134,12 +136,28 @@ def select(ctx: RunContext, state: RunState) -> Batch:
                     np.random.default_rng([config.seed, round_no]), ctx.scorer, answers)
     chooser = ctx.parts.seed_selector if round_no == 0 else ctx.parts.selector
     # A pure PGKD run (--batch 0) buys no new documents after the seed: its data is generated.
-    choice: Selection = chooser.select(pool, want) if want > 0 else Selection([], [])
+    choice: Selection = chooser.select(pool, want) if want > 0 and len(free) else Selection([], [])
     items = [{"id": str(free[p]), "score": None if s is None or math.isnan(s) else float(s)}
              for p, s in zip(choice.positions, choice.scores, strict=True)]
     scored = max(choice.scored, pool.scored)
-    ctx.runs.save_selection(ctx.run_id, round_no, chooser.name, items, scored, ctx.parts.selector.state_dict())
-    return Batch(items, scored, {"select_s": time.perf_counter() - started})
+    if items or not want:  # an empty choice ends the run (see nothing_to_ask): there is no round to save
+        ctx.runs.save_selection(ctx.run_id, round_no, chooser.name, items, scored, ctx.parts.selector.state_dict())
+    return Batch(items, scored, {"select_s": time.perf_counter() - started}, want, len(free))
+
+
+def nothing_to_ask(ctx: RunContext, state: RunState, batch: Batch) -> str:
+    """Why a round that could select nothing ends the run: whatever the budget says, there is nothing to buy."""
+    if not batch.free:
+        return (f"the pool is exhausted: {len(state.selected)} bought, nothing left to ask (the rest of the pool is "
+                "labelled by people or already bought)")
+    chooser = ctx.parts.seed_selector if state.round_no == 0 else ctx.parts.selector
+    return f"the {chooser.name} selector chose nothing from the {batch.free} pool documents left"
+
+
+def keep_answered(batch: Batch, outcome: TeachOutcome) -> None:
+    """Narrow the round to the documents the teacher answered (a label, or a failure that was paid for)."""
+    answered = outcome.labelled.keys() | outcome.failed.keys()
+    batch.items = [item for item in batch.items if item["id"] in answered]
 
 
 # -- teach and generate ----------------------------------------------------------------------------------------
@@ -375,8 +393,8 @@ def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutco
         metrics["forecast"] = _forecast(ctx, state, len(trained.train_ids), usd, metrics["val"]["accuracy"])
     report = RoundReport(state.round_no, len(state.selected), len(trained.train_ids), len(outcome.failed), usd,
                          calls, batch.scored, metrics, batch.timings, is_best, generated)
-    ctx.runs.finish_round(ctx.run_id, state.round_no, n_labels=len(trained.train_ids), cost_usd=usd,
-                          metrics={**metrics, "best": is_best, "n_selected": len(state.selected),
+    ctx.runs.finish_round(ctx.run_id, state.round_no, selected=batch.items, n_labels=len(trained.train_ids),
+                          cost_usd=usd, metrics={**metrics, "best": is_best, "n_selected": len(state.selected),
                                    "failed": len(outcome.failed), "calls": calls, "generated": generated},
                           timings=batch.timings, selector_state=ctx.parts.selector.state_dict())
     state.reports.append(report)

@@ -11,6 +11,9 @@ import numpy as np
 from kdstudio.interfaces import Doc, TeachContext, Teacher, TeacherLabel
 
 SAMPLE = 200
+GUESSING_FIX = ("Fix: give each label a description in kdstudio.toml (description = \"what belongs here\"), use "
+                "another teacher (an LLM: --model PROVIDER/MODEL), or label documents yourself in Triage "
+                "(kdstudio tui)")
 # Below this share of the way from chance to certainty, the average confidence says the teacher cannot separate the
 # labels (e.g. 3 labels: a mean top probability under 0.43).
 SEPARATION = 0.15
@@ -38,7 +41,7 @@ def confidence_warnings(answers: Sequence[TeacherLabel], labels: list[str]) -> l
         mean = float(np.mean(confidences))
         if mean < 1 / k + SEPARATION * (1 - 1 / k):
             warnings.append(f"its mean confidence is {mean:.2f} with {k} labels (chance {1 / k:.2f}): it cannot tell "
-                            "the labels apart")
+                            f"the labels apart. {GUESSING_FIX}")
     if len(answers) >= 30 and k >= 2:
         counts = np.unique([a.label for a in answers], return_counts=True)
         top = int(counts[1].argmax())
@@ -71,6 +74,7 @@ def check(teacher: Teacher, context: TeachContext, labels: list[str], docs: Sequ
         majority = max(values.count(x) for x in set(values)) / n
         if n >= 30 and share < max(1 / len(labels), majority) + 0.05:
             warnings.append(f"it agrees with {share:.2f} of {n} {kind} labels ({chance_line(labels, truth)}): it is "
-                            "guessing")
+                            "guessing, no better than chance or than always answering the commonest label. "
+                            f"{GUESSING_FIX}")
     warnings += confidence_warnings([a for d, a in answers.items() if d in pool], labels)
     return found, warnings

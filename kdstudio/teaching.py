@@ -215,7 +215,8 @@ class TeacherRunner:
             prompt=request if teacher.log_prompts else None, response=answer.response, label=answer.label,
             confidence=answer.confidence, probs=answer.probs, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
             cost_usd=answer.cost_usd, latency_s=answer.latency_s, error=answer.error, round=round,
-            transient=answer.transient, attempts=answer.attempts, purpose=purpose)
+            transient=answer.transient, attempts=answer.attempts, purpose=purpose, retries=answer.retries,
+            unusable=answer.unusable, unusable_usd=answer.unusable_usd)
 
     def _consult(self, member: Teacher, docs: Sequence[Doc], context: TeachContext,
                  round: int | None) -> dict[str, TeacherLabel]:
@@ -296,7 +297,8 @@ class TeacherRunner:
             request_hash=digest, doc_id=None, run_id=self.run_id, model=self.teacher.model_name, prompt=key,
             response=stored, label=None, confidence=None, probs=None, tokens_in=result.tokens_in,
             tokens_out=result.tokens_out, cost_usd=result.cost_usd, latency_s=result.latency_s, error=result.error,
-            round=round, transient=result.transient, attempts=result.attempts, purpose="generate")
+            round=round, transient=result.transient, attempts=result.attempts, purpose="generate",
+            retries=result.retries, unusable=result.unusable, unusable_usd=result.unusable_usd)
         self.budget.spent_calls += 1
         self.budget.spent_usd += result.cost_usd
         kept, duplicates = self.ledger.add_synthetic(result.samples, self.run_id, round, call_id)

@@ -20,20 +20,57 @@ from kdstudio.events import (
     Teaching,
 )
 from kdstudio.export import ExportReport
-from kdstudio.loop import DistillConfig, Plan, RoundReport, RunResult
+from kdstudio.loop import TEACHER_SHORTCUTS, DistillConfig, Plan, RoundReport, RunResult, Shortcut
 from kdstudio.plugins import Plugins, Registered, get_plugins
 from kdstudio.project import ProgressView, Status, TriageItem
 from kdstudio.review import Agreement, PullReport, PushReport, ReviewItem, ReviewState
+from kdstudio.settings import Setting, settings_of
 from kdstudio.store import ImportOptions, ImportReport, RoundRow, RunRow, SpendRow, parse_split_option
 from kdstudio.store.browse import Filters, Page
 
 __all__ = [
-    "Agreement", "AuditReport", "CascadeReport", "DistillConfig", "Engine", "Event", "EventFn", "ExportReport",
+    "TEACHER_SHORTCUTS",
+    "Agreement",
+    "AuditReport",
+    "CascadeReport",
+    "DistillConfig",
+    "Engine",
+    "Event",
+    "EventFn",
+    "ExportReport",
     "Filters",
-    "ImportOptions", "ImportReport", "Label", "Labelled", "Page", "Plan", "Plugins", "ProgressView", "PullReport",
-    "PushReport", "Registered", "ReviewItem", "ReviewState", "RoundDone", "RoundReport", "RoundRow", "RunDone",
-    "RunResult", "RunRow",
-    "RunStarted", "SamplesGenerated", "SpendRow", "Status", "Suspect", "TeacherChecked", "Teaching", "TriageItem",
+    "ImportOptions",
+    "ImportReport",
+    "Label",
+    "Labelled",
+    "Page",
+    "Plan",
+    "Plugins",
+    "ProgressView",
+    "PullReport",
+    "PushReport",
+    "Registered",
+    "ReviewItem",
+    "ReviewState",
+    "RoundDone",
+    "RoundReport",
+    "RoundRow",
+    "RunDone",
+    "RunResult",
+    "RunRow",
+    "RunStarted",
+    "SamplesGenerated",
+    "Setting",
+    "Shortcut",
+    "SpendRow",
+    "Status",
+    "Suspect",
+    "TeacherChecked",
+    "Teaching",
+    "TriageItem",
     "get_plugins",
-    "parse_labels_option", "parse_split_option", "read_labels_file",
+    "parse_labels_option",
+    "parse_split_option",
+    "read_labels_file",
+    "settings_of",
 ]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,13 @@ CACHE = Path(tempfile.mkdtemp(prefix="kdstudio-test-cache-"))
 os.environ["KDSTUDIO_CACHE_DIR"] = str(CACHE)
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ["sports", "politics", "tech"]
+# The suite's own plugin (a test encoder whose vectors cost nothing) loads through the ordinary plugin machinery, in
+# this process and in every kdstudio process a test starts.
+os.environ["KDSTUDIO_PLUGINS"] = "kdstudio_testkit"
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+# The in-process command line (`cli`) prints at the width a child process gets (see run_cli).
+os.environ["COLUMNS"] = "200"
+TEST_ENCODER = "hashed"
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -34,6 +42,35 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "kdstudio", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout, input=input_text)
+
+
+@dataclass
+class CliResult:
+    """What `cli` gives back: the shape of subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None
+
+
+def cli(*args: str, input_text: str | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """The command line in this process (click's runner): for tests of behaviour rather than of being a process."""
+    from click.testing import CliRunner
+
+    from kdstudio.cli import cli as command
+
+    result = CliRunner().invoke(command, list(args), input=input_text, env=env, catch_exceptions=True)
+    unexpected = result.exception if not isinstance(result.exception, SystemExit) else None
+    return CliResult(result.exit_code, result.stdout, result.stderr, unexpected)
+
+
+def cheap_slice(directory: Path, limit: int, seed: int, **options) -> Path:
+    """A stratified slice of bbc-news embedded with the test encoder (no model weights; seconds)."""
+    project, _ = Project.from_dataset("bbc-news", directory, limit=limit, seed=seed, **options)
+    with project:
+        project.embed(encoder=TEST_ENCODER)
+    return directory
 
 
 @pytest.fixture

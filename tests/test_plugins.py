@@ -70,7 +70,7 @@ def test_options_are_typed_and_checked():
         Nearest(radius=2)
     with pytest.raises(KdError, match="not one of"):
         Nearest(metric="manhattan")
-    with pytest.raises(KdError, match="not a valid int"):
+    with pytest.raises(KdError, match="is not a whole number"):
         Nearest(k="many")
     assert Nearest.summary() == "Picks the documents nearest to the labelled ones."
 

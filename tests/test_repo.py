@@ -96,3 +96,9 @@ def test_shell_completion_works_as_the_readme_says():
                             env={**os.environ, "_KDSTUDIO_COMPLETE": "bash_source"})
     assert result.returncode == 0 and "_kdstudio_completion" in result.stdout, result.stdout + result.stderr
     assert '_KDSTUDIO_COMPLETE=bash_source kdstudio' in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_settings_schema_and_their_docs_are_current():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "settings_doc.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

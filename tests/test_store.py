@@ -16,7 +16,7 @@ from kdstudio.store import DB_NAME, Store
 from kdstudio.store import schema as schema_module
 
 TABLES = {"documents", "gold", "labels", "teacher_calls", "embeddings", "runs", "rounds", "students", "imports",
-          "review_projects",
+          "review_projects", "ignored",
           "schema_version"}
 
 

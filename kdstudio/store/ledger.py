@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kdstudio.secrets import redact
@@ -49,6 +49,10 @@ class SpendRow:
     reused: int  # labels this run took from the ledger without a call
     judged: int = 0  # answers whose document has a human or gold label
     correct: int = 0  # of those, answers that agree with it
+    requests: int = 0  # requests sent, every retry and re-ask included
+    retries: dict[str, int] = field(default_factory=dict)  # tries that failed and were sent again, by cause
+    unusable: int = 0  # answers that could not be read (bad JSON, a label outside the set): paid, asked again
+    unusable_usd: float = 0.0  # what they cost
 
     @property
     def accuracy(self) -> float | None:
@@ -76,7 +80,8 @@ class Ledger:
                response: str | None, label: str | None, confidence: float | None, probs: dict[str, float] | None,
                tokens_in: int | None, tokens_out: int | None, cost_usd: float, latency_s: float | None,
                error: str | None, round: int | None, transient: bool = False, attempts: int = 1,
-               purpose: str = "label") -> int:
+               purpose: str = "label", retries: dict[str, int] | None = None, unusable: int = 0,
+               unusable_usd: float = 0.0) -> int:
         """Persist one answer (and its label, if any) the moment it arrives, in one transaction."""
         probs_json = json.dumps(probs) if probs is not None else None
         # A provider may echo the request's key in an answer or an error: the ledger never holds it.
@@ -85,10 +90,11 @@ class Ledger:
             call_id = con.execute(
                 "INSERT INTO teacher_calls (request_hash, doc_id, run_id, model, prompt, response, parsed_label, "
                 "confidence, probs, tokens_in, tokens_out, cost_usd, latency_s, error, transient, attempts, "
-                "purpose) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "purpose, retries, unusable, unusable_usd) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [request_hash, doc_id, run_id, model, json.dumps(prompt) if prompt is not None else None, response,
                  label, confidence, probs_json, tokens_in, tokens_out, cost_usd, latency_s, error, transient,
-                 attempts, purpose],
+                 attempts, purpose, json.dumps(retries) if retries else None, unusable, unusable_usd],
             ).fetchall()[0][0]
             # A member's answer inside a committee or cascade is evidence, not a label: the verdict is the label.
             if label is not None and purpose != "consult":
@@ -249,7 +255,10 @@ class Ledger:
                        coalesce(sum(tokens_out), 0) AS t_out, coalesce(sum(cost_usd), 0) AS usd,
                        avg(latency_s) AS latency,
                        count(*) FILTER (c.parsed_label IS NOT NULL AND truth.label IS NOT NULL) AS judged,
-                       count(*) FILTER (c.parsed_label = truth.label) AS correct
+                       count(*) FILTER (c.parsed_label = truth.label) AS correct,
+                       coalesce(sum(attempts) FILTER (purpose <> 'verdict'), 0) AS requests,
+                       coalesce(sum(unusable), 0) AS unusable, coalesce(sum(unusable_usd), 0) AS unusable_usd,
+                       list(retries) FILTER (retries IS NOT NULL) AS retries
                 FROM teacher_calls c LEFT JOIN truth ON truth.doc_id = c.doc_id GROUP BY ALL
             ), reused AS (
                 SELECT l.run_id, c.model, count(*) AS n FROM labels l JOIN teacher_calls c ON c.id = l.teacher_call_id
@@ -258,15 +267,17 @@ class Ledger:
             SELECT coalesce(s.run_id, r.run_id) AS run, coalesce(s.model, r.model) AS m, coalesce(calls, 0),
                    coalesce(label_calls, 0), coalesce(gen_calls, 0), coalesce(errors, 0), coalesce(transient, 0),
                    coalesce(t_in, 0), coalesce(t_out, 0), coalesce(usd, 0), latency, coalesce(n, 0),
-                   coalesce(judged, 0), coalesce(correct, 0)
+                   coalesce(judged, 0), coalesce(correct, 0), coalesce(requests, 0), coalesce(unusable, 0),
+                   coalesce(unusable_usd, 0), retries
             FROM spent s FULL OUTER JOIN reused r ON r.run_id IS NOT DISTINCT FROM s.run_id AND r.model = s.model
             ORDER BY run NULLS FIRST, m
             """
         ).fetchall()
         return [SpendRow(run, model, calls, label_calls, gen_calls, errors, transient, int(t_in), int(t_out),
-                         float(usd), latency, reused, judged, correct)
+                         float(usd), latency, reused, judged, correct, int(requests), _summed(retries),
+                         int(unusable), float(unusable_usd))
                 for run, model, calls, label_calls, gen_calls, errors, transient, t_in, t_out, usd, latency, reused,
-                judged, correct in rows]
+                judged, correct, requests, unusable, unusable_usd, retries in rows]
 
     def run_val_labels(self, run_id: int) -> int:
         """Validation documents this run holds a teacher label for (bought, or reused from the ledger)."""
@@ -280,3 +291,12 @@ class Ledger:
             "WHERE run_id = ?", [run_id]
         ).fetchall()[0]
         return float(usd), int(calls)
+
+
+def _summed(retries: list[str] | None) -> dict[str, int]:
+    """Retries by cause over a group's calls (each call's retries are a JSON object)."""
+    total: dict[str, int] = {}
+    for one in retries or []:
+        for cause, n in json.loads(one).items():
+            total[cause] = total.get(cause, 0) + int(n)
+    return dict(sorted(total.items()))

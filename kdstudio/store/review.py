@@ -24,23 +24,40 @@ class ReviewStore:
         self.store = store
         self.con = store.con
 
-    def candidates(self) -> list[Candidate]:
-        """Documents whose current label is the teacher's (no person has labelled them), least certain first."""
+    def candidates(self, run_id: int | None = None, teacher: str | None = None) -> list[Candidate]:
+        """Documents whose current label is the teacher's (no person has labelled them), least certain first; with
+        `run_id`, the labels that run holds; with `teacher`, those of that model (as `kdstudio cost` names it, or
+        the name before its parenthesis: `zeroshot` for `zeroshot(all-MiniLM-L6-v2)`)."""
         rows = self.con.execute(
             """
             WITH teacher AS (
-                SELECT doc_id, arg_max(label, id) AS label, arg_max(confidence, id) AS confidence,
-                       arg_max(teacher_call_id, id) AS call_id
-                FROM labels WHERE source = 'teacher' GROUP BY doc_id
+                SELECT l.doc_id, arg_max(l.label, l.id) AS label, arg_max(l.confidence, l.id) AS confidence,
+                       arg_max(c.model, l.id) AS model
+                FROM labels l LEFT JOIN teacher_calls c ON c.id = l.teacher_call_id
+                WHERE l.source = 'teacher' AND (? IS NULL OR l.run_id = ?)
+                  AND (? IS NULL OR c.model = ? OR starts_with(c.model, ? || '('))
+                GROUP BY l.doc_id
             )
-            SELECT t.doc_id, d.text, t.label, t.confidence, c.model FROM teacher t
+            SELECT t.doc_id, d.text, t.label, t.confidence, t.model FROM teacher t
             JOIN documents d ON d.id = t.doc_id
-            LEFT JOIN teacher_calls c ON c.id = t.call_id
             WHERE NOT EXISTS (SELECT 1 FROM labels h WHERE h.doc_id = t.doc_id AND h.source = 'human')
             ORDER BY t.confidence ASC NULLS FIRST, t.doc_id
-            """
+            """, [run_id, run_id, teacher, teacher, teacher]
         ).fetchall()
         return [Candidate(*row) for row in rows]
+
+    def ignore(self, doc_id: str, annotator: str | None) -> int:
+        """A person passed over a document in Triage: recorded, so that it leaves their queue."""
+        with self.store.transaction() as con:
+            return int(con.execute("INSERT INTO ignored (doc_id, annotator) VALUES (?, ?) RETURNING id",
+                                   [doc_id, annotator]).fetchall()[0][0])
+
+    def unignore(self, ignore_id: int) -> None:
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM ignored WHERE id = ?", [ignore_id])
+
+    def ignored(self) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT DISTINCT doc_id FROM ignored").fetchall()}
 
     def project_ref(self, backend: str, location: str) -> str | None:
         rows = self.con.execute("SELECT external_id FROM review_projects WHERE backend = ? AND location = ?",

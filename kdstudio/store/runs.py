@@ -99,12 +99,15 @@ class RunLog:
             [run_id, round, selector, _j(selected), scored, _j(selector_state)],
         )
 
-    def finish_round(self, run_id: int, round: int, *, n_labels: int, cost_usd: float, metrics: dict[str, Any],
-                     timings: dict[str, Any], selector_state: dict[str, Any]) -> None:
+    def finish_round(self, run_id: int, round: int, *, selected: list[dict[str, Any]], n_labels: int,
+                     cost_usd: float, metrics: dict[str, Any], timings: dict[str, Any],
+                     selector_state: dict[str, Any]) -> None:
+        """Mark a round done with what it bought: `selected` may be fewer documents than were chosen, when the budget
+        stopped the teacher first."""
         self.con.execute(
-            "UPDATE rounds SET phase = 'done', n_labels = ?, cost_usd = ?, metrics = ?, timings = ?, "
+            "UPDATE rounds SET phase = 'done', selected = ?, n_labels = ?, cost_usd = ?, metrics = ?, timings = ?, "
             "selector_state = ? WHERE run_id = ? AND round = ?",
-            [n_labels, cost_usd, _j(metrics), _j(timings), _j(selector_state), run_id, round],
+            [_j(selected), n_labels, cost_usd, _j(metrics), _j(timings), _j(selector_state), run_id, round],
         )
 
     def rounds(self, run_id: int) -> list[RoundRow]:

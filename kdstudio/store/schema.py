@@ -144,6 +144,25 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        4,
+        "teacher calls: retries by cause and unusable answers with their cost; triage ignores",
+        [
+            "ALTER TABLE teacher_calls ADD COLUMN retries JSON",
+            "ALTER TABLE teacher_calls ADD COLUMN unusable INTEGER DEFAULT 0",
+            "ALTER TABLE teacher_calls ADD COLUMN unusable_usd DOUBLE DEFAULT 0",
+            "UPDATE teacher_calls SET unusable = 0, unusable_usd = 0",
+            # A document a person chose not to label in Triage (Prodigy's ignore): it leaves their queue, and the
+            # undo takes it back.
+            "CREATE SEQUENCE ignored_id_seq",
+            """CREATE TABLE ignored (
+                id INTEGER PRIMARY KEY DEFAULT nextval('ignored_id_seq'),
+                doc_id VARCHAR NOT NULL,
+                annotator VARCHAR,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )""",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

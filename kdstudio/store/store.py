@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from kdstudio.errors import KdError, ProjectLocked, ProjectNotFound, SchemaError
+from kdstudio.errors import KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, SchemaError
 from kdstudio.store.schema import LATEST_VERSION, MIGRATIONS
 from kdstudio.vectors import column_matrix, vectors_column
 
@@ -29,6 +30,12 @@ def _lock_error(path: Path, exc: duckdb.Error) -> ProjectLocked:
         "one process at a time may write a project",
         pid=int(pid.group(1)) if pid else None,
     )
+
+
+def _read_only(path: Path) -> ReadOnlyProject:
+    return ReadOnlyProject(f"the project in {path.parent} is read-only, and this command writes to it",
+                           "make the folder and kdstudio.duckdb writable, or work on a copy; reading commands (status, "
+                           "runs, cost, audit, review report, export) work as it is")
 
 
 _DAMAGED_FIX = ("restore kdstudio.duckdb from a backup or copy, or start a new project with `kdstudio init`; "
@@ -89,11 +96,16 @@ class Store:
 
     @classmethod
     def _connect(cls, path: Path, *, read_only: bool = False) -> Store:
+        # DuckDB writes beside the file too (its write-ahead log): a folder or file it cannot write is read-only.
+        if not read_only and path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            raise _read_only(path)
         try:
             con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
             if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
                 raise _lock_error(path, exc) from None
+            if not read_only and any(x in str(exc) for x in ("Permission denied", "Read-only file system")):
+                raise _read_only(path) from None
             raise _damaged(path, exc) from None
         return cls(con, path)
 
@@ -198,6 +210,16 @@ class Store:
         finally:
             for name in tables:
                 self.con.unregister(name)
+
+    def extreme_texts(self, chars: int) -> list[tuple[str, str]]:
+        """(id, text) of the pool or validation documents whose first `chars` characters take the fewest and the most
+        UTF-8 bytes: the least and the most a teacher that cuts documents there sends."""
+        rows = []
+        for order in ("ASC", "DESC"):
+            rows += self.con.execute(
+                "SELECT id, text FROM documents WHERE split IN ('pool', 'val') "
+                f"ORDER BY strlen(left(text, ?)) {order}, id LIMIT 1", [chars]).fetchall()
+        return [(r[0], r[1]) for r in rows]
 
     def ids_in_split(self, split: str, *, source: str | None = None) -> list[str]:
         return [r[0] for r in self.con.execute(

@@ -121,6 +121,15 @@ class KdStudioApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
+    def _fatal_error(self) -> None:
+        # Textual's own crash report shows every local variable (document texts, vectors): data that is no business
+        # of a terminal. The traceback alone is what a bug report needs; the shell gets a non-zero exit (see `run`).
+        from rich.traceback import Traceback
+
+        self.bell()
+        self._exit_renderables.append(Traceback(show_locals=False, width=None))
+        self._close_messages_no_wait()
+
     async def action_quit(self) -> None:
         distill = self.query_one("#distill-pane", Distill)
         if distill.running:
@@ -139,6 +148,9 @@ def default_annotator() -> str:
         return "unknown"
 
 
-def run(directory: Path, annotator: str | None = None) -> None:
+def run(directory: Path, annotator: str | None = None) -> int:
+    """The app on this terminal; its exit status (non-zero when it stopped on an error)."""
     with Project.open(directory) as project:
-        KdStudioApp(project, annotator).run()
+        app = KdStudioApp(project, annotator)
+        app.run()
+    return app.return_code or 0

@@ -11,6 +11,7 @@ from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label, Select, Static
 
+from kdstudio.terminal import shown
 from kdstudio.tui.pane import Pane
 from kdstudio.types import Filters
 
@@ -28,7 +29,7 @@ class Corpus(Pane):
     def compose(self) -> ComposeResult:
         with Horizontal(id="corpus-filters"):
             yield Input(placeholder="search text", id="search")
-            yield Select([(Text(x), x) for x in self.app.project.labels], prompt="label", id="label")  # type: ignore
+            yield Select([(Text(shown(x)), x) for x in self.app.project.labels], prompt="label", id="label")  # type: ignore
             yield Select([("teacher", "teacher"), ("human", "human"), ("unlabelled", "none")], prompt="source",
                          id="source")
             yield Select([(x, x) for x in ("pool", "val", "test")], prompt="split", id="split")
@@ -72,7 +73,7 @@ class Corpus(Pane):
             # Text cells: a plain string in a DataTable is parsed as markup, and these are data.
             cells = (row.id, row.split, row.label or "", row.label_source or "", conf, row.gold or "",
                      " ".join(row.text.split())[:80])
-            table.add_row(*map(Text, cells), key=row.id)
+            table.add_row(*(Text(shown(c)) for c in cells), key=row.id)
         last = min(self.first_row + self.PAGE, page.total)
         self.query_one("#corpus-status", Label).update(
             f"{self.first_row + 1 if page.total else 0}-{last} of {page.total} documents  "
@@ -94,4 +95,4 @@ class Corpus(Pane):
     def _show(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key is not None and event.row_key.value is not None:
             text = self.project.document_text(str(event.row_key.value)) or ""
-            self.query_one("#corpus-detail", Static).update(text[:2000])
+            self.query_one("#corpus-detail", Static).update(Text(shown(text[:2000])))

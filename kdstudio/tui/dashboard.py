@@ -8,6 +8,7 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from kdstudio.money import usd
+from kdstudio.terminal import shown
 from kdstudio.tui.pane import Pane
 
 
@@ -22,8 +23,8 @@ class Dashboard(Pane):
         labels = ", ".join(f"{label} {n}" for label, n in status.label_distribution) or "none yet"
         by_source = ", ".join(f"{source} {n}" for source, n in status.labels_by_source) or "none yet"
         self.query_one("#dashboard-stats", Static).update(Text.assemble(
-            (status.name, "bold"), f"  {status.total_documents} documents: {docs}\n"
-            f"labels: {labels}  (by source: {by_source})\n"
+            (shown(status.name), "bold"), f"  {status.total_documents} documents: {docs}\n"
+            f"labels: {shown(labels)}  (by source: {by_source})\n"
             f"spent {usd(status.spend_usd)} on {status.teacher_calls} teacher calls ({status.teacher_errors} failed);"
             f" {len(status.runs)} runs"))
         plot = self.query_one("#curve", PlotextPlot)

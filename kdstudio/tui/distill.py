@@ -13,8 +13,9 @@ from textual.widgets import Button, Input, Label, RichLog, Select
 
 from kdstudio.errors import KdError
 from kdstudio.project import Project
+from kdstudio.terminal import shown
 from kdstudio.tui.pane import Pane, data_log, text_of
-from kdstudio.types import DistillConfig, Event, RoundDone, RunStarted, TeacherChecked
+from kdstudio.types import TEACHER_SHORTCUTS, DistillConfig, Event, RoundDone, RunStarted, TeacherChecked, settings_of
 
 
 class Distill(Pane):
@@ -27,25 +28,29 @@ class Distill(Pane):
         self.confirmed: DistillConfig | None = None  # a paid run's settings whose plan was shown
 
     def compose(self) -> ComposeResult:
+        """The form: every run setting declared with a form label (kdstudio.loop.DistillConfig), and the LLM teacher's
+        shortcuts, each showing the value a run would take now (defaults under the project's [distill] table)."""
         project: Project = self.app.project  # type: ignore[attr-defined]
-        names = {kind: sorted(project.plugins.registered(kind)) for kind in ("teacher", "selector", "student")}
-        defaults = project.distill_config()  # DistillConfig's defaults under the project's [distill] table
+        defaults = project.distill_config()
+        declared = [x for x in settings_of(DistillConfig).values() if x.spec.form]
         with Horizontal(classes="form-row"):
-            for kind in ("teacher", "selector", "student"):
+            for field in (x for x in declared if x.spec.plugin):
                 with Vertical(classes="field"):
-                    yield Label(kind)
-                    yield Select([(x, x) for x in names[kind]], value=getattr(defaults, kind), allow_blank=False,
-                                 id=kind)
+                    yield Label(field.spec.form or field.name)
+                    names = sorted(project.plugins.registered(field.spec.plugin or ""))
+                    yield Select([(Text(shown(x)), x) for x in names], value=getattr(defaults, field.name),
+                                 allow_blank=False, id=field.name)
         with Horizontal(classes="form-row"):
-            for key, title, value, kind in (("budget", "labels to buy", defaults.budget_labels, "integer"),
-                                            ("batch", "per round", defaults.batch, "integer"),
-                                            ("usd", "max USD", defaults.budget_usd, "number")):
+            for field in (x for x in declared if not x.spec.plugin):
                 with Vertical(classes="field narrow"):
-                    yield Label(title)
-                    yield Input(text_of(value), id=key, type=kind)
-            with Vertical(classes="field wide"):
-                yield Label("LLM model (teacher llm)")
-                yield Input(placeholder="openai/gpt-4o-mini", id="model")
+                    yield Label(field.spec.form or field.name)
+                    yield Input(text_of(getattr(defaults, field.name)), id=field.name,
+                                type="integer" if field.type is int else "number")
+        with Horizontal(classes="form-row"):
+            for shortcut in (x for x in TEACHER_SHORTCUTS if x.form):
+                with Vertical(classes="field wide"):
+                    yield Label(shortcut.form or shortcut.option)
+                    yield Input(text_of(defaults.teacher_options.get(shortcut.option)), id=shortcut.option)
         with Horizontal(classes="buttons"):
             yield Button("Start (F8)", id="start", variant="primary")
             yield Button("Resume (F9)", id="resume")
@@ -53,15 +58,18 @@ class Distill(Pane):
         yield data_log("distill-log")
 
     def _config(self) -> DistillConfig:
-        form = {key: self.query_one(f"#{key}", Input).value.strip() for key in ("model", "usd", "budget", "batch")}
-        flags: dict[str, Any] = {kind: str(self.query_one(f"#{kind}", Select).value)
-                                 for kind in ("teacher", "selector", "student")}
-        if flags["teacher"] == "llm" and form["model"]:
-            flags["teacher_options"] = {"model": form["model"]}
-        flags["budget_usd"] = float(form["usd"]) if form["usd"] else None
-        for key, setting in (("budget", "budget_labels"), ("batch", "batch")):
-            if form[key]:
-                flags[setting] = int(form[key])
+        """The form's values, each parsed and checked by its setting's declaration, over the project's defaults."""
+        flags: dict[str, Any] = {}
+        for field in (x for x in settings_of(DistillConfig).values() if x.spec.form):
+            if field.spec.plugin:
+                flags[field.name] = str(self.query_one(f"#{field.name}", Select).value)
+            else:
+                flags[field.name] = field.parse(self.query_one(f"#{field.name}", Input).value)
+        shortcuts = {x.option: self.query_one(f"#{x.option}", Input).value.strip() for x in TEACHER_SHORTCUTS
+                     if x.form}
+        if flags["teacher"] == "llm":
+            base = self.project.distill_config().teacher_options
+            flags["teacher_options"] = {**base, **{k: v for k, v in shortcuts.items() if v}}
         return self.project.distill_config(flags)
 
     @on(Button.Pressed, "#start")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import RichLog
 
 from kdstudio.project import Project
+from kdstudio.terminal import shown, shown_text
 
 
 class Pane(Widget):
@@ -35,7 +37,19 @@ def verbatim(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
-def data_log(log_id: str) -> RichLog:
-    """A pane's log. No markup: its lines carry labels, provider errors and server answers, which are data.
-    min_width: unless told, RichLog renders 78 columns or more, past the edge of an 80x24 screen."""
-    return RichLog(id=log_id, wrap=True, min_width=20)
+class DataLog(RichLog):
+    """A pane's log. Its lines carry labels, provider errors and server answers, which are data: no markup, and control
+    characters shown escaped (tables escape their own cells)."""
+
+    def write(self, content: Any, *args: Any, **kwargs: Any) -> DataLog:
+        if isinstance(content, str):
+            content = Text(shown(content))
+        elif isinstance(content, Text):
+            content = shown_text(content)
+        super().write(content, *args, **kwargs)
+        return self
+
+
+def data_log(log_id: str) -> DataLog:
+    """min_width: unless told, RichLog renders 78 columns or more, past the edge of an 80x24 screen."""
+    return DataLog(id=log_id, wrap=True, min_width=20, markup=False)

@@ -10,9 +10,11 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from kdstudio.errors import KdError
+from kdstudio.terminal import shown
 from kdstudio.tui.pane import Pane
 
 ORDERS = ("uncertainty", "disagreement", "suspect", "diverse")
@@ -45,8 +47,9 @@ class Session:
 @dataclass
 class Step:
     position: int
-    label_id: int | None  # None: the document was ignored
+    label_id: int | None  # None: the document was ignored (then ignore_id says which record)
     label: str | None = None
+    ignore_id: int | None = None
 
 
 class Triage(Pane):
@@ -54,7 +57,12 @@ class Triage(Pane):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "accept", "accept"), Binding("enter", "accept", "accept", show=False),
         Binding("x", "reject", "reject"), Binding("i", "ignore", "ignore"), Binding("s", "ignore", show=False),
-        Binding("u", "undo", "undo"), Binding("o", "order", "order")]
+        Binding("u", "undo", "undo"), Binding("o", "order", "order"),
+        # A long document scrolls under the keys, whatever has the focus.
+        Binding("pagedown", "scroll_text('page_down')", show=False),
+        Binding("pageup", "scroll_text('page_up')", show=False),
+        Binding("down", "scroll_text('down')", show=False), Binding("up", "scroll_text('up')", show=False),
+        Binding("home", "scroll_text('home')", show=False), Binding("end", "scroll_text('end')", show=False)]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -69,9 +77,13 @@ class Triage(Pane):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="triage-info", markup=False)
-        yield Static("", id="triage-text", markup=False)
+        with VerticalScroll(id="triage-scroll", can_focus=False):
+            yield Static("", id="triage-text", markup=False)
         yield Static("", id="triage-saved", markup=False)
         yield Static("", id="triage-keys", markup=False)
+
+    def action_scroll_text(self, how: str) -> None:
+        getattr(self.query_one("#triage-scroll", VerticalScroll), f"scroll_{how}")(animate=False)
 
     @property
     def annotator(self) -> str:
@@ -104,17 +116,23 @@ class Triage(Pane):
             text.update("")
             return
         teacher = Text("unlabelled (from scratch)", "italic") if item.teacher_label is None else Text.assemble(
-            (item.teacher_label, "bold strike" if self.rejected else "bold"),
+            (shown(item.teacher_label), "bold strike" if self.rejected else "bold"),
             f" ({'?' if item.confidence is None else f'{item.confidence:.2f}'})")
         info.update(Text.assemble(
-            f"{self.at + 1}/{len(self.queue)} ", (item.doc_id, "bold"), " teacher: ", teacher,
-            " student: ", (item.student_label or "none yet", "bold"), f"  [{self.order}]",
-            ("\nrejected: press the right label's key, or i to ignore", "yellow") if self.rejected else ""))
-        text.update(item.text)
+            f"{self.at + 1}/{len(self.queue)} ", (shown(item.doc_id), "bold"), " teacher: ", teacher,
+            " student: ", (shown(item.student_label or "none yet"), "bold"), f"  [{self.order}]"))
+        text.update(shown(item.text))
+        self.query_one("#triage-scroll", VerticalScroll).scroll_home(animate=False)
 
     def _show_keys(self) -> None:
-        legend = Text("  ").join(Text.assemble((k, "bold"), f" {label}") for k, label in self.keys.items())
-        commands = [("a", "accept"), ("x", "reject"), ("i", "ignore"), ("u", "undo"), ("o", "order")]
+        legend = Text("  ").join(Text.assemble((k, "bold"), f" {shown(label)}") for k, label in self.keys.items())
+        if self.rejected:
+            prompt = Text("rejected: which label is right? Press its key (above), or i to ignore, u to undo",
+                          "bold yellow")
+            self.query_one("#triage-keys", Static).update(Text.assemble(legend, "\n", prompt))
+            return
+        commands = [("a", "accept"), ("x", "reject"), ("i", "ignore"), ("u", "undo"), ("o", "order"),
+                    ("PgDn", "scroll")]
         self.query_one("#triage-keys", Static).update(Text.assemble(
             legend, "\n", *[part for key, what in commands for part in ((key, "bold"), f" {what}  ")]))
 
@@ -138,7 +156,7 @@ class Triage(Pane):
         self.session.add(item.teacher_label, label)
         verdict = "" if item.teacher_label is None else (
             "  (the teacher's label)" if label == item.teacher_label else f"  (the teacher said {item.teacher_label})")
-        self.said = f"saved {item.doc_id} = {label}{verdict}, by {self.annotator}"
+        self.said = shown(f"saved {item.doc_id} = {label}{verdict}, by {self.annotator}")
         self.at, self.rejected = self.at + 1, False
         self.show()
 
@@ -171,22 +189,25 @@ class Triage(Pane):
 
     def action_ignore(self) -> None:
         item = self.current
-        if item is not None:
-            self.history.append(Step(self.at, None))
-            self.said = f"ignored {item.doc_id}: nothing saved"
-            self.at, self.rejected = self.at + 1, False
-            self.show()
+        if item is None or self.app.refuse_while_busy("ignoring"):  # type: ignore[attr-defined]
+            return
+        ignore_id = self.project.ignore_document(item.doc_id, annotator=self.annotator)
+        self.history.append(Step(self.at, None, ignore_id=ignore_id))
+        self.said = shown(f"ignored {item.doc_id}: recorded (it leaves the queue; u takes it back), no label given")
+        self.at, self.rejected = self.at + 1, False
+        self.show()
 
     def action_undo(self) -> None:
-        if not self.history or (self.history[-1].label_id is not None
-                                and self.app.refuse_while_busy("undoing a label")):  # type: ignore[attr-defined]
+        if not self.history or self.app.refuse_while_busy("undoing"):  # type: ignore[attr-defined]
             return
         step = self.history.pop()
         item = self.queue[step.position]
         if step.label_id is not None:
             self.project.undo_label(step.label_id)
             self.session.add(item.teacher_label, step.label or "", sign=-1)
-        self.said = f"undone: {item.doc_id} is back{' unlabelled' if step.label_id is not None else ''}"
+        elif step.ignore_id is not None:
+            self.project.undo_ignore(step.ignore_id)
+        self.said = shown(f"undone: {item.doc_id} is back{' unlabelled' if step.label_id is not None else ''}")
         self.at, self.rejected = step.position, False
         self.show()
 

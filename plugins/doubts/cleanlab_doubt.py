@@ -23,7 +23,8 @@ class CleanlabDoubt(LabelDoubt):
         Option("filter_by", str, "prune_by_noise_rate", "cleanlab's rule for which labels are issues",
                ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")),
         # 0.5: on simulated difficulty noise it ranked errors best of 0, 0.3, 0.5 and 0.7 (docs/benchmarks.md).
-        Option("teacher_weight", float, 0.5, "share of the teacher's own doubt (1 - confidence) in the suspicion"),
+        Option("teacher_weight", float, 0.5, "share of the teacher's own doubt (1 - confidence) in the suspicion",
+               low=0.0, high=1.0),
     )
 
     def judge(self, y: np.ndarray, oof_probs: np.ndarray, confidence: np.ndarray) -> Doubts:
@@ -50,7 +51,8 @@ class ConfidenceDoubt(LabelDoubt):
     """The teacher's own confidence alone: labels below a confidence are flagged (no student involved)."""
 
     name = "confidence"
-    options = (LabelDoubt.ACTION, Option("below", float, 0.6, "teacher confidence under which a label is flagged"))
+    options = (LabelDoubt.ACTION, Option("below", float, 0.6, "teacher confidence under which a label is flagged",
+                                         low=0.0, high=1.0))
 
     def judge(self, y: np.ndarray, oof_probs: np.ndarray, confidence: np.ndarray) -> Doubts:
         doubt = np.nan_to_num(1.0 - confidence, nan=0.0)

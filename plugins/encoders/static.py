@@ -48,8 +48,9 @@ class StaticEncoder(Encoder):
     The distilled model lives in the user cache folder; `model` may instead name any model2vec folder."""
 
     name = "static"
-    options = (Option("pca_dims", int, 256, "dimensions kept when distilling (PCA over the token vectors)"),
-               Option("max_tokens", int, 512, "tokens read per text (the transformer's max_length does not apply)"))
+    options = (Option("pca_dims", int, 256, "dimensions kept when distilling (PCA over the token vectors)", low=2),
+               Option("max_tokens", int, 512, "tokens read per text (the transformer's max_length does not apply)",
+                      low=1))
 
     def __init__(self, model: str, max_length: int, batch_size: int, **options: Any) -> None:
         # Thousands of texts per call: a static encoder's cost per call is the tokenizer's start-up, not the model.

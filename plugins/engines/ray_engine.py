@@ -93,12 +93,14 @@ class RayEngine(Engine):
         Option("address", str, "", "a running cluster (host:port, ray://host:port, or auto); empty: RAY_ADDRESS, "
                                    "else a Ray started here that listens on 127.0.0.1 only"),
         Option("workers", int, 0, "workers per job; 0: one per GPU when the cluster has GPUs, else one per "
-                                  "cpus_per_worker CPUs"),
-        Option("cpus_per_worker", int, 1, "CPUs (and threads) each worker takes"),
-        Option("shard_rows", int, 2048, "rows per Parquet shard: the unit a worker loads, and redoes if it dies"),
+                                  "cpus_per_worker CPUs", low=0),
+        Option("cpus_per_worker", int, 1, "CPUs (and threads) each worker takes", low=1),
+        Option("shard_rows", int, 2048, "rows per Parquet shard: the unit a worker loads, and redoes if it dies",
+               low=1),
         Option("scratch", str, "", "a folder every node can read and write (shared storage on a real cluster); "
                                    "empty: inside the project"),
-        Option("object_store_mb", int, 1024, "object store of a Ray started here (Ray's default takes 30% of RAM)"),
+        Option("object_store_mb", int, 1024, "object store of a Ray started here (Ray's default takes 30% of RAM)",
+               low=64),
     )
 
     def __init__(self, **values: Any) -> None:

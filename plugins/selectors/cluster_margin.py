@@ -12,7 +12,7 @@ class ClusterMarginSelector(Selector):
 
     name = "cluster-margin"
     options = (
-        Option("candidates_per_pick", int, 10, "uncertain candidates considered per document picked"),
+        Option("candidates_per_pick", int, 10, "uncertain candidates considered per document picked", low=1),
         Option("measure", str, "margin", "uncertainty measure", ("margin", "entropy", "least-confidence")),
     )
 

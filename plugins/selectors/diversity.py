@@ -52,7 +52,7 @@ class DiversitySelector(Selector):
     options = (
         Option("method", str, "kcenter", "farthest-first (kcenter) or D^2 sampling (kmeans++)",
                ("kcenter", "kmeans++")),
-        Option("candidates", int, 20000, "random pool sample searched (bounds the cost on huge pools)"),
+        Option("candidates", int, 20000, "random pool sample searched (bounds the cost on huge pools)", low=1),
     )
 
     def select(self, context: SelectionContext, k: int) -> Selection:
@@ -86,8 +86,8 @@ class TypiClustSelector(Selector):
 
     name = "typiclust"
     options = (
-        Option("candidates", int, 20000, "random pool sample clustered (bounds the cost on huge pools)"),
-        Option("neighbours", int, 20, "neighbours that define typicality"),
+        Option("candidates", int, 20000, "random pool sample clustered (bounds the cost on huge pools)", low=1),
+        Option("neighbours", int, 20, "neighbours that define typicality", low=1),
     )
 
     def select(self, context: SelectionContext, k: int) -> Selection:

@@ -46,7 +46,7 @@ class LLKDSelector(Selector):
     name = "llkd"
     options = (
         Option("measure", str, "entropy", "student uncertainty s", MEASURES),
-        Option("momentum", float, 0.9, "moving-average momentum of the per-class thresholds"),
+        Option("momentum", float, 0.9, "moving-average momentum of the per-class thresholds", low=0.0, high=1.0),
     )
 
     def __init__(self, **values: Any) -> None:

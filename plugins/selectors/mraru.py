@@ -50,9 +50,10 @@ class MRARUSelector(Selector):
         Option("acceptance", str, "plain", "plain: accept with u^(1/T); relative: with F(u)^sharpness, F the "
                                             "running CDF of u among candidates scored this round",
                ("plain", "relative")),
-        Option("temperature", float, 1.0, "T of plain acceptance (below 1 sharpens towards uncertain documents)"),
-        Option("sharpness", float, 3.0, "exponent of relative acceptance (about batch*(1+sharpness) scored)"),
-        Option("chunk", int, 32, "candidates scored together (one student call)"),
+        Option("temperature", float, 1.0, "T of plain acceptance (below 1 sharpens towards uncertain documents)",
+               low=1e-6),
+        Option("sharpness", float, 3.0, "exponent of relative acceptance (about batch*(1+sharpness) scored)", low=0.0),
+        Option("chunk", int, 32, "candidates scored together (one student call)", low=1),
     )
 
     def select(self, context: SelectionContext, k: int) -> Selection:

@@ -46,13 +46,15 @@ class NoiseAwareSelector(MRARUSelector):
     options = (
         *(o for o in MRARUSelector.options if o.name != "acceptance"),
         Option("acceptance", str, "relative", "as M-RARU's, on the combined score", ("plain", "relative")),
-        Option("strength", float, 2.0, "exponent of the predicted teacher reliability (0: plain M-RARU)"),
-        Option("neighbours", int, 5, "answered neighbours whose agreement makes the reliability target"),
-        Option("agreement_weight", float, 0.5, "share of neighbour agreement (vs teacher confidence) in the target"),
+        Option("strength", float, 2.0, "exponent of the predicted teacher reliability (0: plain M-RARU)", low=0.0),
+        Option("neighbours", int, 5, "answered neighbours whose agreement makes the reliability target", low=1),
+        Option("agreement_weight", float, 0.5, "share of neighbour agreement (vs teacher confidence) in the target",
+               low=0.0, high=1.0),
         Option("weighting", str, "confident", "training weights: confident (LLKD's per-class teacher-confidence "
                                               "thresholds and confidence x uncertainty weights) or none",
                ("confident", "none")),
-        Option("momentum", float, 0.9, "moving-average momentum of the per-class confidence thresholds"),
+        Option("momentum", float, 0.9, "moving-average momentum of the per-class confidence thresholds",
+               low=0.0, high=1.0),
     )
 
     def __init__(self, **values: Any) -> None:

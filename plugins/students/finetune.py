@@ -21,10 +21,10 @@ class FineTunedStudent(Student):
     input = "texts"
     options = (
         Option("model", str, "all-MiniLM-L6-v2", "base model: the bundled MiniLM, or a local transformers folder"),
-        Option("max_length", int, 128, "tokens per document"),
-        Option("epochs", int, 3, "passes over the labelled data"),
-        Option("batch_size", int, 16, "training batch"),
-        Option("learning_rate", float, 1e-4, "AdamW learning rate"),
+        Option("max_length", int, 128, "tokens per document", low=8),
+        Option("epochs", int, 3, "passes over the labelled data", low=1),
+        Option("batch_size", int, 16, "training batch", low=1),
+        Option("learning_rate", float, 1e-4, "AdamW learning rate", low=1e-9, high=1.0),
         Option("seed", int, 0, "torch seed"),
     )
 

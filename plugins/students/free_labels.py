@@ -61,9 +61,10 @@ class _Thresholded(FreeLabeller):
 
 
 COMMON = (
-    Option("precision", float, 0.95, "how often pseudo-labels must agree with the validation labels"),
-    Option("ratio", float, 5.0, "pseudo-labels a class may gain per label it has"),
-    Option("weight", float, 0.5, "a pseudo-label's training weight, relative to a teacher label"),
+    Option("precision", float, 0.95, "how often pseudo-labels must agree with the validation labels",
+           low=0.0, high=1.0),
+    Option("ratio", float, 5.0, "pseudo-labels a class may gain per label it has", low=0.0),
+    Option("weight", float, 0.5, "a pseudo-label's training weight, relative to a teacher label", low=0.0, high=10.0),
     FreeLabeller.POOL_SAMPLE,
 )
 
@@ -88,9 +89,10 @@ class LabelSpreading(_Thresholded):
 
     name = "spread"
     options = (
-        Option("neighbours", int, 10, "neighbours per document in the graph"),
-        Option("alpha", float, 0.9, "how much a document takes from its neighbours rather than its own label"),
-        Option("iterations", int, 30, "spreading steps"),
+        Option("neighbours", int, 10, "neighbours per document in the graph", low=1),
+        Option("alpha", float, 0.9, "how much a document takes from its neighbours rather than its own label",
+               low=0.0, high=1.0),
+        Option("iterations", int, 30, "spreading steps", low=1),
         *COMMON,
     )
 

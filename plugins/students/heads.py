@@ -138,8 +138,8 @@ class LogisticRegressionStudent(EmbeddingHead):
     """Multinomial logistic regression on embeddings: fast, calibrated, the default student."""
 
     name = "logreg"
-    options = (Option("C", float, 10.0, "inverse regularization strength"),
-               Option("max_iter", int, 1000, "solver iterations"))
+    options = (Option("C", float, 10.0, "inverse regularization strength", low=1e-9),
+               Option("max_iter", int, 1000, "solver iterations", low=1))
 
     def _estimator(self, n_samples: int, class_counts: np.ndarray) -> Any:
         from sklearn.linear_model import LogisticRegression
@@ -151,8 +151,8 @@ class LinearSVMStudent(EmbeddingHead):
     """Linear SVM with sigmoid-calibrated probabilities (softmax of margins while a class has one example)."""
 
     name = "svm"
-    options = (Option("C", float, 1.0, "inverse regularization strength"),
-               Option("calibration_folds", int, 3, "cross-validation folds for calibration"))
+    options = (Option("C", float, 1.0, "inverse regularization strength", low=1e-9),
+               Option("calibration_folds", int, 3, "cross-validation folds for calibration", low=2))
 
     def _estimator(self, n_samples: int, class_counts: np.ndarray) -> Any:
         from sklearn.calibration import CalibratedClassifierCV
@@ -190,7 +190,8 @@ class LDAStudent(EmbeddingHead):
     """Linear discriminant analysis with shrinkage, weighted (scikit-learn's LDA takes no sample weights)."""
 
     name = "lda"
-    options = (Option("shrinkage", float, -1.0, "covariance shrinkage in [0, 1]; -1 = Ledoit-Wolf estimate"),)
+    options = (Option("shrinkage", float, -1.0, "covariance shrinkage in [0, 1]; -1 = Ledoit-Wolf estimate",
+                      low=-1.0, high=1.0),)
 
     def _estimator(self, n_samples: int, class_counts: np.ndarray) -> Any:
         return _WeightedLDA(self.shrinkage)
@@ -231,7 +232,7 @@ class RandomForestStudent(EmbeddingHead):
     """Random forest on embeddings."""
 
     name = "rf"
-    options = (Option("n_estimators", int, 300, "trees"), Option("seed", int, 0, "random state"))
+    options = (Option("n_estimators", int, 300, "trees", low=1), Option("seed", int, 0, "random state"))
 
     def _estimator(self, n_samples: int, class_counts: np.ndarray) -> Any:
         from sklearn.ensemble import RandomForestClassifier
@@ -243,8 +244,9 @@ class GradientBoostingStudent(EmbeddingHead):
     """Histogram gradient boosting on embeddings (leaf size adapts to the number of labels)."""
 
     name = "gbdt"
-    options = (Option("max_iter", int, 100, "boosting iterations"),
-               Option("learning_rate", float, 0.1, "shrinkage"), Option("seed", int, 0, "random state"))
+    options = (Option("max_iter", int, 100, "boosting iterations", low=1),
+               Option("learning_rate", float, 0.1, "shrinkage", low=1e-9, high=1.0),
+               Option("seed", int, 0, "random state"))
 
     def _estimator(self, n_samples: int, class_counts: np.ndarray) -> Any:
         from sklearn.ensemble import HistGradientBoostingClassifier

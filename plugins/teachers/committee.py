@@ -25,16 +25,20 @@ ESCALATED_CONFIDENCE = 0.5
 
 
 def parse_members(spec: str, option: str) -> list[Teacher]:
-    """Teachers from `NAME key=value ...; NAME ...`."""
+    """Teachers from `NAME key=value ...; NAME ...`; anything else is one KdError naming the option."""
     members = []
     for part in (p.strip() for p in spec.split(";")):
         if not part:
             continue
-        name, *pairs = shlex.split(part)
+        try:
+            name, *pairs = shlex.split(part)
+        except ValueError as exc:  # an unclosed quote
+            raise KdError(f"{option}: {part!r} cannot be read ({exc})",
+                          f"quote whole values, e.g. {option}=llm model=openai/gpt-4o-mini") from None
         options = {}
         for pair in pairs:
             key, sep, value = pair.partition("=")
-            if not sep:
+            if not sep or not key:
                 raise KdError(f"{option}: {pair!r} is not KEY=VALUE", f"e.g. {option}=llm model=openai/gpt-4o-mini")
             options[key] = value
         cls = get_plugins().get("teacher", name).cls
@@ -44,13 +48,30 @@ def parse_members(spec: str, option: str) -> list[Teacher]:
     return members
 
 
+def parse_one(spec: str, option: str) -> Teacher:
+    """Exactly one teacher from `NAME key=value ...`."""
+    members = parse_members(spec, option)
+    if len(members) != 1:
+        raise KdError(f"{option} names {len(members) or 'no'} teacher{'s' if len(members) != 1 else ''}; it takes one",
+                      f"e.g. {option}=llm model=openai/gpt-4o-mini")
+    return members[0]
+
+
 def _answer(doc_id: str, label: str | None, confidence: float | None, labels: list[str], record: dict[str, Any],
-            error: str | None = None) -> TeacherLabel:
+            error: str | None = None, transient: bool = False) -> TeacherLabel:
     probs = None
     if label is not None and confidence is not None:
         rest = (1.0 - confidence) / max(1, len(labels) - 1)
         probs = {x: confidence if x == label else rest for x in labels}
-    return TeacherLabel(doc_id, label, confidence, probs, response=json.dumps(record), error=error, latency_s=0.0)
+    return TeacherLabel(doc_id, label, confidence, probs, response=json.dumps(record), error=error, latency_s=0.0,
+                        transient=transient)
+
+
+def _unreached(doc_id: str, labels: list[str], record: dict[str, Any], why: TeacherLabel) -> TeacherLabel:
+    """A member failed for now (a timeout, a rate limit): the verdict is not reached, so it is a transient failure
+    that the ledger never serves from its cache, and a later run asks again."""
+    return _answer(doc_id, None, None, labels, {**record, "verdict": "not reached"},
+                   f"not reached: a member failed for now ({why.error})", transient=True)
 
 
 class _Composite(Teacher):
@@ -87,12 +108,23 @@ class _Composite(Teacher):
         for member in self.askable():
             member.check_ready()
 
+    def access(self) -> str:
+        return "; ".join(f"{m.model_name}: {m.access()}" for m in self.askable())
+
+    def needed(self) -> list[Teacher]:
+        """The members every verdict needs (the cheapest verdict asks exactly these)."""
+        return self.parts
+
     def estimate(self, docs: Sequence[Doc], context: TeachContext, n_docs: int) -> CostEstimate:
-        """An upper bound: every teacher it may ask, asked about every document."""
-        parts = [m.estimate(docs, context, n_docs) for m in self.askable()]
-        return CostEstimate(n_docs, sum(p.tokens_in_per_doc for p in parts), sum(p.tokens_out_per_doc for p in parts),
-                            sum(p.usd_per_doc for p in parts), "; ".join(dict.fromkeys(p.price_source for p in parts)),
-                            all(p.priced for p in parts))
+        """Every teacher it may ask, asked about every document: the estimate is high where members agree (or the
+        first of a cascade is sure), and the bound is the worst case."""
+        parts = {id(m): m.estimate(docs, context, n_docs) for m in self.askable()}
+        values = list(parts.values())
+        return CostEstimate(n_docs, sum(p.tokens_in_per_doc for p in values),
+                            sum(p.tokens_out_per_doc for p in values), sum(p.usd_per_doc for p in values),
+                            "; ".join(dict.fromkeys(p.price_source for p in values)), all(p.priced for p in values),
+                            sum(parts[id(m)].reserve_min_usd for m in self.needed()),
+                            sum(p.reserve_max_usd * p.tries_max for p in values), 1)
 
     def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
         # The members' own requests (never their server addresses or keys) and how their answers are combined.
@@ -127,7 +159,7 @@ class CommitteeTeacher(_Composite):
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
-        self.referee = None if self.escalate == "people" else parse_members(self.escalate, "escalate")[0]
+        self.referee = None if self.escalate == "people" else parse_one(self.escalate, "escalate")
 
     def _combine_key(self, doc: Doc, context: TeachContext) -> Any:
         return "people" if self.referee is None else self.referee.request(doc, context)
@@ -140,31 +172,54 @@ class CommitteeTeacher(_Composite):
         return self.parts + ([self.referee] if self.referee is not None else [])
 
     def label(self, docs: Sequence[Doc], context: TeachContext) -> Iterator[TeacherLabel]:
+        """A verdict only where the committee's rule was carried out: every member voted, and a disagreement was
+        settled by the referee (or sent to people). A document that the budget kept from a member or from the
+        referee gets no answer at all: nothing is stored or counted for it, and a resume completes it from the
+        members' answers already in the ledger."""
         votes = [self._ask(context, m, docs) for m in self.parts]
-        split = [d for d in docs if len({v[d.id].label for v in votes if d.id in v} - {None}) > 1]
+        voted = [d for d in docs if all(d.id in v for v in votes)]
+        split = [d for d in voted if not _agreed([v[d.id] for v in votes])]
         settled = self._ask(context, self.referee, split) if self.referee is not None else {}
-        for doc in docs:
-            said = [(m.model_name, v[doc.id]) for m, v in zip(self.parts, votes, strict=True) if doc.id in v]
+        for doc in voted:
+            said = [(m.model_name, v[doc.id]) for m, v in zip(self.parts, votes, strict=True)]
             record: dict[str, Any] = {"votes": [[model, a.label] for model, a in said]}
-            usable = [a for _, a in said if a.label is not None]
-            if not said:
-                continue  # no member was sent this document (the budget stopped them)
-            if not usable:
-                yield _answer(doc.id, None, None, context.labels, record, "no committee member gave a label")
-                continue
-            counts = Counter(a.label for a in usable)
-            top, n = counts.most_common(1)[0]
-            if len(counts) == 1:
-                confidence = sum(a.confidence or 1.0 for a in usable) / len(usable)
-                yield _answer(doc.id, top, confidence, context.labels, {**record, "verdict": "agreed"})
-            elif doc.id in settled and settled[doc.id].label is not None:
-                ref = settled[doc.id]
-                yield _answer(doc.id, ref.label, ref.confidence, context.labels,
-                              {**record, "verdict": f"settled by {self.referee.model_name}"})  # type: ignore[union-attr]
+            answers = [a for _, a in said]
+            if failed := next((a for a in answers if a.transient), None):
+                yield _unreached(doc.id, context.labels, record, failed)
+            elif _agreed(answers):
+                confidence = sum(a.confidence or 1.0 for a in answers) / len(answers)
+                yield _answer(doc.id, answers[0].label, confidence, context.labels, {**record, "verdict": "agreed"})
+            elif self.referee is not None:
+                if doc.id in settled:
+                    yield self._settled(doc.id, settled[doc.id], context.labels, record)
             else:
-                share = n / len(usable)
-                yield _answer(doc.id, top, ESCALATED_CONFIDENCE * share, context.labels,
-                              {**record, "verdict": "disagreed: for people"})
+                yield self._for_people(doc.id, answers, context.labels, record)
+
+    def _settled(self, doc_id: str, ref: TeacherLabel, labels: list[str], record: dict[str, Any]) -> TeacherLabel:
+        assert self.referee is not None
+        record = {**record, "referee": [self.referee.model_name, ref.label]}
+        if ref.transient:
+            return _unreached(doc_id, labels, record, ref)
+        if ref.label is None:
+            return _answer(doc_id, None, None, labels, {**record, "verdict": "the referee gave no label"},
+                           f"the members disagreed and the referee gave no label: {ref.error}")
+        return _answer(doc_id, ref.label, ref.confidence, labels,
+                       {**record, "verdict": f"settled by {self.referee.model_name}"})
+
+    @staticmethod
+    def _for_people(doc_id: str, answers: list[TeacherLabel], labels: list[str],
+                    record: dict[str, Any]) -> TeacherLabel:
+        usable = [a.label for a in answers if a.label is not None]
+        if not usable:
+            return _answer(doc_id, None, None, labels, record, "no committee member gave a label")
+        top, n = Counter(usable).most_common(1)[0]
+        return _answer(doc_id, top, ESCALATED_CONFIDENCE * n / len(answers), labels,
+                       {**record, "verdict": "disagreed: for people"})
+
+
+def _agreed(answers: list[TeacherLabel]) -> bool:
+    """Every member gave a label, and the same one: a member that failed is no vote for anything."""
+    return all(a.label is not None for a in answers) and len({a.label for a in answers}) == 1
 
 
 class CascadeTeacher(_Composite):
@@ -174,17 +229,21 @@ class CascadeTeacher(_Composite):
     options = (
         Option("first", str, "", "the cheap teacher: NAME key=value ..."),
         Option("then", str, "", "the expensive teacher, asked where the first is unsure: NAME key=value ..."),
-        Option("below", float, 0.8, "the first teacher's confidence under which the second is asked"),
+        Option("below", float, 0.8, "the first teacher's confidence under which the second is asked",
+               low=0.0, high=1.0),
     )
 
     def _members(self) -> list[Teacher]:
-        if not self.first or not self.then:
+        if not self.first.strip(" ;") or not self.then.strip(" ;"):
             raise KdError("a cascade needs a first and a then teacher",
                           "e.g. --teacher-option 'first=llm model=A' --teacher-option 'then=llm model=B'")
-        return [parse_members(self.first, "first")[0], parse_members(self.then, "then")[0]]
+        return [parse_one(self.first, "first"), parse_one(self.then, "then")]
 
     def _combine_key(self, doc: Doc, context: TeachContext) -> Any:
         return {"below": self.below}
+
+    def needed(self) -> list[Teacher]:
+        return self.parts[:1]
 
     @property
     def model_name(self) -> str:
@@ -192,17 +251,32 @@ class CascadeTeacher(_Composite):
         return f"cascade({cheap.model_name} -> {dear.model_name} below {self.below})"
 
     def label(self, docs: Sequence[Doc], context: TeachContext) -> Iterator[TeacherLabel]:
+        """The first teacher's answer where it is sure; the second's where it is not. A document the budget kept
+        from the second teacher gets no answer at all (never the first teacher's unsure one): a resume completes
+        it."""
         cheap, dear = self.parts
         first = self._ask(context, cheap, docs)
-        unsure = [d for d in docs if d.id in first and (first[d.id].label is None
-                                                        or (first[d.id].confidence or 0.0) < self.below)]
+        unsure = [d for d in docs if d.id in first and not first[d.id].transient
+                  and (first[d.id].label is None or (first[d.id].confidence or 0.0) < self.below)]
         second = self._ask(context, dear, unsure)
+        asked_on = {d.id for d in unsure}
         for doc in docs:
-            if doc.id not in first:
+            if doc.id not in first or (doc.id in asked_on and doc.id not in second):
                 continue
-            answer = second.get(doc.id) if doc.id in second and second[doc.id].label is not None else first[doc.id]
-            by = dear if answer is second.get(doc.id) else cheap
-            yield _answer(doc.id, answer.label, answer.confidence, context.labels,
-                          {"by": by.model_name, cheap.model_name: first[doc.id].label,
-                           **({dear.model_name: second[doc.id].label} if doc.id in second else {})},
-                          None if answer.label is not None else answer.error)
+            cheap_said = first[doc.id]
+            record: dict[str, Any] = {cheap.model_name: cheap_said.label}
+            if cheap_said.transient:
+                yield _unreached(doc.id, context.labels, {**record, "by": None}, cheap_said)
+                continue
+            if doc.id not in asked_on:
+                yield _answer(doc.id, cheap_said.label, cheap_said.confidence, context.labels,
+                              {**record, "by": cheap.model_name})
+                continue
+            dear_said = second[doc.id]
+            record = {**record, dear.model_name: dear_said.label, "by": dear.model_name}
+            if dear_said.transient:
+                yield _unreached(doc.id, context.labels, record, dear_said)
+            else:
+                yield _answer(doc.id, dear_said.label, dear_said.confidence, context.labels, record,
+                              None if dear_said.label is not None else
+                              f"the first teacher was unsure and the second gave no label: {dear_said.error}")

@@ -43,28 +43,31 @@ class LLMTeacher(Teacher, SampleWriter):
         Option("model", str, "", "a litellm model string, e.g. openai/gpt-4o-mini or ollama/llama3.1"),
         Option("api_base", str, "", "base URL of an OpenAI-compatible server (Ollama, vLLM, llama.cpp)"),
         Option("api_key_env", str, "", "environment variable holding the API key (default: the provider's own)"),
-        Option("price_in", float, None, "USD per million prompt tokens, for models litellm has no price for"),
-        Option("price_out", float, None, "USD per million completion tokens"),
+        Option("price_in", float, None, "USD per million prompt tokens, for models litellm has no price for", low=0.0),
+        Option("price_out", float, None, "USD per million completion tokens", low=0.0),
         Option("confidence", str, "auto", "where confidence comes from: auto (logprobs if the provider has "
                                           "them, else stated), logprobs, samples (k votes), verbalized",
                ("auto", "logprobs", "samples", "verbalized")),
-        Option("samples", int, 5, "k answers sampled per document when confidence=samples"),
-        Option("temperature", float, 0.0, "sampling temperature (0.7 is used for confidence=samples if left 0)"),
-        Option("few_shot", int, 0, "labelled examples shown before each document (human labels, then gold)"),
+        Option("samples", int, 5, "k answers sampled per document when confidence=samples", low=1),
+        Option("temperature", float, 0.0, "sampling temperature (0.7 is used for confidence=samples if left 0)",
+               low=0.0, high=2.0),
+        Option("few_shot", int, 0, "labelled examples shown before each document (human labels, then gold)", low=0),
         Option("json_mode", str, "schema", "constrain the answer: schema (JSON schema), object (any JSON), none",
                ("schema", "object", "none")),
-        Option("max_tokens", int, 64, "completion tokens at most per label answer"),
-        Option("doc_chars", int, 4000, "characters of each document sent"),
-        Option("example_chars", int, 600, "characters of each few-shot example sent"),
-        Option("concurrency", int, 8, "requests in flight at once"),
-        Option("rpm", float, 0.0, "requests per minute at most (0: no limit)"),
-        Option("timeout", float, 60.0, "seconds per request"),
-        Option("max_retries", int, 5, "retries of a request after 429, 5xx, a timeout or a dropped connection"),
-        Option("parse_retries", int, 2, "new requests after an unusable answer (bad JSON, label outside the set)"),
-        Option("backoff", float, 1.0, "first backoff in seconds, doubled per retry, with jitter"),
-        Option("generate_max_tokens", int, 4096, "completion tokens at most per PGKD generation call"),
-        Option("generate_temperature", float, 0.8, "temperature of PGKD generation"),
-        Option("sample_chars", int, 600, "characters of each sample shown in a PGKD prompt"),
+        Option("max_tokens", int, 64, "completion tokens at most per label answer", low=1),
+        Option("doc_chars", int, 4000, "characters of each document sent", low=1),
+        Option("example_chars", int, 600, "characters of each few-shot example sent", low=1),
+        Option("concurrency", int, 8, "requests in flight at once", low=1),
+        Option("rpm", float, 0.0, "requests per minute at most (0: no limit)", low=0.0),
+        Option("timeout", float, 60.0, "seconds per request", low=0.1),
+        Option("max_retries", int, 5, "retries of a request after 429, 5xx, a timeout or a dropped connection",
+               low=0),
+        Option("parse_retries", int, 2, "new requests after an unusable answer (bad JSON, label outside the set)",
+               low=0),
+        Option("backoff", float, 1.0, "first backoff in seconds, doubled per retry, with jitter", low=0.0),
+        Option("generate_max_tokens", int, 4096, "completion tokens at most per PGKD generation call", low=1),
+        Option("generate_temperature", float, 0.8, "temperature of PGKD generation", low=0.0, high=2.0),
+        Option("sample_chars", int, 600, "characters of each sample shown in a PGKD prompt", low=1),
     )
 
     def __init__(self, **values: Any) -> None:
@@ -99,6 +102,9 @@ class LLMTeacher(Teacher, SampleWriter):
 
     def check_ready(self) -> None:
         self.transport.check_ready()
+
+    def access(self) -> str:
+        return self.transport.access()
 
     def _mode(self) -> str:
         if self._resolved_mode is None:
@@ -162,13 +168,15 @@ class LLMTeacher(Teacher, SampleWriter):
         return TeacherLabel(doc.id, label, probs[label] if probs and label else None, probs,
                             response="\n".join(paid.contents) if paid.contents else None, tokens_in=paid.tokens_in,
                             tokens_out=paid.tokens_out, cost_usd=paid.cost_usd, latency_s=paid.latency_s,
-                            error=asked.error, transient=asked.transient, attempts=max(1, paid.attempts))
+                            error=asked.error, transient=asked.transient, attempts=max(1, paid.attempts),
+                            retries=paid.retries, unusable=asked.unusable, unusable_usd=asked.unusable_usd)
 
     async def _ask(self, messages: list[dict[str, str]], params: dict[str, Any], gate: SpendGate,
                    read: Callable[[Completion], Any]) -> _Asked | None:
         """One request, asked again (a bounded number of times) while the answer is unusable; every try is paid
         for and counted. None when the gate refused the first request, so nothing was sent."""
         paid = Completion([], [], 0, 0, 0.0, 0, 0.0)
+        asked = _Asked(None, paid, None, False)
         last = ""
         for _ in range(self.parse_retries + 1):
             try:
@@ -177,21 +185,26 @@ class LLMTeacher(Teacher, SampleWriter):
                 if not paid.attempts:
                     return None
                 # Transient: a later run with more budget asks again.
-                return _Asked(None, paid, f"budget reached before a usable answer; last: {last}", True)
+                return asked.failed(f"budget reached before a usable answer; last: {last}", True)
             except CallFailed as exc:
                 paid.attempts += exc.attempts
-                return _Asked(None, paid, str(exc), exc.transient)
+                _add(paid.retries, exc.retries)
+                return asked.failed(str(exc), exc.transient)
             paid.tokens_in += got.tokens_in
             paid.tokens_out += got.tokens_out
             paid.cost_usd += got.cost_usd
             paid.attempts += got.attempts
             paid.latency_s += got.latency_s
             paid.contents = got.contents
+            _add(paid.retries, got.retries)
             try:
-                return _Asked(read(got), paid, None, False)
+                asked.value = read(got)
+                return asked
             except answers.BadAnswer as exc:
                 last = str(exc)
-        return _Asked(None, paid, f"unusable answer after {self.parse_retries + 1} tries: {last}", False)
+                asked.unusable += 1
+                asked.unusable_usd += got.cost_usd
+        return asked.failed(f"unusable answer after {self.parse_retries + 1} tries: {last}", False)
 
     @staticmethod
     def _read(got: Completion, mode: str, labels: list[str]) -> tuple[str, dict[str, float] | None]:
@@ -245,7 +258,7 @@ class LLMTeacher(Teacher, SampleWriter):
             samples, rejected = asked.value if asked.value is not None else ([], 0)
             return GeneratedSamples(samples, rejected, paid.contents[0] if paid.contents else None, paid.tokens_in,
                                     paid.tokens_out, paid.cost_usd, paid.latency_s, asked.error, asked.transient,
-                                    max(1, paid.attempts))
+                                    max(1, paid.attempts), paid.retries, asked.unusable, asked.unusable_usd)
 
         return next(run_all([0], one))
 
@@ -260,18 +273,25 @@ class LLMTeacher(Teacher, SampleWriter):
             self.samples if mode == "samples" else 1)
         tokens_in = sum(counts) / len(counts)
         pricing = self.pricing
+        # What the gate reserves per request, exactly as transport.complete computes it, for the documents sampled
+        # and for the project's shortest and longest (the least and the most any run of it can send).
+        params = self._params(context.labels, mode)
+        extremes = context.extreme_docs(self.doc_chars) if context.extreme_docs else []
+        reserves = [self.transport.worst_case_usd(self._messages(d, context, mode), params)
+                    for d in [*docs, *extremes]] or [0.0]
         return CostEstimate(n_docs, tokens_in, float(tokens_out), pricing.cost(tokens_in, tokens_out),
-                            pricing.source, pricing.known)
+                            pricing.source, pricing.known, min(reserves), max(reserves), self.parse_retries + 1)
 
     def estimate_generation(self, request: GenerationRequest, context: TeachContext, n_calls: int) -> CostEstimate:
-        messages, _ = self._generation(request, context)
+        messages, params = self._generation(request, context)
         tokens_in = self.transport.count_tokens(messages)
         shown = [t for t, _ in request.few_shot] or [""]
         per_sample = sum(litellm_module().token_counter(model=self.model, text=t[:self.doc_chars]) for t in shown)
         tokens_out = min(self.generate_max_tokens, request.n * (per_sample / len(shown) + 12))
         pricing = self.pricing
+        reserve = self.transport.worst_case_usd(messages, params)
         return CostEstimate(n_calls, float(tokens_in), float(tokens_out), pricing.cost(tokens_in, tokens_out),
-                            pricing.source, pricing.known)
+                            pricing.source, pricing.known, reserve, reserve, self.parse_retries + 1)
 
 
 
@@ -281,3 +301,14 @@ class _Asked:
     paid: Completion
     error: str | None
     transient: bool
+    unusable: int = 0  # answers that could not be read and were asked again
+    unusable_usd: float = 0.0
+
+    def failed(self, error: str, transient: bool) -> _Asked:
+        self.value, self.error, self.transient = None, error, transient
+        return self
+
+
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for cause, n in more.items():
+        into[cause] = into.get(cause, 0) + n

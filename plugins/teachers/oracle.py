@@ -73,14 +73,14 @@ class OracleTeacher(Teacher):
     log_prompts = False
     local = True
     options = (
-        Option("noise", float, 0.0, "share of answers that are wrong"),
+        Option("noise", float, 0.0, "share of answers that are wrong", low=0.0, high=1.0),
         Option("noise_mode", str, "uniform",
                "which answers are wrong: uniform (any document, any wrong label); confusion (adjacent classes "
                "swapped); difficulty (hard documents by a reference model's margin, mistaken for the nearest "
                "class, with confidences that follow difficulty); hard (where the current student is uncertain)",
                NOISE_MODES),
         Option("seed", int, 0, "seed of the simulated noise"),
-        Option("delay", float, 0.0, "seconds each answer takes, to simulate an LLM's latency"),
+        Option("delay", float, 0.0, "seconds each answer takes, to simulate an LLM's latency", low=0.0),
     )
 
     def __init__(self, **values: Any) -> None:

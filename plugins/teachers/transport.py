@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kdstudio.errors import KdError
@@ -85,16 +85,19 @@ class Completion:
     cost_usd: float
     attempts: int
     latency_s: float
+    retries: dict[str, int] = field(default_factory=dict)  # tries that failed and were retried, by cause
 
 
 class CallFailed(Exception):
     """A request that did not get an answer; `transient` when another try later may well succeed."""
 
-    def __init__(self, message: str, *, transient: bool, attempts: int, cost_usd: float = 0.0) -> None:
+    def __init__(self, message: str, *, transient: bool, attempts: int, cost_usd: float = 0.0,
+                 retries: dict[str, int] | None = None) -> None:
         super().__init__(message)
         self.transient = transient
         self.attempts = attempts
         self.cost_usd = cost_usd
+        self.retries = retries or {}
 
 
 class BudgetRefused(Exception):
@@ -175,6 +178,15 @@ class Transport:
                           f"export {missing[0]}=... (keys are read from the environment only), or give "
                           "--teacher-option api_key_env=NAME")
 
+    def access(self) -> str:
+        """Where the key comes from, in words (never the key)."""
+        if self.api_key_env:
+            return f"its key comes from ${self.api_key_env}"
+        if self.api_base:
+            return (f"{self.api_base} is sent a placeholder key, since no api_key_env names one (give "
+                    "--teacher-option api_key_env=NAME if the server wants a real key)")
+        return f"its key for {self.model} is in the environment, where litellm looks for it"
+
     def count_tokens(self, messages: list[dict[str, Any]]) -> int:
         return int(litellm_module().token_counter(model=self.model, messages=messages))
 
@@ -203,6 +215,7 @@ class Transport:
         reserve = self.worst_case_usd(messages, params)
         attempts = 0
         last_error = ""
+        retries: dict[str, int] = {}
         async with self._semaphore:
             while True:
                 reserved = gate.reserve(reserve)
@@ -212,7 +225,7 @@ class Transport:
                 if not reserved:
                     if attempts:
                         raise CallFailed(f"stopped (budget reached or run interrupted) while retrying after: "
-                                         f"{last_error}", transient=True, attempts=attempts)
+                                         f"{last_error}", transient=True, attempts=attempts, retries=retries)
                     raise BudgetRefused()
                 await self._limiter.wait()  # type: ignore[union-attr]
                 attempts += 1
@@ -225,7 +238,12 @@ class Transport:
                         drop_params=True, **params)
                 except Exception as exc:
                     gate.settle(reserve, 0.0)
-                    delay, last_error = self._classify(exc, attempts)
+                    try:
+                        delay, last_error, cause = self._classify(exc, attempts)
+                    except CallFailed as failed:
+                        failed.retries = retries
+                        raise
+                    retries[cause] = retries.get(cause, 0) + 1
                     await asyncio.sleep(delay)
                     continue
                 self._answered = True
@@ -241,10 +259,11 @@ class Transport:
                     content = getattr(lp, "content", None) if lp is not None else None
                     logprobs.append([_plain(t) for t in content] if content else None)
                 return Completion(contents, logprobs, tokens_in, tokens_out, cost, attempts,
-                                  time.perf_counter() - started)
+                                  time.perf_counter() - started, retries)
 
-    def _classify(self, exc: Exception, attempts: int) -> tuple[float, str]:
-        """How long to wait before the next try; raises when there must not be one."""
+    def _classify(self, exc: Exception, attempts: int) -> tuple[float, str, str]:
+        """How long to wait before the next try, the error, and its cause (for the cost report); raises when there
+        must not be one."""
         litellm = litellm_module()
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         causes = _causes(exc)
@@ -273,7 +292,21 @@ class Transport:
         told = retry_after_s(exc) if isinstance(exc, litellm.RateLimitError) else None
         if told is not None:
             delay = max(delay, told)
-        return delay, message
+        return delay, message, _cause(exc, litellm)
+
+
+def _cause(exc: Exception, litellm: Any) -> str:
+    """What a retried try failed on, in the words of the cost report."""
+    if isinstance(exc, litellm.RateLimitError):
+        return "rate limit (429)"
+    if isinstance(exc, litellm.Timeout):
+        return "timeout"
+    if isinstance(exc, litellm.InternalServerError | litellm.ServiceUnavailableError | litellm.BadGatewayError):
+        return "server error (5xx)"
+    if isinstance(exc, litellm.APIConnectionError):
+        return "connection"
+    status = getattr(exc, "status_code", 0) or 0
+    return "server error (5xx)" if status >= 500 else f"HTTP {status}"
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -39,9 +39,10 @@ class ZeroShotTeacher(Teacher):
         Option("template", str, "{description}", "what each label is embedded as; {name} and {description} (the "
                                                  "label's description from kdstudio.toml, else its name)"),
         Option("temperature", float, 0.0, "softmax temperature over cosine similarities; 0: fitted on labelled "
-                                          f"examples when there are {MIN_CALIBRATION}+, else {DEFAULT_TEMPERATURE}"),
+                                          f"examples when there are {MIN_CALIBRATION}+, else {DEFAULT_TEMPERATURE}",
+                                              low=0.0),
         Option("calibration_examples", int, 200, "labelled pool documents (human labels first) to fit the "
-                                                  "temperature on"),
+                                                  "temperature on", low=0),
     )
 
     def __init__(self, **values: Any) -> None:

@@ -1,0 +1,40 @@
+"""The test suite's own kdstudio plugin, loaded through $KDSTUDIO_PLUGINS (tests/conftest.py sets it, for this process
+and every child it starts): a deterministic encoder whose vectors cost nothing, so that the loop, selectors, teachers,
+students and the command line are tested without model weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kdstudio.hookspecs import hookimpl
+from kdstudio.interfaces import Encoder, Option
+
+
+class HashedEncoder(Encoder):
+    """Hashed words (English stop words left out), sublinear counts, unit length: instant, deterministic, and topical
+    enough to learn (a logistic regression on 100 bbc-news labels: about 0.80 against MiniLM's 0.93)."""
+
+    name = "hashed"
+    options = (Option("dims", int, 1024, "vector dimensions", low=1),)
+
+    @property
+    def key(self) -> str:
+        return f"hashed-{self.dims}"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        vectorizer = HashingVectorizer(n_features=self.dims, alternate_sign=False, norm=None, stop_words="english")
+        counts = vectorizer.transform(list(texts))
+        counts.data = np.log1p(counts.data)
+        dense = counts.toarray().astype(np.float32)
+        norms = np.linalg.norm(dense, axis=1, keepdims=True)
+        dense[:, 0] += (norms[:, 0] == 0)  # an empty text still gets a unit vector
+        return dense / np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-12)
+
+
+@hookimpl
+def register_encoders(register):
+    register(HashedEncoder)
