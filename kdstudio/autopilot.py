@@ -34,7 +34,7 @@ class GainRule:
     def parse(cls, text: str) -> GainRule:
         match = RULE.match(text)
         if not match or (match.group(2).isdigit() and int(match.group(2)) < 1):
-            raise KdError(f"--stop-when-gain-below {text!r} is not understood",
+            raise KdError(f"stop_when_gain_below {text!r} is not understood",
                           "write accuracy per labels or per dollar, e.g. 0.005/100 (half a point per 100 labels) "
                           "or 0.01/usd")
         per = match.group(2).lower()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -701,10 +702,10 @@ def review_push(project_dir: Path, filter_: str | None, below: float | None, lim
     with Project.open(project_dir) as project:
         if preview:
             items = project.review_preview(filter=filter_, limit=limit, below=below)
-            for item in items:  # tab-separated, for eyes and for `cut`; a line each, never wrapped
+            for item in items:  # tab-separated (a console would expand the tabs), for eyes and for `cut`
                 conf = "?" if item.confidence is None else f"{item.confidence:.2f}"
-                console.print("\t".join([" ".join(item.doc_id.split()), item.label, conf,
-                                         " ".join(item.text.split())[:80]]), soft_wrap=True)
+                click.echo("\t".join(shown(x) for x in (" ".join(item.doc_id.split()), item.label, conf,
+                                                         " ".join(item.text.split())[:80])))
             err_console.print(f"{len(items)} teacher labels would be sent; nothing was sent")
             return
         r = project.review_push(filter=filter_, limit=limit, below=below, backend=backend)
@@ -742,6 +743,9 @@ def tui(project_dir: Path, annotator: str | None) -> None:
     """The terminal UI: dashboard, corpus, triage, distill, review and export."""
     from kdstudio.tui.app import run
 
+    if not (stdin_is_terminal() and console.is_terminal):
+        raise KdError("the terminal UI needs a terminal for its keys and its screen, and standard input or output "
+                      "is not one (closed, a file or a pipe)", "run `kdstudio tui` in a terminal")
     if code := run(project_dir, annotator):
         raise SystemExit(code)
 
@@ -823,6 +827,11 @@ def _demo_plot(project: Project, run_id: int, path: Path) -> Path:
 
 
 def main() -> None:
+    # Started with standard output or error closed (`>&-`), Python leaves sys.stdout (or stderr) None, and libraries
+    # that print or flush (cleanlab does) would crash: output that goes nowhere goes to /dev/null instead.
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - for the process' life
     # Plugins may add commands of their own.
     try:
         get_plugins().manager.hook.register_commands(cli=cli)

@@ -253,12 +253,11 @@ def why_stop(config: DistillConfig, reports: list[RoundReport], n_selected: int,
 
 def needs_validation(config: DistillConfig) -> list[str]:
     """The settings of a run that cannot work without validation labels."""
-    return [flag for flag, on in (
-        (f"--target {config.target}", bool(config.target and config.target.startswith("val."))),
-        ("--patience", config.patience is not None),
-        ("--stop-when-gain-below", bool(config.stop_when_gain_below)),
-        (f"--free-labels {config.free_labels}", bool(config.free_labels))) if on]
-
+    return [name for name, on in (
+        (f"target {config.target}", bool(config.target and config.target.startswith("val."))),
+        ("patience", config.patience is not None),
+        ("stop_when_gain_below", bool(config.stop_when_gain_below)),
+        (f"free_labels {config.free_labels}", bool(config.free_labels))) if on]
 
 
 class Distiller:
@@ -290,11 +289,11 @@ class Distiller:
         student_cls(**config.student_options)  # options are checked before anything is spent
         doubt = get("doubt", config.doubt).cls(**config.doubt_options) if config.doubt else None
         if doubt is not None and student_cls.input != "embeddings":
-            raise KdError(f"--doubt judges labels with out-of-fold students, too dear for the {config.student} "
+            raise KdError(f"doubt judges labels with out-of-fold students, too dear for the {config.student} "
                           "student", "doubt with an embeddings student (logreg, svm, lda, ...)")
         free = get("free_labels", config.free_labels).cls(**config.free_labels_options) if config.free_labels else None
         if free is not None and student_cls.input != "embeddings":
-            raise KdError(f"--free-labels trains on pool documents' embeddings, which the {config.student} student "
+            raise KdError(f"free_labels trains on pool documents' embeddings, which the {config.student} student "
                           "does not read", "use an embeddings student (logreg, svm, lda, ...)")
         return Components(get("teacher", config.teacher).cls(**config.teacher_options),
                           get("selector", config.selector).cls(**config.selector_options),
@@ -304,7 +303,7 @@ class Distiller:
     @staticmethod
     def _check_generation(config: DistillConfig, teacher: Teacher) -> None:
         if config.generate and not isinstance(teacher, SampleWriter):
-            raise KdError(f"--generate {config.generate} needs a teacher that writes samples; {teacher.name} does "
+            raise KdError(f"generate = {config.generate} needs a teacher that writes samples; {teacher.name} does "
                           "not", "use --teacher llm")
 
     def _check_teacher(self, config: DistillConfig, teacher: Teacher, spent_usd: float = 0.0) -> None:
@@ -344,8 +343,8 @@ class Distiller:
         wanted = needs_validation(config)
         if not wanted or (config.val_size() != 0 and self.store.ids_in_split("val")):
             return
-        why = ("--val-size 0 leaves it none" if config.val_size() == 0 else "the project has no validation split")
-        fix = ("drop --val-size 0" if config.val_size() == 0 else
+        why = ("val_limit 0 leaves it none" if config.val_size() == 0 else "the project has no validation split")
+        fix = ("give val_limit above 0 (or auto)" if config.val_size() == 0 else
                "carve one: `kdstudio split -p DIR val=0.1` (unlabelled pool documents, stratified by gold where "
                "known), or import with --split val=0.1")
         raise KdError(f"{' and '.join(wanted)} need validation labels, and {why}", fix)

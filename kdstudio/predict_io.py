@@ -50,12 +50,18 @@ def _read_table(path: Path) -> pa.Table:
     block = max(1 << 20, min(path.stat().st_size + 1, 1 << 30))
     try:
         if fmt in ("csv", "tsv"):
-            return pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=block),
-                                  parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",",
-                                                                   newlines_in_values=True))
-        if fmt == "jsonl":
-            return pajson.read_json(path, read_options=pajson.ReadOptions(block_size=block))
-        return papq.read_table(path)
+            table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=block),
+                                   parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",",
+                                                                    newlines_in_values=True))
+        elif fmt == "jsonl":
+            table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=block))
+        else:
+            table = papq.read_table(path)
+        table.column_names  # noqa: B018 - a header that is not UTF-8 (UTF-16, say) fails here, not later
+        return table
+    except UnicodeDecodeError:
+        raise KdError(f"{path} is not UTF-8 text (its header cannot be read)",
+                      "convert it to UTF-8 (e.g. with iconv), or import it with --encoding") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise KdError(f"{path} cannot be read as {fmt}: {str(exc).splitlines()[0]}",
                       "check the file (UTF-8 text for CSV, TSV and JSONL), or name its format by its extension") \

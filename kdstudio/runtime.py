@@ -65,7 +65,6 @@ class Classifier:
                  batch_size: int | None = None) -> None:
         self.directory = Path(directory)
         self.labels, self.meta = self._read_description()
-        self._check_files()
         # Texts per onnxruntime call, as the exporter advises. On CPU, small length-sorted batches suit a transformer:
         # attention memory grows with batch x length^2 (16 was ~20% faster than 64 on 2 cores, docs/benchmarks.md);
         # a static encoder is a lookup and wants large ones.
@@ -75,6 +74,9 @@ class Classifier:
         self.char_limit = self._advice("char_limit", int, None)
         self.tokenizer = self._load_tokenizer()
         self.session = self._load_session(threads, providers)
+        # Last: a folder damaged in a way that has a more telling name (a missing file, labels that do not match the
+        # graph) is told so first; what passes every other check but is not what was exported is caught here.
+        self._check_files()
 
     # -- loading -----------------------------------------------------------------------------------------
 

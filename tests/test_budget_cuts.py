@@ -37,11 +37,11 @@ def llm(tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
-def answer_gold(llm: FakeLLM, directory: Path) -> None:
+def answer_gold(llm: FakeLLM, directory: Path, **config) -> None:
     with Project.open(directory) as project:
         gold = project.store.gold()
         texts = project.store.texts(list(gold))
-    llm.configure(lookup={t.strip(): gold[d] for d, t in zip(gold, texts, strict=True)}, models=MODELS)
+    llm.configure(lookup={t.strip(): gold[d] for d, t in zip(gold, texts, strict=True)}, models=MODELS, **config)
 
 
 def member(llm: FakeLLM, model: str, price: float) -> str:
@@ -128,3 +128,40 @@ def test_a_run_whose_budget_outlasts_the_pool_ends_with_a_reason(small_pool: Pat
     assert result.status == "finished" and result.stop_reason.startswith(
         f"the pool is exhausted: {left} bought, nothing left to ask"), result.stop_reason
     assert len(result.rounds) <= left // 10 + 2
+
+
+# -- money said as it is ------------------------------------------------------------------------------------------
+
+
+def llm_flags(llm: FakeLLM) -> list[str]:
+    return ["--model", "openai/fake-model", "--api-base", llm.api_base, "--price-in", "1", "--price-out", "2",
+            "--teacher-option", "backoff=0.05"]
+
+
+@pytest.mark.slow
+def test_cost_counts_every_request_retry_and_unusable_answer(bbc: Path, llm: FakeLLM):
+    answer_gold(llm, bbc, faults=[{"kind": "429", "retry_after": 0, "times": 3},
+                                  {"kind": "malformed", "times": 3}])
+    result = cli("distill", "-p", str(bbc), *llm_flags(llm), *SMALL)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    seen = len(llm.requests())
+    row = next(r for r in json.loads(cli("cost", "-p", str(bbc), "--json").stdout)["rows"]
+               if r["model"] == "openai/fake-model")
+    assert row["requests"] == seen == row["calls"] + 6  # every request the server saw is accounted for
+    assert row["retries"] == {"rate limit (429)": 3} and row["unusable"] == 3 and row["unusable_usd"] > 0
+    shown = cli("cost", "-p", str(bbc))
+    assert "rate limit (429) 3" in shown.stdout and f"{seen}" in shown.stdout
+
+
+@pytest.mark.slow
+def test_a_run_never_spends_more_than_its_plan_says_at_most(bbc: Path, llm: FakeLLM):
+    answer_gold(llm, bbc, usage_factor=1.6)  # a provider that bills more prompt tokens than litellm counts
+    with Project.open(bbc) as project:
+        config = project.distill_config({"teacher": "llm", "seed_size": 10, "batch": 10, "budget_labels": 30,
+                                         "val_limit": 20, "teacher_options": {
+                                             "model": "openai/fake-model", "api_base": llm.api_base, "price_in": "1",
+                                             "price_out": "2", "backoff": "0.05"}})
+        plan = project.plan(config)
+        result = project.distill(config)
+    assert result.cost_usd > plan.usd  # the estimate is an estimate
+    assert result.cost_usd <= plan.bound_usd  # the bound is one

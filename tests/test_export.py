@@ -256,3 +256,43 @@ def test_a_fine_tuned_student_exports_whole(exported: dict, tmp_path: Path):
     assert report.parity is not None and report.parity.n > 0
     assert report.parity.agreement >= 0.995 and report.parity.max_prob_diff < 1e-4
     assert json.loads((tmp_path / "ft" / "kdstudio_model.json").read_text())["max_length"] == 64
+
+
+@pytest.mark.slow
+def test_a_model_file_whose_bytes_changed_is_refused(exported: dict, tmp_path: Path):
+    folder = tmp_path / "model"
+    shutil.copytree(exported["int8"], folder)
+    meta = json.loads((folder / "kdstudio_model.json").read_text())
+    assert set(meta["sha256"]) == {"model.onnx", "tokenizer.json", "labels.json"}
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer["normalizer"] = None  # still a valid tokenizer: only the checksum can tell
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(BadModelFolder, match=r"tokenizer\.json is not the file that was exported"):
+        Classifier(folder)
+    result = run_cli("predict", str(folder), "-", input_text="a football match\n")
+    assert result.returncode == 1 and "is not the file that was exported" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_export_onto_a_full_disk_is_one_line_and_keeps_the_old_model(exported: dict, tmp_path: Path):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small file system")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    size = sum(p.stat().st_size for p in exported["int8"].iterdir()) + 8_000_000  # room for the int8 model only
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)]).returncode:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        shutil.copytree(exported["int8"], disk / "model")
+        before = {p.name: p.read_bytes() for p in (disk / "model").iterdir()}
+        result = run_cli("export", "-p", str(exported["project"]), "--out", str(disk / "model"))
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("Error: the system refused: No space left on device"), result.stderr
+        assert "Fix: free some disk space" in result.stderr
+        assert {p.name: p.read_bytes() for p in (disk / "model").iterdir()} == before
+        assert not [p for p in disk.iterdir() if p.name != "model"]  # nothing half-written left beside it
+        Classifier(disk / "model").predict(["a football match"])
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

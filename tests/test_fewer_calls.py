@@ -93,9 +93,9 @@ def test_self_training_threshold_is_chosen_on_validation_and_caps_each_class():
     assert len(free.rows) and not set(free.rows.tolist()) & set(range(5))
     assert (np.bincount(free.y, minlength=3) <= 2 * np.bincount(y, minlength=3)).all()
     assert np.allclose(free.weight, 0.25)
-    # A demand no validation can meet adds nothing, and says why.
-    strict = get_plugins().get("free_labels", "self-train").cls(precision=1.01)
-    none = strict.pseudo_labels(FreeLabelTask(X, y, np.ones(30), 3, pool, pool_y, val_X, val_y, fit))
+    # A demand no validation can meet adds nothing, and says why: validation labels the student always gets wrong.
+    strict = get_plugins().get("free_labels", "self-train").cls(precision=1.0)
+    none = strict.pseudo_labels(FreeLabelTask(X, y, np.ones(30), 3, pool, pool_y, val_X, (val_y + 1) % 3, fit))
     assert not len(none.rows) and "validation" in none.note
 
 
@@ -104,7 +104,7 @@ def test_free_labels_need_an_embeddings_student_and_validation(bbc: Path):
         runs_before = len(project.runs())
         with pytest.raises(KdError, match="embeddings student"):
             project.distill(_config(free_labels="self-train", student="finetune"))
-        with pytest.raises(KdError, match=r"need validation labels.*--val-size 0"):
+        with pytest.raises(KdError, match=r"need validation labels.*val_limit 0"):
             project.distill(_config(free_labels="spread", val_limit=0))
         assert len(project.runs()) == runs_before
 

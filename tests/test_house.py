@@ -35,7 +35,7 @@ ABOVE = ("kdstudio/cli.py", *OUTPUT, "kdstudio/tui")
 TUI = {f"kdstudio.tui.{p.stem}" for p in (ROOT / "kdstudio" / "tui").glob("*.py")}
 ALLOWED_ABOVE = {"kdstudio", "kdstudio.project", "kdstudio.types", *(f"kdstudio.{Path(p).stem}" for p in OUTPUT),
                  *TUI, "kdstudio.errors", "kdstudio.money", "kdstudio.secrets", "kdstudio.runtime",
-                 "kdstudio.predict_io", "kdstudio.scale"}
+                 "kdstudio.predict_io", "kdstudio.scale", "kdstudio.terminal"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -205,7 +205,7 @@ def test_resume_applies_a_budget_and_refuses_a_changed_setting_by_name(bbc: Path
     assert run_cli(*base, "--budget-labels", "20").returncode == 0
     refused = run_cli("distill", "-p", str(bbc), "--resume", "--selector", "random", "--budget-labels", "30")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert "--selector 'random' (the run has 'margin')" in refused.stderr
+    assert "selector 'random' (the run has 'margin')" in refused.stderr
     with Project.open(bbc) as project:
         assert project.latest_run().config["budget_labels"] == 20  # refused: nothing changed
     resumed = run_cli("distill", "-p", str(bbc), "--resume", "--budget-labels", "30", "--selector", "margin")

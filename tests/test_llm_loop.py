@@ -97,7 +97,7 @@ def test_pgkd_generates_synthetic_training_samples_and_a_rerun_pays_nothing(bbc:
 def test_pure_pgkd_with_the_no_report_ablation(bbc: Path, llm: FakeLLM):
     answer_gold(llm, bbc)
     endless = run_cli("distill", "-p", str(bbc), *llm_args(llm), "--batch", "0", "--generate", "pgkd")
-    assert endless.returncode == 1 and "--max-rounds" in endless.stderr
+    assert endless.returncode == 1 and "max_rounds" in endless.stderr
     result = run_cli("distill", "-p", str(bbc), *llm_args(llm), "--seed-size", "10", "--batch", "0",
                      "--val-limit", "20", "--generate", "pgkd", "--generate-samples", "3", "--no-report",
                      "--max-rounds", "3")

@@ -115,7 +115,7 @@ def test_low_confidence_and_disagreement_filters(project_dir: Path, env: dict):
         project.distill(DistillConfig(teacher="oracle", seed_size=6, batch=3, budget_labels=9, val_limit=0))
         teacher = {d: label for d, (label, _) in teacher_labels_of(project).items()}
         unchecked = sorted(teacher)
-        student = dict(zip(unchecked, project._student_labels(unchecked), strict=True))
+        student = dict(zip(unchecked, project._student_predictor()(unchecked), strict=True))
     disagreement = run_cli("review", "push", "-p", str(project_dir), "--filter", "disagreement", env=env)
     n = sum(student[d] != teacher[d] for d in unchecked)
     assert disagreement.returncode == 0 and f"{n} teacher labels chosen" in disagreement.stdout

@@ -4,6 +4,7 @@ cached once per machine), the loop and export on its vectors, the cascade of tie
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -65,7 +66,8 @@ def test_the_static_encoder_is_built_once_per_machine_and_becomes_the_projects(s
     assert "built" not in second.stderr
     assert list((static["cache"] / "static").iterdir()) == built
     listed = run_cli("plugins")
-    assert "Encoders (2)" in listed.stdout and "static" in listed.stdout and "minilm" in listed.stdout
+    # The built-ins, and the test suite's own encoder (loaded through KDSTUDIO_PLUGINS like any plugin).
+    assert "Encoders (3)" in listed.stdout and "static" in listed.stdout and "minilm" in listed.stdout
 
 
 def test_vectors_of_several_encoders_coexist(static: dict, tmp_path: Path):
@@ -112,6 +114,22 @@ def test_a_static_student_exports_one_graph_the_runtime_runs_like_the_student(st
     assert predicted.stdout.count("\n") == 4 and "[bold red]" not in predicted.stderr
 
 
+def test_a_static_student_exports_to_int8_that_runs_and_keeps_its_labels(static: dict, tmp_path: Path):
+    directory = fresh_copy(static["project"], tmp_path)
+    with Project.open(directory) as project:
+        project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=60))
+    result = run_cli("export", "-p", str(directory), "--out", str(tmp_path / "int8"), "--quantize", "int8")
+    assert result.returncode == 0, result.stderr
+    assert "same label as the in-process student for" in result.stdout
+    meta = json.loads((tmp_path / "int8" / "kdstudio_model.json").read_text())
+    assert meta["quantization"] == "int8"
+    agreement = float(re.search(r"same label as the in-process student for ([\d.]+)%", result.stdout).group(1))
+    assert agreement >= 97.0, result.stdout
+    size = (tmp_path / "int8" / "model.onnx").stat().st_size
+    fp32 = run_cli("export", "-p", str(directory), "--out", str(tmp_path / "fp32"))
+    assert fp32.returncode == 0 and size < 0.6 * (tmp_path / "fp32" / "model.onnx").stat().st_size
+
+
 def test_a_model2vec_folder_given_by_path_is_used_as_it_is(static: dict, tmp_path: Path):
     folder = next((CACHE / "static").iterdir())
     directory = fresh_copy(static["project"], tmp_path)
@@ -129,7 +147,7 @@ def test_a_model2vec_folder_given_by_path_is_used_as_it_is(static: dict, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--encoder", "nope"], "no encoder named 'nope'"),
     (["--encoder", "static", "--model", "/nonexistent/m2v"], "is not a local folder"),
-    (["--encoder", "static", "--encoder-option", "pca_dims=many"], "option pca_dims: 'many' is not a valid int"),
+    (["--encoder", "static", "--encoder-option", "pca_dims=many"], "option pca_dims: 'many' is not a whole number"),
     (["--encoder", "static", "--encoder-option", "colour=red"], "unknown option(s) ['colour']"),
 ])
 def test_bad_encoder_settings_are_one_line_and_change_nothing(static: dict, tmp_path: Path, args: list[str],
@@ -200,6 +218,15 @@ def test_a_cascade_answers_with_the_static_tier_where_it_is_sure(cascade: dict):
     for part in ("## Tiers on the test split", "| fast | static:", "| slow | all-MiniLM-L6-v2 |", "Cascade accuracy",
                  "SIMULATED teacher"):
         assert part in card, part
+    from huggingface_hub import ModelCard
+
+    metadata = ModelCard(card).data.to_dict()  # the card carries the Hub's metadata too
+    assert metadata["pipeline_tag"] == "text-classification" and "cascade" in metadata["tags"]
+    assert metadata["model-index"][0]["results"][0]["metrics"][0]["type"] == "accuracy"
+    n_val = re.search(r"chosen on (\d+) validation documents", cascade["run"].stdout)
+    assert n_val and int(n_val.group(1)) < 100  # the slice's validation split is small, and the export says so
+    assert f"warning: the threshold was chosen on only {n_val.group(1)} validation documents" in \
+        cascade["run"].stderr
     with Project.open(cascade["project"], read_only=True) as project:
         gold = project.store.gold()
         test = [d for d in project.store.ids_in_split("test") if d in gold]

@@ -241,7 +241,7 @@ def test_the_validation_size_is_proportionate_to_the_budget():
     sizes = [DistillConfig(budget_labels=b).val_size() for b in (10, 100, 1000, None)]
     assert sizes == [20, 50, 200, 200]
     assert DistillConfig(val_limit=0).val_size() == 0
-    with pytest.raises(KdError, match="--val-size"):
+    with pytest.raises(KdError, match=r"val_limit = -3 is outside >= 0"):
         DistillConfig(val_limit=-3).validate()
 
 
@@ -443,6 +443,9 @@ def test_status_runs_and_cost_work_while_a_run_holds_the_project_and_after_it_is
             assert seen.returncode == 0, seen.stderr
             assert f"distill run 1 is running in process {child.pid}" in seen.stderr
         assert "running" in run_cli("runs", "-p", str(bbc)).stdout
+        audit = run_cli("audit", "-p", str(bbc))  # needs the database itself: one line saying why not
+        assert audit.returncode == 1 and "Traceback" not in audit.stderr, audit.stderr
+        assert "only status, runs and cost can read it" in audit.stderr
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()

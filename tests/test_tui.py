@@ -94,7 +94,7 @@ async def test_triage_keys_are_persisted_at_once_and_undone(project_dir: Path):
             assert human_labels(project) == [(queue[0].doc_id, "politics")]
             await pilot.press("enter")  # accept the teacher
             assert human_labels(project)[-1] == (queue[1].doc_id, queue[1].teacher_label)
-            await pilot.press("s")  # skip: nothing written
+            await pilot.press("s")  # skip: no label written (the ignore is recorded apart)
             assert len(human_labels(project)) == 2
             await pilot.press("u")  # undo the skip
             await pilot.press("u")  # undo the accept
@@ -103,6 +103,37 @@ async def test_triage_keys_are_persisted_at_once_and_undone(project_dir: Path):
             assert human_labels(project)[-1] == (queue[1].doc_id, "tech")
             await pilot.pause()
             check_snapshot("triage", screen_text(app, project_dir))
+
+
+@pytest.mark.asyncio
+async def test_triage_scrolls_a_long_document_records_ignores_and_prompts_after_a_reject(project_dir: Path):
+    with Project.open(project_dir) as project:
+        first = project.triage_queue()[0].doc_id
+        project.store.con.execute("UPDATE documents SET text = ? WHERE id = ?",
+                                  ["\n".join(f"paragraph {i} of a long article \x1b[31m" for i in range(80)), first])
+        app = KdStudioApp(project)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f4")
+            await pilot.pause()
+            scroll = app.query_one("#triage-scroll")
+            assert scroll.max_scroll_y > 0 and scroll.scroll_y == 0
+            await pilot.press("pagedown")
+            await pilot.pause()
+            assert scroll.scroll_y > 0  # the article scrolls under the keys
+            assert "\\x1b[31m" in screen_text(app, project_dir)  # shown, never sent to the terminal
+            await pilot.press("x")
+            await pilot.pause()
+            assert "rejected: which label is right? Press its key" in screen_text(app, project_dir)
+            await pilot.press("i")  # ignore: recorded, with the annotator
+            ignored = project.store.con.execute("SELECT doc_id, annotator FROM ignored").fetchall()
+            assert ignored == [(first, "tester")]
+            await pilot.press("u")
+            assert project.store.con.execute("SELECT count(*) FROM ignored").fetchall()[0][0] == 0
+            await pilot.press("i")
+            await pilot.press("f3")
+            await pilot.press("f4")  # a fresh queue: the ignored document has left it
+            await pilot.pause()
+            assert first not in [x.doc_id for x in app.query_one("#triage-pane").queue]
 
 
 @pytest.mark.asyncio
@@ -158,8 +189,8 @@ async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(tmp
             await pilot.pause()
             app.query_one("#teacher").value = "oracle"
             app.query_one("#batch").value = "1"  # many short rounds: the cancel lands mid-run
-            app.query_one("#budget").value = "1000"
-            app.query_one("#budget").focus()  # the keys work from inside a box
+            app.query_one("#budget_labels").value = "1000"
+            app.query_one("#budget_labels").focus()  # the keys work from inside a box
             await pilot.press("f8")
             log = app.query_one("#distill-log")
             deadline = time.time() + 60
@@ -221,10 +252,11 @@ async def test_triage_keys_while_a_distill_worker_writes(tmp_path_factory):
             await pilot.pause()
             triage = app.query_one("#triage-pane")
             assert app.busy() and triage.queue
-            await pilot.press("s")
-            assert triage.at == 1
-            await pilot.press("1")  # a label would write: refused until the run ends
-            assert triage.at == 1 and human_labels(project) == []
+            await pilot.press("s")  # an ignore is recorded, so it writes: refused until the run ends
+            assert triage.at == 0
+            await pilot.press("1")  # so would a label
+            assert triage.at == 0 and human_labels(project) == []
+            assert project.store.con.execute("SELECT count(*) FROM ignored").fetchall()[0][0] == 0
             await pilot.press("f5")
             await pilot.click("#cancel")
             while app.query_one("#distill-pane").running and time.time() < deadline:
@@ -400,17 +432,17 @@ async def test_a_fresh_project_is_labelled_from_scratch_and_an_empty_queue_says_
                 (triage.queue[0].doc_id, "politics", "bob"), (triage.queue[2].doc_id, "tech", "bob")]
             info = " ".join(str(app.query_one("#triage-info").render()).split())
             assert "End of this queue (3 documents). Press o for another order" in info, info
+            await pilot.press("u")  # the third label undone: that document is back
             await pilot.press("o")  # the teacher's orders have nothing: back to a fresh cold start, one left
             await pilot.pause()
-            assert [x.doc_id for x in triage.queue] == [annotated(project) and triage.queue[0].doc_id]
+            assert [x.doc_id for x in triage.queue] == [project.store.ids_in_split("pool")[2]]  # not the ignored one
             await pilot.press("1")
             await pilot.pause()
-            info = " ".join(str(app.query_one("#triage-info").render()).split())
-            assert len(annotated(project)) == 3
+            assert len(annotated(project)) == 2
             await pilot.press("f2", "f4")
             await pilot.pause()
             info = " ".join(str(app.query_one("#triage-info").render()).split())
-            assert "Every pool document has a label" in info, info
+            assert "Every pool document has a label or was ignored" in info, info
 
 
 @pytest.mark.slow
@@ -433,7 +465,7 @@ async def test_every_tab_key_works_from_inside_a_text_box(project_dir: Path):
         app = KdStudioApp(project)
         async with app.run_test(size=SIZE) as pilot:
             tabs = app.query_one("#tabs")
-            for box, tab in (("#budget", "f5"), ("#limit", "f6"), ("#out", "f7"), ("#search", "f3")):
+            for box, tab in (("#budget_labels", "f5"), ("#limit", "f6"), ("#out", "f7"), ("#search", "f3")):
                 await pilot.press(tab)
                 await pilot.pause()
                 app.query_one(box).focus()
@@ -449,7 +481,7 @@ async def test_every_tab_key_works_from_inside_a_text_box(project_dir: Path):
                         app.query_one(box).focus()
                         await pilot.pause()
             await pilot.press("f5")
-            app.query_one("#budget").focus()
+            app.query_one("#budget_labels").focus()
             await pilot.press("f10")  # Cancel with nothing running: nothing happens, nothing breaks
             await pilot.press("f9")  # Resume with no run: said, not crashed
             await pilot.pause()

@@ -74,11 +74,13 @@ def parse_split_option(text: str) -> dict[str, float]:
         name = name.strip()
         if name not in ("val", "test"):
             raise ImportFailed(f"--split: unknown split {name!r}", "use val=FRACTION and/or test=FRACTION")
+        if name in fractions:
+            raise ImportFailed(f"--split: {name} is given twice", "write it as val=0.1,test=0.2")
         try:
             fractions[name] = float(value)
         except ValueError:
             raise ImportFailed(f"--split: {part!r} has no number", "write it as val=0.1,test=0.2") from None
-    if any(f < 0 for f in fractions.values()) or sum(fractions.values()) >= 1:
+    if not all(0 <= f < 1 for f in fractions.values()) or sum(fractions.values()) >= 1:  # NaN fails the first
         raise ImportFailed(f"--split: fractions {fractions} must be >= 0 and sum below 1")
     return fractions
 

@@ -141,8 +141,8 @@ class Triage(Pane):
             return (f"End of this queue ({len(self.queue)} documents). Press o for another order, or come back to "
                     "this tab (F4) for a fresh queue.")
         if self.order == "diverse":
-            return ("Every pool document has a label. Import more (kdstudio import), or press o to check the "
-                    "teacher's labels in another order.")
+            return ("Every pool document has a label or was ignored. Import more (kdstudio import), or press o to "
+                    "check the teacher's labels in another order.")
         return (f"Nothing to check in the {self.order} order: no teacher label is waiting for a person. Press o "
                 "for another order (diverse: label from scratch), or start a run in Distill (F5) to get teacher "
                 "labels.")
