@@ -14,10 +14,10 @@ from kdstudio.interfaces import Encoder, Option
 
 class HashedEncoder(Encoder):
     """Hashed words (English stop words left out), sublinear counts, unit length: instant, deterministic, and topical
-    enough to learn (a logistic regression on 100 bbc-news labels: about 0.80 against MiniLM's 0.93)."""
+    enough to learn (a logistic regression on bbc-news: 0.85 at 100 labels, 0.95 at 200; MiniLM about 0.93 and 0.95)."""
 
     name = "hashed"
-    options = (Option("dims", int, 1024, "vector dimensions", low=1),)
+    options = (Option("dims", int, 2048, "vector dimensions", low=1),)
 
     @property
     def key(self) -> str:

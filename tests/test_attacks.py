@@ -60,7 +60,7 @@ def bbc(distilled: Path, tmp_path: Path) -> Path:
 def test_every_use_of_a_student_after_an_encoder_switch_is_one_clear_answer(bbc: Path):
     with Project.open(bbc) as project:
         project.embed(encoder="hashed", encoder_options={"dims": 512})  # the project's vectors change
-        with pytest.raises(StaleStudent, match="learned from hashed-1024 vectors; the project now embeds with "
+        with pytest.raises(StaleStudent, match="learned from hashed-2048 vectors; the project now embeds with "
                                                "hashed-512"):
             project.load_student()
         queue = project.triage_queue("uncertainty")  # the queue stands, without the student's opinion
@@ -68,8 +68,8 @@ def test_every_use_of_a_student_after_an_encoder_switch_is_one_clear_answer(bbc:
         with pytest.raises(StaleStudent):
             project.triage_queue("disagreement")
     one_error(cli("review", "push", "-p", str(bbc), "--filter", "disagreement", "--preview"),
-              "learned from hashed-1024 vectors", "Fix: distill again")
-    one_error(cli("export", "-p", str(bbc), "--out", str(bbc.parent / "m")), "learned from hashed-1024 vectors")
+              "learned from hashed-2048 vectors", "Fix: distill again")
+    one_error(cli("export", "-p", str(bbc), "--out", str(bbc.parent / "m")), "learned from hashed-2048 vectors")
 
 
 @pytest.mark.parametrize(("damage", "expected"), [

@@ -144,7 +144,7 @@ def test_gain_rule_forms_and_refusals():
     assert GainRule.parse("0.005/100") == GainRule(0.005, 100)
     assert GainRule.parse("0.01/USD") == GainRule(0.01, None)
     for bad in ("0.005", "/100", "0.005/0", "half/100", "0.005/100/2"):
-        with pytest.raises(KdError, match="stop-when-gain-below"):
+        with pytest.raises(KdError, match="stop_when_gain_below"):
             GainRule.parse(bad)
 
 
