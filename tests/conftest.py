@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,11 +24,13 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     # oversubscribe the cores, and spinning OpenMP threads cost more CPU than they save. Set before torch loads.
     for knob in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(knob, "1")
-# Encoders built on first use (the static one) go to a cache of this test session, never the user's; set before any
-# child process or Ray cluster starts, so that they all share it.
-CACHE = Path(tempfile.mkdtemp(prefix="kdstudio-test-cache-"))
-os.environ["KDSTUDIO_CACHE_DIR"] = str(CACHE)
 ROOT = Path(__file__).resolve().parent.parent
+# Encoders built on first use (the static one) go to a cache of the test suite's own that outlives the test run (a
+# clean clone builds it once), never the user's; set before any child process or Ray cluster starts, so that they all
+# share it.
+CACHE = ROOT / ".pytest_cache" / "kdstudio-cache"
+CACHE.mkdir(parents=True, exist_ok=True)
+os.environ["KDSTUDIO_CACHE_DIR"] = str(CACHE)
 LABELS = ["sports", "politics", "tech"]
 # The suite's own plugin (a test encoder whose vectors cost nothing) loads through the ordinary plugin machinery, in
 # this process and in every kdstudio process a test starts.
@@ -95,22 +100,52 @@ def write(path: Path, content: str | bytes) -> Path:
 
 
 def embedded_slice(directory: Path, limit: int, seed: int) -> Path:
-    """A stratified slice of bbc-news, imported and embedded: built once per test module, copied per test."""
+    """A stratified slice of bbc-news, imported and embedded with the real MiniLM (the slow tier's)."""
     project, _ = Project.from_dataset("bbc-news", directory, limit=limit, seed=seed)
     with project:
         project.embed()
     return directory
 
 
-def unembedded_slice(base: Path, limit: int, seed: int) -> dict:
-    """A bbc-news slice imported but not embedded (for engines to embed), and the ids and vectors that the
-    in-process engine gives it (computed on a copy)."""
+# -- real parts, built once per test run ---------------------------------------------------------------------------
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """A real part (an embedded slice, an exported model) built once per test run, by whichever worker asks first:
+    the others wait for it and share it (pytest-xdist's workers share the parent of their temporary folders). `build`
+    fills the folder it is given and returns what it wants to say (JSON), which every asker gets back."""
+    base = factory.getbasetemp()
+    root = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "built-once"
+    root.mkdir(exist_ok=True)
+    target, said = root / name, root / f"{name}.json"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not said.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            said.write_text(json.dumps(build(target)), encoding="utf-8")
+    return target, json.loads(said.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def minilm_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The slow tier's one bbc-news slice embedded with the real MiniLM. Shared: copy it (`fresh_copy`) to write."""
+    folder, _ = built_once(tmp_path_factory, "minilm-slice", lambda d: str(embedded_slice(d / "bbc", 300, 4)))
+    return folder / "bbc"
+
+
+def unembedded_slice(base: Path, limit: int, seed: int, encoder: str | None = None) -> dict:
+    """A bbc-news slice imported but not embedded (for engines to embed), with `encoder` as its own (default: the
+    real MiniLM), and the ids and vectors that the in-process engine gives it (computed on a copy)."""
     project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=limit, seed=seed)
-    project.close()
+    with project:
+        if encoder is not None:
+            project.config.embedding.encoder = encoder
+            project.config.save(project.directory)
     with Project.open(fresh_copy(base / "bbc", base / "local")) as local:
         local.embed()
-        ids, matrix = local.store.embedding_matrix(local.config.embedding.model)
-    return {"project": base / "bbc", "ids": ids, "vectors": matrix}
+        ids, matrix = local.store.embedding_matrix(local.vector_key)
+    return {"project": base / "bbc", "ids": ids, "vectors": matrix, "key": local.vector_key}
 
 
 def fresh_copy(directory: Path, tmp_path: Path) -> Path:
@@ -120,20 +155,124 @@ def fresh_copy(directory: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A bbc-news slice, embedded and distilled, with its best student exported in fp32 and int8 (shared by the
-    export and scale-out tests)."""
-    base = tmp_path_factory.mktemp("export")
-    project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=300, seed=4)
-    with project:
-        project.embed()
-        project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=60))
-    fp32 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "fp32"), "--license", "apache-2.0",
-                   "--language", "en")
-    int8 = run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "int8"), "--quantize", "int8")
-    return {"base": base, "project": base / "bbc", "fp32": base / "fp32", "int8": base / "int8",
-            "fp32_run": fp32, "int8_run": int8}
+def static_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The static encoder's first use on a machine, from the command line: a bbc-news slice embedded with
+    `--encoder static` against an empty cache of its own, so that it distills the encoder from MiniLM. Built once per
+    test run; the encoder then joins the suite's cache, which every other project, child process and Ray worker
+    reads. Each asker gets its own copy of the project."""
+
+    def build(base: Path) -> dict:
+        project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=240, seed=7)
+        project.close()
+        first = run_cli("embed", "-p", str(base / "bbc"), "--encoder", "static", timeout=600,
+                        env={"KDSTUDIO_CACHE_DIR": str(base / "cache")})
+        assert first.returncode == 0, first.stderr
+        for built in (base / "cache" / "static").iterdir():
+            shared = CACHE / "static" / built.name
+            if not shared.exists():  # copied beside and renamed in: a reader never sees half a model
+                staging = CACHE / "static" / f".{built.name}.copying-{os.getpid()}"
+                shutil.copytree(built, staging)
+                staging.rename(shared)
+        return {"stdout": first.stdout, "stderr": first.stderr}
+
+    (CACHE / "static").mkdir(parents=True, exist_ok=True)
+    base, said = built_once(tmp_path_factory, "static", build)
+    mine = fresh_copy(base / "bbc", tmp_path_factory.mktemp("static-project"))
+    return {"base": base, "project": mine, "cache": base / "cache",
+            "first": subprocess.CompletedProcess(["kdstudio", "embed"], 0, said["stdout"], said["stderr"])}
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    shutil.rmtree(CACHE, ignore_errors=True)
+@pytest.fixture(scope="session")
+def exported(minilm_slice: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The MiniLM slice distilled, its best student exported in fp32 and int8 from the command line: built once per
+    test run for the export, runtime, predict and scale-out tests. The model folders are shared and only read; each
+    worker gets its own copy of the project."""
+
+    def build(base: Path) -> dict:
+        fresh_copy(minilm_slice, base)
+        with Project.open(base / "bbc") as project:
+            project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=60))
+        runs = {"fp32": run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "fp32"), "--license",
+                                "apache-2.0", "--language", "en"),
+                "int8": run_cli("export", "-p", str(base / "bbc"), "--out", str(base / "int8"), "--quantize", "int8")}
+        return {name: [r.returncode, r.stdout, r.stderr] for name, r in runs.items()}
+
+    base, said = built_once(tmp_path_factory, "exported", build)
+    mine = fresh_copy(base / "bbc", tmp_path_factory.mktemp("exported-project"))
+    runs = {name: subprocess.CompletedProcess(["kdstudio", "export"], *said[name]) for name in ("fp32", "int8")}
+    return {"base": base, "project": mine, "fp32": base / "fp32", "int8": base / "int8", "fp32_run": runs["fp32"],
+            "int8_run": runs["int8"]}
+
+
+
+# -- the two tiers -----------------------------------------------------------------------------------------------
+#
+# The fast tier (`-m "not slow"`) tests logic on vectors that cost nothing, in this process. The slow tier holds what
+# must be real: MiniLM and static embedding, ONNX export and the runtime, servers (the fake LLM, Label Studio, Ray),
+# the demo, kills of real processes. A test that uses a fixture below is slow by that alone; a test that is not slow
+# and loads a model library, starts a server or exports fails with the reason (see `pytest_runtest_call`).
+
+SLOW_FIXTURES = {"minilm_slice", "exported", "static_build", "llm", "server", "cluster", "static", "cascade"}
+HEAVY_MODULES = ("torch", "transformers", "sentence_transformers", "ray", "onnxruntime", "model2vec", "skl2onnx")
+# What a test loading one of these uses: a real model (MiniLM, static), the runtime, an export, Ray. (torch alone is
+# no sign: skops imports it when a student is saved, through scikit-learn's list of estimators.)
+REAL_MODULES = ("sentence_transformers", "ray", "onnxruntime", "model2vec", "skl2onnx")
+# A real part, by the command line of a process a test starts.
+REAL_COMMANDS = ("fake_llm_server.py", "label-studio", "raylet", "gcs_server", "-m kdstudio export",
+                 "-m kdstudio predict", "-m kdstudio demo")
+# The heaviest test files first: a file runs on one worker, and the longest ones must not start last.
+HEAVY_FIRST = ("test_ray.py", "test_static_tier.py", "test_review.py", "test_export.py", "test_llm_loop.py",
+               "test_streams.py", "test_trust.py", "test_cli.py", "test_budget_cuts.py", "test_embeddings.py",
+               "test_engine_shards.py", "test_tui.py")
+LAUNCHED: list[str] = []
+_popen_init = subprocess.Popen.__init__
+
+
+def _watched_popen_init(self: subprocess.Popen, args: Any, *rest: Any, **kwargs: Any) -> None:
+    LAUNCHED.append(" ".join(map(str, args)) if isinstance(args, list | tuple) else str(args))
+    _popen_init(self, args, *rest, **kwargs)
+
+
+subprocess.Popen.__init__ = _watched_popen_init  # type: ignore[method-assign]
+
+
+def _real_parts() -> tuple[set[str], list[str]]:
+    loaded = {m for m in REAL_MODULES if m in sys.modules}
+    return loaded, [c for c in LAUNCHED if any(part in c for part in REAL_COMMANDS)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    order = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: order.get(Path(str(item.fspath)).name, len(order)))  # stable: in-file order kept
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    return (yield from _stays_fast(item, "its fixtures"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    return (yield from _stays_fast(item, "it"))
+
+
+def _stays_fast(item: pytest.Item, who: str):
+    if item.get_closest_marker("slow"):
+        return (yield)
+    modules = getattr(item, "module", None)
+    heavy = sorted({v.__name__.split(".")[0] for v in vars(modules).values() if isinstance(v, types.ModuleType)}
+                   & set(HEAVY_MODULES)) if modules is not None else []
+    if heavy:
+        raise pytest.fail.Exception(f"a fast test in a module that imports {', '.join(heavy)}: mark the module "
+                                    "slow, or import it inside the slow tests")
+    loaded, launched = _real_parts()
+    result = yield
+    now_loaded, now_launched = _real_parts()
+    if now_loaded - loaded or len(now_launched) > len(launched):
+        what = sorted(now_loaded - loaded) + now_launched[len(launched):]
+        raise pytest.fail.Exception(f"a fast test, but {who} loaded or started a real part ({'; '.join(what)}): "
+                                    "mark it slow (@pytest.mark.slow)")
+    return result

@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from conftest import embedded_slice, fresh_copy, run_cli
+from conftest import cheap_slice, cli, fresh_copy, run_cli
 from fake_llm_server import FakeLLM
 
 from kdstudio.errors import KdError
@@ -29,7 +29,7 @@ from kdstudio.project import Project
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bbc-news slice with two finished runs (a noisy simulated teacher, so that accuracies have many digits)."""
-    directory = embedded_slice(tmp_path_factory.mktemp("daily") / "bbc", limit=150, seed=3)
+    directory = cheap_slice(tmp_path_factory.mktemp("daily") / "bbc", limit=150, seed=3)
     with Project.open(directory) as project:
         for selector in ("random", "margin"):
             project.distill(DistillConfig(teacher="oracle", teacher_options={"noise": 0.2}, selector=selector,
@@ -38,7 +38,7 @@ def distilled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _json(*args: str) -> dict:
-    result = run_cli(*args, "--json")
+    result = cli(*args, "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     jsonschema.validate(document, schema(document["schema"].split(".")[1].split("/")[0]))
@@ -53,6 +53,8 @@ def test_every_json_document_follows_its_schema(distilled: Path):
     runs = _json("runs", *p)["runs"]
     assert [r["selector"] for r in runs] == ["random", "margin"]
     assert all(r["labels"] == 30 and r["best"]["test"]["accuracy"] > 0 for r in runs)
+    for run in runs:  # a run's settings follow the schema derived from their declarations
+        jsonschema.validate({k: v for k, v in run["config"].items() if k != "vectors"}, schema("distill"))
     one = _json("runs", *p, "--run", "2")
     assert one["run"]["id"] == 2 and [r["labels"] for r in one["rounds"]] == [10, 20, 30]
     assert sum(r["best"] for r in one["rounds"]) >= 1
@@ -72,7 +74,7 @@ def test_tables_keep_every_digit_at_80_columns_in_a_pipe(distilled: Path, comman
     shown = run_cli(*command, *project, env={"COLUMNS": "80"})
     assert shown.returncode == 0, shown.stderr
     assert "…" not in shown.stdout and max(map(len, shown.stdout.splitlines())) <= 80
-    document = json.loads(run_cli(*command, *project, "--json").stdout)
+    document = json.loads(cli(*command, *project, "--json").stdout)
     numbers = {f"{v:.3f}" for v in _floats(document) if 0 < v < 1} | {str(v) for v in _ints(document) if v > 9}
     flat = shown.stdout.replace("\n", " ")
     missing = [n for n in numbers if n in json.dumps(document) and n not in flat and _tabled(command, n, document)]
@@ -113,7 +115,7 @@ def test_runs_plot_draws_a_real_png_of_several_runs(distilled: Path, tmp_path: P
     from matplotlib import image
 
     out = tmp_path / "curve.png"
-    result = run_cli("runs", "-p", str(distilled), "--plot", str(out), "--run", "1", "--run", "2")
+    result = cli("runs", "-p", str(distilled), "--plot", str(out), "--run", "1", "--run", "2")
     assert result.returncode == 0, result.stderr
     assert f"learning curves of runs 1, 2 written to {out}" in result.stdout
     pixels = image.imread(out)
@@ -123,7 +125,7 @@ def test_runs_plot_draws_a_real_png_of_several_runs(distilled: Path, tmp_path: P
     rgb = pixels[..., :3].reshape(-1, 3)
     assert (np.ptp(rgb, axis=1) > 0.3).mean() > 0.001
     for args, message in (([str(tmp_path / "c.gif")], "a plot is written as"), ([str(out), "--run", "9"], "no run 9")):
-        bad = run_cli("runs", "-p", str(distilled), "--plot", *args)
+        bad = cli("runs", "-p", str(distilled), "--plot", *args)
         assert bad.returncode == 1 and message in bad.stderr and len(bad.stderr.splitlines()) <= 2, bad.stderr
     assert not (tmp_path / "c.gif").exists()
 
@@ -141,8 +143,8 @@ def test_a_target_needs_no_shell_metacharacter(distilled: Path, tmp_path: Path):
 def test_the_round_line_counts_labels_as_the_budget_does_and_shows_what_picks_the_best(distilled: Path,
                                                                                       tmp_path: Path):
     copy = fresh_copy(distilled, tmp_path)
-    result = run_cli("distill", "-p", str(copy), "--teacher", "oracle", "--seed-size", "10", "--batch", "10",
-                     "--budget-labels", "20", "--val-size", "20")
+    result = cli("distill", "-p", str(copy), "--teacher", "oracle", "--seed-size", "10", "--batch", "10",
+                 "--budget-labels", "20", "--val-size", "20")
     assert result.returncode == 0, result.stderr
     assert re.search(r"round   1  labels    20 .*loss \d\.\d{3}.*\*best \(lowest val loss\)|round   0  labels    10 "
                      r".*\*best \(lowest val loss\)", result.stdout), result.stdout
@@ -152,7 +154,7 @@ def test_the_round_line_counts_labels_as_the_budget_does_and_shows_what_picks_th
 
 
 def test_predict_on_a_project_folder_suggests_exporting_beside_it(distilled: Path):
-    result = run_cli("predict", str(distilled), "-", input_text="some text\n")
+    result = cli("predict", str(distilled), "-", input_text="some text\n")
     assert result.returncode == 1
     assert "is a kdstudio project, not an exported model folder" in result.stderr
     assert f"--out {distilled.parent / 'bbc-model'}" in result.stderr
@@ -202,6 +204,7 @@ def _in_a_terminal(args: list[str], answer: str, timeout: float = 120) -> tuple[
         os.close(main)
 
 
+@pytest.mark.slow
 def test_a_paid_run_shows_its_plan_and_asks_before_spending(distilled: Path, tmp_path: Path):
     copy = fresh_copy(distilled, tmp_path)
     (tmp_path / "llm").mkdir()
@@ -222,7 +225,7 @@ def test_a_paid_run_shows_its_plan_and_asks_before_spending(distilled: Path, tmp
 
 def test_review_push_preview_lists_what_would_go_and_sends_nothing(distilled: Path, monkeypatch):
     monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)  # a push would fail: a preview needs no server
-    result = run_cli("review", "push", "-p", str(distilled), "--preview", "--filter", "all", "--limit", "3")
+    result = cli("review", "push", "-p", str(distilled), "--preview", "--filter", "all", "--limit", "3")
     assert result.returncode == 0, result.stderr
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert len(rows) == 3 and all(len(r) == 4 for r in rows)
@@ -231,10 +234,11 @@ def test_review_push_preview_lists_what_would_go_and_sends_nothing(distilled: Pa
         assert [x.doc_id for x in project.review_preview(filter="all", limit=3)] == [r[0] for r in rows]
 
 
-@pytest.mark.slow
-def test_the_card_counts_people_s_labels_and_the_labels_reused_for_free(distilled: Path, tmp_path: Path):
-    copy = fresh_copy(distilled, tmp_path)
+def test_the_card_counts_people_s_labels_and_the_labels_reused_for_free(minilm_slice: Path, tmp_path: Path):
+    copy = fresh_copy(minilm_slice, tmp_path)
     with Project.open(copy) as project:
+        project.distill(DistillConfig(teacher="oracle", teacher_options={"noise": 0.2}, selector="random",
+                                      seed_size=10, batch=10, budget_labels=30, val_limit=20))
         pool = project.store.ids_in_split("pool")
         gold = project.store.gold()
         for doc in pool[:10]:

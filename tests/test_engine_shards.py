@@ -1,5 +1,6 @@
 """The core's shard path, engine-agnostic: an in-process engine stands in for a cluster, so that a driver killed
-mid-job and an engine that returns rows twice can be staged exactly."""
+mid-job and an engine that returns rows twice can be staged exactly (on the test encoder: the path is the same for
+any encoder, and the real one on a real cluster is tests/test_ray.py's)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import fresh_copy, unembedded_slice
+from conftest import TEST_ENCODER, fresh_copy, unembedded_slice
 
 from kdstudio.engine import Engine, ShardJob, ShardTask, run_shard
 from kdstudio.errors import KdError
 from kdstudio.project import Project
-
-MODEL = "all-MiniLM-L6-v2"
-pytestmark = pytest.mark.slow
 
 
 class SerialEngine(Engine):
@@ -54,7 +52,7 @@ class SerialEngine(Engine):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return unembedded_slice(tmp_path_factory.mktemp("shards"), limit=80, seed=5)
+    return unembedded_slice(tmp_path_factory.mktemp("shards"), limit=80, seed=5, encoder=TEST_ENCODER)
 
 
 def test_a_killed_driver_keeps_finished_shards_and_the_next_run_sends_only_the_rest(corpus: dict, tmp_path: Path):
@@ -64,9 +62,9 @@ def test_a_killed_driver_keeps_finished_shards_and_the_next_run_sends_only_the_r
     assert len(list((directory / "work" / "embed" / "out").glob("*.parquet"))) == 3
     again = SerialEngine()
     with Project.open(directory) as project:
-        assert project.store.embedding_count(MODEL) == 0  # nothing was loaded before the kill
+        assert project.store.embedding_count(corpus["key"]) == 0  # nothing was loaded before the kill
         report = project.embed(engine=again)
-        ids, matrix = project.store.embedding_matrix(MODEL)
+        ids, matrix = project.store.embedding_matrix(corpus["key"])
     assert len(again.sent) == 5 - 3  # 80 documents in shards of 16: the three finished ones are not sent again
     assert (report.embedded, report.already) == (80, 0)
     assert ids == corpus["ids"]
@@ -78,4 +76,4 @@ def test_rows_returned_twice_are_refused_and_nothing_is_stored(corpus: dict, tmp
     with Project.open(fresh_copy(corpus["project"], tmp_path)) as project:
         with pytest.raises(KdError, match=r"returned 160 rows \(80 distinct\) for 80 inputs"):
             project.embed(engine=SerialEngine(doubled=True))
-        assert project.store.embedding_count(MODEL) == 0
+        assert project.store.embedding_count(corpus["key"]) == 0

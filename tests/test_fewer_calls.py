@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import embedded_slice, fresh_copy, run_cli
+from conftest import TEST_ENCODER, cheap_slice, cli, fresh_copy, run_cli
 from threadpoolctl import threadpool_info
 
 from kdstudio.autopilot import GainRule, forecast, power_law, should_stop
@@ -26,7 +26,7 @@ from kdstudio.threads import sized_pools
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return embedded_slice(tmp_path_factory.mktemp("fewer") / "bbc", limit=240, seed=11)
+    return cheap_slice(tmp_path_factory.mktemp("fewer") / "bbc", limit=240, seed=11)
 
 
 @pytest.fixture
@@ -60,10 +60,10 @@ def test_free_labels_train_the_student_and_are_never_stored_or_counted(bbc: Path
 def test_free_labels_round_line_and_run_view_say_what_was_added(bbc: Path):
     with Project.open(bbc) as project:
         run_id = project.distill(_config(free_labels="self-train", budget_labels=30)).run_id
-    shown = run_cli("runs", "-p", str(bbc), "--run", str(run_id))
+    shown = cli("runs", "-p", str(bbc), "--run", str(run_id))
     assert shown.returncode == 0, shown.stderr
     assert "free labels" in shown.stdout and "+" in shown.stdout
-    line = run_cli("distill", "-p", str(bbc), "--teacher", "oracle", "--budget-labels", "30", "--seed-size", "10",
+    line = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--budget-labels", "30", "--seed-size", "10",
                    "--batch", "10", "--val-size", "40", "--free-labels", "spread", "--free-labels-option",
                    "precision=0.9")
     assert line.returncode == 0, line.stderr
@@ -169,17 +169,17 @@ def test_autopilot_stops_a_run_and_shows_its_forecast(bbc: Path):
     assert result.stop_reason.startswith("autopilot"), result.stop_reason
     assert result.rounds[-1].n_labels < 150
     assert "forecast" in result.rounds[-1].metrics
-    shown = run_cli("runs", "-p", str(bbc), "--run", str(result.run_id))
+    shown = cli("runs", "-p", str(bbc), "--run", str(result.run_id))
     assert "forecast pt/100" in shown.stdout
 
 
 def test_stop_rules_without_validation_are_refused_with_one_line(bbc: Path):
     for flags in (["--patience", "2"], ["--target", "val.accuracy>=0.9"], ["--stop-when-gain-below", "0.005/100"]):
-        done = run_cli("distill", "-p", str(bbc), "--teacher", "oracle", "--val-size", "0", *flags)
+        done = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--val-size", "0", *flags)
         assert done.returncode != 0
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert "need validation labels" in lines[0] and "Traceback" not in done.stderr, done.stderr
-    per_dollar = run_cli("distill", "-p", str(bbc), "--teacher", "oracle", "--stop-when-gain-below", "0.01/usd")
+    per_dollar = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--stop-when-gain-below", "0.01/usd")
     assert per_dollar.returncode != 0 and "per labels instead" in per_dollar.stderr
     with Project.open(bbc) as project:
         assert project.runs() == []
@@ -194,12 +194,12 @@ def test_split_carves_a_validation_split_from_untouched_pool_documents(tmp_path:
         writer.writeheader()
         writer.writerows(rows)
     directory = tmp_path / "p"
-    assert run_cli("init", str(directory), "--labels", "sports,politics").returncode == 0
-    assert run_cli("import", str(data), "-p", str(directory), "--label-column", "label").returncode == 0
+    assert cli("init", str(directory), "--labels", "sports,politics").returncode == 0
+    assert cli("import", str(data), "-p", str(directory), "--label-column", "label").returncode == 0
     with Project.open(directory) as project:
         touched = project.store.ids_in_split("pool")[0]
         project.set_label(touched, "sports")
-    done = run_cli("split", "-p", str(directory), "val=0.2")
+    done = cli("split", "-p", str(directory), "val=0.2")
     assert done.returncode == 0, done.stderr
     assert "moved 12 pool documents to val" in done.stdout
     with Project.open(directory) as project:
@@ -207,7 +207,7 @@ def test_split_carves_a_validation_split_from_untouched_pool_documents(tmp_path:
         assert len(val) == 12 and touched not in val
         gold = project.store.gold(val)
         assert sorted(gold.values()).count("sports") == 6
-    bad = run_cli("split", "-p", str(directory), "train=0.2")
+    bad = cli("split", "-p", str(directory), "train=0.2")
     assert bad.returncode != 0 and "unknown split" in bad.stderr
 
 
@@ -271,8 +271,10 @@ def test_a_grouped_transaction_rolls_back_as_one(tmp_path: Path):
 
 def test_distill_shows_embedding_before_the_run(tmp_path: Path):
     project, _ = Project.from_dataset("bbc-news", tmp_path / "raw", limit=60, seed=2)
-    project.close()
-    done = run_cli("distill", "-p", str(tmp_path / "raw"), "--teacher", "oracle", "--budget-labels", "20",
+    with project:  # the test encoder becomes the project's, with nothing embedded yet
+        project.config.embedding.encoder = TEST_ENCODER
+        project.config.save(project.directory)
+    done = cli("distill", "-p", str(tmp_path / "raw"), "--teacher", "oracle", "--budget-labels", "20",
                    "--seed-size", "10", "--batch", "10")
     assert done.returncode == 0, done.stderr
     assert "embedded 60 documents" in done.stderr
@@ -282,29 +284,36 @@ def test_distill_shows_embedding_before_the_run(tmp_path: Path):
 
 
 def _project_with_labels(tmp_path: Path, embedded: Path, names: dict[str, str], descriptions: bool) -> Path:
-    """The bbc slice again, its labels renamed (and described, or not)."""
-    with Project.open(embedded) as source:
+    """The bbc slice again, its labels renamed (and described, or not), with the slice's own MiniLM vectors (the same
+    texts under the same ids: embedding them again would compute the same numbers)."""
+    with Project.open(embedded, read_only=True) as source:
         ids = source.store.ids_in_split("pool") + source.store.ids_in_split("test")
         texts, gold = source.store.texts(ids), source.store.gold(ids)
         labels = source.config.labels
+        vector_ids, vectors = source.store.embedding_matrix(source.vector_key)
+        key = source.vector_key
     data = tmp_path / "renamed.csv"
     with data.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows([t, names[gold[d]]] for d, t in zip(ids, texts, strict=True))
+        writer.writerow(["id", "text", "label"])
+        writer.writerows([d, t, names[gold[d]]] for d, t in zip(ids, texts, strict=True))
     spec = tmp_path / "labels.json"
     spec.write_text(json.dumps([{"name": names[x.name], "description": x.description if descriptions else ""}
                                 for x in labels]), encoding="utf-8")
     directory = tmp_path / ("described" if descriptions else "bare")
     assert run_cli("init", str(directory), "--labels-file", str(spec)).returncode == 0
-    assert run_cli("import", str(data), "-p", str(directory), "--label-column", "label", "--split",
-                   "val=0.2,test=0.2").returncode == 0
+    assert run_cli("import", str(data), "-p", str(directory), "--id-column", "id", "--label-column", "label",
+                   "--split", "val=0.2,test=0.2").returncode == 0
+    with Project.open(directory) as project:
+        wanted = set(ids)
+        rows = [i for i, d in enumerate(vector_ids) if d in wanted]
+        project.store.save_embeddings(key, [vector_ids[i] for i in rows], vectors[rows])
     return directory
 
 
-def test_zero_shot_teacher_says_it_is_guessing_before_buying(embedded: Path, tmp_path: Path):
+def test_zero_shot_teacher_says_it_is_guessing_before_buying(minilm_slice: Path, tmp_path: Path):
     names = {"business": "kq", "entertainment": "zv", "politics": "wx", "sports": "jy", "tech": "pf"}
-    bare = _project_with_labels(tmp_path, embedded, names, descriptions=False)
+    bare = _project_with_labels(tmp_path, minilm_slice, names, descriptions=False)
     done = run_cli("distill", "-p", str(bare), "--budget-labels", "20", "--seed-size", "10", "--batch", "10")
     assert done.returncode == 0, done.stderr
     assert "no label has a description" in done.stderr
@@ -314,9 +323,9 @@ def test_zero_shot_teacher_says_it_is_guessing_before_buying(embedded: Path, tmp
     assert done.stdout.index("teacher check") < done.stdout.index("round   0")
 
 
-def test_zero_shot_teacher_with_descriptions_is_not_called_a_guesser(embedded: Path, tmp_path: Path):
+def test_zero_shot_teacher_with_descriptions_is_not_called_a_guesser(minilm_slice: Path, tmp_path: Path):
     names = {x: x for x in ("business", "entertainment", "politics", "sports", "tech")}
-    described = _project_with_labels(tmp_path, embedded, names, descriptions=True)
+    described = _project_with_labels(tmp_path, minilm_slice, names, descriptions=True)
     done = run_cli("distill", "-p", str(described), "--budget-labels", "20", "--seed-size", "10", "--batch", "10")
     assert done.returncode == 0, done.stderr
     assert "guessing" not in done.stderr and "no label has a description" not in done.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, embedded_slice, fresh_copy, plugin_module, run_cli, write
+from conftest import ROOT, cheap_slice, cli, embedded_slice, fresh_copy, plugin_module, write
 
 from kdstudio.config import CONFIG_NAME, Label
 from kdstudio.embeddings import resolve_model_path
@@ -127,7 +127,7 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = embedded_slice(tmp_path_factory.mktemp("house") / "bbc", limit=80, seed=4)
+    directory = cheap_slice(tmp_path_factory.mktemp("house") / "bbc", limit=80, seed=4)
     with Project.open(directory) as project:
         project.distill(project.distill_config({"teacher": "oracle", "seed_size": 10, "batch": 10,
                                                 "budget_labels": 20, "val_limit": 10}))
@@ -150,7 +150,7 @@ def test_a_planted_pickle_is_refused_and_never_runs(bbc: Path, tmp_path: Path):
     shutil.rmtree(folder)
     folder.mkdir()
     (folder / "student.joblib").write_bytes(pickle.dumps(Payload(marker)))
-    result = run_cli("export", "-p", str(bbc), "--out", str(tmp_path / "m"))
+    result = cli("export", "-p", str(bbc), "--out", str(tmp_path / "m"))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "refusing to load the student" in result.stderr and "pickle" in result.stderr
     assert not marker.exists()
@@ -171,7 +171,7 @@ def test_a_saved_student_predicts_exactly_as_before(bbc: Path):
     with Project.open(bbc) as project:
         student, record = project.load_student()
         ids = project.store.ids_in_split("test")[:20]
-        vectors = project.store.vectors(project.config.embedding.model, ids)
+        vectors = project.store.vectors(project.vector_key, ids)
         again = type(student).load(Path(record["path"]))
         np.testing.assert_array_equal(student.predict_proba(vectors), again.predict_proba(vectors))
     assert sorted(p.name for p in Path(record["path"]).iterdir()) == ["estimator.skops", "student.json"]
@@ -187,7 +187,7 @@ def test_defaults_come_from_the_dataclass_then_the_project_then_the_flags(bbc: P
     with Project.open(bbc) as project:
         config = project.distill_config({"batch": 7})
         assert (config.selector, config.batch, config.student) == ("entropy", 7, "logreg")
-    result = run_cli("distill", "-p", str(bbc), "--teacher", "oracle", "--seed-size", "10", "--budget-labels", "20",
+    result = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--seed-size", "10", "--budget-labels", "20",
                      "--val-size", "10")
     assert result.returncode == 0, result.stderr
     with Project.open(bbc) as project:
@@ -202,13 +202,13 @@ def test_defaults_come_from_the_dataclass_then_the_project_then_the_flags(bbc: P
 def test_resume_applies_a_budget_and_refuses_a_changed_setting_by_name(bbc: Path):
     base = ["distill", "-p", str(bbc), "--teacher", "oracle", "--seed-size", "10", "--batch", "10", "--val-size",
             "10"]
-    assert run_cli(*base, "--budget-labels", "20").returncode == 0
-    refused = run_cli("distill", "-p", str(bbc), "--resume", "--selector", "random", "--budget-labels", "30")
+    assert cli(*base, "--budget-labels", "20").returncode == 0
+    refused = cli("distill", "-p", str(bbc), "--resume", "--selector", "random", "--budget-labels", "30")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "selector 'random' (the run has 'margin')" in refused.stderr
     with Project.open(bbc) as project:
         assert project.latest_run().config["budget_labels"] == 20  # refused: nothing changed
-    resumed = run_cli("distill", "-p", str(bbc), "--resume", "--budget-labels", "30", "--selector", "margin")
+    resumed = cli("distill", "-p", str(bbc), "--resume", "--budget-labels", "30", "--selector", "margin")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed with budget-labels: 20 -> 30" in resumed.stdout
     with Project.open(bbc) as project:
@@ -216,15 +216,17 @@ def test_resume_applies_a_budget_and_refuses_a_changed_setting_by_name(bbc: Path
         assert run.config["budget_labels"] == 30 and run.stop_reason == "label budget reached (30/30)"
 
 
-def test_embed_with_another_model_records_it_for_the_next_commands(bbc: Path):
+@pytest.mark.slow
+def test_embed_with_another_model_records_it_for_the_next_commands(tmp_path: Path):
+    bbc = embedded_slice(tmp_path / "bbc", limit=40, seed=4)  # the real MiniLM, then another model
     other = resolve_model_path("all-MiniLM-L6-v2")  # the same network under another name: new vectors
-    result = run_cli("embed", "-p", str(bbc), "--model", other)
+    result = cli("embed", "-p", str(bbc), "--model", other)
     assert result.returncode == 0, result.stderr
     with Project.open(bbc) as project:
         assert project.config.embedding.model == other
         assert {model for model, _, _ in project.status().embeddings} == {"all-MiniLM-L6-v2", other}
     assert f'model = "{other}"' in (bbc / CONFIG_NAME).read_text(encoding="utf-8")
-    failed = run_cli("embed", "-p", str(bbc), "--model", str(bbc / "no-such-model"))
+    failed = cli("embed", "-p", str(bbc), "--model", str(bbc / "no-such-model"))
     assert failed.returncode == 1
     with Project.open(bbc) as project:
         assert project.config.embedding.model == other  # a model that could not embed is not recorded
@@ -268,10 +270,10 @@ def test_the_vector_index_keeps_one_matrix_and_appends_generated_rows():
 
 def test_a_broken_config_section_is_one_line(tmp_path: Path):
     directory = tmp_path / "p"
-    assert run_cli("init", str(directory), "--labels", "a,b").returncode == 0
+    assert cli("init", str(directory), "--labels", "a,b").returncode == 0
     toml = directory / CONFIG_NAME
     write(toml, toml.read_text(encoding="utf-8") + "\n[review]\nlimit = 5\n[distill]\nbatch = 'x'\n")
-    result = run_cli("distill", "-p", str(directory), "--plan")
+    result = cli("distill", "-p", str(directory), "--plan")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
 
 

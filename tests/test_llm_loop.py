@@ -1,5 +1,5 @@
 """Distillation with real teachers on a slice of bbc-news: the LLM teacher over HTTP (with PGKD generation,
-cost, plan, cancel and resume) and the offline zero-shot teacher."""
+cost, plan, cancel and resume) on the test encoder's vectors, and the offline zero-shot teacher on the real MiniLM's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import embedded_slice, fresh_copy, run_cli
+from conftest import cheap_slice, cli, fresh_copy, run_cli
 from fake_llm_server import FakeLLM
 
 from kdstudio.interfaces import Doc, TeachContext
@@ -22,12 +22,18 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return embedded_slice(tmp_path_factory.mktemp("llm-loop") / "bbc", limit=160, seed=3)
+    return cheap_slice(tmp_path_factory.mktemp("llm-loop") / "bbc", limit=160, seed=3)
 
 
 @pytest.fixture
 def bbc(embedded: Path, tmp_path: Path) -> Path:
     return fresh_copy(embedded, tmp_path)
+
+
+@pytest.fixture
+def real_bbc(minilm_slice: Path, tmp_path: Path) -> Path:
+    """The zero-shot teacher works in the encoder's space: its tests need the real MiniLM's vectors."""
+    return fresh_copy(minilm_slice, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +64,7 @@ def test_pgkd_generates_synthetic_training_samples_and_a_rerun_pays_nothing(bbc:
     existing = next(iter(texts.values()))
     answer_gold(llm, bbc, generation_extra=[{"text": existing, "label": "business"},  # already in the corpus
                                             {"text": "a forecast of rain", "label": "weather"}])  # not a label
-    first = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--generate", "pgkd", "--generate-samples",
+    first = cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--generate", "pgkd", "--generate-samples",
                     "4")
     assert first.returncode == 0, first.stderr
     assert "+4 generated" in first.stdout and "SIMULATED" not in first.stdout
@@ -80,13 +86,13 @@ def test_pgkd_generates_synthetic_training_samples_and_a_rerun_pays_nothing(bbc:
         assert calls == [("generate", 2), ("label", 30 + n_val)]
 
     llm.configure()
-    second = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--generate", "pgkd", "--generate-samples",
+    second = cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--generate", "pgkd", "--generate-samples",
                      "4")
     assert second.returncode == 0, second.stderr
     assert llm.requests() == []  # every label and every generation came from the ledger
     with Project.open(bbc, read_only=True) as project:
         assert [r.n_labels for r in project.rounds(2)] == [10, 24, 38]
-    cost = run_cli("cost", "-p", str(bbc))
+    cost = cli("cost", "-p", str(bbc))
     assert cost.returncode == 0, cost.stderr
     lines = [line for line in cost.stdout.splitlines() if "fake-model" in line]
     assert len(lines) == 2 and lines[0].split("│")[3].strip() == str(32 + n_val)  # run 1 paid for every call
@@ -96,9 +102,9 @@ def test_pgkd_generates_synthetic_training_samples_and_a_rerun_pays_nothing(bbc:
 
 def test_pure_pgkd_with_the_no_report_ablation(bbc: Path, llm: FakeLLM):
     answer_gold(llm, bbc)
-    endless = run_cli("distill", "-p", str(bbc), *llm_args(llm), "--batch", "0", "--generate", "pgkd")
+    endless = cli("distill", "-p", str(bbc), *llm_args(llm), "--batch", "0", "--generate", "pgkd")
     assert endless.returncode == 1 and "max_rounds" in endless.stderr
-    result = run_cli("distill", "-p", str(bbc), *llm_args(llm), "--seed-size", "10", "--batch", "0",
+    result = cli("distill", "-p", str(bbc), *llm_args(llm), "--seed-size", "10", "--batch", "0",
                      "--val-limit", "20", "--generate", "pgkd", "--generate-samples", "3", "--no-report",
                      "--max-rounds", "3")
     assert result.returncode == 0, result.stderr
@@ -112,12 +118,12 @@ def test_pure_pgkd_with_the_no_report_ablation(bbc: Path, llm: FakeLLM):
 
 def test_plan_estimates_without_sending_and_is_close_to_the_real_cost(bbc: Path, llm: FakeLLM):
     answer_gold(llm, bbc)
-    plan = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--plan")
+    plan = cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--plan")
     assert plan.returncode == 0, plan.stderr
     assert "nothing was sent" in plan.stdout and re.search(r"labels \(30 training \+ 1\d validation\)", plan.stdout)
     assert llm.requests() == []
     planned = float(plan.stdout.split("total")[1].split("$")[1].split()[0])
-    run = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL)
+    run = cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL)
     assert run.returncode == 0, run.stderr
     with Project.open(bbc, read_only=True) as project:
         actual = project.store.spend()[0]
@@ -125,7 +131,7 @@ def test_plan_estimates_without_sending_and_is_close_to_the_real_cost(bbc: Path,
 
 
 def test_a_usd_budget_needs_a_known_price(bbc: Path, llm: FakeLLM):
-    result = run_cli("distill", "-p", str(bbc), "--model", "openai/fake-model", "--api-base", llm.api_base,
+    result = cli("distill", "-p", str(bbc), "--model", "openai/fake-model", "--api-base", llm.api_base,
                      "--budget-usd", "1")
     assert result.returncode == 1 and "cannot be enforced" in result.stderr and "--price-in" in result.stderr
     assert "Traceback" not in result.stderr
@@ -165,8 +171,8 @@ def test_the_demo_takes_an_llm_teacher_with_one_flag(tmp_path: Path, llm: FakeLL
         assert project.store.spend()[0] > 0  # priced from litellm's table
 
 
-def test_the_zero_shot_teacher_labels_offline_and_calibrates_on_labelled_examples(bbc: Path):
-    with Project.open(bbc) as project:
+def test_the_zero_shot_teacher_labels_offline_and_calibrates_on_labelled_examples(real_bbc: Path):
+    with Project.open(real_bbc) as project:
         ids = project.store.ids_in_split("pool")[:80]
         gold = project.store.gold(ids)
         teacher = get_plugins().get("teacher", "zeroshot").cls()
@@ -187,8 +193,9 @@ def test_the_zero_shot_teacher_labels_offline_and_calibrates_on_labelled_example
         assert teacher.examples_wanted == 200
 
 
-def test_distill_defaults_to_the_zero_shot_teacher_and_its_answers_cost_nothing(bbc: Path):
-    result = run_cli("distill", "-p", str(bbc), *SMALL)
+def test_distill_defaults_to_the_zero_shot_teacher_and_its_answers_cost_nothing(real_bbc: Path):
+    bbc = real_bbc
+    result = cli("distill", "-p", str(bbc), *SMALL)
     assert result.returncode == 0, result.stderr
     assert "teacher zeroshot(all-MiniLM-L6-v2)" in result.stdout and "SIMULATED" not in result.stdout
     with Project.open(bbc, read_only=True) as project:
@@ -203,6 +210,7 @@ def test_distill_defaults_to_the_zero_shot_teacher_and_its_answers_cost_nothing(
 def test_the_api_key_is_read_from_the_environment_and_written_nowhere(bbc: Path, llm: FakeLLM):
     secret = "sk-live-7Hq2ZpX9wVtR4kLm"
     answer_gold(llm, bbc)
+    # A process of its own: litellm's debug log goes to the real stderr, which only a child's capture sees.
     result = run_cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--max-rounds", "1", "--teacher-option",
                      "api_key_env=KDSTUDIO_TEST_KEY", env={"KDSTUDIO_TEST_KEY": secret, "LITELLM_LOG": "DEBUG"})
     assert result.returncode == 0, result.stderr
@@ -294,7 +302,7 @@ def test_a_cascade_asks_the_dear_model_only_where_the_cheap_one_is_unsure(bbc: P
     answer_gold(llm, bbc, models=TIERS)
     args = ["--teacher", "cascade", "--teacher-option", f"first={member(llm, 'cheap', 1)}",
             "--teacher-option", f"then={member(llm, 'strong', 20)}", "--teacher-option", "below=0.8", *SMALL]
-    result = run_cli("distill", "-p", str(bbc), *args)
+    result = cli("distill", "-p", str(bbc), *args)
     assert result.returncode == 0, result.stderr
     spent = spend_by_model(bbc, 1)
     cheap, strong = spent["openai/cheap"], spent["openai/strong"]
@@ -304,11 +312,11 @@ def test_a_cascade_asks_the_dear_model_only_where_the_cheap_one_is_unsure(bbc: P
     assert verdict[2] > cheap[2] + 0.1 and cheap[2] < 0.85  # the cascade is right where the cheap model was not
     sent = {(r["model"], r["document"]) for r in llm.requests()}
     assert all(model in ("cheap", "strong") for model, _ in sent)
-    shown = run_cli("cost", "-p", str(bbc))
+    shown = cli("cost", "-p", str(bbc))
     assert "openai/strong" in shown.stdout and "accuracy" in shown.stdout
     # A second run with the same members is served from the ledger: nothing is sent or paid again.
     before = len(llm.requests())
-    again = run_cli("distill", "-p", str(bbc), *args)
+    again = cli("distill", "-p", str(bbc), *args)
     assert again.returncode == 0, again.stderr
     assert len(llm.requests()) == before and all(v[1] == 0 for v in spend_by_model(bbc, 2).values())
 
@@ -316,19 +324,19 @@ def test_a_cascade_asks_the_dear_model_only_where_the_cheap_one_is_unsure(bbc: P
 def test_a_committee_escalates_disagreement_and_holds_the_usd_cap(bbc: Path, llm: FakeLLM):
     answer_gold(llm, bbc, models=TIERS)
     members = f"members={member(llm, 'cheap', 1)}; {member(llm, 'other', 1)}"
-    result = run_cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", members,
+    result = cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", members,
                      "--teacher-option", f"escalate={member(llm, 'strong', 20)}", *SMALL)
     assert result.returncode == 0, result.stderr
     spent = spend_by_model(bbc, 1)
     verdict = next(v for m, v in spent.items() if m.startswith("committee("))
     assert spent["openai/cheap"][0] == spent["openai/other"][0] and spent["openai/strong"][0] > 0
     assert verdict[2] > max(spent["openai/cheap"][2], spent["openai/other"][2]) + 0.1
-    capped = run_cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", members,
+    capped = cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", members,
                      "--teacher-option", f"escalate={member(llm, 'strong', 20)}", *SMALL, "--seed", "9",
                      "--budget-usd", "0.05")
     assert capped.returncode in (0, 1) and "Traceback" not in capped.stderr
     with Project.open(bbc, read_only=True) as project:
         assert project.store.con.execute("SELECT sum(cost_usd) FROM teacher_calls WHERE run_id = 2").fetchall()[0][0] \
             <= 0.05 + 1e-9
-    broken = run_cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", "members=llm nope=1")
+    broken = cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", "members=llm nope=1")
     assert broken.returncode == 1 and "unknown option" in broken.stderr and "Traceback" not in broken.stderr

@@ -1,4 +1,5 @@
-"""The distillation loop end to end on a slice of bbc-news, with the simulated teacher."""
+"""The distillation loop end to end on a slice of bbc-news, with the simulated teacher, on the test encoder's vectors
+(the fine-tuned student and a kill of a real process are the slow tier's)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import embedded_slice, fresh_copy, run_cli
+from conftest import cheap_slice, cli, fresh_copy, run_cli
 
 from kdstudio.errors import KdError
 from kdstudio.loop import DistillConfig, why_stop
@@ -19,13 +20,12 @@ from kdstudio.project import Project
 from kdstudio.store import Ledger
 from kdstudio.teaching import Budget
 
-pytestmark = pytest.mark.slow
 SELECTORS = ["random", "least-confidence", "margin", "entropy", "mraru", "diversity", "llkd", "cluster-margin"]
 
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return embedded_slice(tmp_path_factory.mktemp("loop") / "bbc", limit=220, seed=5)
+    return cheap_slice(tmp_path_factory.mktemp("loop") / "bbc", limit=220, seed=5)
 
 
 @pytest.fixture
@@ -180,6 +180,7 @@ def test_other_students_in_the_loop(bbc: Path, student: str):
         assert record["kind"] == loaded.name == student
 
 
+@pytest.mark.slow
 def test_finetuned_student_in_the_loop(bbc: Path):
     with Project.open(bbc) as project:
         result = project.distill(simulated(student="finetune", selector="mraru", seed_size=8, batch=8,
@@ -212,6 +213,7 @@ DISTILL = ["distill", "--teacher", "oracle", "--selector", "margin", "--seed-siz
            "--teacher-option", "delay=0.03"]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_round_then_resume_pays_no_call_twice(bbc: Path, tmp_path: Path):
     reference = tmp_path / "reference"
     shutil.copytree(bbc, reference)
@@ -253,18 +255,18 @@ def test_sigkill_mid_round_then_resume_pays_no_call_twice(bbc: Path, tmp_path: P
 
 
 def test_cli_distill_and_runs_say_the_teacher_was_simulated(bbc: Path):
-    result = run_cli("distill", "-p", str(bbc), "--teacher", "oracle", "--selector", "mraru", "--seed-size", "10",
+    result = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--selector", "mraru", "--seed-size", "10",
                      "--batch", "10",
                      "--budget-labels", "30")
     assert result.returncode == 0, result.stderr
     assert "SIMULATED TEACHER" in result.stdout
     assert re.search(r"round   2  labels    30 .* val acc 0\.\d+", result.stdout)
     assert "best student: round" in result.stdout
-    listing = run_cli("runs", "-p", str(bbc))
+    listing = cli("runs", "-p", str(bbc))
     assert listing.returncode == 0 and "(SIMULATED)" in listing.stdout and "mraru" in listing.stdout
-    curve = run_cli("runs", "-p", str(bbc), "--run", "1")
+    curve = cli("runs", "-p", str(bbc), "--run", "1")
     assert "SIMULATED TEACHER" in curve.stdout and "test acc" in curve.stdout
-    status = run_cli("status", "-p", str(bbc))
+    status = cli("status", "-p", str(bbc))
     assert "SIMULATED teacher" in status.stdout
-    bad = run_cli("distill", "-p", str(bbc), "--selector", "nope")
+    bad = cli("distill", "-p", str(bbc), "--selector", "nope")
     assert bad.returncode == 1 and "no selector named 'nope'" in bad.stderr and "Traceback" not in bad.stderr

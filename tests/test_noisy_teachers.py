@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import embedded_slice, fresh_copy, run_cli
+from conftest import cheap_slice, cli, fresh_copy
 
 from kdstudio.doubt import doubt_weights, judge_labels
 from kdstudio.interfaces import Doc, TeachContext
@@ -17,12 +17,10 @@ from kdstudio.project import Project
 from kdstudio.vector_index import VectorIndex
 from kdstudio_plugins.teachers.oracle import ReferenceModel, confusion_partner
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return embedded_slice(tmp_path_factory.mktemp("noisy") / "bbc", limit=220, seed=5)
+    return cheap_slice(tmp_path_factory.mktemp("noisy") / "bbc", limit=220, seed=5)
 
 
 @pytest.fixture
@@ -33,7 +31,7 @@ def bbc(embedded: Path, tmp_path: Path) -> Path:
 def oracle_answers(project: Project, **options) -> tuple[dict[str, str], dict, list]:
     teacher = get_plugins().get("teacher", "oracle").cls(**options)
     gold = project.store.gold()
-    index = VectorIndex.from_store(project.store, project.config.embedding.model)
+    index = VectorIndex.from_store(project.store, project.vector_key)
     ids = sorted(gold)
     context = TeachContext(project.labels, gold=gold, vectors=index.vectors)
     answers = list(teacher.label([Doc(d, "") for d in ids], context))
@@ -56,7 +54,7 @@ def test_difficulty_noise_falls_on_hard_documents_with_informative_but_imperfect
     with Project.open(embedded, read_only=True) as project:
         gold, answers, ids = oracle_answers(project, noise=0.2, noise_mode="difficulty")
         reference = ReferenceModel(project.labels, gold,
-                                   VectorIndex.from_store(project.store, project.config.embedding.model).vectors)
+                                   VectorIndex.from_store(project.store, project.vector_key).vectors)
     difficulty, _ = reference.judge(ids, [gold[d] for d in ids])
     wrong = np.array([answers[d].label != gold[d] for d in ids])
     confidence = np.array([answers[d].confidence for d in ids])
@@ -94,7 +92,7 @@ def test_doubt_finds_planted_wrong_labels_and_never_empties_a_class():
 
 
 def test_a_noisy_run_with_noise_aware_selection_and_doubt_from_the_command_line(bbc: Path):
-    result = run_cli("distill", "-p", str(bbc), "--teacher", "oracle", "--teacher-option", "noise=0.3",
+    result = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--teacher-option", "noise=0.3",
                      "--teacher-option", "noise_mode=difficulty", "--selector", "noise_aware", "--doubt", "cleanlab",
                      "--doubt-option", "action=weight",
                      "--seed-size", "20", "--batch", "10", "--budget-labels", "60", "--val-size", "20")
@@ -108,10 +106,10 @@ def test_a_noisy_run_with_noise_aware_selection_and_doubt_from_the_command_line(
         # M-RARU's contract holds: the combined score is computed on the streamed candidates only.
         assert all(r.scored < pool - r.n_labels for r in rounds[1:])
         assert any(r.metrics.get("doubted") for r in rounds)
-    listed = run_cli("plugins").stdout
+    listed = cli("plugins").stdout
     for name in ("noise_aware", "committee", "cascade", "cleanlab", "confidence", "Label doubts"):
         assert name in listed
-    bad = run_cli("distill", "-p", str(bbc), "--teacher", "oracle", "--doubt", "nonsense")
+    bad = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--doubt", "nonsense")
     assert bad.returncode == 1 and "no doubt named 'nonsense'" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -121,10 +119,10 @@ def test_the_audit_ranks_wrong_labels_first_and_orders_triage(bbc: Path):
                                                 "seed_size": 40, "batch": 20, "budget_labels": 120,
                                                 "val_limit": 20}))
         gold = project.store.gold()
-    shown = run_cli("audit", "-p", str(bbc), "--top", "5")
+    shown = cli("audit", "-p", str(bbc), "--top", "5")
     assert shown.returncode == 0, shown.stderr
     assert "most likely wrong" in shown.stdout and "--filter suspect" in shown.stdout
-    as_json = run_cli("audit", "-p", str(bbc), "--json", "--top", "0")  # 0: every one
+    as_json = cli("audit", "-p", str(bbc), "--json", "--top", "0")  # 0: every one
     report = json.loads(as_json.stdout)
     suspects = report["suspects"]
     assert report["judged"] == len(suspects) >= 100
@@ -136,12 +134,12 @@ def test_the_audit_ranks_wrong_labels_first_and_orders_triage(bbc: Path):
     with Project.open(bbc, read_only=True) as project:
         queue = project.triage_queue("suspect", limit=5)
     assert [x.doc_id for x in queue] == [s["doc_id"] for s in suspects[:5]]
-    unknown = run_cli("audit", "-p", str(bbc), "--doubt", "nope")
+    unknown = cli("audit", "-p", str(bbc), "--doubt", "nope")
     assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) <= 2
 
 
 def test_the_audit_of_a_project_without_teacher_labels_says_what_to_do(bbc: Path):
-    result = run_cli("audit", "-p", str(bbc))
+    result = cli("audit", "-p", str(bbc))
     assert result.returncode == 1 and "no teacher label to audit" in result.stderr
     assert "kdstudio distill" in result.stderr and "Traceback" not in result.stderr
 

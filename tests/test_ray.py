@@ -56,7 +56,8 @@ def test_embeddings_from_the_cluster_equal_the_local_engines(cluster, corpus: di
     assert progress[0] == (0, 120) and progress[-1] == (120, 120) and len(progress) == 1 + 8  # one step per shard
 
 
-def test_static_embeddings_from_the_cluster_equal_the_local_encoders(cluster, corpus: dict, tmp_path: Path):
+def test_static_embeddings_from_the_cluster_equal_the_local_encoders(cluster, corpus: dict, tmp_path: Path,
+                                                                     static_build: dict):
     """The static encoder is built once by the driver (the cluster shares this machine's cache) and run by workers."""
     with Project.open(fresh_copy(corpus["project"], tmp_path / "local")) as local:
         local.embed(encoder="static")

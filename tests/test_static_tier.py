@@ -14,9 +14,7 @@ import pytest
 from conftest import CACHE, fresh_copy, run_cli
 
 from kdstudio import runtime
-from kdstudio.cascade import choose_threshold
 from kdstudio.errors import KdError
-from kdstudio.export import agreement_warnings, compare
 from kdstudio.loop import DistillConfig
 from kdstudio.project import Project
 from kdstudio.runtime import BadModelFolder, Cascade, Classifier, open_model
@@ -29,22 +27,9 @@ HOSTILE = ["", "   ", "[bold red]not markup[/]", "\x00\x1b[31m control \x7f", "Ã
 
 
 @pytest.fixture(scope="module")
-def static(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A bbc-news slice embedded with --encoder static from the command line, as the first use on a machine (a cache
-    folder of its own, empty), so it distills the encoder; the build then joins the session's cache, which the
-    in-process projects and a Ray cluster's workers read."""
-    base = tmp_path_factory.mktemp("static")
-    project, _ = Project.from_dataset("bbc-news", base / "bbc", limit=240, seed=7)
-    project.close()
-    cache = base / "cache"
-    first = run_cli("embed", "-p", str(base / "bbc"), "--encoder", "static", timeout=600,
-                    env={"KDSTUDIO_CACHE_DIR": str(cache)})
-    assert first.returncode == 0, first.stderr
-    (CACHE / "static").mkdir(parents=True, exist_ok=True)
-    for built in (cache / "static").iterdir():
-        if not (CACHE / "static" / built.name).exists():
-            shutil.copytree(built, CACHE / "static" / built.name)
-    return {"base": base, "project": base / "bbc", "first": first, "cache": cache}
+def static(static_build: dict) -> dict:
+    """The static encoder's first use on this machine (conftest's static_build): its slice and what it printed."""
+    return static_build
 
 
 def _toml(directory: Path) -> dict:
@@ -291,49 +276,3 @@ def test_a_cascade_on_an_encoder_the_student_already_reads_is_refused(static: di
         with pytest.raises(KdError, match="already reads static vectors"):
             project.export_cascade(tmp_path / "c", fast_encoder="static")
     assert not (tmp_path / "c").exists()
-
-
-@pytest.mark.parametrize("args", [["--defer-below", "0.5"], ["--cascade", "static", "--target-accuracy", "1.5"]])
-def test_cascade_flags_out_of_place_are_refused(static: dict, args: list[str], tmp_path: Path):
-    result = run_cli("export", "-p", str(static["project"]), "--out", str(tmp_path / "m"), *args)
-    assert result.returncode != 0 and "goes with --cascade" in result.stderr
-    assert not (tmp_path / "m").exists()
-
-
-def test_the_threshold_is_the_lowest_that_reaches_the_target():
-    y = np.array([0, 0, 1, 1, 0, 1])
-    # The fast tier is right on its three surest, then wrong; the slow tier is right everywhere but document 0.
-    fast = np.array([[.99, .01], [.9, .1], [.2, .8], [.7, .3], [.4, .6], [.6, .4]])
-    slow = np.array([[.4, .6], [.9, .1], [.1, .9], [.1, .9], [.9, .1], [.2, .8]])
-    threshold, accuracy = choose_threshold(fast, slow, y, target=1.0)
-    assert (threshold, accuracy) == (0.8, 1.0)  # documents 0, 1 and 2 answered fast, the rest slow: all right
-    threshold, accuracy = choose_threshold(fast, slow, y, target=0.0)
-    assert threshold == 0.6  # everything fast
-    # Tied confidences go together: answering only the first of two documents at 0.9 would reach the target, but a
-    # threshold cannot split them, so the slow tier answers all (a threshold above every confidence).
-    tied = np.array([[.9, .1], [.9, .1], [.4, .6]])
-    threshold, accuracy = choose_threshold(tied, np.eye(2)[[0, 1, 1]], np.array([0, 1, 1]), 1.0)
-    assert threshold > 1.0 and accuracy == 1.0
-
-
-def test_export_warns_with_the_figure_when_labels_move():
-    in_process = np.eye(3)[[0, 1, 2, 0, 1] * 20]
-    exported = in_process.copy()
-    exported[:2] = [[0.3, 0.7, 0.0], [0.6, 0.4, 0.0]]
-    parity = compare(exported.astype(np.float32), in_process, None, ["a", "b", "c"])
-    (warning,) = agreement_warnings(parity, "int8")
-    assert "label on only 98.0% of 100 test documents (largest probability difference 0.70)" in warning
-    assert "export without --quantize" in warning
-    assert agreement_warnings(compare(in_process.astype(np.float32), in_process, None, ["a", "b", "c"]), "int8") == []
-
-
-def test_token_budget_batches_cover_every_text_once_within_the_budget():
-    classifier = Classifier.__new__(Classifier)
-    classifier.meta, classifier.batch_tokens_apply, classifier.batch_size = {"batch_tokens": 100}, True, 16
-    lengths = np.array([50, 0, 3, 3, 120, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 40])
-    batches = list(classifier._batches(lengths))
-    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
-    for batch in batches:
-        assert len(batch) == 1 or len(batch) * max(1, lengths[batch].max()) <= 100
-    # Sorted 0, 3, 3, 10 x 10, 40, 50, 120: ten texts of up to 10 tokens, three more tens, 40 with 50, 120 alone.
-    assert [len(b) for b in batches] == [10, 3, 2, 1]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import embedded_slice, write
+from conftest import cheap_slice, fresh_copy, write
 
 from kdstudio.config import Label
 from kdstudio.interfaces import Doc, TeachContext
@@ -180,8 +180,8 @@ async def test_dashboard_and_help(project_dir: Path):
 
 @pytest.mark.slow
 @pytest.mark.asyncio
-async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(tmp_path_factory, tmp_path: Path):
-    directory = embedded_slice(tmp_path_factory.mktemp("tui") / "bbc", limit=200, seed=2)
+async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(minilm_slice: Path, tmp_path: Path):
+    directory = fresh_copy(minilm_slice, tmp_path / "project")  # real vectors: the tab exports what it distilled
     with Project.open(directory) as project:
         app = KdStudioApp(project)
         async with app.run_test(size=SIZE) as pilot:
@@ -228,10 +228,9 @@ async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(tmp
         assert (tmp_path / "model" / "model.onnx").is_file()
 
 
-@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_triage_keys_while_a_distill_worker_writes(tmp_path_factory):
-    directory = embedded_slice(tmp_path_factory.mktemp("tui-busy") / "bbc", limit=120, seed=6)
+    directory = cheap_slice(tmp_path_factory.mktemp("tui-busy") / "bbc", limit=120, seed=6)
     toml = directory / "kdstudio.toml"
     # The project's own defaults: a slow simulated teacher, so that the run is still writing while keys are pressed.
     toml.write_text(toml.read_text(encoding="utf-8") + '\n[distill]\nteacher = "oracle"\nbatch = 5\n'
@@ -445,10 +444,9 @@ async def test_a_fresh_project_is_labelled_from_scratch_and_an_empty_queue_says_
             assert "Every pool document has a label or was ignored" in info, info
 
 
-@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_the_cold_start_queue_spreads_over_the_corpus(tmp_path_factory):
-    directory = embedded_slice(tmp_path_factory.mktemp("cold") / "bbc", limit=100, seed=7)
+    directory = cheap_slice(tmp_path_factory.mktemp("cold") / "bbc", limit=100, seed=7)
     with Project.open(directory) as project:
         diverse = project.triage_queue("diverse")
         gold = project.store.gold()

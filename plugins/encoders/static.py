@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from kdstudio.atomic_dir import replacing
+from kdstudio.cache import cache_root
 from kdstudio.config import DEFAULT_EMBEDDING_MODEL
 from kdstudio.embeddings import resolve_model_path
 from kdstudio.errors import KdError, MissingPackage
@@ -25,14 +26,6 @@ from kdstudio.interfaces import Encoder, EncoderGraph, ExportUnsupported, Option
 
 Progress = Callable[[str, int, int], None]
 MARKER = "config.json"  # what every model2vec folder holds
-
-
-def cache_root() -> Path:
-    """Where built encoders live: $KDSTUDIO_CACHE_DIR, else the XDG user cache folder."""
-    explicit = os.environ.get("KDSTUDIO_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdstudio"
 
 
 def is_model2vec_folder(path: Path) -> bool:
