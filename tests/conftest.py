@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import real_parts
 
 from kdstudio.config import Label
 from kdstudio.loop import DistillConfig
@@ -220,10 +221,12 @@ REAL_MODULES = ("sentence_transformers", "ray", "onnxruntime", "model2vec", "skl
 # A real part, by the command line of a process a test starts.
 REAL_COMMANDS = ("fake_llm_server.py", "label-studio", "raylet", "gcs_server", "-m kdstudio export",
                  "-m kdstudio predict", "-m kdstudio demo")
-# The heaviest test files first: a file runs on one worker, and the longest ones must not start last.
-HEAVY_FIRST = ("test_ray.py", "test_static_tier.py", "test_review.py", "test_export.py", "test_llm_loop.py",
-               "test_streams.py", "test_trust.py", "test_cli.py", "test_budget_cuts.py", "test_embeddings.py",
-               "test_engine_shards.py", "test_tui.py")
+# The heaviest test files first: a file runs on one worker, and the longest ones must not start last. The two that
+# build what others share (the static encoder; the MiniLM slice and its exported models) start first, one on each
+# worker, so that nobody waits long for them.
+HEAVY_FIRST = ("test_static_tier.py", "test_export.py", "test_ray.py", "test_review.py", "test_llm_loop.py",
+               "test_streams.py", "test_cli.py", "test_trust.py", "test_budget_cuts.py", "test_embeddings.py",
+               "test_fewer_calls.py", "test_tui.py")
 LAUNCHED: list[str] = []
 _popen_init = subprocess.Popen.__init__
 
@@ -234,6 +237,18 @@ def _watched_popen_init(self: subprocess.Popen, args: Any, *rest: Any, **kwargs:
 
 
 subprocess.Popen.__init__ = _watched_popen_init  # type: ignore[method-assign]
+real_parts.install()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """The test's id in the environment, for the real-parts log (tests/real_parts.py) of this process and its
+    children."""
+    os.environ[real_parts.TEST] = item.nodeid
+    try:
+        return (yield)
+    finally:
+        os.environ.pop(real_parts.TEST, None)
 
 
 def _real_parts() -> tuple[set[str], list[str]]:

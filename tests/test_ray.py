@@ -1,5 +1,8 @@
 """The Ray engine on a real two-node Ray cluster that listens on loopback only: embeddings, pool scores, selections
-and predictions equal the in-process engine's; a worker killed mid-job loses and duplicates no rows."""
+and predictions equal the in-process engine's; a worker killed mid-job loses and duplicates no rows. The real models
+run on the cluster's workers (MiniLM from the command line, the static encoder, the exported ONNX model); the tests
+of the job's mechanics (shards, order, a killed worker) embed with the test encoder, which the workers load through
+the same plugin machinery."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fresh_copy, run_cli, unembedded_slice
+from conftest import TEST_ENCODER, fresh_copy, run_cli, unembedded_slice
 from ray_cluster import cmdline, descendants, listening, ray_cluster
 
 from kdstudio.loop import DistillConfig
@@ -20,7 +23,6 @@ from kdstudio.plugins import get_plugins
 from kdstudio.project import Project
 from kdstudio.runtime import Classifier
 
-MODEL = "all-MiniLM-L6-v2"
 pytestmark = pytest.mark.slow
 
 
@@ -32,8 +34,9 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """120 bbc-news documents, imported only, and the vectors the in-process engine gives them."""
-    return unembedded_slice(tmp_path_factory.mktemp("ray"), limit=120, seed=3)
+    """120 bbc-news documents, imported only (the test encoder is theirs), and the vectors the in-process engine gives
+    them."""
+    return unembedded_slice(tmp_path_factory.mktemp("ray"), limit=120, seed=3, encoder=TEST_ENCODER)
 
 
 def ray_engine(cluster, **options):
@@ -46,8 +49,8 @@ def test_embeddings_from_the_cluster_equal_the_local_engines(cluster, corpus: di
         progress: list[tuple[int, int]] = []
         report = project.embed(lambda done, total: progress.append((done, total)), engine=engine)
         assert (report.embedded, report.already) == (120, 0)
-        ids, matrix = project.store.embedding_matrix(MODEL)
-        assert project.store.ids_missing_embedding(MODEL) == []
+        ids, matrix = project.store.embedding_matrix(corpus["key"])
+        assert project.store.ids_missing_embedding(corpus["key"]) == []
         assert not (project.directory / "work").exists()  # shards are cleaned up
         assert project.embed(engine=engine).embedded == 0  # nothing left to do, nothing sent
     engine.close()
@@ -101,7 +104,7 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_no_rows(cluster, corpus: d
     try:
         with Project.open(directory) as project:
             report = project.embed(engine=engine)
-            ids, matrix = project.store.embedding_matrix(MODEL)
+            ids, matrix = project.store.embedding_matrix(corpus["key"])
             count = project.store.con.execute("SELECT count(*), count(DISTINCT doc_id) FROM embeddings").fetchone()
     finally:
         done.set()
@@ -177,12 +180,13 @@ def test_predict_on_the_cluster_equals_local_and_keeps_row_order(cluster, export
 
 def test_embed_on_the_cluster_from_the_command_line(cluster, corpus: dict, tmp_path: Path):
     directory = fresh_copy(corpus["project"], tmp_path)
-    result = run_cli("embed", "-p", str(directory), "--engine", "ray", "--address", cluster.address,
-                     "--engine-option", "shard_rows=32")
+    result = run_cli("embed", "-p", str(directory), "--encoder", "minilm", "--engine", "ray", "--address",
+                     cluster.address, "--engine-option", "shard_rows=32")  # the real MiniLM, on the workers
     assert result.returncode == 0, result.stderr
-    assert "embedded 120 documents" in result.stdout
+    assert "embedded 120 documents with all-MiniLM-L6-v2" in result.stdout
     with Project.open(directory) as project:
-        assert project.store.ids_missing_embedding(MODEL) == []
+        assert project.vector_key == "all-MiniLM-L6-v2"
+        assert project.store.ids_missing_embedding("all-MiniLM-L6-v2") == []
 
 
 def test_every_socket_of_the_cluster_listens_on_loopback_only(cluster):
