@@ -256,6 +256,23 @@ def _real_parts() -> tuple[set[str], list[str]]:
     return loaded, [c for c in LAUNCHED if any(part in c for part in REAL_COMMANDS)]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A run that includes the slow tier starts building Label Studio's virtualenv at once, in the background (pip
+    spends most of its two minutes waiting on downloads): the test that needs it waits on the same lock
+    (tests/labelstudio_server.py) and usually finds it built."""
+    from labelstudio_server import VENV, VERSION
+
+    if "PYTEST_XDIST_WORKER" in os.environ or "not slow" in (config.getoption("markexpr", "") or ""):
+        return
+    if (VENV / "kdstudio-stamp").is_file() and (VENV / "kdstudio-stamp").read_text().strip() == VERSION:
+        return
+    log = CACHE.parent / "labelstudio-build.log"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.Popen(["flock", str(ROOT / ".venv-labelstudio.lock"), "bash", str(ROOT / "scripts" / "labelstudio.sh")],
+                     cwd=ROOT, env={**os.environ, "PYTHON": base}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                     start_new_session=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
