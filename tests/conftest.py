@@ -71,11 +71,12 @@ def cli(*args: str, input_text: str | None = None, env: dict[str, str] | None = 
     return CliResult(result.exit_code, result.stdout, result.stderr, unexpected)
 
 
-def cheap_slice(directory: Path, limit: int, seed: int, **options) -> Path:
-    """A stratified slice of bbc-news embedded with the test encoder (no model weights; seconds)."""
+def cheap_slice(directory: Path, limit: int, seed: int, dims: int | None = None, **options) -> Path:
+    """A stratified slice of bbc-news embedded with the test encoder (no model weights; seconds); `dims` other than
+    its default where a test fits students whose cost grows with the dimension (LDA, boosted trees)."""
     project, _ = Project.from_dataset("bbc-news", directory, limit=limit, seed=seed, **options)
     with project:
-        project.embed(encoder=TEST_ENCODER)
+        project.embed(encoder=TEST_ENCODER, encoder_options={"dims": dims} if dims else None)
     return directory
 
 
@@ -213,7 +214,8 @@ def exported(minilm_slice: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 # the demo, kills of real processes. A test that uses a fixture below is slow by that alone; a test that is not slow
 # and loads a model library, starts a server or exports fails with the reason (see `pytest_runtest_call`).
 
-SLOW_FIXTURES = {"minilm_slice", "exported", "static_build", "llm", "server", "cluster", "static", "cascade"}
+SLOW_FIXTURES = {"minilm_slice", "exported", "static_build", "llm", "server", "cluster", "static", "cascade",
+                 "with_minilm"}
 HEAVY_MODULES = ("torch", "transformers", "sentence_transformers", "ray", "onnxruntime", "model2vec", "skl2onnx")
 # What a test loading one of these uses: a real model (MiniLM, static), the runtime, an export, Ray. (torch alone is
 # no sign: skops imports it when a student is saved, through scikit-learn's list of estimators.)

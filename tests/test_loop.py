@@ -25,7 +25,7 @@ SELECTORS = ["random", "least-confidence", "margin", "entropy", "mraru", "divers
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cheap_slice(tmp_path_factory.mktemp("loop") / "bbc", limit=220, seed=5)
+    return cheap_slice(tmp_path_factory.mktemp("loop") / "bbc", limit=220, seed=5, dims=1024)
 
 
 @pytest.fixture

@@ -168,8 +168,19 @@ def test_a_folder_that_is_no_model_is_refused_in_one_line_and_leaves_no_cache(st
     assert sorted(p.name for p in (CACHE / "static").iterdir()) == before  # nothing half built left behind
 
 
-def test_runs_and_exports_refuse_vectors_of_another_encoder(static: dict, tmp_path: Path):
-    directory = fresh_copy(static["project"], tmp_path)
+@pytest.fixture(scope="module")
+def with_minilm(static: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The static slice with MiniLM's vectors beside its own, the static encoder still the project's: a switch to
+    MiniLM in a test below finds them there (embedding them is test_vectors_of_several_encoders_coexist's)."""
+    directory = fresh_copy(static["project"], tmp_path_factory.mktemp("with-minilm"))
+    with Project.open(directory) as project:
+        project.embed(encoder="minilm")
+        project.embed(encoder="static")
+    return directory
+
+
+def test_runs_and_exports_refuse_vectors_of_another_encoder(with_minilm: Path, tmp_path: Path):
+    directory = fresh_copy(with_minilm, tmp_path)
     with Project.open(directory) as project:
         run = project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=40))
         project.embed(encoder="minilm")
@@ -181,10 +192,10 @@ def test_runs_and_exports_refuse_vectors_of_another_encoder(static: dict, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def cascade(static: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def cascade(with_minilm: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A MiniLM run on the same slice, exported as a cascade behind a static student from the command line."""
     base = tmp_path_factory.mktemp("cascade")
-    directory = fresh_copy(static["project"], base)
+    directory = fresh_copy(with_minilm, base)
     with Project.open(directory) as project:
         project.embed(encoder="minilm")
         project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=80))
