@@ -40,6 +40,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), os
 # The in-process command line (`cli`) prints at the width a child process gets (see run_cli).
 os.environ["COLUMNS"] = "200"
 TEST_ENCODER = "hashed"
+pytest_plugins = ["real_parts_plugin"]  # which test runs, for the real-parts log (tests/real_parts.py)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -240,17 +241,6 @@ def _watched_popen_init(self: subprocess.Popen, args: Any, *rest: Any, **kwargs:
 
 subprocess.Popen.__init__ = _watched_popen_init  # type: ignore[method-assign]
 real_parts.install()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """The test's id in the environment, for the real-parts log (tests/real_parts.py) of this process and its
-    children."""
-    os.environ[real_parts.TEST] = item.nodeid
-    try:
-        return (yield)
-    finally:
-        os.environ.pop(real_parts.TEST, None)
 
 
 def _real_parts() -> tuple[set[str], list[str]]:

@@ -206,8 +206,9 @@ async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(min
             assert "*best (lowest val loss)" in " ".join(line.text.strip() for line in log.lines)
         run = project.latest_run()
         assert run.status == "cancelled" and run.config["teacher"] == "oracle"
-        resumed = project.distill(resume=run.id)
-        assert resumed.status == "finished"
+        # A few rounds more finish it (a round of one label at a time up to 1,000 would take a minute).
+        resumed = project.distill(resume=run.id, overrides={"max_rounds": len(project.rounds(run.id)) + 3})
+        assert resumed.status == "finished" and len(resumed.rounds) > 1
 
         app = KdStudioApp(project)
         async with app.run_test(size=(120, 40)) as pilot:
