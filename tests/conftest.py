@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import real_parts
 
+from kdstudio.atomic_dir import replacing
 from kdstudio.config import Label
 from kdstudio.loop import DistillConfig
 from kdstudio.project import Project
@@ -69,7 +71,10 @@ def cli(*args: str, input_text: str | None = None, env: dict[str, str] | None = 
 
     result = CliRunner().invoke(command, list(args), input=input_text, env=env, catch_exceptions=True)
     unexpected = result.exception if not isinstance(result.exception, SystemExit) else None
-    return CliResult(result.exit_code, result.stdout, result.stderr, unexpected)
+    stderr = result.stderr
+    if unexpected is not None:  # as a real process would print it, so that "no Traceback" still means something
+        stderr += "".join(traceback.format_exception(*result.exc_info))  # type: ignore[misc]
+    return CliResult(result.exit_code, result.stdout, stderr, unexpected)
 
 
 def cheap_slice(directory: Path, limit: int, seed: int, dims: int | None = None, **options) -> Path:
@@ -172,10 +177,9 @@ def static_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
         assert first.returncode == 0, first.stderr
         for built in (base / "cache" / "static").iterdir():
             shared = CACHE / "static" / built.name
-            if not shared.exists():  # copied beside and renamed in: a reader never sees half a model
-                staging = CACHE / "static" / f".{built.name}.copying-{os.getpid()}"
-                shutil.copytree(built, staging)
-                staging.rename(shared)
+            if not shared.exists():
+                with replacing(shared) as staging:  # a reader never sees half a model
+                    shutil.copytree(built, staging, dirs_exist_ok=True)
         return {"stdout": first.stdout, "stderr": first.stderr}
 
     (CACHE / "static").mkdir(parents=True, exist_ok=True)
