@@ -22,6 +22,7 @@ from kdstudio.project import Project, open_engine
 from kdstudio.secrets import redact
 from kdstudio.terminal import SafeConsole, drop_output, shown, stdin_is_terminal
 from kdstudio.types import (
+    REVIEW_FILTERS,
     TEACHER_SHORTCUTS,
     DistillConfig,
     Engine,
@@ -525,6 +526,29 @@ def status(project_dir: Path, as_json: bool) -> None:
 
 @cli.command()
 @project_option
+@click.option("--size", type=click.IntRange(min=1), help="Grow the check sample to this many documents, drawn at "
+              "random from the pool documents nothing has labelled or asked about (it never shrinks).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the draw.")
+@click.option("--student", "student_id", type=int, help="Grade this kept student (default: the latest run's best).")
+@json_option
+def check(project_dir: Path, size: int | None, seed: int, student_id: int | None, as_json: bool) -> None:
+    """How good the student really is: graded on a random sample that people label (never trained on), with 95%
+    intervals."""
+    from kdstudio.json_views import check_json
+    from kdstudio.render import check_view
+
+    if size is not None:
+        with Project.open(project_dir) as project:
+            drawn = project.draw_check(size, seed)
+        err_console.print(f"drew {drawn.drawn} documents into the check sample ({drawn.size} in all)")
+    with Project.for_reading(project_dir) as project:
+        _say_busy(project)
+        report = project.check_report(student_id)
+        _show(check_json(report) if as_json else check_view(report))
+
+
+@cli.command()
+@project_option
 @json_option
 def cost(project_dir: Path, as_json: bool) -> None:
     """What the teacher cost: calls, errors, tokens and USD by run and model, from the ledger."""
@@ -687,9 +711,10 @@ review_backend_option = click.option("--backend", default="labelstudio", show_de
 
 @review.command("push")
 @project_option
-@click.option("--filter", "filter_", type=click.Choice(["low-confidence", "disagreement", "suspect", "all"]),
+@click.option("--filter", "filter_", type=click.Choice(list(REVIEW_FILTERS)),
               help="Which teacher labels: confidence below --below, the student disagreeing, the audit's most "
-                   "suspect first (`kdstudio audit`), or all [default: the project's [review] filter, else "
+                   "suspect first (`kdstudio audit`), all, or the check sample's documents no person has labelled "
+                   "(`kdstudio check`; sent blind, without a label) [default: the project's [review] filter, else "
                    "low-confidence].")
 @click.option("--below", type=float, help="low-confidence: the confidence threshold [default: [review] below, "
                                           "else 0.8].")
@@ -704,7 +729,7 @@ def review_push(project_dir: Path, filter_: str | None, below: float | None, lim
             items = project.review_preview(filter=filter_, limit=limit, below=below)
             for item in items:  # tab-separated (a console would expand the tabs), for eyes and for `cut`
                 conf = "?" if item.confidence is None else f"{item.confidence:.2f}"
-                click.echo("\t".join(shown(x) for x in (" ".join(item.doc_id.split()), item.label, conf,
+                click.echo("\t".join(shown(x) for x in (" ".join(item.doc_id.split()), item.label or "-", conf,
                                                          " ".join(item.text.split())[:80])))
             err_console.print(f"{len(items)} teacher labels would be sent; nothing was sent")
             return

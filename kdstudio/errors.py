@@ -63,5 +63,9 @@ class TeacherFailing(RunFailed):
     """The teacher delivers nothing usable (a missing or refused key, a dead model)."""
 
 
+class TeacherGuessing(RunFailed):
+    """Labels people (or gold) checked show the teacher no better than a guess: the run buys nothing from it."""
+
+
 class StaleStudent(KdError):
     """A kept student learned from other vectors than the project's encoder makes now."""

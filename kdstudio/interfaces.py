@@ -434,11 +434,12 @@ class Exporter(Component):
 
 @dataclass
 class ReviewItem:
-    """A teacher label sent to people: the document, what the teacher said and how sure it was."""
+    """A teacher label sent to people: the document, what the teacher said and how sure it was; a document of the
+    check sample goes without a label (None), so that people label it blind."""
 
     doc_id: str
     text: str
-    label: str
+    label: str | None
     confidence: float | None
     model: str | None
 

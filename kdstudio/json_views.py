@@ -9,7 +9,7 @@ from importlib import resources
 from typing import Any
 
 from kdstudio.terminal import UNSAFE
-from kdstudio.types import AuditReport, Plugins, RoundRow, RunRow, SpendRow, Status
+from kdstudio.types import AuditReport, CheckReport, Plugins, RoundRow, RunRow, SpendRow, Status
 
 VERSION = 1
 
@@ -64,6 +64,7 @@ def round_document(r: RoundRow) -> dict[str, Any]:
         "round": r.round, "phase": r.phase, "labels": r.bought if r.phase == "done" else None,
         "trained_on": r.n_labels, "spent_usd": r.cost_usd, "scored": r.scored,
         "val": _metrics(m, "val"), "test": _metrics(m, "test"), "teacher_accuracy": m.get("teacher_accuracy"),
+        "check": m.get("check"),
         "best": bool(m.get("best")), "free_labels_added": m.get("free_added"), "forecast": m.get("forecast"),
     }
 
@@ -94,7 +95,17 @@ def status_json(status: Status) -> dict[str, Any]:
                   "teacher_errors": status.teacher_errors},
         "runs": [{"id": r.id, "status": r.status, "simulated": r.simulated, "stop_reason": r.stop_reason}
                  for r in status.runs],
+        "check": status.check,
     }
+
+
+def check_json(report: CheckReport) -> dict[str, Any]:
+    student = report.student or {}
+    return {"schema": schema_id("check"), "sample": report.truth.counts(report.size),
+            "needed": report.needed,
+            "student": {"id": student["id"], "run": student["run_id"], "round": student["round"]} if student else None,
+            "teacher": report.teacher,
+            "grades": None if report.grades is None else report.grades.as_dict()}
 
 
 SPEND_FIELDS = ("calls", "label_calls", "generate_calls", "errors", "transient", "tokens_in", "tokens_out", "reused",

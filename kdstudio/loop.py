@@ -21,6 +21,7 @@ import numpy as np
 
 from kdstudio import autopilot, steps
 from kdstudio.autopilot import GainRule
+from kdstudio.check import CheckTruth
 from kdstudio.errors import ConfigError, KdError, RunFailed
 from kdstudio.events import EventFn, RunDone, RunStarted
 from kdstudio.interfaces import CostEstimate, Doc, Engine, GenerationRequest, SampleWriter, TeachContext, Teacher
@@ -101,6 +102,8 @@ class DistillConfig:
     stop_when_gain_below: str | None = setting(None, "budget autopilot: stop once the forecast validation-accuracy "
                                                      "gain of the next labels falls below this, e.g. 0.005/100 (per "
                                                      "100 labels) or 0.01/usd (per dollar)", metavar="GAIN/PER")
+    accept_guessing_teacher: bool = setting(False, "buy labels even from a teacher that the check sample or gold "
+                                                   "labels cannot tell from guessing")
     seed: int = setting(0, "the seed of every random choice of the run")
     generate: str | None = setting(None, "with pgkd, the teacher also writes new training samples aimed at the "
                                          "student's weaknesses, each round", metavar="pgkd")
@@ -215,6 +218,7 @@ class Plan:
     generation: CostEstimate | None
     not_ready: str | None = None  # why the teacher could not start (no key, unknown model), checked without a call
     access: str = ""  # how the teacher is reached (where its key comes from), when it is ready
+    n_check: int = 0  # checked documents of the check sample the teacher is asked about, with the validation labels
 
     @property
     def usd(self) -> float:
@@ -423,9 +427,10 @@ class Distiller:
                                 (self.work_dir or self.students_dir.parent / "work") / f"run-{run_id}")
         free_ids = (slice_ids(pool_ids, parts.free_labeller.pool_sample, np.random.default_rng([config.seed, 6151]))
                     if parts.free_labeller is not None else [])
+        check = CheckTruth.of(self.store.ids_in_split("check"), dict(self.ledger.human_examples()), gold)
         return RunContext(run_id, config, self.labels, parts, self.store, self.ledger, self.runs, index, runner,
                           self.students_dir, val_ids, test_ids, gold, pool_ids, self.on_event, self.should_stop,
-                          self.encode, self.embedding_model, scorer, free_ids)
+                          self.encode, self.embedding_model, scorer, free_ids, check)
 
     # -- the driver ----------------------------------------------------------------------------------------------
 
@@ -437,6 +442,8 @@ class Distiller:
         if not self.runs.rounds(ctx.run_id):  # a fresh run: said once, before its first label is bought
             steps.check_teacher(ctx)
         steps.label_validation(ctx)
+        if not self.runs.rounds(ctx.run_id):
+            steps.refuse_a_guessing_teacher(ctx)
         state = self._restored(ctx)
         while True:
             if state.pending is None:
@@ -501,6 +508,8 @@ class Distiller:
         pool = self.store.ids_in_split("pool", source="imported")
         n_train = len(pool) if config.budget_labels is None else min(config.budget_labels, len(pool))
         n_val = len(slice_ids(self.store.ids_in_split("val"), config.val_size(), np.random.default_rng(0)))
+        n_check = len(CheckTruth.of(self.store.ids_in_split("check"), dict(self.ledger.human_examples()),
+                                    self.store.gold()).labels)
         rng = np.random.default_rng(config.seed)
         ids = sorted(rng.choice(pool, size=min(sample, len(pool)), replace=False).tolist()) if pool else []
         docs = [Doc(d, t) for d, t in zip(ids, self.store.texts(ids), strict=True)]
@@ -516,8 +525,8 @@ class Distiller:
             not_ready = None
         except KdError as exc:
             not_ready = exc.message
-        return Plan(teacher.model_name, n_train, n_val, teacher.estimate(docs, context, n_train + n_val), generation,
-                    not_ready, teacher.access())
+        return Plan(teacher.model_name, n_train, n_val, teacher.estimate(docs, context, n_train + n_val + n_check),
+                    generation, not_ready, teacher.access(), n_check)
 
     def teacher_on_test(self, config: DistillConfig) -> float | None:
         """The teacher's own accuracy on the gold test split, asked outside the ledger (nothing is stored); None for a

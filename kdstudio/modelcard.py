@@ -31,6 +31,7 @@ def _pct(value: float | None) -> str:
 
 BASE_MODELS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}  # encoders published on the Hub
 TAGS = ("kdstudio", "knowledge-distillation", "onnx", "text-classification")
+TRUTHS = {"people": "people's labels", "gold": "gold labels", "people and gold": "people's and gold labels"}
 FEW = 20  # a class with fewer training labels than this is named among the limitations
 
 
@@ -132,11 +133,19 @@ def teacher_and_cost(f: dict[str, Any]) -> list[str]:
 def metrics(f: dict[str, Any]) -> list[str]:
     parity, kept = f.get("parity"), f["student"].get("metrics", {})
     lines = ["## Metrics", "", "| | accuracy | macro F1 |", "| --- | --- | --- |"]
-    for split in ("val", "test"):
-        if split in kept:
-            reference = "teacher labels" if split == "val" else "gold labels"
-            lines.append(f"| in-process student, {split} ({reference}) | {_pct(kept[split].get('accuracy'))} | "
-                         f"{_pct(kept[split].get('macro_f1'))} |")
+    if "val" in kept:  # agreement with the teacher it copies: said as such, never as accuracy
+        lines.append(f"| in-process student, val: agreement with the teacher's labels (not accuracy) | "
+                     f"{_pct(kept['val'].get('accuracy'))} | {_pct(kept['val'].get('macro_f1'))} |")
+    if "test" in kept:
+        lines.append(f"| in-process student, test (gold labels) | {_pct(kept['test'].get('accuracy'))} | "
+                     f"{_pct(kept['test'].get('macro_f1'))} |")
+    check = kept.get("check")
+    if check:
+        a, f1 = check["student_accuracy"], check["student_macro_f1"]
+        lines.append(f"| in-process student, check sample ({TRUTHS.get(check['truth'], check['truth'])}, "
+                     f"{check['n']} documents drawn "
+                     f"at random, 95% intervals) | {_pct(a['value'])} [{_pct(a['low'])}, {_pct(a['high'])}] | "
+                     f"{_pct(f1['value'])} [{_pct(f1['low'])}, {_pct(f1['high'])}] |")
     if parity is not None and parity.exported_accuracy is not None:
         lines.append(f"| this model, test (gold labels, {parity.n} documents) | {_pct(parity.exported_accuracy)} | "
                      f"{_pct(parity.exported_macro_f1)} |")
@@ -192,6 +201,15 @@ def limitations(f: dict[str, Any]) -> list[str]:
     if parity is not None:
         items.append(f"The accuracy above was measured on {parity.n} documents of the project's own test split; on "
                      "other data it will differ.")
+    check = f["student"].get("metrics", {}).get("check")
+    if check:
+        items.append(f"Its accuracy on the project's own data was estimated on {check['n']} documents drawn at random "
+                     f"and labelled by {check['truth']} (the check sample), never trained on: read the interval, not "
+                     "just the figure.")
+    elif parity is None:
+        items.append("No gold labels and no check sample measured it: its accuracy is unknown, and the validation "
+                     "figure is agreement with the teacher it copies. `kdstudio check` estimates the accuracy from "
+                     "a few labels people give.")
     return ["## Limitations", "", *[f"- {item}" for item in items], ""]
 
 

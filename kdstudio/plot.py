@@ -1,13 +1,15 @@
-"""Learning curves as an image: test accuracy (against gold labels) and validation accuracy (against the teacher's)
+"""Learning curves as an image: test accuracy (against gold labels) and validation agreement (with the teacher's labels)
 by the labels bought and by the USD spent, one colour per run, the teacher's own accuracy as a dashed reference."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kdstudio.errors import KdError
 from kdstudio.types import RoundRow, RunRow
@@ -23,6 +25,8 @@ class Curve:
     test: list[float | None]
     val: list[float | None]
     teacher: float | None  # the teacher's accuracy on the labels it sold, at the last round
+    # The student's accuracy on the check sample with its 95% interval (value, low, high), where one was measured.
+    check: list[tuple[float, float, float] | None] = field(default_factory=list)
 
 
 def curve_of(run: RunRow, rounds: list[RoundRow]) -> Curve:
@@ -34,7 +38,15 @@ def curve_of(run: RunRow, rounds: list[RoundRow]) -> Curve:
     return Curve(f"run {run.id}: {config.get('selector')} / {config.get('student')} / {teacher}",
                  [r.bought for r in done], [r.cost_usd or 0.0 for r in done],
                  [r.metrics.get("test", {}).get("accuracy") for r in done],
-                 [r.metrics.get("val", {}).get("accuracy") for r in done], _teacher(done))
+                 [r.metrics.get("val", {}).get("accuracy") for r in done], _teacher(done),
+                 [_checked(r.metrics.get("check")) for r in done])
+
+
+def _checked(check: dict | None) -> tuple[float, float, float] | None:
+    if not check:
+        return None
+    e = check["student_accuracy"]
+    return e["value"], e["low"], e["high"]
 
 
 def _teacher(done: list[RoundRow]) -> float | None:
@@ -68,8 +80,11 @@ def write_plot(curves: list[Curve], path: Path, title: str) -> Path:
     runs = [Line2D([], [], color=colours[i % len(colours)], marker="o", markersize=3, label=c.name)
             for i, c in enumerate(curves)]
     styles = [Line2D([], [], color="black", linestyle=style, label=what) for style, what in
-              (("-", "test accuracy (gold labels)"), (":", "validation accuracy (the teacher's labels)"),
+              (("-", "test accuracy (gold labels)"), (":", "validation agreement with the teacher's labels"),
                ("--", "the teacher's accuracy on the labels it sold"))]
+    if any(point for c in curves for point in c.check):
+        styles.append(Line2D([], [], color="black", marker="s", linestyle="none",
+                             label="accuracy on the check sample (people's labels), 95% interval"))
     fig.legend(handles=runs + styles, loc="outside lower center", ncol=2, fontsize="small")
     tmp = path.with_name(f".{path.name}.writing")
     try:
@@ -91,8 +106,14 @@ def _panel(ax: Any, curves: list[Curve], x_of: Callable[[Curve], list], xlabel: 
         ax.plot(x, _nan(curve.val), ":", color=colour)
         if curve.teacher is not None:
             ax.axhline(curve.teacher, color=colour, linestyle="--", linewidth=1)
+        checked = [(xi, p) for xi, p in zip(x, curve.check, strict=False) if p is not None]
+        if checked:
+            values = np.array([p for _, p in checked])
+            ax.errorbar([xi for xi, _ in checked], values[:, 0],
+                        yerr=[values[:, 0] - values[:, 1], values[:, 2] - values[:, 0]], fmt="s", color=colour,
+                        markersize=3, capsize=2, linewidth=1)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (agreement for validation)")
     ax.grid(alpha=0.3)
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdstudio import snapshot
+from kdstudio.check import MIN_CHECKED, CheckDraw, CheckReport, CheckTruth
 from kdstudio.config import CONFIG_NAME, EmbeddingSettings, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, StaleStudent
@@ -70,6 +71,9 @@ class Status:
     teacher_errors: int
     runs: list[RunRow] = field(default_factory=list)
     vectors_in_use: str = ""  # the key of the project's encoder's vectors
+    # The check sample: size (documents in it), checked (with a reference label), by_people, by_gold. Plain numbers,
+    # so that the snapshot a running process publishes carries them as they are.
+    check: dict[str, int] = field(default_factory=lambda: {"size": 0, "checked": 0, "by_people": 0, "by_gold": 0})
 
     @property
     def total_documents(self) -> int:
@@ -536,17 +540,25 @@ class Project:
     def review_preview(self, *, filter: str | None = None, limit: int | None = None, below: float | None = None
                        ) -> list[ReviewItem]:
         """What `review_push` with these settings would send, in its order; nothing is contacted."""
-        from kdstudio.review import choose
+        from kdstudio.review import ReviewItem, choose
 
         defaults = self.config.review
         filter = filter or defaults.filter
         below = defaults.below if below is None else below
         limit = defaults.limit if limit is None else limit
         self.check_label_set()
+        if filter == "check":  # blind, as in Triage: people label the check sample without a prediction to follow
+            ids = self._unchecked()[:limit]
+            return [ReviewItem(d, t, None, None, None) for d, t in zip(ids, self.store.texts(ids), strict=True)]
         candidates = ReviewStore(self.store).candidates()
         if filter == "suspect":
             candidates = self._suspect_order(candidates)
         return choose(candidates, filter, limit, below, self._student_predictor() if filter == "disagreement" else None)
+
+    def _unchecked(self) -> list[str]:
+        """Check documents no person has labelled yet (gold does not count: people check what they will be told)."""
+        human = set(Ledger(self.store).human_labelled())
+        return [d for d in self.store.ids_in_split("check") if d not in human]
 
     def review_state(self) -> ReviewState:
         """Where review stands: teacher labels no person has checked (and how many are below the project's review
@@ -605,6 +617,50 @@ class Project:
             return self.store.vectors(self.vector_key, doc_ids)
         return texts if texts is not None else self.store.texts(doc_ids)
 
+    # -- the check sample: how good a student really is, by people's labels -----------------------------
+
+    def draw_check(self, size: int, seed: int = 0) -> CheckDraw:
+        """Grow the check sample to `size` documents, each drawn at random from the pool documents that nothing has
+        labelled or asked a teacher about; they leave the pool, so that no run trains on them or selects them. A
+        sample already that large draws nothing (it never shrinks)."""
+        have = len(self.store.ids_in_split("check"))
+        if size <= have:
+            return CheckDraw(0, have)
+        rows = self.store.untouched_pool()
+        want = size - have
+        if want > len(rows):
+            raise KdError(f"the check sample holds {have} documents and --size {size} wants {want} more, but only "
+                          f"{len(rows)} pool documents are untouched (not labelled, never sent to a teacher)",
+                          f"ask for at most --size {have + len(rows)}, or import more documents")
+        picked = np.random.default_rng([seed, have]).choice(len(rows), size=want, replace=False)
+        self.store.move_to_split(sorted(rows[i][0] for i in picked), "check")
+        return CheckDraw(want, size)
+
+    def _check_truth(self) -> CheckTruth:
+        return CheckTruth.of(self.store.ids_in_split("check"), dict(Ledger(self.store).human_examples()),
+                             self.store.gold())
+
+    def check_report(self, student_id: int | None = None) -> CheckReport:
+        """The check sample, and the kept student (default: the best of the latest run) and its run's teacher graded
+        on it: the sample alone, and PPI with the teacher's labels on the validation documents."""
+        from kdstudio.check import grade
+
+        truth = self._check_truth()
+        size = len(self.store.ids_in_split("check"))
+        if not RunLog(self.store).students() or len(truth.labels) < MIN_CHECKED:
+            return CheckReport(size, truth)
+        student, record = self.load_student(student_id)
+        checked = sorted(truth.labels)
+        teacher = Ledger(self.store).run_teacher_labels(record["run_id"], checked + self.store.ids_in_split("val"))
+        elsewhere = sorted(d for d in teacher if d not in truth.labels)
+        ids = checked + elsewhere
+        found = student.predict_proba(self._student_input(student, ids)).argmax(axis=1)
+        predicted = dict(zip(ids, (self.labels[i] for i in found), strict=True))
+        run = next(r for r in self.runs() if r.id == record["run_id"])
+        grades = grade(self.labels, truth, predicted, {d: teacher[d] for d in checked if d in teacher},
+                       [predicted[d] == teacher[d] for d in elsewhere])
+        return CheckReport(size, truth, grades, record, run.config.get("teacher"))
+
     # -- browsing and triage (the terminal UI) -----------------------------------------------------------
 
     def documents(self, filters: Filters | None = None, *, offset: int = 0, size: int = 50) -> Page:
@@ -626,6 +682,12 @@ class Project:
         ignored = ReviewStore(self.store).ignored()
         if order == "diverse":
             return self._cold_start_queue(min(limit, COLD_START), ignored)
+        if order == "check":  # blind: neither the teacher's label nor the student's is shown, so none sways people
+            if not self.store.ids_in_split("check"):
+                raise KdError("this project has no check sample yet",
+                              "draw one for people to label: kdstudio check -p DIR --size 100")
+            ids = [d for d in self._unchecked() if d not in ignored][:limit]
+            return [TriageItem(d, t, None, None, None) for d, t in zip(ids, self.store.texts(ids), strict=True)]
         candidates = [c for c in ReviewStore(self.store).candidates() if c.doc_id not in ignored]
         student_labels = None
         if RunLog(self.store).students():
@@ -821,4 +883,5 @@ class Project:
             teacher_calls=calls,
             teacher_errors=errors,
             runs=self.runs(),
+            check=self._check_truth().counts(len(s.ids_in_split("check"))),
         )

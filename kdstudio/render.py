@@ -13,6 +13,8 @@ from kdstudio.types import (
     Agreement,
     AuditReport,
     CascadeReport,
+    CheckReport,
+    Estimate,
     ExportReport,
     Plan,
     Plugins,
@@ -55,6 +57,8 @@ def status_view(status: Status) -> Group:
              f"Spent: {usd(status.spend_usd)} on {status.teacher_calls} teacher calls "
              f"({status.teacher_errors} failed)")
     parts: list = [docs, labels, coverage, money]
+    if status.check["size"]:
+        parts.append(check_sample_line(status.check))
     if status.runs:
         latest = status.runs[-1]
         simulated = sum(run.simulated for run in status.runs)
@@ -134,14 +138,26 @@ def round_line(report: RoundReport) -> str:
     trained = f" (trained on {report.n_labels})" if report.n_labels != report.n_selected else ""
     return (f"round {report.round:>3}  labels {report.n_selected:>5}{trained}  calls {report.calls:>5}  "
             f"spent {usd(report.cost_usd)}  "
-            f"val acc {_metric(m, 'val', 'accuracy')} F1 {_metric(m, 'val', 'macro_f1')} "
+            f"agree w/ teacher (val) {_metric(m, 'val', 'accuracy')} F1 {_metric(m, 'val', 'macro_f1')} "
             f"loss {_metric(m, 'val', 'log_loss')}  "
-            f"test acc {_metric(m, 'test', 'accuracy')} F1 {_metric(m, 'test', 'macro_f1')}  "
-            f"teacher acc {'-' if teacher is None else f'{teacher:.3f}'}  scored {report.scored:>7}"
+            f"test acc (gold) {_metric(m, 'test', 'accuracy')} F1 {_metric(m, 'test', 'macro_f1')}  "
+            f"teacher acc (gold) {'-' if teacher is None else f'{teacher:.3f}'}{check_text(m.get('check'))}  "
+            f"scored {report.scored:>7}"
             f"{f'  +{report.generated} generated' if report.generated else ''}"
             f"{f'  doubted {doubted}' if (doubted := m.get('doubted')) else ''}"
             f"{f'  {free}' if (free := m.get('free_labels')) else ''}{forecast_text(m.get('forecast'))}"
             f"{'  *best (lowest val loss)' if report.best and 'val' in m else '  *best' if report.best else ''}")
+
+
+def check_text(check: dict[str, Any] | None) -> str:
+    """The round's student on the check sample, as a round line shows it: accuracy, its 95% interval, its truth."""
+    if not check:
+        return ""
+    best = check.get("student_accuracy_ppi") or check["student_accuracy"]
+    if check.get("student_accuracy_ppi") and check["student_accuracy"]["high"] - check["student_accuracy"]["low"] < \
+            best["high"] - best["low"]:
+        best = check["student_accuracy"]
+    return f"  check acc ({best['truth']}) {best['value']:.3f} [{best['low']:.3f}, {best['high']:.3f}]"
 
 
 def forecast_text(forecast: dict[str, Any] | None) -> str:
@@ -156,7 +172,8 @@ def forecast_text(forecast: dict[str, Any] | None) -> str:
 def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group:
     columns = [Col("run", True), Col("status"), Col("teacher", keep=5), Col("selector", keep=6),
                Col("student", keep=6), Col("rounds", True, keep=3), Col("labels", True), Col("spent", True, keep=8),
-               Col("best", True, keep=4), Col("test acc (best)", True), Col("test accuracy curve", keep=1),
+               Col("best", True, keep=4), Col("test acc (best)", True), Col("check acc (best)", True, keep=5),
+               Col("test accuracy curve", keep=1),
                Col("stopped because", keep=2)]
     rows = []
     for run in runs:
@@ -171,9 +188,17 @@ def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group
             str(run.id), run.status, teacher, config.get("selector", "?"), config.get("student", "?"),
             str(len(rounds)), str(rounds[-1].bought if rounds else 0),
             usd(rounds[-1].cost_usd or 0) if rounds else "$0", str(run.best_round if best else "-"),
-            _metric(best.metrics, "test", "accuracy") if best else "-", sparkline(curve), Text(run.stop_reason or ""),
+            _metric(best.metrics, "test", "accuracy") if best else "-",
+            check_text(best.metrics.get("check")).split(") ", 1)[-1] if best and best.metrics.get("check") else "-",
+            sparkline(curve), Text(run.stop_reason or ""),
         ])
-    return Group(FittedTable("Runs", columns, rows))
+    return Group(FittedTable("Runs", columns, rows), MEASURED)
+
+
+# Which truth each figure rests on, said under every table of runs: agreement with the teacher is not accuracy.
+MEASURED = ("val agree: the student's agreement with the teacher's labels on validation documents (not accuracy); "
+            "test acc: against gold labels; teacher acc: the teacher against gold; check acc: against the check "
+            "sample's reference labels (people's, else gold), with its 95% interval")
 
 
 def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
@@ -187,8 +212,9 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
     autopilot = bool(run.config.get("stop_when_gain_below"))
     columns = [Col("round", True), Col("labels", True), Col("trained on", True, keep=3), Col("spent", True, keep=7),
                Col("scored", True, keep=2),
-               Col("val acc", True), Col("val F1", True, keep=5), Col("val loss", True), Col("test acc", True),
+               Col("val agree", True), Col("val F1", True, keep=5), Col("val loss", True), Col("test acc", True),
                Col("test F1", True, keep=5), Col("test ECE", True, keep=3), Col("teacher acc", True, keep=6),
+               Col("check acc", True, keep=5),
                *([Col("free labels", True, keep=4)] if free else []),
                *([Col(f"forecast pt/{run.config['stop_when_gain_below'].split('/')[-1]}", True, keep=4)]
                  if autopilot else []), Col("best", True)]
@@ -205,9 +231,11 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
         rows.append([str(r.round), str(r.bought), str(r.n_labels), usd(r.cost_usd or 0), str(r.scored or 0),
                      _metric(m, "val", "accuracy"), _metric(m, "val", "macro_f1"), _metric(m, "val", "log_loss"),
                      _metric(m, "test", "accuracy"), _metric(m, "test", "macro_f1"), _metric(m, "test", "ece"),
-                     "-" if teacher is None else f"{teacher:.3f}", *extra, "*" if m.get("best") else ""])
+                     "-" if teacher is None else f"{teacher:.3f}",
+                     check_text(m.get("check")).split(") ", 1)[-1] if m.get("check") else "-",
+                     *extra, "*" if m.get("best") else ""])
     table = FittedTable(title, columns, rows)
-    parts: list = [table]
+    parts: list = [table, MEASURED]
     if run.simulated:
         parts.insert(0, simulated_banner())
     return Group(*parts)
@@ -288,7 +316,8 @@ def audit_view(report: AuditReport) -> Group:
 
 def plan_view(plan: Plan) -> Group:
     est = plan.labels
-    rows = [[f"labels ({plan.n_train} training + {plan.n_val} validation)", f"{est.n_docs:,}",
+    check = f" + {plan.n_check} check sample" if plan.n_check else ""
+    rows = [[f"labels ({plan.n_train} training + {plan.n_val} validation{check})", f"{est.n_docs:,}",
              f"{est.tokens_in_per_doc:,.0f}", f"{est.tokens_out_per_doc:,.0f}", f"${est.usd_per_doc:.6f}",
              usd(est.usd), usd(est.bound_usd)]]
     if plan.generation is not None:
@@ -362,4 +391,43 @@ def agreement_view(report: Agreement) -> Group:
     if report.confusions:
         parts.append("most common mistakes: " + "; ".join(f"teacher {t} where people said {h} ({n})"
                                                           for t, h, n in report.confusions[:5]))
+    return Group(*parts)
+
+
+# -- the check sample ---------------------------------------------------------------------------------------------
+
+
+def check_sample_line(sample: dict[str, int]) -> str:
+    return (f"Check sample: {sample['size']} documents drawn at random, never trained on or selected; "
+            f"{sample['checked']} with a reference label ({sample['by_people']} by people, {sample['by_gold']} gold)")
+
+
+def estimate_cells(e: Estimate) -> list[str]:
+    borrowed = f", with the teacher's labels on {e.n_proxy} validation documents" if e.n_proxy else ""
+    return [f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", f"{e.n} {e.truth} labels: {e.method}{borrowed}"]
+
+
+def check_view(report: CheckReport) -> Group:
+    """`kdstudio check`: the sample, the student's accuracy and macro F1 and its teacher's accuracy, each with its 95%
+    interval and the truth it rests on; or what is missing before there can be a figure."""
+    parts: list = [check_sample_line(report.truth.counts(report.size))]
+    g = report.grades
+    if g is None:
+        if report.needed:
+            parts.append(f"Label {report.needed} more of its documents (Triage's check order, or `kdstudio review "
+                         "push --filter check`) for an estimate with its interval.")
+        else:
+            parts.append("No kept student to grade yet: run `kdstudio distill`.")
+        return Group(*parts)
+    student = report.student or {}
+    rows = [["student accuracy", *estimate_cells(g.student_accuracy)]]
+    if g.student_ppi is not None:
+        rows.append(["student accuracy (PPI)", *estimate_cells(g.student_ppi)])
+    rows.append(["student macro F1", *estimate_cells(g.student_macro_f1)])
+    if g.teacher_accuracy is not None:
+        rows.append([f"teacher accuracy ({report.teacher})", *estimate_cells(g.teacher_accuracy)])
+    parts.append(FittedTable(f"Student {student.get('id')} (run {student.get('run_id')}, round {student.get('round')}) "
+                             f"graded on the check sample; a guess gets {g.baseline:.3f}",
+                             [Col("figure"), Col("estimate", True), Col("95% interval", True), Col("rests on")],
+                             [[Text(c) for c in row] for row in rows]))
     return Group(*parts)

@@ -10,7 +10,7 @@ from kdstudio.errors import KdError
 from kdstudio.interfaces import ReviewItem
 from kdstudio.store.review import Candidate
 
-FILTERS = ("low-confidence", "disagreement", "suspect", "all")
+FILTERS = ("low-confidence", "disagreement", "suspect", "all", "check")
 
 
 @dataclass

@@ -16,8 +16,10 @@ import numpy as np
 
 from kdstudio import teacher_check
 from kdstudio.autopilot import GainRule, forecast
+from kdstudio.check import MIN_CHECKED, CheckTruth, Grades, baseline, grade, guessing
 from kdstudio.doubt import doubt_weights, judge_labels
-from kdstudio.errors import KdError, RunFailed, TeacherFailing
+from kdstudio.errors import KdError, RunFailed, TeacherFailing, TeacherGuessing
+from kdstudio.estimates import Estimate, wilson
 from kdstudio.evaluation import evaluate
 from kdstudio.events import EventFn, Labelled, RoundDone, SamplesGenerated, TeacherChecked, Teaching
 from kdstudio.interfaces import (
@@ -52,6 +54,10 @@ class Components:
     free_labeller: FreeLabeller | None = None
 
 
+GUESSING_REFUSAL_FIX = (teacher_check.GUESSING_FIX + "; or, to buy from it anyway, "
+                        "--accept-guessing-teacher (accept_guessing_teacher = true)")
+
+
 @dataclass
 class RunContext:
     """What stays the same for the whole run: its settings, its parts and the data it reads."""
@@ -76,6 +82,7 @@ class RunContext:
     embedding_model: str = ""
     scorer: PoolScorer | None = None
     free_ids: list[str] = field(default_factory=list)  # the pool sample a free labeller reads, fixed for the run
+    check: CheckTruth = field(default_factory=lambda: CheckTruth({}, 0, 0))  # the check sample's reference labels
     label_index: dict[str, int] = field(init=False)
     pool_set: set[str] = field(init=False)
 
@@ -195,20 +202,40 @@ def check_teacher(ctx: RunContext) -> None:
     ids |= set(slice_ids(sorted(ctx.gold), teacher_check.SAMPLE, rng))
     chosen = sorted(ids)
     docs = [Doc(d, t) for d, t in zip(chosen, ctx.store.texts(chosen), strict=True)]
-    found, warnings = teacher_check.check(teacher, ctx.runner.context, ctx.labels, docs, ctx.pool_set,
-                                          {d: x for d, x in human.items() if d in ids},
-                                          {d: x for d, x in ctx.gold.items() if d in ids})
-    ctx.emit(TeacherChecked(teacher.model_name, tuple(found), tuple(warnings)))
+    verdict = teacher_check.check(teacher, ctx.runner.context, ctx.labels, docs, ctx.pool_set,
+                                  {d: x for d, x in human.items() if d in ids},
+                                  {d: x for d, x in ctx.gold.items() if d in ids})
+    ctx.emit(TeacherChecked(teacher.model_name, tuple(verdict.found), tuple(verdict.warnings)))
+    if verdict.guessing and not ctx.config.accept_guessing_teacher:
+        raise TeacherGuessing(verdict.guessing, GUESSING_REFUSAL_FIX)
 
 
 def label_validation(ctx: RunContext) -> None:
-    """The validation set is labelled by the teacher once (cached, so a resume pays nothing again)."""
-    if not ctx.val_ids:
+    """The validation set, and the checked documents of the check sample (where people or gold grade the teacher),
+    are labelled by the teacher once (cached, so a resume pays nothing again)."""
+    ids = ctx.val_ids + sorted(ctx.check.labels)
+    if not ids:
         return
-    checked = ctx.runner.label([Doc(d, t) for d, t in zip(ctx.val_ids, ctx.store.texts(ctx.val_ids), strict=True)],
-                               round=None)
+    checked = ctx.runner.label([Doc(d, t) for d, t in zip(ids, ctx.store.texts(ids), strict=True)], round=None)
     if checked.failing:
         raise TeacherFailing(checked.failing, ctx.resume_fix())
+
+
+def refuse_a_guessing_teacher(ctx: RunContext) -> None:
+    """Before a fresh run buys its first training label: a teacher that the checked sample cannot tell from guessing
+    (its 95% interval reaches chance or the commonest label) is refused, unless the user accepts it."""
+    judged = ctx.ledger.run_teacher_labels(ctx.run_id, sorted(ctx.check.labels))
+    if len(judged) < teacher_check.GUESS_EVIDENCE or ctx.config.accept_guessing_teacher:
+        return
+    accuracy = wilson(sum(judged[d] == ctx.check.labels[d] for d in judged), len(judged), ctx.check.kind)
+    base = baseline(ctx.labels, [ctx.check.labels[d] for d in judged])
+    if guessing(accuracy, base):
+        raise TeacherGuessing(guessing_line(ctx.parts.teacher.model_name, accuracy, base), GUESSING_REFUSAL_FIX)
+
+
+def guessing_line(teacher: str, accuracy: Estimate, base: float) -> str:
+    return (f"the teacher {teacher} agrees with {accuracy.text()} of the checked labels, and a guess gets {base:.3f}: "
+            "it cannot be told from guessing, so no training label was bought from it")
 
 
 def generate(ctx: RunContext, state: RunState, outcome: TeachOutcome, batch: Batch) -> int:
@@ -368,7 +395,25 @@ def evaluate_student(ctx: RunContext, trained: Trained) -> dict[str, Any]:
     if judged:
         metrics["teacher_accuracy"] = float(np.mean([labelled[d].label == ctx.gold[d] for d in judged]))
         metrics["teacher_judged"] = len(judged)
+    graded = _grade_on_check(ctx, student, val)
+    if graded is not None:
+        metrics["check"] = graded.as_dict()
     return metrics
+
+
+def _grade_on_check(ctx: RunContext, student: Student, val: list[str]) -> Grades | None:
+    """The student (and the teacher) graded on the check sample; PPI borrows the student's agreement with the
+    teacher's labels on the validation documents, which were drawn from the same pool and never trained on."""
+    checked = sorted(ctx.check.labels)
+    if len(checked) < MIN_CHECKED:
+        return None
+    teacher = ctx.ledger.run_teacher_labels(ctx.run_id, checked + val)
+    elsewhere = [d for d in val if d in teacher]
+    ids = checked + elsewhere
+    predicted = dict(zip(ids, (ctx.labels[i] for i in student.predict_proba(ctx.features(ids)).argmax(axis=1)),
+                         strict=True))
+    return grade(ctx.labels, ctx.check, predicted, {d: teacher[d] for d in checked if d in teacher},
+                 [predicted[d] == teacher[d] for d in elsewhere], seed=ctx.config.seed)
 
 
 def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutcome, batch: Batch,
@@ -419,6 +464,8 @@ def keep_student(ctx: RunContext, round_no: int, student: Student, metrics: dict
     summary: dict[str, Any] = {
         split: {m: metrics[split][m] for m in ("accuracy", "macro_f1", "log_loss") if m in metrics[split]}
         for split in ("val", "test") if split in metrics}
+    if "check" in metrics:
+        summary["check"] = metrics["check"]
     summary["n_train"], summary["trained_on"] = n_train, composition
     # Stored relative to the project, so that the project can be opened from anywhere (and moved).
     ctx.runs.save_student(ctx.run_id, round_no, ctx.config.student, ctx.config.student_options, summary,

@@ -5,12 +5,17 @@ apart at all. A teacher at chance is said to be so, with the figures, instead of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from kdstudio.check import baseline, guessing
+from kdstudio.estimates import wilson
 from kdstudio.interfaces import Doc, TeachContext, Teacher, TeacherLabel
 
 SAMPLE = 200
+# Labels a verdict of guessing needs at least: with fewer, even a fair teacher's interval reaches chance.
+GUESS_EVIDENCE = 30
 GUESSING_FIX = ("Fix: give each label a description in kdstudio.toml (description = \"what belongs here\"), use "
                 "another teacher (an LLM: --model PROVIDER/MODEL), or label documents yourself in Triage "
                 "(kdstudio tui)")
@@ -56,13 +61,24 @@ def chance_line(labels: list[str], truth: dict[str, str]) -> str:
     return f"chance {1 / len(labels):.2f}, always the commonest label {majority:.2f}"
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the free check found: agreement per kind of truth, warnings, and, where the labels people or the data
+    gave show the teacher no better than a guess, the line that refuses it."""
+
+    found: list[tuple[str, float, int]]
+    warnings: list[str]
+    guessing: str | None = None
+
+
 def check(teacher: Teacher, context: TeachContext, labels: list[str], docs: Sequence[Doc], pool: set[str],
-          human: dict[str, str], gold: dict[str, str]) -> tuple[list[tuple[str, float, int]], list[str]]:
+          human: dict[str, str], gold: dict[str, str]) -> Verdict:
     """Ask the teacher about `docs` (a sample of pool documents and of documents with human or gold labels) and say
-    what its answers show: (agreement per kind of truth, warnings)."""
+    what its answers show."""
     answers = _answers(teacher, docs, context)
     warnings = list(teacher.caveats(context))
     found: list[tuple[str, float, int]] = []
+    refusal = None
     for kind, truth in (("human", human), ("gold", gold)):
         truth = {d: x for d, x in truth.items() if d in answers}
         result = agreement(answers, truth)
@@ -70,11 +86,13 @@ def check(teacher: Teacher, context: TeachContext, labels: list[str], docs: Sequ
             continue
         found.append((kind, *result))
         share, n = result
-        values = list(truth.values())
-        majority = max(values.count(x) for x in set(values)) / n
-        if n >= 30 and share < max(1 / len(labels), majority) + 0.05:
-            warnings.append(f"it agrees with {share:.2f} of {n} {kind} labels ({chance_line(labels, truth)}): it is "
-                            "guessing, no better than chance or than always answering the commonest label. "
+        interval = wilson(round(share * n), n, "people" if kind == "human" else kind)
+        if n >= GUESS_EVIDENCE and guessing(interval, baseline(labels, list(truth.values()))):
+            warnings.append(f"it agrees with {interval.text()} of the {kind} labels ({chance_line(labels, truth)}): "
+                            "it is guessing, no better than chance or than always answering the commonest label. "
                             f"{GUESSING_FIX}")
+            refusal = refusal or (f"the teacher {teacher.model_name} agrees with {interval.text()} of the {kind} "
+                                  f"labels ({chance_line(labels, truth)}): it cannot be told from guessing, so no "
+                                  "training label was bought from it")
     warnings += confidence_warnings([a for d, a in answers.items() if d in pool], labels)
-    return found, warnings
+    return Verdict(found, warnings, refusal)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from kdstudio.audit import AuditReport, Suspect
 from kdstudio.cascade import CascadeReport
+from kdstudio.check import CheckDraw, CheckReport, CheckTruth, Grades
 from kdstudio.config import Label, parse_labels_option, read_labels_file
 from kdstudio.engine import Engine
+from kdstudio.estimates import Estimate
 from kdstudio.events import (
     Event,
     EventFn,
@@ -23,22 +25,29 @@ from kdstudio.export import ExportReport
 from kdstudio.loop import TEACHER_SHORTCUTS, DistillConfig, Plan, RoundReport, RunResult, Shortcut
 from kdstudio.plugins import Plugins, Registered, get_plugins
 from kdstudio.project import ProgressView, Status, TriageItem
+from kdstudio.review import FILTERS as REVIEW_FILTERS
 from kdstudio.review import Agreement, PullReport, PushReport, ReviewItem, ReviewState
 from kdstudio.settings import Setting, settings_of
 from kdstudio.store import ImportOptions, ImportReport, RoundRow, RunRow, SpendRow, parse_split_option
 from kdstudio.store.browse import Filters, Page
 
 __all__ = [
+    "REVIEW_FILTERS",
     "TEACHER_SHORTCUTS",
     "Agreement",
     "AuditReport",
     "CascadeReport",
+    "CheckDraw",
+    "CheckReport",
+    "CheckTruth",
     "DistillConfig",
     "Engine",
+    "Estimate",
     "Event",
     "EventFn",
     "ExportReport",
     "Filters",
+    "Grades",
     "ImportOptions",
     "ImportReport",
     "Label",

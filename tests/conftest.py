@@ -3,6 +3,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,13 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "kdstudio", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout, input=input_text)
+
+
+def run_closed(args: list[str], redirect: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`kdstudio ARGS` from a shell that closes one of its standard streams first (`<&-` or `>&-`)."""
+    line = " ".join(["exec", shlex.quote(sys.executable), "-m", "kdstudio", *map(shlex.quote, args), redirect])
+    env = {**os.environ, "LABEL_STUDIO_URL": "", "COLUMNS": "120"}
+    return subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
 
 
 @dataclass

@@ -365,9 +365,12 @@ def test_a_teacher_at_chance_is_told_so_with_the_fix():
     labels = ["neg", "neu", "pos"]
     docs = [Doc(f"d{i}", f"text {i}") for i in range(90)]
     gold = {d.id: labels[(i * 7 // 3) % 3] for i, d in enumerate(docs)}
-    _, warnings = check(Guesser(), TeachContext(labels), labels, docs, {d.id for d in docs}, {}, gold)
-    said = " ".join(warnings)
+    verdict = check(Guesser(), TeachContext(labels), labels, docs, {d.id for d in docs}, {}, gold)
+    said = " ".join(verdict.warnings)
     assert "it is guessing" in said and "Fix: give each label a description" in said and "another teacher" in said
+    # The same evidence refuses it before a run buys a label: its interval reaches what a guess gets.
+    assert verdict.guessing and "cannot be told from guessing" in verdict.guessing and "of the gold labels" in \
+        verdict.guessing
 
 
 def test_cards_show_data_escaped_and_a_cascade_card_has_hub_metadata():

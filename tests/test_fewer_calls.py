@@ -314,12 +314,22 @@ def _project_with_labels(tmp_path: Path, embedded: Path, names: dict[str, str], 
 def test_zero_shot_teacher_says_it_is_guessing_before_buying(minilm_slice: Path, tmp_path: Path):
     names = {"business": "kq", "entertainment": "zv", "politics": "wx", "sports": "jy", "tech": "pf"}
     bare = _project_with_labels(tmp_path, minilm_slice, names, descriptions=False)
-    done = run_cli("distill", "-p", str(bare), "--budget-labels", "20", "--seed-size", "10", "--batch", "10")
+    refused = run_cli("distill", "-p", str(bare), "--budget-labels", "20", "--seed-size", "10", "--batch", "10")
+    assert refused.returncode == 1, refused.stderr
+    assert "no label has a description" in refused.stderr and "it is guessing" in refused.stderr
+    assert "teacher check: zeroshot" in refused.stdout and "gold labels" in refused.stdout
+    # Refused before the first round: one Error line, the fix names descriptions, another teacher, people, the flag.
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "cannot be told from guessing" in errors[0], refused.stderr
+    assert "description" in refused.stderr and "--accept-guessing-teacher" in refused.stderr
+    assert "round   0" not in refused.stdout
+    with Project.open(bare, read_only=True) as project:
+        assert project.runs()[-1].status == "failed" and not project.store.label_counts_by_source()
+    # Insisting buys anyway, with the warnings said before the first round.
+    done = cli("distill", "-p", str(bare), "--budget-labels", "20", "--seed-size", "10", "--batch", "10",
+               "--accept-guessing-teacher")
     assert done.returncode == 0, done.stderr
-    assert "no label has a description" in done.stderr
     assert "it is guessing" in done.stderr
-    assert "teacher check: zeroshot" in done.stdout and "gold labels" in done.stdout
-    # The check comes before the first round: nothing bought yet when it is said.
     assert done.stdout.index("teacher check") < done.stdout.index("round   0")
 
 

@@ -260,7 +260,7 @@ def test_cli_distill_and_runs_say_the_teacher_was_simulated(bbc: Path):
                      "--budget-labels", "30")
     assert result.returncode == 0, result.stderr
     assert "SIMULATED TEACHER" in result.stdout
-    assert re.search(r"round   2  labels    30 .* val acc 0\.\d+", result.stdout)
+    assert re.search(r"round   2  labels    30 .* agree w/ teacher \(val\) 0\.\d+", result.stdout)
     assert "best student: round" in result.stdout
     listing = cli("runs", "-p", str(bbc))
     assert listing.returncode == 0 and "(SIMULATED)" in listing.stdout and "mraru" in listing.stdout

@@ -159,6 +159,12 @@ class Ledger:
         ).fetchall()
         return {d: RunLabel(d, lab, src, conf, json.loads(p) if p else None) for d, lab, src, conf, p in rows}
 
+    def run_teacher_labels(self, run_id: int, ids: list[str]) -> dict[str, str]:
+        """The teacher's own answer (not a person's correction) for each of `ids` that this run holds one for."""
+        return dict(self.con.execute(
+            "SELECT doc_id, arg_max(label, id) FROM labels WHERE source = 'teacher' AND run_id = ? "
+            "AND doc_id IN (SELECT unnest(?)) GROUP BY doc_id", [run_id, ids]).fetchall())
+
     def human_labelled(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT DISTINCT doc_id FROM labels WHERE source = 'human'").fetchall()]
 

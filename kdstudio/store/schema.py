@@ -163,6 +163,30 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        5,
+        "the check split: a random sample people label to grade students and teachers, never trained on",
+        [
+            # DuckDB cannot alter a CHECK constraint: the table is rebuilt with the new split allowed, its index
+            # dropped first (a table with an index cannot be renamed) and made again.
+            "DROP INDEX documents_text_hash",
+            "ALTER TABLE documents RENAME TO documents_v4",
+            """CREATE TABLE documents (
+                id VARCHAR PRIMARY KEY,
+                text VARCHAR NOT NULL,
+                text_hash VARCHAR NOT NULL,
+                split VARCHAR NOT NULL CHECK (split IN ('pool', 'val', 'test', 'check')),
+                source VARCHAR NOT NULL CHECK (source IN ('imported', 'synthetic')),
+                meta JSON,
+                import_id INTEGER,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )""",
+            "INSERT INTO documents SELECT id, text, text_hash, split, source, meta, import_id, created_at "
+            "FROM documents_v4",
+            "DROP TABLE documents_v4",
+            "CREATE UNIQUE INDEX documents_text_hash ON documents (text_hash)",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -17,7 +17,7 @@ from kdstudio.errors import KdError
 from kdstudio.terminal import shown
 from kdstudio.tui.pane import Pane
 
-ORDERS = ("uncertainty", "disagreement", "suspect", "diverse")
+ORDERS = ("uncertainty", "disagreement", "suspect", "check", "diverse")
 COMMAND_KEYS = set("axisuoq")  # triage commands and quit: never a label's key
 LABEL_KEYS = [*"123456789", *(c for c in "bcdefghjklmnprtvwyz" if c not in COMMAND_KEYS)]
 
@@ -115,12 +115,14 @@ class Triage(Pane):
             info.update(Text(self._empty(), "yellow"))
             text.update("")
             return
-        teacher = Text("unlabelled (from scratch)", "italic") if item.teacher_label is None else Text.assemble(
+        blind = "check sample: label it blind" if self.order == "check" else "unlabelled (from scratch)"
+        teacher = Text(blind, "italic") if item.teacher_label is None else Text.assemble(
             (shown(item.teacher_label), "bold strike" if self.rejected else "bold"),
             f" ({'?' if item.confidence is None else f'{item.confidence:.2f}'})")
         info.update(Text.assemble(
             f"{self.at + 1}/{len(self.queue)} ", (shown(item.doc_id), "bold"), " teacher: ", teacher,
-            " student: ", (shown(item.student_label or "none yet"), "bold"), f"  [{self.order}]"))
+            " student: ", (shown(item.student_label or ("hidden" if self.order == "check" else "none yet")), "bold"),
+            f"  [{self.order}]"))
         text.update(shown(item.text))
         self.query_one("#triage-scroll", VerticalScroll).scroll_home(animate=False)
 
@@ -140,6 +142,9 @@ class Triage(Pane):
         if self.queue:
             return (f"End of this queue ({len(self.queue)} documents). Press o for another order, or come back to "
                     "this tab (F4) for a fresh queue.")
+        if self.order == "check":
+            return ("Every document of the check sample has a person's label, or there is none yet (`kdstudio check "
+                    "-p DIR --size 100` draws one). `kdstudio check` grades the student on it.")
         if self.order == "diverse":
             return ("Every pool document has a label or was ignored. Import more (kdstudio import), or press o to "
                     "check the teacher's labels in another order.")

@@ -115,6 +115,8 @@ class LabelStudioBackend(ReviewBackend):
 
     @staticmethod
     def _task(item: ReviewItem) -> dict[str, Any]:
+        if item.label is None:  # the check sample: labelled blind, no prediction to follow
+            return {"data": {TO: item.text, DOC_ID: item.doc_id}}
         prediction: dict[str, Any] = {"model_version": item.model or "teacher",
                                       "result": [{"from_name": FROM, "to_name": TO, "type": "choices",
                                                   "value": {"choices": [item.label]}}]}

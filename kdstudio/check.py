@@ -1,0 +1,137 @@
+"""The check sample: documents drawn at random from the pool, labelled by people, never trained on and never offered
+to a selector (they leave the pool for the `check` split), so that what they say about a student or a teacher is an
+unbiased estimate on the user's own data. Gold labels stand in for people where a corpus brings them (benchmarks);
+every figure says which truth it rests on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kdstudio.estimates import Estimate, bootstrap_macro_f1, ppi_mean, wilson
+
+# Fewer than this many checked documents give intervals too wide to say anything; below it a report says how many
+# more are needed instead of a figure.
+MIN_CHECKED = 10
+# Resamples of the macro-F1 bootstrap: enough for a 95% interval to two decimals, cheap enough for every round.
+F1_RESAMPLES = 400
+
+
+@dataclass(frozen=True)
+class CheckTruth:
+    """The reference labels of the check sample: people's where they gave one, else gold."""
+
+    labels: dict[str, str]  # doc id -> label
+    by_people: int
+    by_gold: int
+
+    @property
+    def kind(self) -> str:
+        if self.by_people and self.by_gold:
+            return "people and gold"
+        return "people" if self.by_people else "gold"
+
+    def counts(self, size: int) -> dict[str, int]:
+        """The sample in numbers, as `status` shows it: `size` documents, how many have a reference label, whose."""
+        return {"size": size, "checked": len(self.labels), "by_people": self.by_people, "by_gold": self.by_gold}
+
+    @classmethod
+    def of(cls, check_ids: list[str], human: Mapping[str, str], gold: Mapping[str, str]) -> CheckTruth:
+        labels: dict[str, str] = {}
+        people = 0
+        for doc in check_ids:
+            if doc in human:
+                labels[doc], people = human[doc], people + 1
+            elif doc in gold:
+                labels[doc] = gold[doc]
+        return cls(labels, people, len(labels) - people)
+
+
+@dataclass(frozen=True)
+class Grades:
+    """A student (and its teacher) graded on the check sample. `student_ppi` is None where the teacher has not
+    labelled every checked document, or no validation document gives PPI something to borrow."""
+
+    n: int
+    truth: str
+    student_accuracy: Estimate
+    student_macro_f1: Estimate
+    student_ppi: Estimate | None
+    teacher_accuracy: Estimate | None
+    baseline: float  # the better of chance and always answering the commonest label, on the checked sample
+
+    @property
+    def best_accuracy(self) -> Estimate:
+        """The tightest valid estimate of the student's accuracy."""
+        if self.student_ppi is not None and self.student_ppi.width < self.student_accuracy.width:
+            return self.student_ppi
+        return self.student_accuracy
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "truth": self.truth, "baseline": self.baseline,
+                "student_accuracy": self.student_accuracy.as_dict(),
+                "student_macro_f1": self.student_macro_f1.as_dict(),
+                "student_accuracy_ppi": None if self.student_ppi is None else self.student_ppi.as_dict(),
+                "teacher_accuracy": None if self.teacher_accuracy is None else self.teacher_accuracy.as_dict()}
+
+
+@dataclass(frozen=True)
+class CheckDraw:
+    drawn: int  # documents added by this draw
+    size: int  # documents in the check sample now
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What `kdstudio check` shows: the sample, and where a student and enough checked labels exist, the grades of
+    that student and of the teacher of its run."""
+
+    size: int
+    truth: CheckTruth
+    grades: Grades | None = None
+    student: dict[str, Any] | None = None  # the graded student's record (id, run_id, round, kind, ...)
+    teacher: str | None = None
+
+    @property
+    def needed(self) -> int:
+        """Checked labels still missing before a figure can be given."""
+        return max(0, MIN_CHECKED - len(self.truth.labels))
+
+
+def baseline(labels: list[str], truth: list[str]) -> float:
+    """What a guess achieves: 1/k, or always answering the commonest label, whichever is higher."""
+    values, counts = np.unique(truth, return_counts=True)
+    return max(1 / len(labels), float(counts.max()) / len(truth)) if len(values) else 1 / len(labels)
+
+
+def grade(labels: list[str], truth: CheckTruth, student: Mapping[str, str], teacher: Mapping[str, str],
+          agreement_elsewhere: list[bool], *, seed: int = 0) -> Grades | None:
+    """Grade a student's labels (`student`, at least every checked document) against the check truth, and the
+    teacher's (`teacher`, where it answered). `agreement_elsewhere`: whether the student agrees with the teacher on
+    other documents drawn from the same pool (the validation split), which PPI borrows. None below MIN_CHECKED."""
+    ids = sorted(truth.labels)
+    if len(ids) < MIN_CHECKED:
+        return None
+    index = {label: i for i, label in enumerate(labels)}
+    y = np.array([index[truth.labels[d]] for d in ids])
+    pred = np.array([index[student[d]] for d in ids])
+    right = pred == y
+    accuracy = wilson(int(right.sum()), len(ids), truth.kind)
+    f1 = bootstrap_macro_f1(y, pred, len(labels), truth.kind, reps=F1_RESAMPLES, seed=seed)
+    judged = [d for d in ids if d in teacher]
+    teacher_accuracy = (wilson(sum(teacher[d] == truth.labels[d] for d in judged), len(judged), truth.kind)
+                        if len(judged) >= MIN_CHECKED else None)
+    ppi = None
+    if len(judged) == len(ids) and len(agreement_elsewhere) >= 2:
+        agrees_here = np.array([student[d] == teacher[d] for d in ids])
+        ppi = ppi_mean(right, agrees_here, np.array(agreement_elsewhere), truth.kind)
+    return Grades(len(ids), truth.kind, accuracy, f1, ppi, teacher_accuracy,
+                  baseline(labels, [truth.labels[d] for d in ids]))
+
+
+def guessing(accuracy: Estimate, base: float) -> bool:
+    """A teacher whose 95% interval reaches down to what a guess achieves cannot be told from guessing."""
+    return accuracy.low <= base

@@ -1,0 +1,243 @@
+"""The check sample (issue 28): a few documents people label grade the student and its teacher with intervals that
+hold the truth, PPI tightens them without losing that, and a teacher no better than a guess sells nothing. The
+estimators on synthetic populations whose truth is known; the rest on a bbc-news slice on the test encoder, where gold
+labels stand in for people until a person labels a document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cheap_slice, cli, fresh_copy
+from sklearn.metrics import f1_score
+
+from kdstudio.check import CheckTruth, grade
+from kdstudio.estimates import bootstrap_macro_f1, macro_f1, ppi_mean, wilson
+from kdstudio.loop import DistillConfig
+from kdstudio.project import Project
+from kdstudio.store import Ledger
+
+# -- the estimators, on populations whose truth is known ---------------------------------------------------------
+
+
+def population(rng: np.random.Generator, size: int, student: float, teacher: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per document of a population: whether the student is right, and whether it agrees with a teacher that is
+    right with probability `teacher` (a wrong teacher disagrees with a right student; with a wrong student it agrees
+    one time in four)."""
+    right = rng.random(size) < student
+    teacher_right = rng.random(size) < teacher
+    agrees = np.where(teacher_right, right, ~right & (rng.random(size) < 0.25))
+    return right, agrees
+
+
+@pytest.mark.parametrize("teacher", [0.9, 0.5])
+def test_intervals_hold_the_true_accuracy_and_ppi_is_narrower_where_the_teacher_is_good(teacher: float):
+    rng = np.random.default_rng(7)
+    right, agrees = population(rng, 50_000, 0.8, teacher)
+    truth = right.mean()
+    sample_hits = ppi_hits = 0
+    sample_width, ppi_width = [], []
+    draws = 400
+    for _ in range(draws):
+        checked = rng.choice(len(right), 100, replace=False)
+        other = rng.choice(len(right), 2000, replace=False)
+        alone = wilson(int(right[checked].sum()), 100, "gold")
+        ppi = ppi_mean(right[checked], agrees[checked], agrees[other], "gold")
+        sample_hits += alone.covers(truth)
+        ppi_hits += ppi.covers(truth)
+        sample_width.append(alone.width)
+        ppi_width.append(ppi.width)
+    # 95% intervals: at least 93% of draws hold the truth (400 draws: a standard error of about 1.1 points).
+    assert sample_hits / draws >= 0.93 and ppi_hits / draws >= 0.93, (sample_hits, ppi_hits)
+    narrower = 1 - np.mean(ppi_width) / np.mean(sample_width)
+    if teacher == 0.9:
+        assert narrower >= 0.25, narrower
+    else:  # a poor teacher buys little, and never much of a wider interval
+        assert narrower > -0.05, narrower
+
+
+def test_wilson_is_honest_at_the_edges_and_ppi_with_an_unrelated_proxy_falls_back_to_the_sample():
+    none = wilson(0, 30, "people")
+    assert none.value == 0 and none.low == 0 and 0.1 < none.high < 0.13
+    every = wilson(30, 30, "people")
+    assert every.high == pytest.approx(1) and 0.87 < every.low < 0.9
+    rng = np.random.default_rng(3)
+    y = rng.random(200) < 0.7
+    unrelated = ppi_mean(y, rng.random(200) < 0.5, rng.random(5000) < 0.5, "people")
+    assert unrelated.method.startswith("PPI++ (λ 0.0") or unrelated.width <= wilson(int(y.sum()), 200, "x").width * 1.1
+    with pytest.raises(ValueError):
+        wilson(0, 0, "people")
+
+
+def test_macro_f1_is_scikit_learns_and_its_bootstrap_interval_holds_it():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 4, 300)
+    pred = np.where(rng.random(300) < 0.7, y, rng.integers(0, 4, 300))
+    assert macro_f1(y, pred, 4) == pytest.approx(f1_score(y, pred, average="macro"))
+    estimate = bootstrap_macro_f1(y, pred, 4, "gold", reps=300)
+    assert estimate.low < estimate.value < estimate.high and estimate.width < 0.2
+
+
+def test_grades_need_ten_checked_labels_and_say_which_truth_they_rest_on():
+    labels = ["a", "b"]
+    truth = CheckTruth.of([f"d{i}" for i in range(12)], {"d0": "a", "d1": "b"}, {f"d{i}": "a" for i in range(12)})
+    assert (truth.by_people, truth.by_gold, truth.kind) == (2, 10, "people and gold")
+    assert truth.labels["d1"] == "b"  # a person's label over gold
+    student = {f"d{i}": "a" for i in range(12)}
+    graded = grade(labels, truth, student, {}, [])
+    assert graded is not None and graded.n == 12 and graded.student_ppi is None and graded.teacher_accuracy is None
+    assert graded.student_accuracy.value == pytest.approx(11 / 12) and graded.baseline == pytest.approx(11 / 12)
+    few = CheckTruth.of(["d0", "d1"], {"d0": "a"}, {})
+    assert grade(labels, few, student, {}, []) is None
+
+
+# -- the check sample in a project --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sliced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cheap_slice(tmp_path_factory.mktemp("check") / "bbc", limit=300, seed=11)
+
+
+@pytest.fixture
+def bbc(sliced: Path, tmp_path: Path) -> Path:
+    return fresh_copy(sliced, tmp_path)
+
+
+def test_the_check_sample_leaves_the_pool_grows_never_shrinks_and_no_run_touches_it(bbc: Path):
+    with Project.open(bbc) as project:
+        pool = set(project.store.ids_in_split("pool"))
+        first = project.draw_check(40, seed=1)
+        assert (first.drawn, first.size) == (40, 40)
+        drawn = set(project.store.ids_in_split("check"))
+        assert len(drawn) == 40 and drawn <= pool and not drawn & set(project.store.ids_in_split("pool"))
+        assert project.draw_check(30).drawn == 0  # it never shrinks
+        assert project.draw_check(60, seed=1).drawn == 20 and drawn <= set(project.store.ids_in_split("check"))
+        checked = set(project.store.ids_in_split("check"))
+        result = project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=10_000))
+        assert result.stop_reason.startswith("the pool is exhausted")
+        rounds = [r for r in project.rounds(result.run_id) if r.phase == "done"]
+        selected = {s["id"] for r in rounds for s in (r.selected or [])}
+        assert selected and not selected & checked  # never selected...
+        so_far = np.cumsum([len(r.selected or []) for r in rounds])
+        assert [r.n_labels for r in rounds] == list(so_far)  # ...and never trained on
+        assert project.status().check == {"size": 60, "checked": 60, "by_people": 0, "by_gold": 60}
+
+
+def test_a_check_larger_than_the_untouched_pool_is_one_line_and_draws_nothing(bbc: Path):
+    result = cli("check", "-p", str(bbc), "--size", "100000")
+    assert result.returncode == 1 and result.stderr.count("Error:") == 1, result.stderr
+    assert "untouched" in result.stderr and "Fix:" in result.stderr
+    with Project.open(bbc) as project:
+        assert project.store.ids_in_split("check") == []
+
+
+def test_a_run_grades_its_students_on_the_check_sample_and_the_command_shows_the_intervals(bbc: Path):
+    drawn = cli("check", "-p", str(bbc), "--size", "60")
+    assert drawn.returncode == 0, drawn.stderr
+    assert "drew 60 documents" in drawn.stderr and "no kept student" in drawn.stdout.lower()
+    run = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--budget-labels", "60", "--seed-size", "20",
+              "--batch", "20")
+    assert run.returncode == 0, run.stderr
+    # Every round line names its truths; the check sample's estimate comes with its interval.
+    assert "agree w/ teacher (val)" in run.stdout and "val acc" not in run.stdout
+    assert "check acc (gold)" in run.stdout and "[0." in run.stdout
+    shown = cli("check", "-p", str(bbc))
+    assert shown.returncode == 0, shown.stderr
+    assert "student accuracy" in shown.stdout and "95% interval" in shown.stdout and "60 gold labels" in shown.stdout
+    assert "PPI" in shown.stdout and "teacher accuracy" in shown.stdout
+    document = json.loads(cli("check", "-p", str(bbc), "--json").stdout)
+    grades = document["grades"]
+    assert document["sample"] == {"size": 60, "checked": 60, "by_people": 0, "by_gold": 60}
+    assert grades["teacher_accuracy"]["value"] == 1.0  # the simulated teacher answers from gold
+    a = grades["student_accuracy"]
+    assert a["low"] <= a["value"] <= a["high"] and a["truth"] == "gold" and a["n"] == 60
+    assert grades["student_accuracy_ppi"]["n_proxy"] > 0
+    with Project.open(bbc) as project:
+        rounds = project.rounds(project.runs()[-1].id)
+        assert all(r.metrics["check"]["n"] == 60 for r in rounds if r.phase == "done")
+
+
+def test_people_label_the_check_sample_blind_and_their_labels_become_its_truth(bbc: Path):
+    with Project.open(bbc) as project:
+        project.draw_check(30)
+        queue = project.triage_queue("check")
+        assert len(queue) == 30 and all(x.teacher_label is None and x.student_label is None for x in queue)
+        preview = project.review_preview(filter="check")
+        assert [x.doc_id for x in preview] == [x.doc_id for x in queue] and all(x.label is None for x in preview)
+        gold = project.store.gold([x.doc_id for x in queue])
+        for item in queue[:12]:
+            project.set_label(item.doc_id, gold[item.doc_id], annotator="ana")
+        assert len(project.triage_queue("check")) == 18  # labelled ones leave the queue
+        sample = project.status().check
+        assert (sample["by_people"], sample["by_gold"]) == (12, 18)
+        assert Ledger(project.store).human_labelled()  # and a run never trains on them:
+        result = project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=20))
+        _, record = project.load_student()
+        assert record["metrics"]["n_train"] == 20 and record["metrics"]["check"]["truth"] == "people and gold"
+    listed = cli("review", "push", "-p", str(bbc), "--filter", "check", "--preview")
+    assert listed.returncode == 0 and listed.stdout.count("\t-\t") == 18, listed.stdout
+    assert result.status == "finished"
+
+
+def test_a_teacher_no_better_than_a_guess_sells_nothing_unless_the_user_insists(bbc: Path):
+    with Project.open(bbc) as project:
+        project.draw_check(60)
+    guesser = ["distill", "-p", str(bbc), "--teacher", "oracle", "--teacher-option", "noise=0.9",
+               "--budget-labels", "40", "--seed-size", "20", "--batch", "20"]
+    refused = cli(*guesser)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "cannot be told from guessing" in errors[0], refused.stderr
+    assert "--accept-guessing-teacher" in refused.stderr and "round   0" not in refused.stdout
+    with Project.open(bbc) as project:
+        run = project.runs()[-1]
+        assert run.status == "failed"
+        bought = project.store.con.execute(
+            "SELECT count(*) FROM labels l JOIN documents d ON d.id = l.doc_id WHERE d.split = 'pool'").fetchone()[0]
+        assert bought == 0 and not project.rounds(run.id)  # no training label bought, no round
+    insisted = cli(*guesser, "--accept-guessing-teacher")
+    assert insisted.returncode == 0, insisted.stderr
+    assert "check acc (gold)" in insisted.stdout
+
+
+def test_a_project_made_before_the_check_split_opens_and_takes_one(bbc: Path):
+    with Project.open(bbc) as project:
+        con = project.store.con
+        before = con.execute("SELECT count(*), count(DISTINCT split) FROM documents").fetchone()
+        con.execute("DELETE FROM schema_version WHERE version = 5")
+        # The old table, as migration 4 left it: 'check' not an allowed split.
+        con.execute("DROP INDEX documents_text_hash")
+        con.execute("ALTER TABLE documents RENAME TO documents_new")
+        con.execute("CREATE TABLE documents AS SELECT * FROM documents_new")
+        con.execute("DROP TABLE documents_new")
+        con.execute("CREATE UNIQUE INDEX documents_text_hash ON documents (text_hash)")
+    with Project.open(bbc) as project:
+        assert project.store.schema_version() == 5
+        assert project.store.con.execute("SELECT count(*), count(DISTINCT split) FROM documents").fetchone() == before
+        assert project.draw_check(10).size == 10
+
+
+@pytest.mark.asyncio
+async def test_the_dashboard_shows_the_estimate_and_triage_orders_the_check_sample_blind(bbc: Path):
+    from kdstudio.tui.app import KdStudioApp
+
+    with Project.open(bbc) as project:
+        project.draw_check(40)
+        project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=40))
+        app = KdStudioApp(project)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            stats = " ".join(str(app.query_one("#dashboard-stats").render()).split())
+            assert "student accuracy on the check sample (gold, 40 labels): 0." in stats and "95%" in stats, stats
+            await pilot.press("f4")
+            await pilot.pause()
+            triage = app.query_one("#triage-pane")
+            while triage.order != "check":
+                await pilot.press("o")
+                await pilot.pause()
+            info = " ".join(str(app.query_one("#triage-info").render()).split())
+            assert "check sample: label it blind" in info and "student: hidden" in info, info
+            assert len(triage.queue) == 40
