@@ -54,10 +54,10 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
                           text=True, timeout=timeout, input=input_text)
 
 
-def run_closed(args: list[str], redirect: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_closed(args: list[str], redirect: str, cwd: Path, columns: int = 120) -> subprocess.CompletedProcess[str]:
     """`kdstudio ARGS` from a shell that closes one of its standard streams first (`<&-` or `>&-`)."""
     line = " ".join(["exec", shlex.quote(sys.executable), "-m", "kdstudio", *map(shlex.quote, args), redirect])
-    env = {**os.environ, "LABEL_STUDIO_URL": "", "COLUMNS": "120"}
+    env = {**os.environ, "LABEL_STUDIO_URL": "", "COLUMNS": str(columns)}
     return subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
 
 

@@ -135,9 +135,9 @@ def test_a_check_larger_than_the_untouched_pool_is_one_line_and_draws_nothing(bb
 
 
 def test_a_run_grades_its_students_on_the_check_sample_and_the_command_shows_the_intervals(bbc: Path):
-    drawn = cli("check", "-p", str(bbc), "--size", "60")
+    drawn = cli("check", "-p", str(bbc), "--size", "100")
     assert drawn.returncode == 0, drawn.stderr
-    assert "drew 60 documents" in drawn.stderr and "no kept student" in drawn.stdout.lower()
+    assert "drew 100 documents" in drawn.stderr and "no kept student" in drawn.stdout.lower()
     run = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--budget-labels", "60", "--seed-size", "20",
               "--batch", "20")
     assert run.returncode == 0, run.stderr
@@ -146,18 +146,18 @@ def test_a_run_grades_its_students_on_the_check_sample_and_the_command_shows_the
     assert "check acc (gold)" in run.stdout and "[0." in run.stdout
     shown = cli("check", "-p", str(bbc))
     assert shown.returncode == 0, shown.stderr
-    assert "student accuracy" in shown.stdout and "95% interval" in shown.stdout and "60 gold labels" in shown.stdout
+    assert "student accuracy" in shown.stdout and "95% interval" in shown.stdout and "100 gold labels" in shown.stdout
     assert "PPI" in shown.stdout and "teacher accuracy" in shown.stdout
     document = json.loads(cli("check", "-p", str(bbc), "--json").stdout)
     grades = document["grades"]
-    assert document["sample"] == {"size": 60, "checked": 60, "by_people": 0, "by_gold": 60}
+    assert document["sample"] == {"size": 100, "checked": 100, "by_people": 0, "by_gold": 100}
     assert grades["teacher_accuracy"]["value"] == 1.0  # the simulated teacher answers from gold
     a = grades["student_accuracy"]
-    assert a["low"] <= a["value"] <= a["high"] and a["truth"] == "gold" and a["n"] == 60
+    assert a["low"] <= a["value"] <= a["high"] and a["truth"] == "gold" and a["n"] == 100
     assert grades["student_accuracy_ppi"]["n_proxy"] > 0
     with Project.open(bbc) as project:
         rounds = project.rounds(project.runs()[-1].id)
-        assert all(r.metrics["check"]["n"] == 60 for r in rounds if r.phase == "done")
+        assert all(r.metrics["check"]["n"] == 100 for r in rounds if r.phase == "done")
 
 
 def test_people_label_the_check_sample_blind_and_their_labels_become_its_truth(bbc: Path):
@@ -241,3 +241,17 @@ async def test_the_dashboard_shows_the_estimate_and_triage_orders_the_check_samp
             info = " ".join(str(app.query_one("#triage-info").render()).split())
             assert "check sample: label it blind" in info and "student: hidden" in info, info
             assert len(triage.queue) == 40
+
+
+def test_the_teachers_answers_on_the_check_sample_are_never_offered_for_review(bbc: Path):
+    with Project.open(bbc) as project:
+        project.draw_check(30)
+        checked = set(project.store.ids_in_split("check"))
+        project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=20))
+        asked = set(project.store.con.execute(
+            "SELECT doc_id FROM labels WHERE source = 'teacher' AND doc_id IN (SELECT unnest(?))",
+            [sorted(checked)]).fetchall())
+        assert len(asked) == 30  # the run asked its teacher about them, to grade it...
+        offered = {x.doc_id for x in project.review_preview(filter="all")} | {
+            x.doc_id for x in project.triage_queue("uncertainty")}
+        assert offered and not offered & checked  # ...and no person sees those answers beside the document

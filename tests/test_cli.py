@@ -77,7 +77,7 @@ def test_demo_runs_the_main_job_on_a_slice(tmp_path: Path):
     """The main job, as a process: first with standard input closed (it never reads it), then again with standard
     output closed (it still does its work, and embeds nothing twice). tests/test_streams.py leaves the demo to this."""
     demo = ["demo", "--dir", str(tmp_path / "demo"), "--limit", "120", "--budget-labels", "40"]
-    result = run_closed(demo, "<&-", tmp_path)
+    result = run_closed(demo, "<&-", tmp_path, columns=200)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
     for step in ("1. import", "2. embed", "3. distill", "4. export", "5. status"):
@@ -97,7 +97,7 @@ def test_demo_runs_the_main_job_on_a_slice(tmp_path: Path):
     assert f"learning curve drawn to {curve}" in result.stdout and curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Project.open(tmp_path / "demo", read_only=True) as project:
         embedded = project.store.con.execute("SELECT count(*), max(created_at) FROM embeddings").fetchone()
-    again = run_closed(demo, ">&-", tmp_path)
+    again = run_closed(demo, ">&-", tmp_path, columns=200)
     assert again.returncode == 0, again.stderr
     assert "Traceback" not in again.stderr and "Exception ignored" not in again.stderr, again.stderr
     with Project.open(tmp_path / "demo", read_only=True) as project:

@@ -227,3 +227,28 @@ def test_a_bad_token_or_no_server_is_one_line_and_changes_nothing(project_dir: P
 def test_the_server_listens_on_loopback_only(server: LabelStudio):
     addresses = server.listening()
     assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+
+
+def test_the_check_sample_goes_to_label_studio_blind_and_comes_back_as_its_truth(tmp_path: Path, env: dict, client):
+    directory = tmp_path / "checked"
+    rows = ["id,text,label"] + [f"c{i:02d},story {i} about {LABELS[i % 3]},{LABELS[i % 3]}" for i in range(30)]
+    with Project.init(directory, [Label(x) for x in LABELS]) as project:
+        project.import_file(write(tmp_path / "c.csv", "\n".join(rows) + "\n"),
+                            ImportOptions(id_column="id", label_column="label"))
+        project.draw_check(12)
+        drawn = sorted(project.store.ids_in_split("check"))
+    pushed = run_cli("review", "push", "-p", str(directory), "--filter", "check", env=env)
+    assert pushed.returncode == 0 and "12 sent" in pushed.stdout, pushed.stderr
+    with Project.open(directory, read_only=True) as project:
+        project_id = int(project.store.con.execute("SELECT external_id FROM review_projects").fetchall()[0][0])
+    sent = tasks(client, project_id)
+    assert sorted(t.data["kd_doc_id"] for t in sent) == drawn
+    assert all(not t.predictions for t in sent)  # blind: nothing to follow
+    for task in sent[:10]:  # the person disagrees with gold on one of them
+        doc = task.data["kd_doc_id"]
+        annotate(client, task, LABELS[(int(doc[1:]) + (doc == drawn[0])) % 3])
+    pulled = run_cli("review", "pull", "-p", str(directory), env=env)
+    assert pulled.returncode == 0 and "10 new or updated" in pulled.stdout, pulled.stderr
+    with Project.open(directory, read_only=True) as project:
+        assert project.status().check == {"size": 12, "checked": 12, "by_people": 10, "by_gold": 2}
+        assert len(project.triage_queue("check")) == 2  # what people have not labelled yet

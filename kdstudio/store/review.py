@@ -25,9 +25,9 @@ class ReviewStore:
         self.con = store.con
 
     def candidates(self, run_id: int | None = None, teacher: str | None = None) -> list[Candidate]:
-        """Documents whose current label is the teacher's (no person has labelled them), least certain first; with
-        `run_id`, the labels that run holds; with `teacher`, those of that model (as `kdstudio cost` names it, or
-        the name before its parenthesis: `zeroshot` for `zeroshot(all-MiniLM-L6-v2)`)."""
+        """Documents whose current label is the teacher's (no person has labelled them; the check sample aside), least
+        certain first; with `run_id`, the labels that run holds; with `teacher`, those of that model (as `kdstudio
+        cost` names it, or the name before its parenthesis: `zeroshot` for `zeroshot(all-MiniLM-L6-v2)`)."""
         rows = self.con.execute(
             """
             WITH teacher AS (
@@ -40,7 +40,8 @@ class ReviewStore:
             )
             SELECT t.doc_id, d.text, t.label, t.confidence, t.model FROM teacher t
             JOIN documents d ON d.id = t.doc_id
-            WHERE NOT EXISTS (SELECT 1 FROM labels h WHERE h.doc_id = t.doc_id AND h.source = 'human')
+            -- the check sample is labelled blind (`check` filter and order), never beside the teacher's answer
+            WHERE d.split <> 'check' AND NOT EXISTS (SELECT 1 FROM labels h WHERE h.doc_id = t.doc_id AND h.source = 'human')
             ORDER BY t.confidence ASC NULLS FIRST, t.doc_id
             """, [run_id, run_id, teacher, teacher, teacher]
         ).fetchall()
