@@ -124,7 +124,7 @@ def grade(labels: list[str], truth: CheckTruth, student: Mapping[str, str], teac
     pred = np.array([index[student[d]] for d in ids])
     right = pred == y
     accuracy = wilson(int(right.sum()), len(ids), truth.kind)
-    f1 = bootstrap_macro_f1(y, pred, len(labels), truth.kind, reps=F1_RESAMPLES, seed=seed)
+    f1 = bootstrap_macro_f1(y, pred, truth.kind, reps=F1_RESAMPLES, seed=seed)
     judged = [d for d in ids if d in teacher]
     teacher_accuracy = (wilson(sum(teacher[d] == truth.labels[d] for d in judged), len(judged), truth.kind)
                         if len(judged) >= MIN_CHECKED else None)

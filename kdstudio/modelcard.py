@@ -143,8 +143,8 @@ def metrics(f: dict[str, Any]) -> list[str]:
     if check:
         a, f1 = check["student_accuracy"], check["student_macro_f1"]
         lines.append(f"| in-process student, check sample ({TRUTHS.get(check['truth'], check['truth'])}, "
-                     f"{check['n']} documents drawn "
-                     f"at random, 95% intervals) | {_pct(a['value'])} [{_pct(a['low'])}, {_pct(a['high'])}] | "
+                     f"{check['n']} documents drawn at random, 95% intervals) | "
+                     f"{_pct(a['value'])} [{_pct(a['low'])}, {_pct(a['high'])}] | "
                      f"{_pct(f1['value'])} [{_pct(f1['low'])}, {_pct(f1['high'])}] |")
     if parity is not None and parity.exported_accuracy is not None:
         lines.append(f"| this model, test (gold labels, {parity.n} documents) | {_pct(parity.exported_accuracy)} | "
@@ -204,8 +204,8 @@ def limitations(f: dict[str, Any]) -> list[str]:
     check = f["student"].get("metrics", {}).get("check")
     if check:
         items.append(f"Its accuracy on the project's own data was estimated on {check['n']} documents drawn at random "
-                     f"and labelled by {check['truth']} (the check sample), never trained on: read the interval, not "
-                     "just the figure.")
+                     f"with {TRUTHS.get(check['truth'], check['truth'])} (the check sample), never trained on: read "
+                     "the interval, not just the figure.")
     elif parity is None:
         items.append("No gold labels and no check sample measured it: its accuracy is unknown, and the validation "
                      "figure is agreement with the teacher it copies. `kdstudio check` estimates the accuracy from "

@@ -149,15 +149,22 @@ def round_line(report: RoundReport) -> str:
             f"{'  *best (lowest val loss)' if report.best and 'val' in m else '  *best' if report.best else ''}")
 
 
+def _check_accuracy(check: dict[str, Any]) -> dict[str, Any]:
+    """The narrower of the round's two estimates of the student's accuracy on the check sample (sample, PPI)."""
+    sample, ppi = check["student_accuracy"], check.get("student_accuracy_ppi")
+    return ppi if ppi and ppi["high"] - ppi["low"] < sample["high"] - sample["low"] else sample
+
+
+def check_cell(check: dict[str, Any] | None) -> str:
+    if not check:
+        return "-"
+    best = _check_accuracy(check)
+    return f"{best['value']:.3f} [{best['low']:.3f}, {best['high']:.3f}]"
+
+
 def check_text(check: dict[str, Any] | None) -> str:
     """The round's student on the check sample, as a round line shows it: accuracy, its 95% interval, its truth."""
-    if not check:
-        return ""
-    best = check.get("student_accuracy_ppi") or check["student_accuracy"]
-    if check.get("student_accuracy_ppi") and check["student_accuracy"]["high"] - check["student_accuracy"]["low"] < \
-            best["high"] - best["low"]:
-        best = check["student_accuracy"]
-    return f"  check acc ({best['truth']}) {best['value']:.3f} [{best['low']:.3f}, {best['high']:.3f}]"
+    return f"  check acc ({_check_accuracy(check)['truth']}) {check_cell(check)}" if check else ""
 
 
 def forecast_text(forecast: dict[str, Any] | None) -> str:
@@ -189,7 +196,7 @@ def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group
             str(len(rounds)), str(rounds[-1].bought if rounds else 0),
             usd(rounds[-1].cost_usd or 0) if rounds else "$0", str(run.best_round if best else "-"),
             _metric(best.metrics, "test", "accuracy") if best else "-",
-            check_text(best.metrics.get("check")).split(") ", 1)[-1] if best and best.metrics.get("check") else "-",
+            check_cell(best.metrics.get("check")) if best else "-",
             sparkline(curve), Text(run.stop_reason or ""),
         ])
     return Group(FittedTable("Runs", columns, rows), MEASURED)
@@ -232,7 +239,7 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
                      _metric(m, "val", "accuracy"), _metric(m, "val", "macro_f1"), _metric(m, "val", "log_loss"),
                      _metric(m, "test", "accuracy"), _metric(m, "test", "macro_f1"), _metric(m, "test", "ece"),
                      "-" if teacher is None else f"{teacher:.3f}",
-                     check_text(m.get("check")).split(") ", 1)[-1] if m.get("check") else "-",
+                     check_cell(m.get("check")),
                      *extra, "*" if m.get("best") else ""])
     table = FittedTable(title, columns, rows)
     parts: list = [table, MEASURED]

@@ -54,8 +54,8 @@ class Components:
     free_labeller: FreeLabeller | None = None
 
 
-GUESSING_REFUSAL_FIX = (teacher_check.GUESSING_FIX + "; or, to buy from it anyway, "
-                        "--accept-guessing-teacher (accept_guessing_teacher = true)")
+GUESSING_REFUSAL_FIX = (f"{teacher_check.GUESSING_ADVICE}; or, to buy from it anyway, --accept-guessing-teacher "
+                        "(accept_guessing_teacher = true)")
 
 
 @dataclass

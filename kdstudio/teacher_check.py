@@ -16,9 +16,9 @@ from kdstudio.interfaces import Doc, TeachContext, Teacher, TeacherLabel
 SAMPLE = 200
 # Labels a verdict of guessing needs at least: with fewer, even a fair teacher's interval reaches chance.
 GUESS_EVIDENCE = 30
-GUESSING_FIX = ("Fix: give each label a description in kdstudio.toml (description = \"what belongs here\"), use "
-                "another teacher (an LLM: --model PROVIDER/MODEL), or label documents yourself in Triage "
-                "(kdstudio tui)")
+GUESSING_ADVICE = ("give each label a description in kdstudio.toml (description = \"what belongs here\"), use another "
+                   "teacher (an LLM: --model PROVIDER/MODEL), or label documents yourself in Triage (kdstudio tui)")
+GUESSING_FIX = f"Fix: {GUESSING_ADVICE}"
 # Below this share of the way from chance to certainty, the average confidence says the teacher cannot separate the
 # labels (e.g. 3 labels: a mean top probability under 0.43).
 SEPARATION = 0.15

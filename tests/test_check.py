@@ -75,8 +75,8 @@ def test_macro_f1_is_scikit_learns_and_its_bootstrap_interval_holds_it():
     rng = np.random.default_rng(5)
     y = rng.integers(0, 4, 300)
     pred = np.where(rng.random(300) < 0.7, y, rng.integers(0, 4, 300))
-    assert macro_f1(y, pred, 4) == pytest.approx(f1_score(y, pred, average="macro"))
-    estimate = bootstrap_macro_f1(y, pred, 4, "gold", reps=300)
+    assert macro_f1(y, pred) == pytest.approx(f1_score(y, pred, average="macro"))
+    estimate = bootstrap_macro_f1(y, pred, "gold", reps=300)
     assert estimate.low < estimate.value < estimate.high and estimate.width < 0.2
 
 
@@ -192,6 +192,7 @@ def test_a_teacher_no_better_than_a_guess_sells_nothing_unless_the_user_insists(
     errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "cannot be told from guessing" in errors[0], refused.stderr
     assert "--accept-guessing-teacher" in refused.stderr and "round   0" not in refused.stdout
+    assert refused.stderr.count("Fix:") == 1, refused.stderr
     with Project.open(bbc) as project:
         run = project.runs()[-1]
         assert run.status == "failed"
@@ -255,3 +256,20 @@ def test_the_teachers_answers_on_the_check_sample_are_never_offered_for_review(b
         offered = {x.doc_id for x in project.review_preview(filter="all")} | {
             x.doc_id for x in project.triage_queue("uncertainty")}
         assert offered and not offered & checked  # ...and no person sees those answers beside the document
+
+
+def test_the_model_card_names_agreement_as_such_and_shows_the_checked_estimate():
+    from kdstudio.modelcard import limitations, metrics
+
+    labels = ["a", "b"]
+    truth = CheckTruth.of([f"d{i}" for i in range(20)], {f"d{i}": "a" for i in range(20)}, {})
+    graded = grade(labels, truth, {f"d{i}": "a" if i % 5 else "b" for i in range(20)}, {}, [])
+    assert graded is not None
+    facts = {"labels": labels, "model": {}, "run": {}, "parity": None,
+             "student": {"metrics": {"val": {"accuracy": 0.95, "macro_f1": 0.9}, "check": graded.as_dict()}}}
+    card = "\n".join(metrics(facts) + limitations(facts))
+    assert "agreement with the teacher's labels (not accuracy) | 0.950" in card
+    assert "check sample (people's labels, 20 documents drawn at random, 95% intervals) | 0.800 [" in card
+    assert "estimated on 20 documents drawn at random with people's labels" in card
+    unchecked = "\n".join(limitations({**facts, "student": {"metrics": {"val": {"accuracy": 0.95}}}}))
+    assert "its accuracy is unknown" in unchecked and "kdstudio check" in unchecked

@@ -41,7 +41,8 @@ class ReviewStore:
             SELECT t.doc_id, d.text, t.label, t.confidence, t.model FROM teacher t
             JOIN documents d ON d.id = t.doc_id
             -- the check sample is labelled blind (`check` filter and order), never beside the teacher's answer
-            WHERE d.split <> 'check' AND NOT EXISTS (SELECT 1 FROM labels h WHERE h.doc_id = t.doc_id AND h.source = 'human')
+            WHERE d.split <> 'check'
+              AND NOT EXISTS (SELECT 1 FROM labels h WHERE h.doc_id = t.doc_id AND h.source = 'human')
             ORDER BY t.confidence ASC NULLS FIRST, t.doc_id
             """, [run_id, run_id, teacher, teacher, teacher]
         ).fetchall()
