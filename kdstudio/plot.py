@@ -84,7 +84,7 @@ def write_plot(curves: list[Curve], path: Path, title: str) -> Path:
                ("--", "the teacher's accuracy on the labels it sold"))]
     if any(point for c in curves for point in c.check):
         styles.append(Line2D([], [], color="black", marker="s", linestyle="none",
-                             label="accuracy on the check sample (people's labels), 95% interval"))
+                             label="accuracy on the check sample (its reference labels), 95% interval"))
     fig.legend(handles=runs + styles, loc="outside lower center", ncol=2, fontsize="small")
     tmp = path.with_name(f".{path.name}.writing")
     try:

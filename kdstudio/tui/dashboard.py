@@ -60,7 +60,7 @@ class Dashboard(Pane):
         try:
             report = self.project.check_report()
         except KdError as exc:
-            return (f"\ncheck sample of {size}: {exc.message}",)
+            return (f"\ncheck sample of {size}: {shown(exc.message)}",)
         if report.grades is None:
             return (f"\ncheck sample of {size}: {len(report.truth.labels)} labelled; label {report.needed} more "
                     "(Triage, order check) for an estimate" if report.needed else
