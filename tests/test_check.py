@@ -138,6 +138,8 @@ def test_a_run_grades_its_students_on_the_check_sample_and_the_command_shows_the
     drawn = cli("check", "-p", str(bbc), "--size", "100")
     assert drawn.returncode == 0, drawn.stderr
     assert "drew 100 documents" in drawn.stderr and "no kept student" in drawn.stdout.lower()
+    plan = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--budget-labels", "60", "--plan")
+    assert plan.returncode == 0 and "+ 100 check sample" in plan.stdout, plan.stdout + plan.stderr  # said, and paid
     run = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--budget-labels", "60", "--seed-size", "20",
               "--batch", "20")
     assert run.returncode == 0, run.stderr
