@@ -28,6 +28,5 @@ fi
 "$python" -m venv --clear "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install --quiet --upgrade pip
-# --no-compile: Python compiles what Label Studio imports on first use, not every file of Django and its kin.
-"${pip[@]}" install --quiet --no-compile "label-studio==$version"
+"${pip[@]}" install --quiet "label-studio==$version"
 echo "$version" > "$stamp"
