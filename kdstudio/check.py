@@ -5,13 +5,14 @@ every figure says which truth it rests on."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kdstudio.estimates import Estimate, bootstrap_macro_f1, ppi_mean, wilson
+from kdstudio.store import Ledger, Store
 
 # Fewer than this many checked documents give intervals too wide to say anything; below it a report says how many
 # more are needed instead of a figure.
@@ -70,9 +71,7 @@ class Grades:
     @property
     def best_accuracy(self) -> Estimate:
         """The tightest valid estimate of the student's accuracy."""
-        if self.student_ppi is not None and self.student_ppi.width < self.student_accuracy.width:
-            return self.student_ppi
-        return self.student_accuracy
+        return narrower(self.student_accuracy, self.student_ppi)
 
     def as_dict(self) -> dict[str, Any]:
         return {"n": self.n, "truth": self.truth, "baseline": self.baseline,
@@ -103,6 +102,32 @@ class CheckReport:
     def needed(self) -> int:
         """Checked labels still missing before a figure can be given."""
         return max(0, MIN_CHECKED - len(self.truth.labels))
+
+
+def narrower(sample: Estimate, ppi: Estimate | None) -> Estimate:
+    """The narrower of the sample's estimate and PPI's (where there is one): both are valid, the narrower says more."""
+    return ppi if ppi is not None and ppi.width < sample.width else sample
+
+
+def check_truth(store: Store, gold: Mapping[str, str]) -> CheckTruth:
+    """The project's check sample with its reference labels, as they stand now."""
+    return CheckTruth.of(store.ids_in_split("check"), dict(Ledger(store).human_examples()), gold)
+
+
+def grade_run_student(labels: list[str], truth: CheckTruth, ledger: Ledger, run_id: int, val_ids: list[str],
+                      predict: Callable[[list[str]], list[str]], *, seed: int = 0) -> Grades | None:
+    """A student of run `run_id` graded on the check sample, with the teacher answers that run holds: on the checked
+    documents (the teacher's accuracy, PPI's rectifier) and on `val_ids` (what PPI borrows). `predict` gives the
+    student's label for documents. None below MIN_CHECKED."""
+    checked = sorted(truth.labels)
+    if len(checked) < MIN_CHECKED:
+        return None
+    teacher = ledger.run_teacher_labels(run_id, checked + val_ids)
+    elsewhere = [d for d in val_ids if d in teacher and d not in truth.labels]
+    ids = checked + elsewhere
+    predicted = dict(zip(ids, predict(ids), strict=True))
+    return grade(labels, truth, predicted, {d: teacher[d] for d in checked if d in teacher},
+                 [predicted[d] == teacher[d] for d in elsewhere], seed=seed)
 
 
 def baseline(labels: list[str], truth: list[str]) -> float:

@@ -21,7 +21,7 @@ import numpy as np
 
 from kdstudio import autopilot, steps
 from kdstudio.autopilot import GainRule
-from kdstudio.check import CheckTruth
+from kdstudio.check import check_truth
 from kdstudio.errors import ConfigError, KdError, RunFailed
 from kdstudio.events import EventFn, RunDone, RunStarted
 from kdstudio.interfaces import CostEstimate, Doc, Engine, GenerationRequest, SampleWriter, TeachContext, Teacher
@@ -427,7 +427,7 @@ class Distiller:
                                 (self.work_dir or self.students_dir.parent / "work") / f"run-{run_id}")
         free_ids = (slice_ids(pool_ids, parts.free_labeller.pool_sample, np.random.default_rng([config.seed, 6151]))
                     if parts.free_labeller is not None else [])
-        check = CheckTruth.of(self.store.ids_in_split("check"), dict(self.ledger.human_examples()), gold)
+        check = check_truth(self.store, gold)
         return RunContext(run_id, config, self.labels, parts, self.store, self.ledger, self.runs, index, runner,
                           self.students_dir, val_ids, test_ids, gold, pool_ids, self.on_event, self.should_stop,
                           self.encode, self.embedding_model, scorer, free_ids, check)
@@ -508,8 +508,7 @@ class Distiller:
         pool = self.store.ids_in_split("pool", source="imported")
         n_train = len(pool) if config.budget_labels is None else min(config.budget_labels, len(pool))
         n_val = len(slice_ids(self.store.ids_in_split("val"), config.val_size(), np.random.default_rng(0)))
-        n_check = len(CheckTruth.of(self.store.ids_in_split("check"), dict(self.ledger.human_examples()),
-                                    self.store.gold()).labels)
+        n_check = len(check_truth(self.store, self.store.gold()).labels)
         rng = np.random.default_rng(config.seed)
         ids = sorted(rng.choice(pool, size=min(sample, len(pool)), replace=False).tolist()) if pool else []
         docs = [Doc(d, t) for d, t in zip(ids, self.store.texts(ids), strict=True)]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdstudio import snapshot
-from kdstudio.check import MIN_CHECKED, CheckDraw, CheckReport, CheckTruth
+from kdstudio.check import MIN_CHECKED, CheckDraw, CheckReport, CheckTruth, check_truth, grade_run_student
 from kdstudio.config import CONFIG_NAME, EmbeddingSettings, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, StaleStudent
@@ -73,7 +73,7 @@ class Status:
     vectors_in_use: str = ""  # the key of the project's encoder's vectors
     # The check sample: size (documents in it), checked (with a reference label), by_people, by_gold. Plain numbers,
     # so that the snapshot a running process publishes carries them as they are.
-    check: dict[str, int] = field(default_factory=lambda: {"size": 0, "checked": 0, "by_people": 0, "by_gold": 0})
+    check: dict[str, int] = field(default_factory=lambda: CheckTruth({}, 0, 0).counts(0))
 
     @property
     def total_documents(self) -> int:
@@ -636,29 +636,19 @@ class Project:
         self.store.move_to_split(sorted(rows[i][0] for i in picked), "check")
         return CheckDraw(want, size)
 
-    def _check_truth(self) -> CheckTruth:
-        return CheckTruth.of(self.store.ids_in_split("check"), dict(Ledger(self.store).human_examples()),
-                             self.store.gold())
-
     def check_report(self, student_id: int | None = None) -> CheckReport:
         """The check sample, and the kept student (default: the best of the latest run) and its run's teacher graded
         on it: the sample alone, and PPI with the teacher's labels on the validation documents."""
-        from kdstudio.check import grade
-
-        truth = self._check_truth()
+        truth = check_truth(self.store, self.store.gold())
         size = len(self.store.ids_in_split("check"))
         if not RunLog(self.store).students() or len(truth.labels) < MIN_CHECKED:
             return CheckReport(size, truth)
         student, record = self.load_student(student_id)
-        checked = sorted(truth.labels)
-        teacher = Ledger(self.store).run_teacher_labels(record["run_id"], checked + self.store.ids_in_split("val"))
-        elsewhere = sorted(d for d in teacher if d not in truth.labels)
-        ids = checked + elsewhere
-        found = student.predict_proba(self._student_input(student, ids)).argmax(axis=1)
-        predicted = dict(zip(ids, (self.labels[i] for i in found), strict=True))
+        grades = grade_run_student(self.labels, truth, Ledger(self.store), record["run_id"],
+                                   self.store.ids_in_split("val"), lambda ids: [
+                                       self.labels[i] for i in
+                                       student.predict_proba(self._student_input(student, ids)).argmax(axis=1)])
         run = next(r for r in self.runs() if r.id == record["run_id"])
-        grades = grade(self.labels, truth, predicted, {d: teacher[d] for d in checked if d in teacher},
-                       [predicted[d] == teacher[d] for d in elsewhere])
         return CheckReport(size, truth, grades, record, run.config.get("teacher"))
 
     # -- browsing and triage (the terminal UI) -----------------------------------------------------------
@@ -883,5 +873,5 @@ class Project:
             teacher_calls=calls,
             teacher_errors=errors,
             runs=self.runs(),
-            check=self._check_truth().counts(len(s.ids_in_split("check"))),
+            check=check_truth(s, s.gold()).counts(len(s.ids_in_split("check"))),
         )

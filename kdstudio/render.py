@@ -26,6 +26,7 @@ from kdstudio.types import (
     SpendRow,
     Status,
     TeacherChecked,
+    narrower,
 )
 
 KIND_TITLES = {
@@ -149,22 +150,22 @@ def round_line(report: RoundReport) -> str:
             f"{'  *best (lowest val loss)' if report.best and 'val' in m else '  *best' if report.best else ''}")
 
 
-def _check_accuracy(check: dict[str, Any]) -> dict[str, Any]:
-    """The narrower of the round's two estimates of the student's accuracy on the check sample (sample, PPI)."""
-    sample, ppi = check["student_accuracy"], check.get("student_accuracy_ppi")
-    return ppi if ppi and ppi["high"] - ppi["low"] < sample["high"] - sample["low"] else sample
+def _check_accuracy(check: dict[str, Any]) -> Estimate:
+    """The narrower of a round's two estimates of its student's accuracy on the check sample (sample, PPI)."""
+    ppi = check.get("student_accuracy_ppi")
+    return narrower(Estimate(**check["student_accuracy"]), Estimate(**ppi) if ppi else None)
 
 
 def check_cell(check: dict[str, Any] | None) -> str:
     if not check:
         return "-"
     best = _check_accuracy(check)
-    return f"{best['value']:.3f} [{best['low']:.3f}, {best['high']:.3f}]"
+    return f"{best.value:.3f} [{best.low:.3f}, {best.high:.3f}]"
 
 
 def check_text(check: dict[str, Any] | None) -> str:
     """The round's student on the check sample, as a round line shows it: accuracy, its 95% interval, its truth."""
-    return f"  check acc ({_check_accuracy(check)['truth']}) {check_cell(check)}" if check else ""
+    return f"  check acc ({_check_accuracy(check).truth}) {check_cell(check)}" if check else ""
 
 
 def forecast_text(forecast: dict[str, Any] | None) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from kdstudio import teacher_check
 from kdstudio.autopilot import GainRule, forecast
-from kdstudio.check import MIN_CHECKED, CheckTruth, Grades, baseline, grade, guessing
+from kdstudio.check import CheckTruth, baseline, grade_run_student, guessing
 from kdstudio.doubt import doubt_weights, judge_labels
 from kdstudio.errors import KdError, RunFailed, TeacherFailing, TeacherGuessing
 from kdstudio.estimates import Estimate, wilson
@@ -395,25 +395,13 @@ def evaluate_student(ctx: RunContext, trained: Trained) -> dict[str, Any]:
     if judged:
         metrics["teacher_accuracy"] = float(np.mean([labelled[d].label == ctx.gold[d] for d in judged]))
         metrics["teacher_judged"] = len(judged)
-    graded = _grade_on_check(ctx, student, val)
+    # On the check sample: PPI borrows the student's agreement with the teacher's labels on the validation documents,
+    # which were drawn from the same pool and never trained on.
+    graded = grade_run_student(ctx.labels, ctx.check, ctx.ledger, ctx.run_id, val, lambda ids: [
+        ctx.labels[i] for i in student.predict_proba(ctx.features(ids)).argmax(axis=1)], seed=ctx.config.seed)
     if graded is not None:
         metrics["check"] = graded.as_dict()
     return metrics
-
-
-def _grade_on_check(ctx: RunContext, student: Student, val: list[str]) -> Grades | None:
-    """The student (and the teacher) graded on the check sample; PPI borrows the student's agreement with the
-    teacher's labels on the validation documents, which were drawn from the same pool and never trained on."""
-    checked = sorted(ctx.check.labels)
-    if len(checked) < MIN_CHECKED:
-        return None
-    teacher = ctx.ledger.run_teacher_labels(ctx.run_id, checked + val)
-    elsewhere = [d for d in val if d in teacher]
-    ids = checked + elsewhere
-    predicted = dict(zip(ids, (ctx.labels[i] for i in student.predict_proba(ctx.features(ids)).argmax(axis=1)),
-                         strict=True))
-    return grade(ctx.labels, ctx.check, predicted, {d: teacher[d] for d in checked if d in teacher},
-                 [predicted[d] == teacher[d] for d in elsewhere], seed=ctx.config.seed)
 
 
 def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutcome, batch: Batch,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from kdstudio.audit import AuditReport, Suspect
 from kdstudio.cascade import CascadeReport
-from kdstudio.check import CheckDraw, CheckReport, CheckTruth, Grades
+from kdstudio.check import CheckDraw, CheckReport, CheckTruth, Grades, narrower
 from kdstudio.config import Label, parse_labels_option, read_labels_file
 from kdstudio.engine import Engine
 from kdstudio.estimates import Estimate
@@ -78,6 +78,7 @@ __all__ = [
     "Teaching",
     "TriageItem",
     "get_plugins",
+    "narrower",
     "parse_labels_option",
     "parse_split_option",
     "read_labels_file",
