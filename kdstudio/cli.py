@@ -322,7 +322,7 @@ def _setting_option(declared: Setting) -> Any:
     if declared.type is bool:
         return click.option(*names, is_flag=True, help=f"{text}.")
     shown_default = "none" if declared.default is None else declared.default
-    metavar = spec.metavar or ("NAME" if spec.plugin else "|".join(
+    metavar = spec.metavar or ("NAME" if spec.plugin else "|".join(spec.choices) or "|".join(
         [{int: "INTEGER", float: "NUMBER"}.get(declared.type, "TEXT"), *spec.literals]))
     return click.option(*names, metavar=metavar, help=f"{text}. [default: {shown_default}]")
 
@@ -370,7 +370,15 @@ def distill(ctx: click.Context, project_dir: Path, plan: bool, yes: bool, resume
             engine_name: str, address: str | None, workers: int | None, engine_option: tuple[str, ...],
             **_settings: Any) -> None:
     """Distill the teacher into a student: select, label, train and evaluate, round after round."""
-    from kdstudio.render import budget_line, plan_view, round_line, simulated_banner, spent_line, teacher_check_lines
+    from kdstudio.render import (
+        best_reason,
+        budget_line,
+        plan_view,
+        round_line,
+        simulated_banner,
+        spent_line,
+        teacher_check_lines,
+    )
 
     def on_event(event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -417,9 +425,8 @@ def distill(ctx: click.Context, project_dir: Path, plan: bool, yes: bool, resume
     console.print(styled((f"run {result.run_id} {result.status}", "bold"), f": {result.stop_reason}"))
     console.print(spent_line(result))
     if best:
-        loss = best.metrics.get("val", {}).get("log_loss")
-        console.print(f"best student: round {best.round} (id {result.student_id})"
-                      f"{f', the lowest validation loss ({loss:.3f})' if loss is not None else ''}, "
+        reason = best_reason(best.metrics)
+        console.print(f"best student: round {best.round} (id {result.student_id}){f', {reason}' if reason else ''}, "
                       f"test accuracy {best.metrics.get('test', {}).get('accuracy', float('nan')):.3f}, "
                       f"{best.n_selected} labels (trained on {best.n_labels}), {usd(best.cost_usd)}")
     if result.simulated:
@@ -809,8 +816,9 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
         embedded = project.embed(lambda done, total: err_console.print(
             f"          {done}/{total}") if done and (done % 512 == 0 or done == total) else None)
         console.print(f"          {embedded.summary()}")
-        # A real teacher is wrong at times: the demo picks what the noisy-teacher benchmark found works with one.
-        fallible = {"selector": "noise_aware", "doubt": "cleanlab", "budget_labels": budget_labels}
+        # A real teacher is wrong at times, and which training copes best depends on the teacher and the corpus: the
+        # demo lets its own data choose (method auto), as a user's run should, rather than a benchmark's verdict.
+        fallible = {"selector": "margin", "method": "auto", "budget_labels": budget_labels}
         if llm_model:
             config = project.distill_config({"teacher": "llm", **fallible,
                                              "teacher_options": {"model": llm_model, "api_base": api_base or ""}})
@@ -818,10 +826,12 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
         else:
             config = project.distill_config({"teacher": "zeroshot", **fallible})
             teacher_text = "zero-shot teacher (MiniLM similarity to the label descriptions, offline, free)"
-        console.print(styled(("3. distill", "bold"), f" {teacher_text};\n          noise-aware selection (what the "
-                             "student is unsure of and the teacher likely right about), training that doubts the "
-                             "teacher's labels, logistic-regression student, batches of 20; test accuracy is "
-                             "measured against the corpus' own labels"))
+        console.print(styled(("3. distill", "bold"), f" {teacher_text};\n          margin selection (what the "
+                             "student is least sure of), logistic-regression student, batches of 20; how it trains "
+                             "(regularization, doubting the teacher, self-training, soft labels) chosen each round by "
+                             "the data: method auto, judged on the validation documents' gold labels (on your own "
+                             "data: a check sample people label); test accuracy is measured against the corpus' own "
+                             "labels"))
         result = project.distill(config, on_event=lambda event: console.print(
             "          " + round_line(event.report)) if isinstance(event, RoundDone) else None)
         console.print(f"          run {result.run_id} {result.status}: {result.stop_reason}; {spent_line(result)}")

@@ -64,7 +64,7 @@ def round_document(r: RoundRow) -> dict[str, Any]:
         "round": r.round, "phase": r.phase, "labels": r.bought if r.phase == "done" else None,
         "trained_on": r.n_labels, "spent_usd": r.cost_usd, "scored": r.scored,
         "val": _metrics(m, "val"), "test": _metrics(m, "test"), "teacher_accuracy": m.get("teacher_accuracy"),
-        "check": m.get("check"),
+        "check": m.get("check"), "auto": m.get("auto"),
         "best": bool(m.get("best")), "free_labels_added": m.get("free_added"), "forecast": m.get("forecast"),
     }
 

@@ -35,11 +35,15 @@ from kdstudio.steps import Components, RunContext, resolve_artifact, slice_ids
 from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.teaching import Budget, TeacherRunner
 from kdstudio.threads import sized_pools
+from kdstudio.training import replay
 from kdstudio.vector_index import VectorIndex
 
 __all__ = ["ACTIVE_RUNS", "TEACHER_SHORTCUTS", "DistillConfig", "Distiller", "Plan", "RoundReport", "RunResult",
            "Shortcut", "resolve_artifact", "resume_config", "why_stop"]
 
+METHODS = ("fixed", "auto")
+# The label doubt and the free labeller that method auto tries when the run names none.
+AUTO_DOUBT, AUTO_FREE_LABELS = "cleanlab", "self-train"
 # `val.accuracy:0.95` means the same as `val.accuracy>=0.95` and needs no quotes in a shell (unquoted, `>` would
 # send the output to a file named `=0.95`).
 TARGET = re.compile(r"^(val|test)\.(accuracy|macro_f1|weighted_f1)(?:>=|:)([0-9]*\.?[0-9]+)$")
@@ -102,6 +106,12 @@ class DistillConfig:
     stop_when_gain_below: str | None = setting(None, "budget autopilot: stop once the forecast validation-accuracy "
                                                      "gain of the next labels falls below this, e.g. 0.005/100 (per "
                                                      "100 labels) or 0.01/usd (per dollar)", metavar="GAIN/PER")
+    # "auto" chooses how each round trains (regularization, doubt, self-training, soft labels) on the labels the run
+    # trusts most; it never changes what is bought (kdstudio.method_auto).
+    method: str = setting("fixed", "fixed: train as these settings say; auto: each round's training (the student's "
+                                   "regularization, doubt, self-training, soft labels) chosen on the check sample's "
+                                   "labels and gold validation labels, else on the teacher's validation labels",
+                          choices=METHODS, form="method")
     accept_guessing_teacher: bool = setting(False, "buy labels even from a teacher that the check sample or gold "
                                                    "labels cannot tell from guessing")
     seed: int = setting(0, "the seed of every random choice of the run")
@@ -296,6 +306,10 @@ class Distiller:
             raise KdError(f"doubt judges labels with out-of-fold students, too dear for the {config.student} "
                           "student", "doubt with an embeddings student (logreg, svm, lda, ...)")
         free = get("free_labels", config.free_labels).cls(**config.free_labels_options) if config.free_labels else None
+        if config.method == "auto" and student_cls.input == "embeddings":
+            # auto decides whether to doubt and to self-train; the run's own choice of plugin, else the default ones
+            doubt = doubt or self._optional("doubt", AUTO_DOUBT)
+            free = free or self._optional("free_labels", AUTO_FREE_LABELS)
         if free is not None and student_cls.input != "embeddings":
             raise KdError(f"free_labels trains on pool documents' embeddings, which the {config.student} student "
                           "does not read", "use an embeddings student (logreg, svm, lda, ...)")
@@ -303,6 +317,11 @@ class Distiller:
                           get("selector", config.selector).cls(**config.selector_options),
                           get("selector", config.seed_selector).cls(), student_cls,  # type: ignore[arg-type]
                           doubt, free)  # type: ignore[arg-type]
+
+    def _optional(self, kind: str, name: str) -> Any:
+        """A plugin that auto may use when it is installed (it is a plugin like any other, and may be absent)."""
+        found = self.plugins.registered(kind)
+        return found[name].cls() if name in found else None
 
     @staticmethod
     def _check_generation(config: DistillConfig, teacher: Teacher) -> None:
@@ -344,8 +363,13 @@ class Distiller:
     def _check_validation(self, config: DistillConfig) -> None:
         """Stop rules and free labels that read validation accuracy are refused on a run that will have none,
         rather than silently never firing."""
+        has_val = config.val_size() != 0 and bool(self.store.ids_in_split("val"))
+        if config.method == "auto" and not has_val and not check_truth(self.store, self.store.gold()).labels:
+            raise KdError("method auto chooses on validation or check-sample labels, and this run has neither",
+                          "give val_limit above 0 (or auto) on a project with a validation split, or draw and label a "
+                          "check sample (`kdstudio check -p DIR --size 100`)")
         wanted = needs_validation(config)
-        if not wanted or (config.val_size() != 0 and self.store.ids_in_split("val")):
+        if not wanted or has_val:
             return
         why = ("val_limit 0 leaves it none" if config.val_size() == 0 else "the project has no validation split")
         fix = ("give val_limit above 0 (or auto)" if config.val_size() == 0 else
@@ -486,7 +510,8 @@ class Distiller:
         twice."""
         state = restore(ctx.run_id, self.runs.rounds(ctx.run_id))
         if state.selected:
-            state.trained = steps.train(ctx, state.selected, state.reports[-1].round)
+            last = state.reports[-1]
+            state.trained = replay(ctx, state.selected, last.round, last.metrics)
         if state.selector_state is not None:
             ctx.parts.selector.load_state_dict(state.selector_state)
         return state

@@ -109,6 +109,12 @@ def training_data(f: dict[str, Any]) -> list[str]:
                   ""]
     else:  # a student kept before kdstudio recorded what it trained on
         lines += [f"The student trained on {run.get('n_train', '?')} labels; their distribution was not recorded.", ""]
+    auto = student.get("metrics", {}).get("auto")
+    if auto:
+        measure = "agreement with the teacher" if auto["truth"] == "teacher" else "accuracy"
+        lines += [f"How it trained was chosen by the data (`method = auto`): {_md(auto['name'])}, the recipe with the "
+                  f"best {measure} ({auto['accuracy']:.3f}) on {auto['n']} documents' "
+                  f"{TRUTHS.get(auto['truth'], 'teacher labels')}, never trained on.", ""]
     return lines
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Group
 from rich.text import Text
 
+from kdstudio import method_auto
 from kdstudio.fitted_table import Col, FittedTable
 from kdstudio.money import usd
 from kdstudio.types import (
@@ -147,7 +148,26 @@ def round_line(report: RoundReport) -> str:
             f"{f'  +{report.generated} generated' if report.generated else ''}"
             f"{f'  doubted {doubted}' if (doubted := m.get('doubted')) else ''}"
             f"{f'  {free}' if (free := m.get('free_labels')) else ''}{forecast_text(m.get('forecast'))}"
-            f"{'  *best (lowest val loss)' if report.best and 'val' in m else '  *best' if report.best else ''}")
+            f"{method_auto.text(m.get('auto'))}"
+            f"{best_mark(report)}")
+
+
+def best_reason(metrics: dict[str, Any]) -> str:
+    """Why a round's student is the best, in words."""
+    auto = metrics.get("auto")
+    if auto and auto["truth"] != "teacher":
+        return f"right most often on {auto['n']} {auto['truth']} labels ({auto['accuracy']:.3f})"
+    loss = metrics.get("val", {}).get("log_loss")
+    return "" if loss is None else f"the lowest validation loss ({loss:.3f})"
+
+
+def best_mark(report: RoundReport) -> str:
+    if not report.best:
+        return ""
+    auto = report.metrics.get("auto")
+    if auto and auto["truth"] != "teacher":
+        return f"  *best (most right on {auto['truth']})"
+    return "  *best (lowest val loss)" if "val" in report.metrics else "  *best"
 
 
 def _check_accuracy(check: dict[str, Any]) -> Estimate:
@@ -214,9 +234,10 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
     options = " ".join(f"{k}={v}" for k, v in run.config.get("doubt_options", {}).items())
     doubted = f" / doubt {doubt}{f' ({options})' if options else ''}" if doubt else ""
     free_labels = f" / free labels {run.config['free_labels']}" if run.config.get("free_labels") else ""
+    auto = run.config.get("method") == "auto"
     title = (f"Run {run.id}: {run.config.get('selector')} / {run.config.get('student')} / "
-             f"{run.config.get('teacher')}{doubted}{free_labels}")
-    free = bool(run.config.get("free_labels"))
+             f"{run.config.get('teacher')}{doubted}{free_labels}{' / method auto' if auto else ''}")
+    free = bool(run.config.get("free_labels")) or auto
     autopilot = bool(run.config.get("stop_when_gain_below"))
     columns = [Col("round", True), Col("labels", True), Col("trained on", True, keep=3), Col("spent", True, keep=7),
                Col("scored", True, keep=2),
@@ -225,7 +246,8 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
                Col("check acc", True, keep=5),
                *([Col("free labels", True, keep=4)] if free else []),
                *([Col(f"forecast pt/{run.config['stop_when_gain_below'].split('/')[-1]}", True, keep=4)]
-                 if autopilot else []), Col("best", True)]
+                 if autopilot else []),
+               *([Col("auto chose (on whose labels)", keep=8)] if auto else []), Col("best", True)]
     rows = []
     for r in rounds:
         if r.phase != "done":
@@ -235,7 +257,8 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
         m = r.metrics
         teacher = m.get("teacher_accuracy")
         extra = ([f"+{m.get('free_added', 0)}"] if free else []) + (
-            [forecast_text(m.get("forecast")).split()[-2] if m.get("forecast") else "-"] if autopilot else [])
+            [forecast_text(m.get("forecast")).split()[-2] if m.get("forecast") else "-"] if autopilot else []) + (
+            [Text(method_auto.text(m.get("auto")).removeprefix("  auto: ") or "-")] if auto else [])
         rows.append([str(r.round), str(r.bought), str(r.n_labels), usd(r.cost_usd or 0), str(r.scored or 0),
                      _metric(m, "val", "accuracy"), _metric(m, "val", "macro_f1"), _metric(m, "val", "log_loss"),
                      _metric(m, "test", "accuracy"), _metric(m, "test", "macro_f1"), _metric(m, "test", "ece"),

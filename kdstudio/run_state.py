@@ -43,6 +43,8 @@ class Trained:
     free_note: str = ""  # what the free labeller added this round, and why
     free_added: int = 0  # pseudo-labels trained on this round (never stored, never counted as labels)
     composition: dict[str, Any] = field(default_factory=dict)  # training labels by source and by label
+    options: dict[str, Any] = field(default_factory=dict)  # the student's options it was trained with
+    auto: dict[str, Any] | None = None  # method = auto: the recipe chosen and its evidence (kdstudio.method_auto)
 
 
 @dataclass
@@ -68,6 +70,16 @@ class RunState:
         return {s["id"] for s in self.selected}
 
 
+def best_key(metrics: dict[str, Any], n_labels: int) -> float:
+    """What a run's best round is chosen on, lower is better: with method auto and labels it trusts (people's or
+    gold), the share of them the student gets wrong, ties going to the round with more labels; otherwise the
+    validation loss against the teacher's labels (infinite without validation labels)."""
+    auto = metrics.get("auto")
+    if auto and auto["truth"] != "teacher":
+        return 1.0 - auto["accuracy"] - n_labels * 1e-9
+    return metrics.get("val", {}).get("log_loss", math.inf)
+
+
 def restore(run_id: int, history: list[RoundRow]) -> RunState:
     """The state a run was in after its last saved step (its student aside, which is retrained from the labels)."""
     reports = [RoundReport.from_row(row) for row in history if row.phase == "done"]
@@ -80,7 +92,7 @@ def restore(run_id: int, history: list[RoundRow]) -> RunState:
         round_no=history[-1].round + (0 if pending else 1) if history else 0,
         reports=reports,
         selected=[item for row in history if row.phase == "done" for item in row.selected],
-        best_loss=min((r.metrics.get("val", {}).get("log_loss", math.inf) for r in reports), default=math.inf),
+        best_loss=min((best_key(r.metrics, r.n_labels) for r in reports), default=math.inf),
         best_round=([r.round for r in reports if r.best] or [None])[-1],
         since_best=since_best,
         pending=pending,

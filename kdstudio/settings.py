@@ -32,6 +32,7 @@ class Spec:
     aliases: tuple[str, ...] = ()
     negated: bool = False  # a setting that is true unless a --no-... flag says otherwise
     literals: tuple[str, ...] = ()  # words accepted besides the type's values (val_limit = "auto")
+    choices: tuple[str, ...] = ()  # the only values a text setting takes (method: fixed or auto)
     metavar: str | None = None
     form: str | None = None  # the Distill tab's label, where its form shows it
 
@@ -71,6 +72,8 @@ class Setting:
             value = float(value)
         if not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
             raise ConfigError(f"{self.name} = {value!r} is not {self.kind()}", self.hint())
+        if self.spec.choices and value not in self.spec.choices:
+            raise ConfigError(f"{self.name} = {value!r} is not known", self.hint())
         if wanted is float and not math.isfinite(value):
             raise ConfigError(f"{self.name} = {value!r} is not a finite number", self.hint())
         if wanted is dict:
@@ -115,6 +118,8 @@ class Setting:
     def kind(self) -> str:
         words = {int: "a whole number", float: "a number", bool: "true or false", str: "text",
                  dict: "a table of options"}[self.type]
+        if self.spec.choices:
+            return f"one of {', '.join(self.spec.choices)}"
         extra = [repr(x) for x in self.spec.literals] + (["none"] if self.optional else [])
         return f"{words}{' or ' + ' or '.join(extra) if extra else ''}"
 
@@ -132,6 +137,8 @@ class Setting:
             schema["minimum"] = self.spec.low
         if self.spec.high is not None:
             schema["maximum"] = self.spec.high
+        if self.spec.choices:
+            schema["enum"] = list(self.spec.choices)
         if self.spec.literals:
             schema = {"anyOf": [{k: v for k, v in schema.items() if k not in ("description", "default")},
                                 {"enum": list(self.spec.literals)}],

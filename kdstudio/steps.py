@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ import numpy as np
 from kdstudio import teacher_check
 from kdstudio.autopilot import GainRule, forecast
 from kdstudio.check import CheckTruth, baseline, grade_run_student, guessing
-from kdstudio.doubt import doubt_weights, judge_labels
 from kdstudio.errors import KdError, RunFailed, TeacherFailing, TeacherGuessing
 from kdstudio.estimates import Estimate, wilson
 from kdstudio.evaluation import evaluate
@@ -25,9 +23,7 @@ from kdstudio.events import EventFn, Labelled, RoundDone, SamplesGenerated, Teac
 from kdstudio.interfaces import (
     Doc,
     FreeLabeller,
-    FreeLabelTask,
     LabelDoubt,
-    LabelledSet,
     Selection,
     Selector,
     Student,
@@ -36,10 +32,11 @@ from kdstudio.interfaces import (
 )
 from kdstudio.pgkd import generation_request
 from kdstudio.pool_view import PoolView
-from kdstudio.run_state import RoundReport, RunState, Trained
+from kdstudio.run_state import RoundReport, RunState, Trained, best_key
 from kdstudio.scale import PoolScorer
 from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.teaching import Generated, TeacherRunner, TeachOutcome
+from kdstudio.training import train
 from kdstudio.uncertainty import uncertainty
 from kdstudio.vector_index import VectorIndex
 
@@ -276,99 +273,9 @@ def _embed_new(ctx: RunContext, made: Generated) -> None:
 # -- train, evaluate, keep -------------------------------------------------------------------------------------
 
 
-def train(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int) -> Trained | None:
-    """A fresh student fitted on the run's labels for the selected documents, plus human-labelled pool ones and the
-    samples the run generated up to `upto_round`; None when there is not a single label."""
-    labelled = ctx.ledger.run_labels(ctx.run_id)
-    chosen = {s["id"] for s in selected}
-    synthetic = set(ctx.ledger.run_synthetic(ctx.run_id, upto_round))
-    scores = {s["id"]: s["score"] for s in selected}
-    # Sorted: the SQL returns rows in no fixed order, and the same data in another order can train a (very
-    # slightly) different student, so that a resumed run would drift from an uninterrupted one.
-    train_ids = sorted(d for d in labelled if d in synthetic or (
-        d in ctx.pool_set and (d in chosen or labelled[d].source == "human")))
-    if not train_ids:
-        return None
-    y = np.array([ctx.label_index[labelled[d].label] for d in train_ids])
-    train_set = LabelledSet(
-        y=y,
-        confidence=np.array([np.nan if labelled[d].confidence is None else labelled[d].confidence
-                             for d in train_ids], dtype=float),
-        selection_score=np.array([np.nan if scores.get(d) is None else scores[d] for d in train_ids], dtype=float),
-        human=np.array([labelled[d].source == "human" for d in train_ids]),
-    )
-    soft = _soft_labels(ctx, labelled, train_ids, y) if ctx.config.soft_labels else None
-    weights = ctx.parts.selector.training_weights(train_set)
-    X = ctx.features(train_ids)
-    doubted = 0
-    # Out-of-fold students with fewer than about three labels a class judge nothing: doubt waits until there are.
-    if ctx.parts.doubt is not None and len(train_ids) >= max(10, 3 * len(ctx.labels)):
-        trust = _trust(ctx, X, train_set)
-        doubted = int((trust < 0.5).sum())  # held out, or counting for less than half
-        weights = trust if weights is None else weights * trust
-    free_note, n_labelled = "", len(y)
-    if ctx.parts.free_labeller is not None:
-        X, y, weights, soft, free_note = _with_free_labels(ctx, labelled, set(train_ids), X, y, weights, soft)
-    student = ctx.parts.student_cls(**ctx.config.student_options)
-    student.fit(X, y, len(ctx.labels), sample_weight=weights, soft_labels=soft)
-    # What the student learned from, by source and by label, kept with it for the model card.
-    composition = {"by_source": dict(Counter("generated" if d in synthetic else labelled[d].source for d in train_ids)),
-                   "by_label": dict(Counter(labelled[d].label for d in train_ids))}
-    return Trained(student, train_ids, labelled, doubted, free_note, len(y) - n_labelled, composition)
-
-
-def _with_free_labels(ctx: RunContext, labelled: dict[str, Any], trained_on: set[str], X: np.ndarray, y: np.ndarray,
-                      weights: np.ndarray | None, soft: np.ndarray | None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, str]:
-    """The training set plus the free labeller's pseudo-labels on the run's pool sample (unlabelled documents only),
-    and its note for the round."""
-    assert ctx.parts.free_labeller is not None
-    weight = np.ones(len(y)) if weights is None else weights
-    pool = ctx.index.vectors(ctx.free_ids)
-    pool_y = np.array([ctx.label_index[labelled[d].label] if d in trained_on else -1 for d in ctx.free_ids],
-                      dtype=np.int64)
-    val = [d for d in ctx.val_ids if d in labelled]
-    options = ctx.config.student_options
-
-    def fit(X_: np.ndarray, y_: np.ndarray, w_: np.ndarray) -> Student:
-        student = ctx.parts.student_cls(**options)
-        student.fit(X_, y_, len(ctx.labels), sample_weight=w_)
-        return student
-
-    task = FreeLabelTask(X, y, weight, len(ctx.labels), pool, pool_y, ctx.features(val),
-                         np.array([ctx.label_index[labelled[d].label] for d in val], dtype=np.int64), fit)
-    free = ctx.parts.free_labeller.pseudo_labels(task)
-    if not len(free.rows):
-        return X, y, weights, soft, free.note
-    X = np.vstack([X, pool[free.rows]])
-    if soft is not None:
-        soft = np.vstack([soft, np.eye(len(ctx.labels))[free.y]])
-    return X, np.concatenate([y, free.y]), np.concatenate([weight, free.weight]), soft, free.note
-
-
-def _trust(ctx: RunContext, X: np.ndarray, train_set: LabelledSet) -> np.ndarray:
-    """How much each label is believed: the doubt plugin's out-of-fold judgement made into weights."""
-    assert ctx.parts.doubt is not None
-    doubts, _ = judge_labels(ctx.parts.doubt, ctx.parts.student_cls, ctx.config.student_options, X, train_set.y,
-                             len(ctx.labels), train_set.confidence, seed=ctx.config.seed)
-    return doubt_weights(doubts, train_set.y, train_set.human, ctx.parts.doubt.action)
-
-
-def _soft_labels(ctx: RunContext, labelled: dict[str, Any], train_ids: list[str], y: np.ndarray) -> np.ndarray:
-    """The teacher's probabilities where it gave them; one-hot for people and for answers without them."""
-    soft = np.eye(len(ctx.labels))[y]
-    for i, d in enumerate(train_ids):
-        probs = labelled[d].probs
-        if probs and labelled[d].source == "teacher":
-            row = np.array([probs.get(label, 0.0) for label in ctx.labels])
-            if row.sum() > 0:
-                soft[i] = row / row.sum()
-    return soft
-
-
 def train_or_fail(ctx: RunContext, state: RunState, outcome: TeachOutcome, batch: Batch) -> Trained:
     started = time.perf_counter()
-    trained = train(ctx, state.selected, state.round_no)
+    trained = train(ctx, state.selected, state.round_no, [r.metrics for r in state.reports])
     if trained is None:
         if outcome.stopped:  # a budget ran out before a single training label was bought
             raise RunFailed(f"{outcome.stopped} before any training label was bought",
@@ -413,12 +320,14 @@ def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutco
         metrics["doubted"] = trained.doubted
     if trained.free_note:
         metrics["free_labels"], metrics["free_added"] = trained.free_note, trained.free_added
+    if trained.auto is not None:
+        metrics["auto"] = trained.auto
     batch.timings["eval_s"] = time.perf_counter() - started
-    loss = metrics.get("val", {}).get("log_loss", math.inf)
-    is_best = loss < state.best_loss or state.best_round is None or not ctx.val_ids
+    loss = best_key(metrics, len(trained.train_ids))
+    is_best = loss < state.best_loss or state.best_round is None or (not ctx.val_ids and "auto" not in metrics)
     if is_best:
         state.best_loss, state.best_round, state.since_best = loss, state.round_no, 0
-        keep_student(ctx, state.round_no, trained.student, metrics, len(trained.train_ids), trained.composition)
+        keep_student(ctx, state.round_no, trained, metrics)
     else:
         state.since_best += 1
     usd, calls = ctx.ledger.run_spend(ctx.run_id)
@@ -443,21 +352,21 @@ def _forecast(ctx: RunContext, state: RunState, n_labels: int, usd: float, accur
                     [r.cost_usd for r in done] + [usd], [r.metrics["val"]["accuracy"] for r in done] + [accuracy])
 
 
-def keep_student(ctx: RunContext, round_no: int, student: Student, metrics: dict[str, Any], n_train: int,
-                 composition: dict[str, Any]) -> None:
+def keep_student(ctx: RunContext, round_no: int, trained: Trained, metrics: dict[str, Any]) -> None:
     """Only the best student of a run is kept on disk; a better one replaces it."""
     drop_students(ctx.runs, ctx.students_dir.parent, ctx.run_id)
     relative = Path(ctx.students_dir.name) / f"run-{ctx.run_id}" / f"round-{round_no}"
-    student.save(ctx.students_dir.parent / relative)
+    trained.student.save(ctx.students_dir.parent / relative)
     summary: dict[str, Any] = {
         split: {m: metrics[split][m] for m in ("accuracy", "macro_f1", "log_loss") if m in metrics[split]}
         for split in ("val", "test") if split in metrics}
     if "check" in metrics:
         summary["check"] = metrics["check"]
-    summary["n_train"], summary["trained_on"] = n_train, composition
+    if trained.auto is not None:
+        summary["auto"] = {k: trained.auto[k] for k in ("name", "truth", "n", "accuracy")}
+    summary["n_train"], summary["trained_on"] = len(trained.train_ids), trained.composition
     # Stored relative to the project, so that the project can be opened from anywhere (and moved).
-    ctx.runs.save_student(ctx.run_id, round_no, ctx.config.student, ctx.config.student_options, summary,
-                          relative.as_posix())
+    ctx.runs.save_student(ctx.run_id, round_no, ctx.config.student, trained.options, summary, relative.as_posix())
 
 
 def drop_students(runs: RunLog, project_dir: Path, run_id: int) -> None:

@@ -10,6 +10,12 @@ case "${1:-}" in
     --dev) extras="[dev]" ;;
     *) echo "usage: bash scripts/bootstrap.sh [--dev]" >&2; exit 2 ;;
 esac
+# The test suite needs Label Studio, in a virtualenv of its own (scripts/labelstudio.sh): with --dev its build starts
+# now, in the background beside this set-up and the tests (pip waits on downloads for most of it), and the test that
+# needs it waits on the same lock. Detached, with every stream redirected, so that nothing waits on it here.
+if [ "$extras" = "[dev]" ] && command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1; then
+    setsid flock .venv-labelstudio.lock bash scripts/labelstudio.sh </dev/null >.venv-labelstudio.log 2>&1 &
+fi
 venv=.venv
 stamp="$venv/.kdstudio-bootstrap"
 want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)

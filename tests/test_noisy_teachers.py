@@ -65,6 +65,19 @@ def test_difficulty_noise_falls_on_hard_documents_with_informative_but_imperfect
     assert confidence[wrong].max() > np.median(confidence[~wrong])
 
 
+def test_a_weaker_confidence_signal_tells_right_from_wrong_less_and_changes_no_answer(embedded: Path):
+    from sklearn.metrics import roc_auc_score
+
+    with Project.open(embedded, read_only=True) as project:
+        gold, strong, ids = oracle_answers(project, noise=0.2, noise_mode="difficulty")
+        _, llm_like, _ = oracle_answers(project, noise=0.2, noise_mode="difficulty", confidence_signal=0.4)
+        _, blind, _ = oracle_answers(project, noise=0.2, noise_mode="difficulty", confidence_signal=0.0)
+    assert [strong[d].label for d in ids] == [llm_like[d].label for d in ids] == [blind[d].label for d in ids]
+    right = np.array([strong[d].label == gold[d] for d in ids])
+    auroc = [roc_auc_score(right, [answers[d].confidence for d in ids]) for answers in (strong, llm_like, blind)]
+    assert auroc[0] > 0.85 and 0.6 < auroc[1] < 0.82 and 0.35 < auroc[2] < 0.65, auroc
+
+
 def test_doubt_finds_planted_wrong_labels_and_never_empties_a_class():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 16))

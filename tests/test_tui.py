@@ -271,6 +271,30 @@ async def test_triage_keys_while_a_distill_worker_writes(tmp_path_factory):
         assert run.status == "cancelled" and run.config["teacher_options"] == {"delay": 0.05}
 
 
+@pytest.mark.asyncio
+async def test_the_distill_form_starts_a_run_whose_training_the_data_chooses(tmp_path_factory):
+    directory = cheap_slice(tmp_path_factory.mktemp("tui-auto") / "bbc", limit=200, seed=8)
+    toml = directory / "kdstudio.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + '\n[distill]\nteacher = "oracle"\nbudget_labels = 40\n'
+                    'teacher_options = { noise = 0.3 }\n', encoding="utf-8")
+    with Project.open(directory) as project:
+        app = KdStudioApp(project)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("f5")
+            await pilot.pause()
+            method = app.query_one("#method")
+            assert method.value == "fixed"
+            method.value = "auto"
+            await pilot.click("#start")
+            deadline = time.time() + 60
+            while time.time() < deadline and (app.query_one("#distill-pane").running or not project.runs()):
+                await pilot.pause(0.1)
+            text = " ".join(line.text.strip() for line in app.query_one("#distill-log").lines)
+        run = project.latest_run()
+        assert run.status == "finished" and run.config["method"] == "auto", text
+        assert "auto:" in text and "gold" in text, text
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_person_types_in_tmux(project_dir: Path):
     session = f"kdstudio-test-{os.getpid()}"

@@ -34,14 +34,14 @@ class Distill(Pane):
         defaults = project.distill_config()
         declared = [x for x in settings_of(DistillConfig).values() if x.spec.form]
         with Horizontal(classes="form-row"):
-            for field in (x for x in declared if x.spec.plugin):
+            for field in (x for x in declared if x.spec.plugin or x.spec.choices):
                 with Vertical(classes="field"):
                     yield Label(field.spec.form or field.name)
-                    names = sorted(project.plugins.registered(field.spec.plugin or ""))
+                    names = list(field.spec.choices) or sorted(project.plugins.registered(field.spec.plugin or ""))
                     yield Select([(Text(shown(x)), x) for x in names], value=getattr(defaults, field.name),
                                  allow_blank=False, id=field.name)
         with Horizontal(classes="form-row"):
-            for field in (x for x in declared if not x.spec.plugin):
+            for field in (x for x in declared if not (x.spec.plugin or x.spec.choices)):
                 with Vertical(classes="field narrow"):
                     yield Label(field.spec.form or field.name)
                     yield Input(text_of(getattr(defaults, field.name)), id=field.name,
@@ -61,7 +61,7 @@ class Distill(Pane):
         """The form's values, each parsed and checked by its setting's declaration, over the project's defaults."""
         flags: dict[str, Any] = {}
         for field in (x for x in settings_of(DistillConfig).values() if x.spec.form):
-            if field.spec.plugin:
+            if field.spec.plugin or field.spec.choices:
                 flags[field.name] = str(self.query_one(f"#{field.name}", Select).value)
             else:
                 flags[field.name] = field.parse(self.query_one(f"#{field.name}", Input).value)

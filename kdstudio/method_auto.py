@@ -1,0 +1,185 @@
+"""`method = auto`: how a run trains, chosen by the data rather than by kdstudio's own benchmarks.
+
+What selection buys is never changed: every recipe trains on the same labels, so choosing costs no teacher call.
+Each search fits a few training recipes (the student's regularization, training that doubts its labels, self-training,
+the teacher's soft labels) and keeps the one that is right most often on the labels the run trusts most (people's
+labels on the check sample and gold labels on the validation documents; with neither, the teacher's own validation
+labels, and then the choice only follows agreement with the teacher, said as such), where it clearly beats the run's
+own settings; otherwise the run's own settings train the round. Searching is greedy and not done
+every round: once at the first round and again each time the labels have grown by half, so that its cost grows with
+the logarithm of the budget; the rounds between train the last choice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+# The student's regularization is tried at these multiples of its own C (students with a C option only).
+C_SCALES = (0.1, 1.0, 10.0)
+# A new search once the training labels have grown by this factor since the last one.
+SEARCH_GROWTH = 1.5
+# How clearly a recipe must beat the run's own settings, in standard deviations of a sign test (one-sided, about 84%).
+EVIDENCE = 1.0
+# Runners-up a round line names (`--json` and `runs --json` have them all).
+SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way to train on a round's labels."""
+
+    c_scale: float = 1.0
+    doubt: bool = False
+    self_train: bool = False
+    soft: bool = False
+
+    @property
+    def name(self) -> str:
+        parts = [f"C x{self.c_scale:g}"] if self.c_scale != 1.0 else []
+        parts += [word for on, word in ((self.doubt, "doubt"), (self.self_train, "self-train"),
+                                        (self.soft, "soft labels")) if on]
+        return " + ".join(parts) or "plain"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        return cls(**{k: data[k] for k in ("c_scale", "doubt", "self_train", "soft") if k in data})
+
+
+@dataclass(frozen=True)
+class Referee:
+    """The labels recipes are judged on: document ids, their class indices, and whose labels they are."""
+
+    ids: list[str]
+    y: np.ndarray
+    truth: str  # "people", "gold", "people and gold" or "teacher"
+
+    @property
+    def trusted(self) -> bool:
+        return self.truth != "teacher"
+
+
+def referee(check: Mapping[str, str], check_by_people: int, gold: Mapping[str, str], val_ids: Iterable[str],
+            teacher_val: Mapping[str, str], label_index: Mapping[str, int]) -> Referee | None:
+    """The check sample's reference labels plus gold on the validation documents; else the teacher's validation
+    labels; None when the run has no labels to judge on at all."""
+    trusted = {d: lab for d, lab in check.items() if lab in label_index}
+    gold_val = {d: gold[d] for d in val_ids if d in gold and gold[d] in label_index}
+    trusted.update(gold_val)
+    if trusted:
+        people = check_by_people > 0
+        truth = "people and gold" if people and (gold_val or len(check) > check_by_people) else (
+            "people" if people else "gold")
+        labels = trusted
+    elif teacher_val:
+        truth, labels = "teacher", dict(teacher_val)
+    else:
+        return None
+    ids = sorted(labels)
+    return Referee(ids, np.array([label_index[labels[d]] for d in ids], dtype=np.int64), truth)
+
+
+@dataclass(frozen=True)
+class Judged:
+    recipe: Recipe
+    correct: int
+    log_loss: float
+    right: tuple[bool, ...] = ()  # per referee document, in the referee's order
+
+    def clearly_beats(self, other: Judged) -> bool:
+        """Paired evidence that this recipe is right more often than `other`, not luck on the referee's documents:
+        of the documents exactly one of them gets right, this one's lead is at least EVIDENCE standard deviations
+        of a fair coin's (a sign test), and at least one document."""
+        wins = sum(a and not b for a, b in zip(self.right, other.right, strict=True))
+        losses = sum(b and not a for a, b in zip(self.right, other.right, strict=True))
+        return wins - losses >= max(1.0, EVIDENCE * math.sqrt(wins + losses))
+
+
+def judge(recipe: Recipe, probs: np.ndarray, y: np.ndarray) -> Judged:
+    clipped = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    right = probs.argmax(axis=1) == y
+    return Judged(recipe, int(right.sum()), float(-np.log(clipped).mean()), tuple(bool(x) for x in right))
+
+
+def best(judged: list[Judged]) -> Judged:
+    """Right most often; among equals the lower log loss; among equals still, the one tried first (the simpler)."""
+    return min(judged, key=lambda j: (-j.correct, j.log_loss))
+
+
+def decide(tried: list[Judged], baseline: Recipe) -> Judged:
+    """The best recipe tried where it clearly beats the baseline (the run's own settings); otherwise the baseline.
+    Picking the best of several on a few dozen documents favours whichever was lucky there: without the evidence
+    test, auto ended up to 2.6 points below margin alone (docs/benchmarks.md). The baseline is the run's settings at
+    every search, not the last choice, so that a choice made on 20 labels by luck does not hold the rest of the run."""
+    kept = next(j for j in tried if j.recipe == baseline)
+    winner = best(tried)
+    return winner if winner.recipe != baseline and winner.clearly_beats(kept) else kept
+
+
+@dataclass(frozen=True)
+class Abilities:
+    """What the run can try: C only for students that have it, doubt and self-training where their plugins exist and
+    the round has enough labels, soft labels where the teacher gave probabilities."""
+
+    c: bool
+    doubt: bool
+    self_train: bool
+    soft: bool
+
+
+def search(abilities: Abilities, fit_and_judge: Callable[[Recipe], Judged], baseline: Recipe = Recipe()
+           ) -> tuple[Judged, list[Judged]]:
+    """Greedy: the regularization first, on plain training; then, at that regularization, each other choice alone
+    and doubt with self-training together; the baseline is always among them. Returns the choice (see `decide`)
+    and everything tried, in order."""
+    tried = [fit_and_judge(Recipe(scale)) for scale in (C_SCALES if abilities.c else (1.0,))]
+    scale = best(tried).recipe.c_scale
+    extras = [Recipe(scale, doubt=True)] if abilities.doubt else []
+    extras += [Recipe(scale, self_train=True)] if abilities.self_train else []
+    extras += [Recipe(scale, soft=True)] if abilities.soft else []
+    extras += [Recipe(scale, doubt=True, self_train=True)] if abilities.doubt and abilities.self_train else []
+    extras += [baseline] if baseline not in {j.recipe for j in tried} | set(extras) else []
+    tried += [fit_and_judge(r) for r in extras]
+    return decide(tried, baseline), tried
+
+
+def last_choice(previous: list[Mapping[str, Any]]) -> Recipe:
+    """The recipe the latest search chose, which the rounds until the next search train with."""
+    return Recipe.from_dict(previous[-1]["recipe"])
+
+
+def due(n_labels: int, previous: list[Mapping[str, Any]]) -> bool:
+    """Whether a search is due: at the first round, and once the labels have grown by SEARCH_GROWTH since the last.
+    `previous` holds the earlier rounds' `auto` metrics, oldest first."""
+    searches = [p for p in previous if p.get("searched")]
+    return not searches or n_labels >= SEARCH_GROWTH * searches[-1]["n_labels"]
+
+
+def record(chosen: Judged, tried: list[Judged], referee_: Referee, n_labels: int, searched: bool) -> dict[str, Any]:
+    """What a round's metrics keep of the choice: the recipe, the evidence (each recipe's accuracy on the referee's
+    labels) and whose labels those are."""
+    n = len(referee_.ids)
+    return {"recipe": chosen.recipe.as_dict(), "name": chosen.recipe.name, "truth": referee_.truth, "n": n,
+            "accuracy": chosen.correct / n, "searched": searched, "n_labels": n_labels,
+            "tried": {j.recipe.name: j.correct / n for j in tried}}
+
+
+def text(auto: Mapping[str, Any] | None) -> str:
+    """A round line's account of the choice: the recipe, its accuracy on whose labels, and the runners-up."""
+    if not auto:
+        return ""
+    measure = "agree" if auto["truth"] == "teacher" else "acc"
+    shown = f"  auto: {auto['name']} ({measure} {auto['accuracy']:.3f} on {auto['n']} {auto['truth']}"
+    others = sorted(((acc, name) for name, acc in auto.get("tried", {}).items() if name != auto["name"]),
+                    key=lambda x: -x[0])
+    if not auto.get("searched") or not others:
+        return shown + ")"
+    more = f", {len(others) - SHOWN} more" if len(others) > SHOWN else ""
+    return shown + f"; {', '.join(f'{name} {acc:.3f}' for acc, name in others[:SHOWN])}{more})"

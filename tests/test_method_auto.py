@@ -1,0 +1,203 @@
+"""method = auto (issue 28): each round's training is chosen on the labels the run trusts most, never by kdstudio's
+own benchmarks. The choice logic on recipes whose scores are known; the rest on a bbc-news slice on the test encoder,
+where gold labels on the validation documents are the referee."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cheap_slice, cli, fresh_copy
+
+from kdstudio import method_auto
+from kdstudio.loop import DistillConfig
+from kdstudio.method_auto import Abilities, Judged, Recipe
+from kdstudio.project import Project
+from kdstudio.store import Ledger
+
+# -- the choice, on recipes whose scores are known --------------------------------------------------------------
+
+
+def nested(correct: int, n: int = 50) -> tuple[bool, ...]:
+    """Right on the first `correct` of n documents: a recipe right more often is right wherever a worse one is."""
+    return (True,) * correct + (False,) * (n - correct)
+
+
+def scored(table: dict[str, tuple[int, float]]):
+    """A fit-and-judge that returns each recipe's score from `table` (by name) and logs what was tried."""
+    tried: list[str] = []
+
+    def fit_and_judge(recipe: Recipe) -> Judged:
+        tried.append(recipe.name)
+        correct, loss = table.get(recipe.name, (0, 9.0))
+        return Judged(recipe, correct, loss, nested(correct))
+
+    return fit_and_judge, tried
+
+
+def test_the_search_settles_regularization_first_then_tries_each_choice_at_it():
+    fit_and_judge, tried = scored({"plain": (40, 0.5), "C x0.1": (44, 0.6), "C x10": (39, 0.4),
+                                   "C x0.1 + doubt": (46, 0.7), "C x0.1 + self-train": (45, 0.3),
+                                   "C x0.1 + soft labels": (30, 0.3), "C x0.1 + doubt + self-train": (46, 0.6)})
+    chosen, judged = method_auto.search(Abilities(c=True, doubt=True, self_train=True, soft=True), fit_and_judge)
+    assert tried == ["C x0.1", "plain", "C x10", "C x0.1 + doubt", "C x0.1 + self-train", "C x0.1 + soft labels",
+                     "C x0.1 + doubt + self-train"]
+    # Right most often wins; between two equally right, the lower log loss.
+    assert chosen.recipe == Recipe(0.1, doubt=True, self_train=True) and len(judged) == len(tried)
+
+
+def test_equal_evidence_keeps_the_simpler_recipe_and_missing_abilities_are_not_tried():
+    fit_and_judge, tried = scored({"plain": (40, 0.5), "doubt": (40, 0.5)})
+    chosen, _ = method_auto.search(Abilities(c=False, doubt=True, self_train=False, soft=False), fit_and_judge)
+    assert tried == ["plain", "doubt"] and chosen.recipe == Recipe()
+
+
+def test_a_lead_that_luck_explains_keeps_the_runs_own_settings_and_a_clear_one_replaces_them():
+    baseline = Judged(Recipe(doubt=True), 40, 0.5, nested(40))
+    # Two more right, but the two disagree on ten documents: 6 against 4 is a coin's luck.
+    lucky = Judged(Recipe(soft=True), 42, 0.4, (True,) * 36 + (False,) * 4 + (True,) * 6 + (False,) * 4)
+    assert sum(lucky.right) == 42 and sum(a != b for a, b in zip(lucky.right, baseline.right, strict=True)) == 10
+    assert method_auto.decide([baseline, lucky], baseline.recipe) is baseline
+    clear = Judged(Recipe(0.1), 44, 0.6, nested(44))  # right on four more, wrong on none more
+    assert method_auto.decide([baseline, lucky, clear], baseline.recipe) is clear
+    # The run's own settings are tried in every search even where the greedy order would skip them.
+    fit_and_judge, tried = scored({"plain": (40, 0.5), "C x0.1": (41, 0.5), "C x10 + soft labels": (45, 0.5)})
+    chosen, _ = method_auto.search(Abilities(c=True, doubt=False, self_train=False, soft=False), fit_and_judge,
+                                   Recipe(10.0, soft=True))
+    assert tried[-1] == "C x10 + soft labels" and chosen.recipe == Recipe(10.0, soft=True)
+
+
+def test_a_search_is_due_at_the_start_and_each_time_the_labels_grow_by_half():
+    assert method_auto.due(20, [])
+    searched = {"searched": True, "n_labels": 40, "recipe": Recipe(0.1, doubt=True).as_dict()}
+    kept = {"searched": False, "n_labels": 50, "recipe": Recipe(0.1, doubt=True).as_dict()}
+    assert not method_auto.due(59, [searched, kept]) and method_auto.due(60, [searched, kept])
+    assert method_auto.last_choice([searched, kept]) == Recipe(0.1, doubt=True)
+
+
+def test_the_referee_prefers_people_and_gold_and_names_whose_labels_it_holds():
+    index = {"a": 0, "b": 1}
+    both = method_auto.referee({"c1": "a", "c2": "b"}, 1, {"v1": "b", "c2": "b"}, ["v1", "v2"], {"v1": "a", "v2": "a"},
+                               index)
+    assert both.ids == ["c1", "c2", "v1"] and both.y.tolist() == [0, 1, 1] and both.truth == "people and gold"
+    people = method_auto.referee({"c1": "a"}, 1, {}, ["v1"], {"v1": "b"}, index)
+    assert people.truth == "people" and people.trusted
+    teacher = method_auto.referee({}, 0, {}, ["v1", "v2"], {"v1": "b"}, index)
+    assert teacher.truth == "teacher" and not teacher.trusted and teacher.ids == ["v1"]
+    assert method_auto.referee({}, 0, {}, [], {}, index) is None
+
+
+def test_a_round_line_says_the_recipe_the_evidence_and_whose_labels_it_rests_on():
+    judged = [Judged(Recipe(), 40, 0.5, nested(40)), Judged(Recipe(doubt=True), 45, 0.4, nested(45))]
+    referee = method_auto.Referee([f"d{i}" for i in range(50)], np.zeros(50, dtype=np.int64), "gold")
+    shown = method_auto.text(method_auto.record(judged[1], judged, referee, 80, searched=True))
+    assert shown == "  auto: doubt (acc 0.900 on 50 gold; plain 0.800)"
+    # The best runners-up first, three at most.
+    judged += [Judged(Recipe(0.1), 30, 0.5, nested(30)), Judged(Recipe(10.0), 42, 0.5, nested(42)),
+               Judged(Recipe(soft=True), 41, 0.5, nested(41))]
+    shown = method_auto.text(method_auto.record(judged[1], judged, referee, 80, searched=True))
+    assert shown == "  auto: doubt (acc 0.900 on 50 gold; C x10 0.840, soft labels 0.820, plain 0.800, 1 more)"
+    teacher = method_auto.Referee(referee.ids, referee.y, "teacher")
+    assert "agree 0.900 on 50 teacher" in method_auto.text(method_auto.record(judged[1], judged, teacher, 80, False))
+
+
+# -- in a run, on the test encoder ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sliced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cheap_slice(tmp_path_factory.mktemp("auto") / "bbc", limit=300, seed=13)
+
+
+@pytest.fixture
+def bbc(sliced: Path, tmp_path: Path) -> Path:
+    return fresh_copy(sliced, tmp_path)
+
+
+NOISY = DistillConfig(teacher="oracle", teacher_options={"noise": 0.3}, method="auto", seed_size=20, batch=20,
+                      budget_labels=80, val_limit=40, seed=3)
+
+
+def test_a_run_chooses_on_gold_validation_labels_records_the_evidence_and_keeps_what_it_chose(bbc: Path):
+    with Project.open(bbc) as project:
+        result = project.distill(NOISY)
+        rounds = [r for r in project.rounds(result.run_id) if r.phase == "done"]
+        autos = [r.metrics["auto"] for r in rounds]
+        # Searched at the first round and when the labels had grown by half (20, 40, 60 -> searched at 20, 40, 60
+        # but not at 80, which is under 1.5 x 60).
+        assert [a["searched"] for a in autos] == [True, True, True, False], autos
+        n_val = len(project.store.ids_in_split("val"))  # 30 in this slice: all of them, under val_limit 40
+        assert all(a["truth"] == "gold" and a["n"] == n_val == 30 for a in autos), autos
+        last = None
+        for a in autos:
+            if a["searched"]:
+                # The best recipe, or the run's own settings (plain) where the best's lead was not clear.
+                assert a["accuracy"] == a["tried"][a["name"]]
+                assert a["accuracy"] == max(a["tried"].values()) or a["name"] == "plain", a
+                assert {"plain", "C x0.1", "C x10"} <= set(a["tried"])
+            else:
+                assert a["name"] == last  # between searches, the last choice
+            last = a["name"]
+        assert "doubt" in " ".join(autos[-2]["tried"])  # 60 labels: enough for doubt's out-of-fold students
+        # The kept student is the one the round chose: same options, and the same accuracy on the referee's labels.
+        student, record = project.load_student(result.student_id)
+        best = next(r for r in rounds if r.round == result.best_round)
+        chosen = Recipe.from_dict(best.metrics["auto"]["recipe"])
+        assert record["metrics"]["auto"]["name"] == chosen.name
+        gold = project.store.gold()
+        run_val = sorted(d for d in project.store.ids_in_split("val") if d in Ledger(project.store).run_labels(
+            result.run_id))
+        index = {label: i for i, label in enumerate(project.labels)}
+        vectors = project.store.vectors(project.vector_key, run_val)
+        hits = student.predict_proba(vectors).argmax(axis=1) == np.array([index[gold[d]] for d in run_val])
+        assert hits.mean() == pytest.approx(best.metrics["auto"]["accuracy"])
+
+
+def test_the_round_lines_and_the_runs_table_show_the_choice(bbc: Path):
+    run = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--teacher-option", "noise=0.3", "--method", "auto",
+              "--budget-labels", "40", "--seed-size", "20", "--batch", "20", "--val-size", "30")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("auto: ") == 2 and "on 30 gold" in run.stdout, run.stdout
+    shown = cli("runs", "-p", str(bbc), "--run", "1")
+    assert shown.returncode == 0 and "method auto" in shown.stdout and "auto chose" in shown.stdout, shown.stdout
+
+
+def test_a_resumed_auto_run_trains_what_an_unbroken_one_trains(bbc: Path, tmp_path: Path):
+    other = fresh_copy(bbc, tmp_path / "other")
+    with Project.open(bbc) as project:
+        whole = project.distill(NOISY)
+        whole_rounds = [r.metrics["auto"]["name"] for r in project.rounds(whole.run_id)]
+        whole_selected = [[s["id"] for s in r.selected] for r in project.rounds(whole.run_id)]
+    with Project.open(other) as project:
+        first = project.distill(DistillConfig(**{**NOISY.__dict__, "budget_labels": 40}))
+        resumed = project.distill(resume=first.run_id, overrides={"budget_labels": 80})
+        assert resumed.run_id == first.run_id
+        assert [r.metrics["auto"]["name"] for r in project.rounds(first.run_id)] == whole_rounds
+        assert [[s["id"] for s in r.selected] for r in project.rounds(first.run_id)] == whole_selected
+
+
+def test_auto_with_nothing_to_judge_on_is_refused_before_anything_is_bought(bbc: Path):
+    refused = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--method", "auto", "--val-size", "0",
+                  "--budget-labels", "40")
+    assert refused.returncode != 0
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "method auto" in errors[0] and "check sample" in refused.stderr, refused.stderr
+    with Project.open(bbc) as project:
+        assert project.runs() == [] or all(r.status == "failed" for r in project.runs())
+        assert Ledger(project.store).spend_report() == []
+    unknown = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--method", "smart")
+    assert unknown.returncode != 0 and "method = 'smart' is not known" in unknown.stderr
+    assert "one of fixed, auto" in unknown.stderr
+
+
+def test_the_model_card_names_the_recipe_and_whose_labels_chose_it():
+    from kdstudio.modelcard import training_data
+
+    chose = {"name": "C x0.1 + doubt", "truth": "people", "n": 80, "accuracy": 0.8625}
+    card = "\n".join(training_data({"student": {"metrics": {"auto": chose}}, "labels": []}))
+    assert "chosen by the data (`method = auto`): C x0.1 \\+ doubt" in card
+    assert "best accuracy (0.863) on 80 documents' people's labels" in card
+    by_teacher = "\n".join(training_data({"student": {"metrics": {"auto": {**chose, "truth": "teacher"}}},
+                                          "labels": []}))
+    assert "best agreement with the teacher (0.863) on 80 documents' teacher labels" in by_teacher
