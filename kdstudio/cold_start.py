@@ -22,9 +22,6 @@ class VectorsOnly:
         self.n_pool, self.n_classes = len(pool), len(labels)
         self.rng = np.random.default_rng(seed)
 
-    def pool_vectors(self) -> np.ndarray:
-        return self.pool
-
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
         return self.pool[positions]
 
@@ -35,6 +32,9 @@ class VectorsOnly:
         raise KdError("a cold start has no student to score with", "pick a selector that reads vectors only")
 
     def score_stream(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        raise KdError("a cold start has no student to score with", "pick a selector that reads vectors only")
+
+    def stream_pool(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise KdError("a cold start has no student to score with", "pick a selector that reads vectors only")
 
     def teacher_answers(self) -> TeacherAnswers:

@@ -46,7 +46,11 @@ class SelectionContext(Protocol):
         scored while the caller looks at this one; stopping early leaves the rest of the pool unscored."""
         ...
 
-    def pool_vectors(self) -> np.ndarray: ...
+    def stream_pool(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, probabilities) for every pool position, a bounded chunk at a time, in order: what a selector
+        that ranks the whole pool reads, keeping only its top candidates. There is no whole-pool matrix of vectors
+        or probabilities to ask for."""
+        ...
 
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
         """The embeddings of some pool positions only (what a streaming selector reads)."""

@@ -11,6 +11,9 @@ from kdstudio.errors import KdError
 from kdstudio.interfaces import Student, TeacherAnswers
 from kdstudio.scale import PoolScorer, features_table
 
+# Pool positions scored at once: what a streaming selector holds besides its top candidates.
+CHUNK = 65536
+
 
 class PoolView:
     """The selector's view of the unlabelled pool (positions index `ids`). With a `scorer` (an engine), scoring runs
@@ -33,7 +36,6 @@ class PoolView:
         self._labelled = labelled
         self._student = student
         self._scorer = scorer
-        self._pool_vectors: np.ndarray | None = None
         self._answers = answers or {}
 
     def _require_student(self) -> Student:
@@ -47,9 +49,18 @@ class PoolView:
         if self._scorer is not None and len(positions) == self.n_pool and self.n_pool:
             self.scored += len(positions)
             return self._scorer.score_pool(student, self.round, self.ids[positions])
-        chunks = (positions[start:start + 65536] for start in range(0, len(positions), 65536))  # bounded memory
+        chunks = (positions[start:start + CHUNK] for start in range(0, len(positions), CHUNK))  # bounded memory
         out = [probs for _, probs in self.score_stream(chunks)]
         return np.concatenate(out) if out else np.zeros((0, self.n_classes))
+
+    def stream_pool(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        everything = np.arange(self.n_pool)
+        if self._scorer is not None and self.n_pool:  # one shard job on the engine's workers, handed out in chunks
+            probs = self.score(everything)
+            for start in range(0, self.n_pool, CHUNK):
+                yield everything[start:start + CHUNK], probs[start:start + CHUNK]
+            return
+        yield from self.score_stream(everything[start:start + CHUNK] for start in range(0, self.n_pool, CHUNK))
 
     def score_stream(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         student = self._require_student()
@@ -67,12 +78,6 @@ class PoolView:
                 yield positions, features_table(ids, self._features(ids), student.input)
 
         yield from scorer.score_stream(student, self.round, with_features())
-
-    def pool_vectors(self) -> np.ndarray:
-        # Built once per round: diversity selectors ask for it more than once.
-        if self._pool_vectors is None:
-            self._pool_vectors = self._vectors(self.ids.tolist())
-        return self._pool_vectors
 
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
         return self._vectors(self.ids[np.asarray(positions)].tolist())

@@ -3,8 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdstudio.interfaces import Option, Selection, SelectionContext, Selector
-from kdstudio.uncertainty import uncertainty
-from kdstudio_plugins.selectors.uncertainty import random_selection, top_k
+from kdstudio_plugins.selectors.uncertainty import random_selection, streamed_top_k
 
 
 class ClusterMarginSelector(Selector):
@@ -21,21 +20,21 @@ class ClusterMarginSelector(Selector):
             return random_selection(context, k, "random (no student yet)")
         from sklearn.cluster import KMeans
 
-        u = uncertainty(context.score(np.arange(context.n_pool)), self.measure)
-        candidates = top_k(u, k * self.candidates_per_pick, context.rng)
+        candidates, scores = streamed_top_k(context, self.measure, min(k * self.candidates_per_pick, context.n_pool))
+        u = dict(zip(candidates.tolist(), scores.tolist(), strict=True))
         if len(candidates) <= k:
-            return Selection(candidates.tolist(), u[candidates].tolist(), context.n_pool)
-        vectors = context.pool_vectors()[candidates]
+            return Selection(candidates.tolist(), scores.tolist(), context.n_pool)
+        vectors = context.vectors_at(candidates)
         clusters = KMeans(n_clusters=k, n_init=1, random_state=int(context.rng.integers(2**31))).fit_predict(vectors)
         picks = []
         for cluster in range(k):
             members = candidates[clusters == cluster]
             if len(members):
-                picks.append(int(members[np.argmax(u[members])]))
+                picks.append(int(members[np.argmax([u[int(m)] for m in members])]))
         # Empty clusters (rare) are filled with the next most uncertain candidates.
         for position in candidates:
             if len(picks) == k:
                 break
             if int(position) not in picks:
                 picks.append(int(position))
-        return Selection(picks, u[picks].tolist(), context.n_pool, {"strategy": "cluster-margin"})
+        return Selection(picks, [u[p] for p in picks], context.n_pool, {"strategy": "cluster-margin"})

@@ -60,7 +60,7 @@ class DiversitySelector(Selector):
         sample = np.arange(context.n_pool)
         if context.n_pool > self.candidates:
             sample = np.sort(rng.choice(context.n_pool, size=self.candidates, replace=False))
-        vectors = context.pool_vectors()[sample]
+        vectors = context.vectors_at(sample)
         method = kcenter_greedy if self.method == "kcenter" else kmeanspp
         picks = method(vectors, context.labelled_vectors(), k, rng)
         return Selection(sample[picks].tolist(), [float("nan")] * len(picks), 0, {"strategy": self.method})
@@ -97,7 +97,7 @@ class TypiClustSelector(Selector):
         sample = np.arange(context.n_pool)
         if context.n_pool > self.candidates:
             sample = np.sort(rng.choice(context.n_pool, size=self.candidates, replace=False))
-        vectors = context.pool_vectors()[sample]
+        vectors = context.vectors_at(sample)
         labelled = context.labelled_vectors()
         n_clusters = min(len(vectors), len(labelled) + k)
         seed = int(rng.integers(2**31))

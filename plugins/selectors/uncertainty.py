@@ -12,15 +12,6 @@ def random_selection(context: SelectionContext, k: int, info: str = "random") ->
     return Selection(positions.tolist(), [float("nan")] * k, 0, {"strategy": info})
 
 
-def top_k(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the k highest scores, ties broken at random (argpartition, not a full sort)."""
-    k = min(k, len(scores))
-    jitter = rng.random(len(scores)) * 1e-9
-    keyed = scores + jitter
-    best = np.argpartition(-keyed, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    return best[np.argsort(-keyed[best])]
-
-
 class RandomSelector(Selector):
     """Uniform random sampling from the pool: the baseline every strategy is measured against."""
 
@@ -30,16 +21,34 @@ class RandomSelector(Selector):
         return random_selection(context, k)
 
 
+def streamed_top_k(context: SelectionContext, measure: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k most uncertain pool positions, most uncertain first, and their uncertainty, computed a chunk at a time
+    while holding only the best k. Ties are broken at random by a tiny jitter, drawn chunk by chunk from the run's
+    generator: the same numbers one draw over the whole pool gives, so the picks are those of ranking the whole pool
+    at once (tests/test_streaming_pool.py)."""
+    keyed = np.zeros(0)
+    positions = np.zeros(0, dtype=np.int64)
+    scores = np.zeros(0)
+    for chunk, probs in context.stream_pool():
+        u = uncertainty(probs, measure)
+        keyed = np.concatenate([keyed, u + context.rng.random(len(u)) * 1e-9])
+        positions = np.concatenate([positions, chunk])
+        scores = np.concatenate([scores, u])
+        if len(keyed) > k:
+            keep = np.argpartition(-keyed, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
+            keyed, positions, scores = keyed[keep], positions[keep], scores[keep]
+    order = np.argsort(-keyed)
+    return positions[order], scores[order]
+
+
 class _WholePoolUncertainty(Selector):
     measure = ""
 
     def select(self, context: SelectionContext, k: int) -> Selection:
         if not context.has_student:
             return random_selection(context, k, "random (no student yet)")
-        positions = np.arange(context.n_pool)
-        u = uncertainty(context.score(positions), self.measure)
-        best = top_k(u, k, context.rng)
-        return Selection(best.tolist(), u[best].tolist(), context.n_pool, {"strategy": self.measure})
+        best, u = streamed_top_k(context, self.measure, min(k, context.n_pool))
+        return Selection(best.tolist(), u.tolist(), context.n_pool, {"strategy": self.measure})
 
 
 class LeastConfidenceSelector(_WholePoolUncertainty):
