@@ -136,3 +136,20 @@ def test_a_version_1_ledger_is_migrated_in_place(tmp_path: Path):
     assert store.con.execute("SELECT request_hash, parsed_label, transient, attempts, purpose "
                              "FROM teacher_calls").fetchall() == [("h", "a", False, 1, "label")]
     store.close()
+
+
+def test_a_models_vectors_load_a_batch_at_a_time_into_one_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import numpy as np
+    from conftest import cheap_slice
+
+    from kdstudio.store import store as store_module
+
+    with Project.open(cheap_slice(tmp_path / "bbc", limit=60, seed=2)) as project:
+        whole_ids, whole = project.store.embedding_matrix(project.vector_key)
+        monkeypatch.setattr(store_module, "READ_BATCH", 7)  # 60 documents: nine batches, the last one short
+        ids, matrix = project.store.embedding_matrix(project.vector_key)
+        assert ids == whole_ids == sorted(ids) and len(ids) == 60 and matrix.dtype == np.float32
+        np.testing.assert_array_equal(matrix, whole)
+        np.testing.assert_array_equal(matrix, project.store.vectors(project.vector_key, ids))
+        none_ids, none = project.store.embedding_matrix("no such model")
+        assert none_ids == [] and none.shape == (0, 0)

@@ -18,6 +18,8 @@ from kdstudio.store.schema import LATEST_VERSION, MIGRATIONS
 from kdstudio.vectors import column_matrix, vectors_column
 
 DB_NAME = "kdstudio.duckdb"
+# Vectors read at a time when the whole of a model's are loaded (about 100 MB at 384 dimensions).
+READ_BATCH = 65536
 
 
 def _lock_error(path: Path, exc: duckdb.Error) -> ProjectLocked:
@@ -297,10 +299,22 @@ class Store:
             self.con.unregister("_batch")
 
     def embedding_matrix(self, model: str) -> tuple[list[str], np.ndarray]:
-        """Every stored vector of `model` as (ids, float32 matrix), read through Arrow without row loops."""
-        table = self.con.sql("SELECT doc_id, vector FROM embeddings WHERE model = ? ORDER BY doc_id",
-                             params=[model]).to_arrow_table()
-        return table.column("doc_id").to_pylist(), column_matrix(table.column("vector"))
+        """Every stored vector of `model` as (ids, float32 matrix), read through Arrow without row loops, a batch at a
+        time into one matrix allocated up front: the corpus's vectors are never held twice (a whole Arrow table and
+        the matrix made from it held them three times at the peak)."""
+        n, dim = self.con.execute("SELECT count(*), coalesce(max(len(vector)), 0) FROM embeddings WHERE model = ?",
+                                  [model]).fetchall()[0]
+        matrix = np.zeros((n, dim), dtype=np.float32)
+        ids: list[str] = []
+        relation = self.con.sql("SELECT doc_id, vector FROM embeddings WHERE model = ? ORDER BY doc_id",
+                                params=[model])
+        # to_arrow_reader is DuckDB 1.4's name for what older releases call fetch_record_batch.
+        reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
+        for batch in reader(READ_BATCH):
+            rows = column_matrix(batch.column(1))
+            matrix[len(ids):len(ids) + len(rows)] = rows
+            ids.extend(batch.column(0).to_pylist())
+        return ids, matrix
 
     def vectors(self, model: str, ids: Sequence[str]) -> np.ndarray:
         """The stored vectors of `ids`, in the order given (every id must have one)."""
