@@ -171,6 +171,13 @@ def record(chosen: Judged, tried: list[Judged], referee_: Referee, n_labels: int
             "tried": {j.recipe.name: j.correct / n for j in tried}}
 
 
+def trusted_choice(metrics: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A round's `auto` record where it was judged on people's or gold labels (what the kept round is chosen on);
+    None for a fixed run, or where only the teacher's labels judged."""
+    auto = metrics.get("auto")
+    return auto if auto and auto["truth"] != "teacher" else None
+
+
 def text(auto: Mapping[str, Any] | None) -> str:
     """A round line's account of the choice: the recipe, its accuracy on whose labels, and the runners-up."""
     if not auto:

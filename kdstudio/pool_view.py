@@ -15,6 +15,11 @@ from kdstudio.scale import PoolScorer, features_table
 CHUNK = 65536
 
 
+def chunked(positions: np.ndarray) -> Iterator[np.ndarray]:
+    """Positions CHUNK at a time: what bounds the memory of scoring many."""
+    return (positions[start:start + CHUNK] for start in range(0, len(positions), CHUNK))
+
+
 class PoolView:
     """The selector's view of the unlabelled pool (positions index `ids`). With a `scorer` (an engine), scoring runs
     on the engine's workers: the whole pool as one shard job, anything smaller as a stream of chunks."""
@@ -49,18 +54,17 @@ class PoolView:
         if self._scorer is not None and len(positions) == self.n_pool and self.n_pool:
             self.scored += len(positions)
             return self._scorer.score_pool(student, self.round, self.ids[positions])
-        chunks = (positions[start:start + CHUNK] for start in range(0, len(positions), CHUNK))  # bounded memory
-        out = [probs for _, probs in self.score_stream(chunks)]
+        out = [probs for _, probs in self.score_stream(chunked(positions))]
         return np.concatenate(out) if out else np.zeros((0, self.n_classes))
 
     def stream_pool(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         everything = np.arange(self.n_pool)
         if self._scorer is not None and self.n_pool:  # one shard job on the engine's workers, handed out in chunks
             probs = self.score(everything)
-            for start in range(0, self.n_pool, CHUNK):
-                yield everything[start:start + CHUNK], probs[start:start + CHUNK]
+            yield from ((positions, probs[positions[0]:positions[0] + len(positions)])  # views, not copies
+                        for positions in chunked(everything))
             return
-        yield from self.score_stream(everything[start:start + CHUNK] for start in range(0, self.n_pool, CHUNK))
+        yield from self.score_stream(chunked(everything))
 
     def score_stream(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         student = self._require_student()

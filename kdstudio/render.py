@@ -154,8 +154,8 @@ def round_line(report: RoundReport) -> str:
 
 def best_reason(metrics: dict[str, Any]) -> str:
     """Why a round's student is the best, in words."""
-    auto = metrics.get("auto")
-    if auto and auto["truth"] != "teacher":
+    auto = method_auto.trusted_choice(metrics)
+    if auto:
         return f"right most often on {auto['n']} {auto['truth']} labels ({auto['accuracy']:.3f})"
     loss = metrics.get("val", {}).get("log_loss")
     return "" if loss is None else f"the lowest validation loss ({loss:.3f})"
@@ -164,8 +164,8 @@ def best_reason(metrics: dict[str, Any]) -> str:
 def best_mark(report: RoundReport) -> str:
     if not report.best:
         return ""
-    auto = report.metrics.get("auto")
-    if auto and auto["truth"] != "teacher":
+    auto = method_auto.trusted_choice(report.metrics)
+    if auto:
         return f"  *best (most right on {auto['truth']})"
     return "  *best (lowest val loss)" if "val" in report.metrics else "  *best"
 

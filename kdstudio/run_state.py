@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdstudio.interfaces import Student
+from kdstudio.method_auto import trusted_choice
 from kdstudio.store import RoundRow
 
 
@@ -74,8 +75,8 @@ def best_key(metrics: dict[str, Any], n_labels: int) -> float:
     """What a run's best round is chosen on, lower is better: with method auto and labels it trusts (people's or
     gold), the share of them the student gets wrong, ties going to the round with more labels; otherwise the
     validation loss against the teacher's labels (infinite without validation labels)."""
-    auto = metrics.get("auto")
-    if auto and auto["truth"] != "teacher":
+    auto = trusted_choice(metrics)
+    if auto:
         return 1.0 - auto["accuracy"] - n_labels * 1e-9
     return metrics.get("val", {}).get("log_loss", math.inf)
 

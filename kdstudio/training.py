@@ -83,9 +83,8 @@ def replay(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int, met
     data = training_data(ctx, selected, upto_round)
     if data is None:
         return None
-    if "auto" in metrics:
-        return fit(ctx, data, Recipe.from_dict(metrics["auto"]["recipe"]))
-    return fit(ctx, data, configured(ctx.config))
+    recorded = metrics.get("auto")
+    return fit(ctx, data, Recipe.from_dict(recorded["recipe"]) if recorded else configured(ctx.config))
 
 
 def run_referee(ctx: RunContext, labelled: dict[str, Any]) -> Referee | None:
