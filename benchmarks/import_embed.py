@@ -7,8 +7,8 @@
 2. Embed bbc-news (long articles, most past the 256-token cap) and reuters-r8 (lengths vary widely) with
    all-MiniLM-L6-v2, batches in length-sorted order vs in random order: docs/s and the ratio per dataset.
 --static-million instead: N synthetic news-like documents (20-200 words drawn from bbc-news' own words) imported,
-embedded by the static tier (`kdstudio embed --encoder static`: vectors written to DuckDB), and predicted by an
-exported static student with the torch-free runtime; the time of each step.
+embedded by the static tier (`kdstudio embed --encoder static`: vectors written to the vector shards), and predicted
+by an exported static student with the torch-free runtime; the time of each step.
 """
 
 from __future__ import annotations

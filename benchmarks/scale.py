@@ -7,10 +7,17 @@ process, all cores) and on the Ray engine with 1 and 2 workers (one CPU each), s
 Ray runs as a local instance started by the engine (loopback only), as `--engine ray` without `--address` does.
 Each Ray figure includes what a user waits for: shard export, actor start-up (model load) and loading results back;
 the job time alone (from the first shard done) is printed beside it. Then the hand-off between DuckDB and Parquet
-shards on a synthetic corpus of 1,000,000 documents: shards out, vectors back in, and the vector matrix the loop
-holds in memory. JSON goes to benchmarks/out/scale.json.
+shards on a synthetic corpus of 1,000,000 documents: shards out, the workers' vectors into the vector shards, and
+every vector read back. JSON goes to benchmarks/out/scale.json.
 
     .venv/bin/python benchmarks/scale.py --skip-engines      # the hand-off alone, ~2 minutes
+
+The loop's memory at pool sizes beyond this machine's memory (issue 29): a synthetic project per size whose 384-d
+float32 vectors are written straight to the vector shards (four classes, each a direction plus noise), then
+`kdstudio distill` with the simulated teacher for 10 rounds of 20 labels per selector, in a child process whose peak
+resident memory /usr/bin/time reports. The project stays in benchmarks/out/pool-N for a second look.
+
+    .venv/bin/python benchmarks/scale.py --skip-engines --handoff-rows 0 --pool-sizes 1000000,10000000
 """
 
 from __future__ import annotations
@@ -32,17 +39,23 @@ def main() -> None:
     parser.add_argument("--shard-rows", type=int, default=64)
     parser.add_argument("--handoff-rows", type=int, default=1_000_000, help="synthetic documents; 0 skips")
     parser.add_argument("--skip-engines", action="store_true", help="measure the hand-off only")
+    parser.add_argument("--pool-sizes", default="", help="comma-separated pool sizes for the loop's memory")
+    parser.add_argument("--selectors", default="mraru,margin")
     args = parser.parse_args()
     report: dict = {}
     if not args.skip_engines:
         report.update(engines(args))
     if args.handoff_rows:
         report["handoff"] = handoff(args.handoff_rows)
+    if args.pool_sizes:
+        from pool_memory import loop_memory  # the sibling module
+
+        report["loop_memory"] = [loop_memory(int(n), args.selectors.split(",")) for n in args.pool_sizes.split(",")]
     (OUT / "scale.json").write_text(json.dumps(report, indent=2))
 
 
 def handoff(rows: int) -> dict[str, float]:
-    """DuckDB -> Parquet shards -> DuckDB at a million documents, and what holding the vectors in memory costs."""
+    """DuckDB -> Parquet shards -> vector shards at a million documents, and reading every vector back."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -79,8 +92,8 @@ def handoff(rows: int) -> dict[str, float]:
         results["matrix_gb"] = matrix.nbytes / 1e9
     results["duckdb_gb"] = (work / "p" / "kdstudio.duckdb").stat().st_size / 1e9
     print(f"hand-off at {rows:,} documents: DuckDB -> shards {results['export_rows_per_s']:,.0f} rows/s, "
-          f"vectors back {results['load_rows_per_s']:,.0f} rows/s, the loop's in-memory matrix "
-          f"{results['matrix_gb']:.2f} GB read in {results['matrix_s']:.1f} s, DuckDB file "
+          f"vectors into the vector shards {results['load_rows_per_s']:,.0f} rows/s, every vector read back "
+          f"({results['matrix_gb']:.2f} GB) in {results['matrix_s']:.1f} s, DuckDB file "
           f"{results['duckdb_gb']:.2f} GB", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     return results

@@ -109,8 +109,10 @@ class _Cli(click.Group):
             err_console.print(styled(("Error:", "bold red"), " the project database failed: ",
                                      redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)),
                               soft_wrap=True)
-            err_console.print(styled(("Fix:", "bold"), " restore kdstudio.duckdb from a backup or copy"),
-                              soft_wrap=True)
+            fix = ("free memory on this machine (a distillation lets DuckDB use 1 GB), then run the command again; "
+                   "what was done is saved" if isinstance(exc, duckdb.OutOfMemoryException) else
+                   "restore kdstudio.duckdb from a backup or copy")
+            err_console.print(styled(("Fix:", "bold"), " ", fix), soft_wrap=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             # Everything done so far is in DuckDB (a distillation records the answers in flight first).

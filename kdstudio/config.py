@@ -13,10 +13,15 @@ import tomli_w
 
 from kdstudio.errors import ConfigError
 from kdstudio.runtime import DEFER
+from kdstudio.store.vector_shards import DTYPES as VECTOR_TYPES
 
 CONFIG_NAME = "kdstudio.toml"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_ENCODER = "minilm"
+# DuckDB's share of a distillation's memory (Project.distill): the loop's own arrays grow by 9 bytes a pool document,
+# and DuckDB's joins over the corpus would otherwise take what they like (1.6 GB at the peak for 10M documents) and
+# keep it cached. 500 MB was too little for a join over 10M documents that DuckDB could not spill.
+RUN_DUCKDB_MEMORY = "1GB"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,14 @@ class EmbeddingSettings:
     max_length: int = 256
     batch_size: int = 32
     options: dict[str, Any] = field(default_factory=dict)  # the encoder's own options
+    # How the vector shards store a model's vectors, fixed when its first vector is written: float16 halves the
+    # disk and the page cache a pool needs, at about three significant digits.
+    vector_type: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.vector_type not in VECTOR_TYPES:
+            raise ConfigError(f"[embedding] vector_type {self.vector_type!r} is not one kdstudio stores",
+                              f"choose one of: {', '.join(VECTOR_TYPES)}")
 
 
 @dataclass
@@ -73,6 +86,7 @@ class ProjectConfig:
             "max_length": self.embedding.max_length,
             "batch_size": self.embedding.batch_size,
             **({"options": self.embedding.options} if self.embedding.options else {}),
+            **({"vector_type": self.embedding.vector_type} if self.embedding.vector_type != "float32" else {}),
         }}))
         if self.distill:
             parts.append(tomli_w.dumps({"distill": self.distill}))

@@ -70,9 +70,17 @@ class EmbedReport:
                 f"{self.already} already had a vector")
 
 
+# Vectors are committed every few seconds, not every encoder batch: each commit checks the batch against every vector
+# stored so far (a scan of the corpus's rows), so committing 32 at a time made embedding quadratic in the corpus.
+COMMIT_SECONDS = 5.0
+COMMIT_ROWS = 65536
+
+
 def embed_missing(store: Store, embedder: Encoder, on_progress: ProgressFn | None = None,
-                  sort_by_length: bool = True, on_build: BuildProgress | None = None) -> EmbedReport:
-    """Embed every document that lacks a vector for this encoder, one committed batch at a time."""
+                  sort_by_length: bool = True, on_build: BuildProgress | None = None,
+                  vector_type: str = "float32") -> EmbedReport:
+    """Embed every document that lacks a vector for this encoder, committed every few seconds: a kill loses at
+    most the work since the last commit, and progress is reported at each commit."""
     model = embedder.key
     missing = store.ids_missing_embedding(model)
     already = store.embedding_count(model)
@@ -85,10 +93,17 @@ def embed_missing(store: Store, embedder: Encoder, on_progress: ProgressFn | Non
     if on_progress:
         on_progress(0, total)
     step = embedder.batch_size
+    pending: list[tuple[list[str], np.ndarray]] = []
+    committed = time.perf_counter()
     for start in range(0, total, step):
         ids = missing[start:start + step]
-        vectors = embedder.encode(store.texts(ids))
-        store.save_embeddings(model, ids, vectors)
-        if on_progress:
-            on_progress(min(start + step, total), total)
+        pending.append((ids, embedder.encode(store.texts(ids))))
+        done = min(start + step, total)
+        if done == total or time.perf_counter() - committed >= COMMIT_SECONDS or \
+                sum(len(i) for i, _ in pending) >= COMMIT_ROWS:
+            store.save_embeddings(model, [d for i, _ in pending for d in i], np.concatenate([v for _, v in pending]),
+                                  vector_type)
+            pending, committed = [], time.perf_counter()
+            if on_progress:
+                on_progress(done, total)
     return EmbedReport(model, total, already, time.perf_counter() - started)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -168,7 +168,7 @@ class TeachContext:
 
     labels: list[str]
     descriptions: dict[str, str] = field(default_factory=dict)
-    gold: dict[str, str] = field(default_factory=dict)
+    gold: Mapping[str, str] = field(default_factory=dict)
     difficulty: dict[str, float] = field(default_factory=dict)
     examples: list[tuple[str, str, str]] = field(default_factory=list)
     gate: SpendGate = field(default_factory=OpenGate)

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from kdstudio.engine import BatchFn, ShardJob, column_matrix, vectors_column, worker_threads
 from kdstudio.interfaces import Encoder, Student
+from kdstudio.store.vector_shards import VectorShards
 
 
 def _threads(device: str) -> None:
@@ -56,15 +57,23 @@ class ScoreJob(ShardJob):
     student_cls: type[Student]
     directory: str
     input: str
+    vectors_dir: str = ""  # the vector shards, for batches that name rows instead of carrying vectors
     name = "score"
 
     def open(self, device: str = "cpu") -> BatchFn:
         _threads(device)
         student = self.student_cls.load(Path(self.directory))
+        shards = VectorShards.open(Path(self.vectors_dir)) if self.vectors_dir else None
+
+        def features_of(batch: pa.Table) -> Any:
+            if self.input != "embeddings":
+                return batch.column("text").to_pylist()
+            if "vector" in batch.column_names or shards is None:
+                return column_matrix(batch.column("vector"))
+            return shards.read(batch.column("row").to_numpy())
 
         def score(batch: pa.Table) -> pa.Table:
-            features: Any = column_matrix(batch.column("vector")) if self.input == "embeddings" \
-                else batch.column("text").to_pylist()
+            features = features_of(batch)
             probs = student.predict_proba(features) if batch.num_rows else np.zeros((0, 1), dtype=np.float32)
             return pa.table({"id": batch.column("id"), "probs": vectors_column(probs)})
 

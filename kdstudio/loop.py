@@ -33,6 +33,7 @@ from kdstudio.scale import PoolScorer
 from kdstudio.settings import check_table, setting, settings_of
 from kdstudio.steps import Components, RunContext, resolve_artifact, slice_ids
 from kdstudio.store import Ledger, RunLog, Store
+from kdstudio.store.gold_labels import GoldLabels
 from kdstudio.teaching import Budget, TeacherRunner
 from kdstudio.threads import sized_pools
 from kdstudio.training import replay
@@ -364,7 +365,7 @@ class Distiller:
         """Stop rules and free labels that read validation accuracy are refused on a run that will have none,
         rather than silently never firing."""
         has_val = config.val_size() != 0 and bool(self.store.ids_in_split("val"))
-        if config.method == "auto" and not has_val and not check_truth(self.store, self.store.gold()).labels:
+        if config.method == "auto" and not has_val and not check_truth(self.store, GoldLabels(self.store)).labels:
             raise KdError("method auto chooses on validation or check-sample labels, and this run has neither",
                           "give val_limit above 0 (or auto) on a project with a validation split, or draw and label a "
                           "check sample (`kdstudio check -p DIR --size 100`)")
@@ -429,14 +430,13 @@ class Distiller:
                 ctx.scorer.close()
 
     def _context(self, run_id: int, config: DistillConfig, parts: Components) -> RunContext:
-        index = VectorIndex.from_store(self.store, self.embedding_model)
-        pool_ids = self.store.ids_in_split("pool", source="imported")
-        missing = index.missing(self.store.ids_in_split("pool"))
+        missing = self.store.pool_without_vector(self.embedding_model)
         if missing:
-            raise KdError(f"{len(missing)} pool documents have no {self.embedding_model} vector",
+            raise KdError(f"{missing} pool documents have no {self.embedding_model} vector",
                           "run `kdstudio embed` first")
-        index.mark_pool(pool_ids)
-        gold = self.store.gold()
+        index = VectorIndex.from_store(self.store, self.embedding_model)
+        index.mark_pool()
+        gold = GoldLabels(self.store)
         setup_rng = np.random.default_rng([config.seed, 7919])
         val_ids = slice_ids(self.store.ids_in_split("val"), config.val_size(), setup_rng)
         test_ids = slice_ids([d for d in self.store.ids_in_split("test") if d in gold], config.test_limit, setup_rng)
@@ -449,18 +449,18 @@ class Distiller:
         if self.engine is not None:
             scorer = PoolScorer(self.engine, self.store, self.embedding_model, parts.student_cls.input,
                                 (self.work_dir or self.students_dir.parent / "work") / f"run-{run_id}")
-        free_ids = (slice_ids(pool_ids, parts.free_labeller.pool_sample, np.random.default_rng([config.seed, 6151]))
+        free_ids = (index.pool_sample(parts.free_labeller.pool_sample, np.random.default_rng([config.seed, 6151]))
                     if parts.free_labeller is not None else [])
         check = check_truth(self.store, gold)
         return RunContext(run_id, config, self.labels, parts, self.store, self.ledger, self.runs, index, runner,
-                          self.students_dir, val_ids, test_ids, gold, pool_ids, self.on_event, self.should_stop,
-                          self.encode, self.embedding_model, scorer, free_ids, check)
+                          self.students_dir, val_ids, test_ids, gold, int(index.pool.sum()), self.on_event,
+                          self.should_stop, self.encode, self.embedding_model, scorer, free_ids, check)
 
     # -- the driver ----------------------------------------------------------------------------------------------
 
     def _drive(self, ctx: RunContext, applied: tuple[str, ...]) -> RunResult:
         config = ctx.config
-        n_train = len(ctx.pool_ids) if config.budget_labels is None else min(len(ctx.pool_ids), config.budget_labels)
+        n_train = ctx.n_pool if config.budget_labels is None else min(ctx.n_pool, config.budget_labels)
         ctx.emit(RunStarted(ctx.run_id, ctx.parts.teacher.simulated, ctx.parts.teacher.model_name, asdict(config),
                             n_train, len(ctx.val_ids), applied))
         if not self.runs.rounds(ctx.run_id):  # a fresh run: said once, before its first label is bought
@@ -473,7 +473,7 @@ class Distiller:
             if state.pending is None:
                 state.stop_reason = "cancelled" if ctx.should_stop() else why_stop(
                     config, state.reports, len(state.selected), ctx.runner.budget, state.since_best,
-                    len(ctx.pool_set) - len(state.chosen))
+                    ctx.n_pool - len(state.chosen))
                 if state.stop_reason:
                     break
             batch = steps.select(ctx, state)
@@ -530,12 +530,14 @@ class Distiller:
         config.validate()
         teacher = self._components(config).teacher
         self._check_generation(config, teacher)
-        pool = self.store.ids_in_split("pool", source="imported")
-        n_train = len(pool) if config.budget_labels is None else min(config.budget_labels, len(pool))
+        n_pool = self.store.pool_size()
+        n_train = n_pool if config.budget_labels is None else min(config.budget_labels, n_pool)
         n_val = len(slice_ids(self.store.ids_in_split("val"), config.val_size(), np.random.default_rng(0)))
-        n_check = len(check_truth(self.store, self.store.gold()).labels)
+        n_check = len(check_truth(self.store, GoldLabels(self.store)).labels)
         rng = np.random.default_rng(config.seed)
-        ids = sorted(rng.choice(pool, size=min(sample, len(pool)), replace=False).tolist()) if pool else []
+        # The documents rng.choice(pool ids, ...) would draw, without listing the pool.
+        ids = self.store.pool_ids_at(np.sort(rng.choice(n_pool, size=min(sample, n_pool), replace=False))) \
+            if n_pool else []
         docs = [Doc(d, t) for d, t in zip(ids, self.store.texts(ids), strict=True)]
         context = steps.teach_context(self.ledger, teacher, config.seed, self.labels, self.descriptions, {},
                                       encode=self.encode, embedding_model=self.embedding_model,
@@ -556,11 +558,11 @@ class Distiller:
         """The teacher's own accuracy on the gold test split, asked outside the ledger (nothing is stored); None for a
         teacher that would be paid for it, or a project without gold test documents."""
         teacher = self._components(config).teacher
-        gold = self.store.gold()
+        gold = GoldLabels(self.store)
         test = [d for d in self.store.ids_in_split("test") if d in gold]
         docs = [Doc(d, t) for d, t in zip(test, self.store.texts(test), strict=True)]
         context = steps.teach_context(self.ledger, teacher, config.seed, self.labels, self.descriptions, gold,
-                                      vectors=VectorIndex.from_store(self.store, self.embedding_model).vectors,
+                                      vectors=lambda ids: self.store.vectors(self.embedding_model, ids),
                                       encode=self.encode, embedding_model=self.embedding_model)
         if not docs or teacher.estimate(docs[:20], context, len(docs)).usd > 0 or teacher.consults:
             return None

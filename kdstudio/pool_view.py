@@ -21,15 +21,19 @@ def chunked(positions: np.ndarray) -> Iterator[np.ndarray]:
 
 
 class PoolView:
-    """The selector's view of the unlabelled pool (positions index `ids`). With a `scorer` (an engine), scoring runs
-    on the engine's workers: the whole pool as one shard job, anything smaller as a stream of chunks."""
+    """The selector's view of the unlabelled pool. Position p is `keys[p]`: a document id, or (in a run) the
+    document's row in the run's index, which `features`, `vectors` (of positions' keys), `vectors_of` (of ids) and
+    `ids_of` (keys to ids) read. With a `scorer` (an engine), scoring runs on the engine's workers: the whole pool as
+    one shard job, anything smaller as a stream of chunks."""
 
-    def __init__(self, ids: np.ndarray, features: Callable[[list[str]], Any],
-                 vectors: Callable[[list[str]], np.ndarray], labelled: list[str], student: Student | None,
+    def __init__(self, keys: np.ndarray, features: Callable[[np.ndarray], Any],
+                 vectors: Callable[[np.ndarray], np.ndarray], labelled: list[str], student: Student | None,
                  labels: list[str], round: int, rng: np.random.Generator, scorer: PoolScorer | None = None,
-                 answers: dict[str, tuple[str, float | None]] | None = None) -> None:
-        self.ids = ids
-        self.n_pool = len(ids)
+                 answers: dict[str, tuple[str, float | None]] | None = None, *,
+                 vectors_of: Callable[[list[str]], np.ndarray] | None = None,
+                 ids_of: Callable[[np.ndarray], list[str]] | None = None) -> None:
+        self.keys = keys
+        self.n_pool = len(keys)
         self.n_classes = len(labels)
         self.labels = labels
         self.round = round
@@ -38,6 +42,8 @@ class PoolView:
         self.scored = 0
         self._features = features
         self._vectors = vectors
+        self._vectors_of = vectors_of or vectors
+        self._ids_of = ids_of or (lambda keys: keys.tolist())
         self._labelled = labelled
         self._student = student
         self._scorer = scorer
@@ -53,7 +59,7 @@ class PoolView:
         positions = np.asarray(positions)
         if self._scorer is not None and len(positions) == self.n_pool and self.n_pool:
             self.scored += len(positions)
-            return self._scorer.score_pool(student, self.round, self.ids[positions])
+            return self._scorer.score_pool(student, self.round, np.array(self._ids_of(self.keys[positions])))
         out = [probs for _, probs in self.score_stream(chunked(positions))]
         return np.concatenate(out) if out else np.zeros((0, self.n_classes))
 
@@ -71,28 +77,28 @@ class PoolView:
         if self._scorer is None:
             for positions in chunks:
                 self.scored += len(positions)
-                yield positions, student.predict_proba(self._features(self.ids[positions].tolist()))
+                yield positions, student.predict_proba(self._features(self.keys[positions]))
             return
         scorer = self._scorer
 
         def with_features() -> Iterator[tuple[np.ndarray, Any]]:
             for positions in chunks:
                 self.scored += len(positions)  # counted when sent: work ahead that is never used is paid too
-                ids = self.ids[positions].tolist()
-                yield positions, features_table(ids, self._features(ids), student.input)
+                keys = self.keys[positions]
+                yield positions, features_table(self._ids_of(keys), self._features(keys), student.input)
 
         yield from scorer.score_stream(student, self.round, with_features())
 
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
-        return self._vectors(self.ids[np.asarray(positions)].tolist())
+        return self._vectors(self.keys[np.asarray(positions)])
 
     def labelled_vectors(self) -> np.ndarray:
-        return self._vectors(self._labelled)
+        return self._vectors_of(self._labelled)
 
     def teacher_answers(self) -> TeacherAnswers:
         ids = sorted(self._answers)
         index = {label: i for i, label in enumerate(self.labels)}
         return TeacherAnswers(
-            self._vectors(ids) if ids else np.zeros((0, 0), dtype=np.float32),
+            self._vectors_of(ids) if ids else np.zeros((0, 0), dtype=np.float32),
             np.array([index[self._answers[d][0]] for d in ids], dtype=np.int64),
             np.array([np.nan if self._answers[d][1] is None else self._answers[d][1] for d in ids], dtype=float))

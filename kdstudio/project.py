@@ -12,7 +12,7 @@ import numpy as np
 
 from kdstudio import snapshot
 from kdstudio.check import MIN_CHECKED, CheckDraw, CheckReport, CheckTruth, check_truth, grade_run_student
-from kdstudio.config import CONFIG_NAME, EmbeddingSettings, Label, ProjectConfig, validate_labels
+from kdstudio.config import CONFIG_NAME, RUN_DUCKDB_MEMORY, EmbeddingSettings, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, StaleStudent
 from kdstudio.events import Event, EventFn, RoundDone, RunStarted
@@ -35,6 +35,7 @@ from kdstudio.store import (
     import_table,
 )
 from kdstudio.store.browse import Browse, Filters, Page
+from kdstudio.store.gold_labels import GoldLabels
 from kdstudio.store.review import Candidate, ReviewStore
 from kdstudio.threads import sized_pools
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 
 COLD_START = 50  # documents a cold-start triage queue holds: a session's worth; opening the tab again picks afresh
+COLD_START_SAMPLE = 20000  # untouched pool documents the cold start orders: diversity's own candidate sample
 
 
 @dataclass
@@ -338,8 +340,9 @@ class Project:
             from kdstudio.scale import embed_with
 
             return embed_with(engine, self.store, self.embedder, self.work_dir(engine) / "embed", on_progress,
-                              on_build)
-        return embed_missing(self.store, self.embedder, on_progress, on_build=on_build)
+                              on_build, self.config.embedding.vector_type)
+        return embed_missing(self.store, self.embedder, on_progress, on_build=on_build,
+                             vector_type=self.config.embedding.vector_type)
 
     def work_dir(self, engine: Engine) -> Path:
         """Where the shards of an engine's jobs go: the engine's shared scratch folder, or inside the project."""
@@ -355,14 +358,15 @@ class Project:
         kdstudio.loop.resume_config for what a resume applies and what it refuses). With `engine`,
         embedding and pool scoring run there; the results are the same."""
         self.check_label_set()
-        self.embed(on_embed_progress, engine=engine)  # a no-op when every document has its vector
-        distiller = self._distiller(self._publishing(on_event), should_stop, engine)
-        try:
-            if resume is not None:
-                return distiller.resume(resume, overrides)
-            return distiller.start(config or self.distill_config())
-        finally:
-            snapshot.withdraw(self.directory)  # the database is readable again
+        with self.store.memory_limit(RUN_DUCKDB_MEMORY):
+            self.embed(on_embed_progress, engine=engine)  # a no-op when every document has its vector
+            distiller = self._distiller(self._publishing(on_event), should_stop, engine)
+            try:
+                if resume is not None:
+                    return distiller.resume(resume, overrides)
+                return distiller.start(config or self.distill_config())
+            finally:
+                snapshot.withdraw(self.directory)  # the database is readable again
 
     def _publishing(self, on_event: EventFn | None) -> EventFn:
         """`on_event`, and after it a progress snapshot for other processes at the start and after each round."""
@@ -372,18 +376,20 @@ class Project:
             if on_event is not None:
                 on_event(event)
             if isinstance(event, RunStarted):
-                current.update(run_id=event.run_id, round=None)
+                # A run changes no gold label, and counting them joins the whole corpus: once per run, not per round.
+                current.update(run_id=event.run_id, round=None, gold=self.store.gold_distribution())
             elif isinstance(event, RoundDone):
                 current["round"] = event.report.round
             else:
                 return
-            self.publish_progress(current["run_id"], current["round"])
+            self.publish_progress(current["run_id"], current["round"], current["gold"])
 
         return handle
 
-    def publish_progress(self, run_id: int, round_no: int | None) -> None:
+    def publish_progress(self, run_id: int, round_no: int | None,
+                         gold_distribution: list[tuple[str, str, int]] | None = None) -> None:
         """Write the snapshot that other processes read while this one holds the database."""
-        current = self.status()
+        current = self.status(gold_distribution)
         runs = current.runs
         status = asdict(current)
         status.pop("runs")
@@ -639,7 +645,7 @@ class Project:
     def check_report(self, student_id: int | None = None) -> CheckReport:
         """The check sample, and the kept student (default: the best of the latest run) and its run's teacher graded
         on it: the sample alone, and PPI with the teacher's labels on the validation documents."""
-        truth = check_truth(self.store, self.store.gold())
+        truth = check_truth(self.store, GoldLabels(self.store))
         size = len(self.store.ids_in_split("check"))
         if not RunLog(self.store).students() or len(truth.labels) < MIN_CHECKED:
             return CheckReport(size, truth)
@@ -696,7 +702,8 @@ class Project:
     def _cold_start_queue(self, limit: int, ignored: set[str]) -> list[TriageItem]:
         from kdstudio.cold_start import diverse_order
 
-        ids = [d for d, _ in self.store.untouched_pool() if d not in ignored]
+        # A bounded sample, as diversity would take on its own: the queue never reads the whole pool's vectors.
+        ids = [d for d, _ in self.store.untouched_pool(at_most=COLD_START_SAMPLE) if d not in ignored]
         key = self.vector_key
         missing = set(self.store.ids_missing_embedding(key))
         if ids and not missing & set(ids):
@@ -743,7 +750,7 @@ class Project:
         self._check_exportable(record)
         plugin = self.plugins.get("exporter", exporter).cls()
         context = ExportContext(self.labels, self.embedder, quantize)
-        gold = self.store.gold()
+        gold = GoldLabels(self.store)
         test = [d for d in self.store.ids_in_split("test") if d in gold]
         texts = self.store.texts(test)
         step(f"the in-process student's answers on {len(test)} test documents")
@@ -768,7 +775,7 @@ class Project:
             raise KdError(f"the kept student already reads {fast_encoder} vectors",
                           "a cascade puts a faster encoder in front: embed with minilm and distill, then "
                           "`kdstudio export --cascade static`")
-        embed_missing(self.store, fast_encoder_obj, on_build=on_build)
+        embed_missing(self.store, fast_encoder_obj, on_build=on_build, vector_type=self.config.embedding.vector_type)
         train, val, y_of = self._cascade_labels(record["run_id"])
         fast_vectors = lambda ids: self.store.vectors(fast_encoder_obj.key, ids)  # noqa: E731
         run = RunLog(self.store).get(record["run_id"])
@@ -777,7 +784,7 @@ class Project:
         with sized_pools():
             fast = fit_like(self.plugins.get("student", kind).cls, options, fast_vectors(train), y_of(train),
                             len(self.labels))
-        gold = self.store.gold()
+        gold = GoldLabels(self.store)
         test = [d for d in self.store.ids_in_split("test") if d in gold]
         val_slow = slow.predict_proba(self._student_input(slow, val))
         inputs = CascadeInputs(fast, slow, ExportContext(self.labels, fast_encoder_obj),
@@ -856,8 +863,9 @@ class Project:
 
     # -- reporting -----------------------------------------------------------------------------------
 
-    def status(self) -> Status:
-        """Documents, labels, embeddings, spend and runs: what `kdstudio status` shows."""
+    def status(self, gold_distribution: list[tuple[str, str, int]] | None = None) -> Status:
+        """Documents, labels, embeddings, spend and runs: what `kdstudio status` shows (with the gold distribution
+        given, when the caller knows it has not changed)."""
         s = self.store
         usd, calls, errors = s.spend()
         return Status(
@@ -866,12 +874,12 @@ class Project:
             documents=s.documents_by_split_source(),
             labels_by_source=s.label_counts_by_source(),
             label_distribution=s.current_label_distribution(),
-            gold_distribution=s.gold_distribution(),
+            gold_distribution=s.gold_distribution() if gold_distribution is None else gold_distribution,
             embeddings=s.embedding_coverage(),
             vectors_in_use=self.vector_key,
             spend_usd=usd,
             teacher_calls=calls,
             teacher_errors=errors,
             runs=self.runs(),
-            check=check_truth(s, s.gold()).counts(len(s.ids_in_split("check"))),
+            check=check_truth(s, GoldLabels(s)).counts(len(s.ids_in_split("check"))),
         )

@@ -82,11 +82,12 @@ def read_outputs(tasks: Sequence[ShardTask], key: str, columns: Sequence[str]) -
 # -- embedding -----------------------------------------------------------------------------------------------------
 
 def embed_with(engine: Engine, store: Store, encoder: Encoder, work: Path,
-               on_progress: ProgressFn | None = None, on_build: BuildProgress | None = None) -> EmbedReport:
+               on_progress: ProgressFn | None = None, on_build: BuildProgress | None = None,
+               vector_type: str = "float32") -> EmbedReport:
     """Embed every document that lacks a vector on `engine`. Output shards that an interrupted run finished are
     loaded first, so a killed job pays only for the shards it had not finished."""
     model = encoder.key
-    recovered = load_embeddings(store, model, _readable(sorted((work / "out").glob("*.parquet")))) \
+    recovered = load_embeddings(store, model, _readable(sorted((work / "out").glob("*.parquet"))), vector_type) \
         if (work / "out").is_dir() else 0
     shutil.rmtree(work, ignore_errors=True)
     already = store.embedding_count(model)
@@ -102,7 +103,7 @@ def embed_with(engine: Engine, store: Store, encoder: Encoder, work: Path,
                        {o.name: getattr(encoder, o.name) for o in encoder.options})
         engine.map_shards(job, tasks, _progress(on_progress, total))
         read_outputs(tasks, job.key, [])  # every row came back exactly once, or this raises; DuckDB reads vectors
-        load_embeddings(store, model, [Path(t.target) for t in tasks])
+        load_embeddings(store, model, [Path(t.target) for t in tasks], vector_type)
     _clean(work, empty_parents=1)
     return EmbedReport(model, total + recovered, already - recovered, time.perf_counter() - started)
 
@@ -128,7 +129,9 @@ class PoolScorer:
             directory = self.work / f"student-{round_no}"
             shutil.rmtree(directory, ignore_errors=True)
             student.save(directory)
-            self._job = (round_no, ScoreJob(type(student), str(directory), self.student_input))
+            shards = self.store.vector_shards(self.embedding_model)
+            self._job = (round_no, ScoreJob(type(student), str(directory), self.student_input,
+                                            str(shards.directory.resolve()) if shards is not None else ""))
         return self._job[1]
 
     def score_pool(self, student: Student, round_no: int, ids: np.ndarray) -> np.ndarray:

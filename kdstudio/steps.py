@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from kdstudio.pool_view import PoolView
 from kdstudio.run_state import RoundReport, RunState, Trained, best_key
 from kdstudio.scale import PoolScorer
 from kdstudio.store import Ledger, RunLog, Store
+from kdstudio.store.gold_labels import GoldLabels
 from kdstudio.teaching import Generated, TeacherRunner, TeachOutcome
 from kdstudio.training import train
 from kdstudio.uncertainty import uncertainty
@@ -71,8 +72,8 @@ class RunContext:
     students_dir: Path
     val_ids: list[str]
     test_ids: list[str]
-    gold: dict[str, str]
-    pool_ids: list[str]  # imported pool documents: generated ones are never selected, they come with a label
+    gold: GoldLabels
+    n_pool: int  # imported pool documents: generated ones are never selected, they come with a label
     emit: EventFn
     should_stop: Callable[[], bool]
     encode: Callable[[list[str]], np.ndarray] | None = None
@@ -81,15 +82,30 @@ class RunContext:
     free_ids: list[str] = field(default_factory=list)  # the pool sample a free labeller reads, fixed for the run
     check: CheckTruth = field(default_factory=lambda: CheckTruth({}, 0, 0))  # the check sample's reference labels
     label_index: dict[str, int] = field(init=False)
-    pool_set: set[str] = field(init=False)
+    _pool_member: dict[str, bool] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.label_index = {label: i for i, label in enumerate(self.labels)}
-        self.pool_set = set(self.pool_ids)
 
     def features(self, ids: list[str]) -> Any:
         """What the student reads for these documents: their vectors, or their texts."""
         return self.index.vectors(ids) if self.parts.student_cls.input == "embeddings" else self.store.texts(ids)
+
+    def features_at(self, rows: np.ndarray) -> Any:
+        """The same for the documents at index `rows` (pool positions)."""
+        if self.parts.student_cls.input == "embeddings":
+            return self.index.vectors_at(rows)
+        return self.store.texts(self.index.ids_at(rows))
+
+    def in_pool(self, ids: Iterable[str]) -> set[str]:
+        """Those of `ids` that are imported pool documents (remembered: no document changes split during a run, and
+        asking costs a scan of the corpus)."""
+        ids = list(ids)
+        unknown = [d for d in ids if d not in self._pool_member]
+        if unknown:
+            found = self.store.in_pool(unknown)
+            self._pool_member.update((d, d in found) for d in unknown)
+        return {d for d in ids if self._pool_member[d]}
 
     def resume_fix(self) -> str:
         return (f"fix the teacher (key, model, server), then continue with `kdstudio distill --resume --run "
@@ -128,21 +144,24 @@ def select(ctx: RunContext, state: RunState) -> Batch:
         return Batch(pending.selected, pending.scored or 0, wanted=len(pending.selected))
     started = time.perf_counter()
     config, round_no = ctx.config, state.round_no
-    rows = ctx.index.free_rows(state.chosen | set(ctx.ledger.human_labelled()))
-    free = ctx.index.ids[rows]
+    free = ctx.index.free_rows(state.chosen | set(ctx.ledger.human_labelled()))
     want = config.seed_size if round_no == 0 else config.batch
     if config.budget_labels is not None:
         want = min(want, config.budget_labels - len(state.selected))
-    answers = {d: (lab.label, lab.confidence) for d, lab in state.trained.labelled.items()
-               if lab.source == "teacher" and d in ctx.index} if state.trained else {}
-    pool = PoolView(free, ctx.features, ctx.index.vectors, [s["id"] for s in state.selected],
+    answers = {}
+    if state.trained:
+        taught = {d: lab for d, lab in state.trained.labelled.items() if lab.source == "teacher"}
+        answers = {d: (taught[d].label, taught[d].confidence) for d in sorted(ctx.index.known(taught))}
+    pool = PoolView(free, ctx.features_at, ctx.index.vectors_at, [s["id"] for s in state.selected],
                     state.trained.student if state.trained else None, ctx.labels, round_no,
-                    np.random.default_rng([config.seed, round_no]), ctx.scorer, answers)
+                    np.random.default_rng([config.seed, round_no]), ctx.scorer, answers,
+                    vectors_of=ctx.index.vectors, ids_of=ctx.index.ids_at)
     chooser = ctx.parts.seed_selector if round_no == 0 else ctx.parts.selector
     # A pure PGKD run (--batch 0) buys no new documents after the seed: its data is generated.
     choice: Selection = chooser.select(pool, want) if want > 0 and len(free) else Selection([], [])
-    items = [{"id": str(free[p]), "score": None if s is None or math.isnan(s) else float(s)}
-             for p, s in zip(choice.positions, choice.scores, strict=True)]
+    picked = ctx.index.ids_at(free[np.asarray(choice.positions, dtype=np.int64)])
+    items = [{"id": d, "score": None if s is None or math.isnan(s) else float(s)}
+             for d, s in zip(picked, choice.scores, strict=True)]
     scored = max(choice.scored, pool.scored)
     if items or not want:  # an empty choice ends the run (see nothing_to_ask): there is no round to save
         ctx.runs.save_selection(ctx.run_id, round_no, chooser.name, items, scored, ctx.parts.selector.state_dict())
@@ -177,6 +196,8 @@ def teach(ctx: RunContext, state: RunState, batch: Batch) -> TeachOutcome:
         probs = state.trained.student.predict_proba(ctx.features(ids))
         difficulty = dict(zip(ids, uncertainty(probs, "entropy"), strict=True))
     docs = [Doc(d, t) for d, t in zip(ids, ctx.store.texts(ids), strict=True)]
+    if ctx.parts.teacher.simulated:
+        ctx.gold.prefetch(ids)
     ctx.emit(Teaching(state.round_no, len(docs)))
     outcome = ctx.runner.label(docs, round=state.round_no, difficulty=difficulty,
                                on_label=lambda a, r=state.round_no: ctx.emit(Labelled(r, a.doc_id)))
@@ -194,14 +215,14 @@ def check_teacher(ctx: RunContext) -> None:
         return
     rng = np.random.default_rng([ctx.config.seed, 3571])
     human = dict(ctx.ledger.human_examples())
-    ids = set(slice_ids(ctx.pool_ids, teacher_check.SAMPLE, rng))
+    ids = set(ctx.index.pool_sample(teacher_check.SAMPLE, rng))
     ids |= set(slice_ids(sorted(human), teacher_check.SAMPLE, rng))
-    ids |= set(slice_ids(sorted(ctx.gold), teacher_check.SAMPLE, rng))
+    ids |= set(ctx.gold.sample(teacher_check.SAMPLE, rng))
     chosen = sorted(ids)
     docs = [Doc(d, t) for d, t in zip(chosen, ctx.store.texts(chosen), strict=True)]
-    verdict = teacher_check.check(teacher, ctx.runner.context, ctx.labels, docs, ctx.pool_set,
+    verdict = teacher_check.check(teacher, ctx.runner.context, ctx.labels, docs, ctx.in_pool(chosen),
                                   {d: x for d, x in human.items() if d in ids},
-                                  {d: x for d, x in ctx.gold.items() if d in ids})
+                                  {d: ctx.gold[d] for d in chosen if d in ctx.gold})
     ctx.emit(TeacherChecked(teacher.model_name, tuple(verdict.found), tuple(verdict.warnings)))
     if verdict.guessing and not ctx.config.accept_guessing_teacher:
         raise TeacherGuessing(verdict.guessing, GUESSING_REFUSAL_FIX)
@@ -267,7 +288,7 @@ def _embed_new(ctx: RunContext, made: Generated) -> None:
         raise KdError("generated samples need embedding, and this run has no encoder")
     vectors = ctx.encode(ctx.store.texts(fresh))
     ctx.store.save_embeddings(ctx.embedding_model, fresh, vectors)
-    ctx.index.append(fresh, vectors)
+    ctx.index.append(ctx.store.vector_rows(ctx.embedding_model, fresh))
 
 
 # -- train, evaluate, keep -------------------------------------------------------------------------------------
@@ -389,7 +410,7 @@ def resolve_artifact(project_dir: Path, stored: str) -> Path:
 
 
 def teach_context(ledger: Ledger, teacher: Teacher, seed: int, labels: list[str], descriptions: dict[str, str],
-                  gold: dict[str, str], **embedding: Any) -> TeachContext:
+                  gold: Mapping[str, str], **embedding: Any) -> TeachContext:
     """What the teacher is told besides the documents; few-shot examples are drawn once per run, balanced over the
     classes, so that the same run always builds the same prompts (and cache keys)."""
     examples: list[tuple[str, str, str]] = []

@@ -45,8 +45,9 @@ def training_data(ctx: RunContext, selected: list[dict[str, Any]], upto_round: i
     scores = {s["id"]: s["score"] for s in selected}
     # Sorted: the SQL returns rows in no fixed order, and the same data in another order can train a (very
     # slightly) different student, so that a resumed run would drift from an uninterrupted one.
+    in_pool = ctx.in_pool(d for d in labelled if d not in synthetic)
     ids = sorted(d for d in labelled if d in synthetic or (
-        d in ctx.pool_set and (d in chosen or labelled[d].source == "human")))
+        d in in_pool and (d in chosen or labelled[d].source == "human")))
     if not ids:
         return None
     train_set = LabelledSet(

@@ -1,83 +1,141 @@
-"""The vectors a run works with: one float32 matrix, a row per document, read from DuckDB once per run."""
+"""The documents a run works with, addressed by integer row: rows follow the documents' ids in sorted order, and each
+row knows where its vector lies in the shards on disk. Neither ids nor vectors are held: a row's id and vector are
+read when asked (and remembered for the documents the run touches), so what the index holds is about 9 bytes a pool
+document (20M documents: 180 MB)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from kdstudio.errors import KdError
 from kdstudio.store import Store
 
 
-class VectorIndex:
-    """Every stored vector of one embedding model, addressed by integer row. Rows follow the documents' ids in
-    sorted order; samples generated during the run are appended (the matrix grows by doubling, so that appending
-    a round's samples never copies the whole corpus). `pool` marks the imported pool documents, the ones a
-    selector may choose from."""
+def _narrow(rows: np.ndarray) -> np.ndarray:
+    """Rows as int32 while they fit (half the memory: 80 MB at 20M documents)."""
+    return rows.astype(np.int32) if not len(rows) or rows.max() < 2**31 - 1 else rows
 
-    def __init__(self, ids: Sequence[str], matrix: np.ndarray) -> None:
-        self._n = len(ids)
-        self._ids = np.array(ids, dtype=object)
-        self._matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        self.row_of = {doc_id: row for row, doc_id in enumerate(ids)}
-        self.pool = np.zeros(self._n, dtype=bool)
+
+class VectorIndex:
+    """Every document with a vector of one embedding model. Samples generated during the run are appended. `pool`
+    marks the imported pool documents, the ones a selector may choose from."""
+
+    def __init__(self, store: Store, model: str) -> None:
+        # Its own cursor, behind a lock: teachers may read vectors from their worker threads.
+        self._store = store.cursor()
+        self._lock = threading.Lock()
+        self._model = model
+        self._shard_rows = _narrow(store.vector_rows_in_id_order(model))  # index row -> shard row
+        self._index_of = self._inverse(self._shard_rows)  # shard row -> index row, -1 where none
+        shards = store.vector_shards(model)
+        self._shards = shards
+        self.dim = shards.dim if shards is not None else 0
+        self.pool = np.zeros(len(self._shard_rows), dtype=bool)
+        # The documents the run has touched (selected, labelled, validation, test): they grow with the labels, not
+        # with the pool, and each costs a scan of the corpus's rows to resolve the first time only.
+        self._row_of: dict[str, int] = {}
+        self._id_of: dict[int, str] = {}
+
+    @staticmethod
+    def _inverse(shard_rows: np.ndarray) -> np.ndarray:
+        inverse = np.full(int(shard_rows.max()) + 1 if len(shard_rows) else 0, -1, dtype=np.int32)
+        inverse[shard_rows] = np.arange(len(shard_rows), dtype=np.int32)
+        return inverse
 
     @classmethod
     def from_store(cls, store: Store, model: str) -> VectorIndex:
-        ids, matrix = store.embedding_matrix(model)
-        return cls(ids, matrix)
+        return cls(store, model)
 
     def __len__(self) -> int:
-        return self._n
+        return len(self._shard_rows)
 
-    @property
-    def dim(self) -> int:
-        return self._matrix.shape[1] if self._matrix.ndim == 2 else 0
+    def _read(self, shard_rows: np.ndarray) -> np.ndarray:
+        if self._shards is None or not len(shard_rows):
+            return np.zeros((len(shard_rows), self.dim), dtype=np.float32)
+        return self._shards.read(shard_rows)
 
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids[:self._n]
+    def _remember(self, pairs: Iterable[tuple[str, int]]) -> None:
+        for doc_id, row in pairs:
+            self._row_of[doc_id], self._id_of[row] = row, doc_id
 
-    def __contains__(self, doc_id: str) -> bool:
-        return doc_id in self.row_of
+    def _resolve(self, ids: Iterable[str]) -> None:
+        unknown = sorted({d for d in ids if d not in self._row_of})
+        if unknown:
+            with self._lock:
+                found = self._store.vector_rows_of(self._model, unknown)
+            # A vector stored after the index was read, and never appended to it, is not the run's.
+            self._remember((d, int(self._index_of[r])) for d, r in found.items()
+                           if r < len(self._index_of) and self._index_of[r] >= 0)
 
-    def rows(self, ids: Iterable[str]) -> np.ndarray:
-        return np.fromiter((self.row_of[d] for d in ids), dtype=np.int64)
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        """Index rows of `ids` (every id must have a vector)."""
+        self._resolve(ids)
+        missing = sum(1 for d in ids if d not in self._row_of)
+        if missing:
+            raise KdError(f"{missing} documents have no {self._model} vector", "run `kdstudio embed`")
+        return np.fromiter((self._row_of[d] for d in ids), dtype=np.int64, count=len(ids))
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        return self._matrix[rows]
+    def ids_at(self, rows: np.ndarray) -> list[str]:
+        """The documents at index `rows`, in the order given."""
+        rows = np.asarray(rows, dtype=np.int64)
+        unknown = sorted({int(r) for r in rows} - self._id_of.keys())
+        if unknown:
+            with self._lock:
+                ids = self._store.vector_ids(self._model, self._shard_rows[np.array(unknown, dtype=np.int64)])
+            self._remember(zip(ids, unknown, strict=True))
+        return [self._id_of[int(r)] for r in rows]
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         if not len(ids):
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._matrix[self.rows(ids)]
+        return self.vectors_at(self.rows(ids))
+
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        return self._read(self._shard_rows[np.asarray(rows, dtype=np.int64)])
+
+    def known(self, ids: Iterable[str]) -> set[str]:
+        """Those of `ids` that have a vector."""
+        ids = list(ids)
+        self._resolve(ids)
+        return {d for d in ids if d in self._row_of}
 
     def missing(self, ids: Iterable[str]) -> list[str]:
-        return [d for d in ids if d not in self.row_of]
+        ids = list(ids)
+        known = self.known(ids)
+        return [d for d in ids if d not in known]
 
-    def mark_pool(self, ids: Iterable[str]) -> None:
-        self.pool[self.rows(ids)] = True
+    def mark_pool(self) -> None:
+        """Mark the imported pool documents (a selector's choices), read from the store."""
+        with self._lock:
+            shard_rows = self._store.pool_vector_rows(self._model)
+        self.pool[self._index_of[shard_rows]] = True
+
+    def pool_sample(self, limit: int, rng: np.random.Generator) -> list[str]:
+        """What steps.slice_ids(sorted pool ids, limit, rng) gives, without listing every pool id."""
+        rows = np.flatnonzero(self.pool)
+        if len(rows) > limit:
+            rows = rows[np.sort(rng.choice(len(rows), size=limit, replace=False))]
+        return self.ids_at(rows)
 
     def free_rows(self, taken: Iterable[str]) -> np.ndarray:
         """Pool rows, in row order, except `taken` documents (already bought, or labelled by a person)."""
         mask = self.pool.copy()
-        mask[self.rows(d for d in taken if d in self.row_of)] = False
+        mask[self.rows(list(self.known(taken)))] = False
         return np.flatnonzero(mask)
 
-    def append(self, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Add documents that are new to the index (generated samples); they are never pool rows."""
-        fresh = [i for i, d in enumerate(ids) if d not in self.row_of]
-        if not fresh:
+    def append(self, shard_rows: np.ndarray) -> None:
+        """Add documents that are new to the index (generated samples, whose vectors were just stored), in the order
+        given; they are never pool rows."""
+        shard_rows = np.asarray(shard_rows, dtype=np.int64)
+        known = shard_rows < len(self._index_of)
+        known[known] = self._index_of[shard_rows[known]] >= 0
+        fresh = shard_rows[~known]
+        fresh = fresh[np.sort(np.unique(fresh, return_index=True)[1])]
+        if not len(fresh):
             return
-        need = self._n + len(fresh)
-        if need > len(self._matrix):
-            grown = max(need, 2 * len(self._matrix))
-            self._matrix = np.concatenate([self._matrix, np.zeros((grown - len(self._matrix), vectors.shape[1]),
-                                                                  dtype=np.float32)])
-            self._ids = np.concatenate([self._ids, np.empty(grown - len(self._ids), dtype=object)])
-            self.pool = np.concatenate([self.pool, np.zeros(grown - len(self.pool), dtype=bool)])
-        for i in fresh:
-            self._matrix[self._n] = vectors[i]
-            self._ids[self._n] = ids[i]
-            self.row_of[ids[i]] = self._n
-            self._n += 1
+        self._shard_rows = _narrow(np.concatenate([self._shard_rows, fresh]))
+        self._index_of = self._inverse(self._shard_rows)
+        self.pool = np.concatenate([self.pool, np.zeros(len(fresh), dtype=bool)])

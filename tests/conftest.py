@@ -94,6 +94,33 @@ def cheap_slice(directory: Path, limit: int, seed: int, dims: int | None = None,
     return directory
 
 
+def as_before_vector_shards(directory: Path) -> None:
+    """Turn a project back into what schema 5 made: every vector in DuckDB's `embeddings` table, no shards."""
+    import duckdb
+    import pyarrow as pa
+
+    from kdstudio.store import DB_NAME, Store
+    from kdstudio.vectors import vectors_column
+
+    store = Store.open(directory / DB_NAME)
+    sets = store.con.execute("SELECT model, directory FROM vector_sets").fetchall()
+    tables = {model: store.embedding_matrix(model) for model, _ in sets}
+    store.close()
+    con = duckdb.connect(str(directory / DB_NAME))
+    con.execute("CREATE TABLE embeddings (doc_id VARCHAR NOT NULL, model VARCHAR NOT NULL, vector FLOAT[] NOT NULL, "
+                "created_at TIMESTAMP NOT NULL DEFAULT current_timestamp, PRIMARY KEY (doc_id, model))")
+    for model, (ids, matrix) in tables.items():
+        batch = pa.table({"doc_id": pa.array(ids, pa.string()), "vector": vectors_column(matrix)})
+        con.register("_old", batch)
+        con.execute("INSERT INTO embeddings (doc_id, model, vector) SELECT doc_id, ?, vector FROM _old", [model])
+        con.unregister("_old")
+    con.execute("DROP TABLE vector_rows")
+    con.execute("DROP TABLE vector_sets")
+    con.execute("DELETE FROM schema_version WHERE version >= 6")
+    con.close()
+    shutil.rmtree(directory / "vectors")
+
+
 @pytest.fixture
 def project(tmp_path: Path):
     with Project.init(tmp_path / "proj", [Label(name) for name in LABELS]) as p:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cheap_slice, cli, fresh_copy
+from conftest import as_before_vector_shards, cheap_slice, cli, fresh_copy
 from sklearn.metrics import f1_score
 
 from kdstudio.check import CheckTruth, grade
@@ -18,6 +18,7 @@ from kdstudio.estimates import bootstrap_macro_f1, macro_f1, ppi_mean, wilson
 from kdstudio.loop import DistillConfig
 from kdstudio.project import Project
 from kdstudio.store import Ledger
+from kdstudio.store import schema as schema_module
 
 # -- the estimators, on populations whose truth is known ---------------------------------------------------------
 
@@ -207,6 +208,7 @@ def test_a_teacher_no_better_than_a_guess_sells_nothing_unless_the_user_insists(
 
 
 def test_a_project_made_before_the_check_split_opens_and_takes_one(bbc: Path):
+    as_before_vector_shards(bbc)
     with Project.open(bbc) as project:
         con = project.store.con
         before = con.execute("SELECT count(*), count(DISTINCT split) FROM documents").fetchone()
@@ -218,7 +220,7 @@ def test_a_project_made_before_the_check_split_opens_and_takes_one(bbc: Path):
         con.execute("DROP TABLE documents_new")
         con.execute("CREATE UNIQUE INDEX documents_text_hash ON documents (text_hash)")
     with Project.open(bbc) as project:
-        assert project.store.schema_version() == 5
+        assert project.store.schema_version() == schema_module.LATEST_VERSION
         assert project.store.con.execute("SELECT count(*), count(DISTINCT split) FROM documents").fetchone() == before
         assert project.draw_check(10).size == 10
 

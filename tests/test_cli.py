@@ -96,10 +96,10 @@ def test_demo_runs_the_main_job_on_a_slice(tmp_path: Path):
     curve = tmp_path / "demo" / "learning-curve.png"
     assert f"learning curve drawn to {curve}" in result.stdout and curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Project.open(tmp_path / "demo", read_only=True) as project:
-        embedded = project.store.con.execute("SELECT count(*), max(created_at) FROM embeddings").fetchone()
+        embedded = project.store.con.execute("SELECT count(*), max(created_at) FROM vector_rows").fetchone()
     again = run_closed(demo, ">&-", tmp_path, columns=200)
     assert again.returncode == 0, again.stderr
     assert "Traceback" not in again.stderr and "Exception ignored" not in again.stderr, again.stderr
     with Project.open(tmp_path / "demo", read_only=True) as project:
-        assert project.store.con.execute("SELECT count(*), max(created_at) FROM embeddings").fetchone() == embedded
+        assert project.store.con.execute("SELECT count(*), max(created_at) FROM vector_rows").fetchone() == embedded
         assert [r.status for r in project.runs()] == ["finished", "finished"]

@@ -34,12 +34,11 @@ def test_embed_fills_every_vector_once_and_a_rerun_computes_nothing(bbc: Path, t
         report = project.embed(lambda done, total: seen.append((done, total)))
         assert report.embedded == project.store.document_count() == 60
         assert seen[0] == (0, 60) and seen[-1] == (60, 60)
-        rows = project.store.con.execute("SELECT doc_id, vector FROM embeddings").fetchall()
-        vectors = np.array([r[1] for r in rows], dtype=np.float32)
+        ids, vectors = project.store.embedding_matrix(project.vector_key)
         assert vectors.shape == (60, 384)
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
         # The stored vector is what the model gives for that text.
-        doc_id, vector = rows[0]
+        doc_id, vector = ids[0], vectors[0]
         model = load_sentence_transformer("all-MiniLM-L6-v2", 256)
         direct = model.encode(project.store.texts([doc_id]), normalize_embeddings=True)[0]
         np.testing.assert_allclose(vector, direct, atol=1e-4)

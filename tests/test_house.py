@@ -7,6 +7,8 @@ import ast
 import math
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,6 @@ from kdstudio.plugins import Plugins
 from kdstudio.project import Project
 from kdstudio.run_state import restore
 from kdstudio.store import RoundRow
-from kdstudio.vector_index import VectorIndex
 
 # -- layers -----------------------------------------------------------------------------------------------------
 
@@ -254,20 +255,6 @@ def test_resume_is_a_pure_function_of_the_run_log():
     assert finished.round_no == 3 and finished.pending is None and math.isclose(finished.best_loss, 0.7)
 
 
-def test_the_vector_index_keeps_one_matrix_and_appends_generated_rows():
-    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
-    index = VectorIndex(["a", "b", "c", "d"], matrix)
-    index.mark_pool(["a", "b", "c"])
-    assert index.free_rows({"b", "zzz"}).tolist() == [0, 2]
-    np.testing.assert_array_equal(index.vectors(["d", "a"]), matrix[[3, 0]])
-    for n in range(1, 40):
-        index.append([f"g{n}", "a"], np.full((2, 3), n, dtype=np.float32))  # "a" is there already: kept as it is
-    assert len(index) == 43 and index.ids[-1] == "g39"
-    np.testing.assert_array_equal(index.vectors(["g7", "a", "g39"]), [[7] * 3, [0, 1, 2], [39] * 3])
-    assert index.free_rows(set()).tolist() == [0, 1, 2]  # generated rows are never in the pool
-    assert index.vectors([]).shape == (0, 3)
-
-
 def test_a_broken_config_section_is_one_line(tmp_path: Path):
     directory = tmp_path / "p"
     assert cli("init", str(directory), "--labels", "a,b").returncode == 0
@@ -288,3 +275,18 @@ def test_the_review_table_sets_push_defaults_and_names_unknown_keys(tmp_path: Pa
     write(toml, toml.read_text(encoding="utf-8") + "belwo = 0.5\n")
     with pytest.raises(ConfigError, match=r"\[review\] has unknown settings \['belwo'\]"):
         Project.open(tmp_path / "p")
+
+
+def test_saving_and_loading_a_student_never_imports_torch(tmp_path: Path):
+    # skops walks every scikit-learn package when imported, and one of them imports torch: 0.4 GB a process.
+    script = (
+        "import sys, numpy as np\n"
+        "from kdstudio.plugins import get_plugins\n"
+        "cls = get_plugins().get('student', 'logreg').cls\n"
+        "student = cls()\n"
+        "student.fit(np.random.default_rng(0).random((30, 4)), np.arange(30) % 3, 3)\n"
+        f"student.save(__import__('pathlib').Path({str(tmp_path / 's')!r}))\n"
+        f"cls.load(__import__('pathlib').Path({str(tmp_path / 's')!r})).predict_proba(np.ones((1, 4)))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -55,7 +55,7 @@ def test_difficulty_noise_falls_on_hard_documents_with_informative_but_imperfect
         gold, answers, ids = oracle_answers(project, noise=0.2, noise_mode="difficulty")
         reference = ReferenceModel(project.labels, gold,
                                    VectorIndex.from_store(project.store, project.vector_key).vectors)
-    difficulty, _ = reference.judge(ids, [gold[d] for d in ids])
+        difficulty, _ = reference.judge(ids, [gold[d] for d in ids])  # it reads vectors from the open project
     wrong = np.array([answers[d].label != gold[d] for d in ids])
     confidence = np.array([answers[d].confidence for d in ids])
     assert 0.12 < wrong.mean() < 0.28

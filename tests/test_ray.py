@@ -105,7 +105,7 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_no_rows(cluster, corpus: d
         with Project.open(directory) as project:
             report = project.embed(engine=engine)
             ids, matrix = project.store.embedding_matrix(corpus["key"])
-            count = project.store.con.execute("SELECT count(*), count(DISTINCT doc_id) FROM embeddings").fetchone()
+            count = project.store.con.execute("SELECT count(*), count(DISTINCT doc_id) FROM vector_rows").fetchone()
     finally:
         done.set()
         watcher.join()

@@ -38,7 +38,7 @@ def make_pool(n: int = 400, k: int = 4, seed: int = 0, student: bool = True, lab
         return np.array([[position[c]] for c in chunk], dtype=float)
 
     def vecs(chunk: list[str]) -> np.ndarray:
-        return vectors[[position[c] for c in chunk]] if chunk else np.zeros((0, 16), dtype=np.float32)
+        return vectors[[position[c] for c in chunk]] if len(chunk) else np.zeros((0, 16), dtype=np.float32)
 
     pool = _Pool(ids, features, vecs, [f"l{i}" for i in range(labelled)],
                  TableStudent(probs) if student else None, [f"c{i}" for i in range(k)], 1,

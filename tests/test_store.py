@@ -15,8 +15,8 @@ from kdstudio.project import Project
 from kdstudio.store import DB_NAME, Store
 from kdstudio.store import schema as schema_module
 
-TABLES = {"documents", "gold", "labels", "teacher_calls", "embeddings", "runs", "rounds", "students", "imports",
-          "review_projects", "ignored",
+TABLES = {"documents", "gold", "labels", "teacher_calls", "vector_sets", "vector_rows", "runs", "rounds", "students",
+          "imports", "review_projects", "ignored",
           "schema_version"}
 
 

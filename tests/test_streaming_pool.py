@@ -106,3 +106,25 @@ def test_a_run_streamed_in_small_chunks_selects_what_one_in_large_chunks_selects
             run = project.distill(config)
             chosen.append([[s["id"] for s in r.selected] for r in project.rounds(run.run_id)])
     assert chosen[0] == chosen[1] and sum(map(len, chosen[0])) == 50
+
+
+@pytest.mark.parametrize("selector", ["margin", "mraru"])
+def test_no_read_of_vectors_grows_with_the_pool(selector: str, sliced: Path, tmp_path: Path, refusing,
+                                                monkeypatch: pytest.MonkeyPatch):
+    """The driver reads the vectors of what it trains and evaluates on, and the pool a chunk at a time."""
+    from kdstudio.store.vector_shards import VectorShards
+
+    reads: list[int] = []
+    whole = VectorShards.read
+
+    def read(self: VectorShards, rows: np.ndarray) -> np.ndarray:
+        reads.append(len(rows))
+        return whole(self, rows)
+
+    monkeypatch.setattr(VectorShards, "read", read)
+    with Project.open(fresh_copy(sliced, tmp_path)) as project:
+        result = project.distill(DistillConfig(teacher="oracle", selector=selector, seed_size=10, batch=10,
+                                               budget_labels=40, val_limit=20, test_limit=30))
+        assert result.status == "finished"
+        pool = len(project.store.ids_in_split("pool"))
+    assert pool > 200 and reads and max(reads) <= 40, sorted(reads)[-5:]

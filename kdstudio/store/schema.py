@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+from kdstudio.store.vector_sets import CREATE_TABLES, move_embeddings_to_shards
+
+# A step is SQL, or a function of the connection and the project's folder for what SQL cannot do.
+Step = str | Callable[[duckdb.DuckDBPyConnection, Path], None]
+
+MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (
         1,
         "initial schema",
@@ -185,6 +195,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "FROM documents_v4",
             "DROP TABLE documents_v4",
             "CREATE UNIQUE INDEX documents_text_hash ON documents (text_hash)",
+        ],
+    ),
+    (
+        6,
+        "vectors leave DuckDB for memory-mappable shards on disk; DuckDB keeps each document's row in them",
+        [
+            *CREATE_TABLES,
+            move_embeddings_to_shards,
+            "DROP TABLE embeddings",
         ],
     ),
 ]

@@ -1,5 +1,6 @@
-"""DuckDB to Parquet shards and back: the hand-off between the project's database and an engine's workers. Shards
-are written in length order, so that a worker's batches hold texts of similar length."""
+"""DuckDB to Parquet shards and back: the hand-off between the project's database and an engine's workers. Texts
+are written in length order, so that a worker's batches hold texts of similar length; vectors are not written at
+all, only the rows the workers read them from."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kdstudio.store.store import Store
+from kdstudio.store.vector_sets import READ_BATCH
+from kdstudio.vectors import column_matrix
 
 
 def _export(store: Store, sql: str, params: list[Any], directory: Path, rows_per_shard: int
@@ -29,30 +32,27 @@ def _export(store: Store, sql: str, params: list[Any], directory: Path, rows_per
 
 def export_missing_texts(store: Store, model: str, directory: Path, rows_per_shard: int) -> list[tuple[Path, int]]:
     """(id, text) of every document without a `model` vector, longest first."""
-    return _export(store, "SELECT d.id, d.text FROM documents d ANTI JOIN embeddings e ON e.doc_id = d.id "
-                          "AND e.model = ? ORDER BY length(d.text) DESC, d.id", [model], directory, rows_per_shard)
+    return _export(store, "SELECT d.id, d.text FROM documents d ANTI JOIN vector_rows v ON v.doc_id = d.id "
+                          "AND v.model = ? ORDER BY length(d.text) DESC, d.id", [model], directory, rows_per_shard)
 
 
 def export_pool(store: Store, model: str, student_input: str, directory: Path, rows_per_shard: int
                 ) -> list[tuple[Path, int]]:
-    """The imported pool documents as a student reads them: (id, vector) or (id, text)."""
+    """The imported pool documents as a student reads them: (id, row), whose vector the worker reads from the vector
+    shards where they lie, in row order so that each worker reads its rows in sequence; or (id, text)."""
     if student_input == "embeddings":
-        return _export(store, "SELECT d.id, e.vector FROM documents d JOIN embeddings e ON e.doc_id = d.id "
-                              "AND e.model = ? WHERE d.split = 'pool' AND d.source = 'imported' ORDER BY d.id",
+        return _export(store, "SELECT d.id, v.row FROM documents d JOIN vector_rows v ON v.doc_id = d.id "
+                              "AND v.model = ? WHERE d.split = 'pool' AND d.source = 'imported' ORDER BY v.row",
                        [model], directory, rows_per_shard)
     return _export(store, "SELECT id, text FROM documents WHERE split = 'pool' AND source = 'imported' "
                           "ORDER BY length(text) DESC, id", [], directory, rows_per_shard)
 
 
-def load_embeddings(store: Store, model: str, files: Sequence[Path]) -> int:
-    """Vectors from an engine's output shards, in one transaction; a document already embedded, or present twice,
-    is stored once. Returns how many were added."""
-    if not files:
-        return 0
+def load_embeddings(store: Store, model: str, files: Sequence[Path], vector_type: str = "float32") -> int:
+    """Vectors from an engine's output shards into the model's vector shards, a committed batch at a time; a
+    document already embedded, or present twice, is stored once. Returns how many were added."""
     before = store.embedding_count(model)
-    with store.transaction() as con:
-        con.execute("INSERT INTO embeddings (doc_id, model, vector) "
-                    "SELECT DISTINCT ON (o.id) o.id, ?, o.vector FROM read_parquet(?) o "
-                    "SEMI JOIN documents d ON d.id = o.id ON CONFLICT DO NOTHING",
-                    [model, [str(f) for f in files]])
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH, columns=["id", "vector"]):
+            store.save_embeddings(model, batch.column(0).to_pylist(), column_matrix(batch.column(1)), vector_type)
     return store.embedding_count(model) - before

@@ -15,11 +15,16 @@ import pyarrow as pa
 
 from kdstudio.errors import KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, SchemaError
 from kdstudio.store.schema import LATEST_VERSION, MIGRATIONS
-from kdstudio.vectors import column_matrix, vectors_column
+from kdstudio.store.vector_sets import READ_BATCH, arrow_batches, set_directory
+from kdstudio.store.vector_shards import VectorShards
 
 DB_NAME = "kdstudio.duckdb"
-# Vectors read at a time when the whole of a model's are loaded (about 100 MB at 384 dimensions).
-READ_BATCH = 65536
+
+
+def _numbered(column: str, values: Sequence[Any] | np.ndarray) -> pa.Table:
+    """`values` (ids, or an integer array) as a table (column, pos): what a query joins to keep the order given."""
+    array = pa.array(values) if isinstance(values, np.ndarray) else pa.array(list(values), pa.string())
+    return pa.table({column: array, "pos": pa.array(np.arange(len(values), dtype=np.int64))})
 
 
 def _lock_error(path: Path, exc: duckdb.Error) -> ProjectLocked:
@@ -142,7 +147,10 @@ class Store:
                 continue
             with self.transaction():
                 for statement in statements:
-                    self.con.execute(statement)
+                    if callable(statement):
+                        statement(self.con, self.path.parent)
+                    else:
+                        self.con.execute(statement)
                 self.con.execute("INSERT INTO schema_version (version, description) VALUES (?, ?)",
                                  [version, description])
             applied.append(version)
@@ -169,6 +177,17 @@ class Store:
             raise
         self._open_transactions = 0
         self.con.execute("COMMIT")
+
+    @contextmanager
+    def memory_limit(self, limit: str) -> Iterator[None]:
+        """DuckDB's memory bounded to `limit` inside the `with` (it spills joins and sorts to disk beyond it): by
+        default it may take 80% of the machine, and keeps what it read cached up to that. kdstudio sets it nowhere
+        else, so the default comes back after."""
+        self.con.execute(f"SET memory_limit = '{limit}'")
+        try:
+            yield
+        finally:
+            self.con.execute("RESET memory_limit")
 
     def table_names(self) -> list[str]:
         rows = self.con.execute(
@@ -204,11 +223,12 @@ class Store:
                                 _ids=table)
         return [r[0] for r in rows]
 
-    def _query_with(self, sql: str, **tables: pa.Table) -> list[tuple[Any, ...]]:
+    def _query_with(self, sql: str, params: list[Any] | None = None, **tables: pa.Table) -> list[tuple[Any, ...]]:
+        """`sql` run with Arrow `tables` visible to it under their names."""
         for name, table in tables.items():
             self.con.register(name, table)
         try:
-            return self.con.execute(sql).fetchall()
+            return self.con.execute(sql, params).fetchall()
         finally:
             for name in tables:
                 self.con.unregister(name)
@@ -228,14 +248,16 @@ class Store:
             "SELECT id FROM documents WHERE split = ? AND (? IS NULL OR source = ?) ORDER BY id",
             [split, source, source]).fetchall()]
 
-    def untouched_pool(self) -> list[tuple[str, str | None]]:
+    def untouched_pool(self, at_most: int | None = None) -> list[tuple[str, str | None]]:
         """(id, gold label or None) of the imported pool documents nothing has labelled or asked a teacher about: the
-        ones that can move to another split without changing what any run trained on."""
-        return self.con.execute(
+        ones that can move to another split without changing what any run trained on. With `at_most`, a fixed
+        sample of that many (by a hash of the id), still in id order."""
+        sample = "" if at_most is None else f"ORDER BY hash(d.id) LIMIT {int(at_most)}"
+        return sorted(self.con.execute(
             "SELECT d.id, g.label FROM documents d LEFT JOIN gold g ON g.doc_id = d.id "
             "WHERE d.split = 'pool' AND d.source = 'imported' "
             "AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.doc_id = d.id) "
-            "AND NOT EXISTS (SELECT 1 FROM teacher_calls c WHERE c.doc_id = d.id) ORDER BY d.id").fetchall()
+            f"AND NOT EXISTS (SELECT 1 FROM teacher_calls c WHERE c.doc_id = d.id) {sample}").fetchall())
 
     def move_to_split(self, ids: Sequence[str], split: str) -> None:
         with self.transaction() as con:
@@ -247,6 +269,30 @@ class Store:
             return dict(self.con.execute("SELECT doc_id, label FROM gold").fetchall())
         return dict(self.con.execute("SELECT doc_id, label FROM gold WHERE doc_id IN (SELECT unnest(?))",
                                      [list(ids)]).fetchall())
+
+    def in_pool(self, ids: Sequence[str]) -> set[str]:
+        """Those of `ids` that are imported pool documents."""
+        return {r[0] for r in self._query_with(
+            "SELECT t.id FROM _ids t SEMI JOIN documents d ON d.id = t.id AND d.split = 'pool' "
+            "AND d.source = 'imported'", _ids=_numbered("id", ids))}
+
+    def _ids_at(self, ordered: str, positions: np.ndarray) -> list[str]:
+        """The ids at `positions` of a query's id order (`ordered` selects `id`), in the order given."""
+        return [r[0] for r in self._query_with(
+            f"SELECT o.id FROM _positions p JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n "
+            f"FROM ({ordered})) o ON o.n = p.n ORDER BY p.pos", _positions=_numbered("n", positions))]
+
+    def gold_ids_at(self, positions: np.ndarray) -> list[str]:
+        """The gold documents at `positions` of their id order, in the order given."""
+        return self._ids_at("SELECT doc_id AS id FROM gold", positions)
+
+    def pool_ids_at(self, positions: np.ndarray) -> list[str]:
+        """The imported pool documents at `positions` of their id order, in the order given."""
+        return self._ids_at("SELECT id FROM documents WHERE split = 'pool' AND source = 'imported'", positions)
+
+    def pool_size(self) -> int:
+        return int(self.con.execute("SELECT count(*) FROM documents WHERE split = 'pool' AND source = 'imported'"
+                                    ).fetchall()[0][0])
 
     # -- labels --------------------------------------------------------------------------------------
 
@@ -273,61 +319,117 @@ class Store:
     def ids_missing_embedding(self, model: str) -> list[str]:
         """Documents without a vector for `model`, longest first, so batches hold texts of similar length."""
         rows = self.con.execute(
-            "SELECT d.id FROM documents d ANTI JOIN embeddings e ON e.doc_id = d.id AND e.model = ? "
+            "SELECT d.id FROM documents d ANTI JOIN vector_rows v ON v.doc_id = d.id AND v.model = ? "
             "ORDER BY length(d.text) DESC, d.id",
             [model],
         ).fetchall()
         return [r[0] for r in rows]
 
-    def save_embeddings(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Write one batch in one transaction: a kill loses at most the batch in flight."""
-        table = pa.table(
-            {
-                "doc_id": pa.array(list(ids), pa.string()),
-                "vector": vectors_column(vectors),
-            }
-        )
-        self.con.register("_batch", table)
+    def vector_shards(self, model: str) -> VectorShards | None:
+        """The shards holding `model`'s vectors, or None before its first vector."""
+        found = self.con.execute("SELECT directory FROM vector_sets WHERE model = ?", [model]).fetchall()
+        return VectorShards.open(self.path.parent / found[0][0]) if found else None
+
+    def save_embeddings(self, model: str, ids: Sequence[str], vectors: np.ndarray,
+                        vector_type: str = "float32") -> None:
+        """Append one batch to the model's shards and record its rows in one transaction: a kill loses at most the
+        batch in flight. A document that already has a vector, or comes twice, keeps its first. `vector_type` is
+        how a model's first vectors are stored; later ones join its shards as they are."""
+        self.con.register("_batch", pa.table({"doc_id": pa.array(list(ids), pa.string()),
+                                              "pos": pa.array(range(len(ids)), pa.int64())}))
         try:
-            with self.transaction():
-                self.con.execute(
-                    "INSERT INTO embeddings (doc_id, model, vector) SELECT doc_id, ?, vector FROM _batch "
-                    "ON CONFLICT DO NOTHING",
-                    [model],
-                )
+            with self.transaction() as con:
+                fresh = con.sql(
+                    "SELECT min(b.pos) AS pos FROM _batch b SEMI JOIN documents d ON d.id = b.doc_id "
+                    "ANTI JOIN vector_rows v ON v.doc_id = b.doc_id AND v.model = ? GROUP BY b.doc_id "
+                    "ORDER BY 1", params=[model]).fetchnumpy()["pos"]
+                if len(fresh):
+                    fresh = np.asarray(fresh, dtype=np.int64)
+                    self._append_vectors(model, [ids[i] for i in fresh], np.asarray(vectors)[fresh], vector_type)
         finally:
             self.con.unregister("_batch")
 
-    def embedding_matrix(self, model: str) -> tuple[list[str], np.ndarray]:
-        """Every stored vector of `model` as (ids, float32 matrix), read through Arrow without row loops, a batch at a
-        time into one matrix allocated up front: the corpus's vectors are never held twice (a whole Arrow table and
-        the matrix made from it held them three times at the peak)."""
-        n, dim = self.con.execute("SELECT count(*), coalesce(max(len(vector)), 0) FROM embeddings WHERE model = ?",
-                                  [model]).fetchall()[0]
-        matrix = np.zeros((n, dim), dtype=np.float32)
-        ids: list[str] = []
-        relation = self.con.sql("SELECT doc_id, vector FROM embeddings WHERE model = ? ORDER BY doc_id",
-                                params=[model])
-        # to_arrow_reader is DuckDB 1.4's name for what older releases call fetch_record_batch.
-        reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
-        for batch in reader(READ_BATCH):
-            rows = column_matrix(batch.column(1))
-            matrix[len(ids):len(ids) + len(rows)] = rows
-            ids.extend(batch.column(0).to_pylist())
-        return ids, matrix
+    def _append_vectors(self, model: str, ids: list[str], vectors: np.ndarray, vector_type: str) -> None:
+        found = self.con.execute("SELECT rows FROM vector_sets WHERE model = ?", [model]).fetchall()
+        if found:
+            start = int(found[0][0])
+            shards = self.vector_shards(model)
+        else:
+            start, directory = 0, set_directory(model)
+            shards = VectorShards.create(self.path.parent / directory, int(vectors.shape[1]), vector_type)
+            self.con.execute("INSERT INTO vector_sets VALUES (?, ?, ?, ?, 0)",
+                             [model, shards.dim, shards.dtype, directory])
+        assert shards is not None
+        shards.write(start, vectors)
+        rows = pa.table({"doc_id": pa.array(ids, pa.string()),
+                         "row": pa.array(np.arange(start, start + len(ids)), pa.int64())})
+        self.con.register("_rows", rows)
+        try:
+            self.con.execute("INSERT INTO vector_rows (doc_id, model, row) SELECT doc_id, ?, row FROM _rows", [model])
+        finally:
+            self.con.unregister("_rows")
+        self.con.execute("UPDATE vector_sets SET rows = ? WHERE model = ?", [start + len(ids), model])
+
+    def vector_rows(self, model: str, ids: Sequence[str]) -> np.ndarray:
+        """The shard rows of `ids`, in the order given (every id must have one)."""
+        found = self._query_with("SELECT v.row FROM _ids t JOIN vector_rows v ON v.doc_id = t.id AND v.model = ? "
+                                 "ORDER BY t.pos", [model], _ids=_numbered("id", ids))
+        if len(found) != len(ids):
+            raise KdError(f"{len(ids) - len(found)} documents have no {model} vector", "run `kdstudio embed`")
+        return np.array([r[0] for r in found], dtype=np.int64)
 
     def vectors(self, model: str, ids: Sequence[str]) -> np.ndarray:
         """The stored vectors of `ids`, in the order given (every id must have one)."""
-        table = pa.table({"id": pa.array(list(ids), pa.string()), "pos": pa.array(range(len(ids)), pa.int64())})
-        self.con.register("_vector_ids", table)
-        try:
-            found = self.con.sql("SELECT e.vector FROM _vector_ids t JOIN embeddings e ON e.doc_id = t.id "
-                                 "AND e.model = ? ORDER BY t.pos", params=[model]).to_arrow_table()
-        finally:
-            self.con.unregister("_vector_ids")
-        if found.num_rows != len(ids):
-            raise KdError(f"{len(ids) - found.num_rows} documents have no {model} vector", "run `kdstudio embed`")
-        return column_matrix(found.column("vector"))
+        rows = self.vector_rows(model, ids)
+        shards = self.vector_shards(model)
+        return shards.read(rows) if shards is not None else np.zeros((0, 0), dtype=np.float32)
+
+    def vector_ids_rows(self, model: str) -> tuple[list[str], np.ndarray]:
+        """Every document with a `model` vector, in id order, and its shard row: read a batch at a time."""
+        n = self.embedding_count(model)
+        rows = np.empty(n, dtype=np.int64)
+        ids: list[str] = []
+        relation = self.con.sql("SELECT doc_id, row FROM vector_rows WHERE model = ? ORDER BY doc_id",
+                                params=[model])
+        for batch in arrow_batches(relation, READ_BATCH):
+            rows[len(ids):len(ids) + batch.num_rows] = batch.column(1).to_numpy()
+            ids.extend(batch.column(0).to_pylist())
+        return ids, rows
+
+    def vector_rows_in_id_order(self, model: str) -> np.ndarray:
+        """The shard row of every document with a `model` vector, in document-id order."""
+        rows = self.con.sql("SELECT row FROM vector_rows WHERE model = ? ORDER BY doc_id",
+                            params=[model]).fetchnumpy()["row"]
+        return np.asarray(rows, dtype=np.int64)
+
+    def vector_ids(self, model: str, rows: np.ndarray) -> list[str]:
+        """The documents owning shard `rows`, in the order given."""
+        return [r[0] for r in self._query_with(
+            "SELECT v.doc_id FROM _rows s JOIN vector_rows v ON v.row = s.row AND v.model = ? ORDER BY s.pos",
+            [model], _rows=_numbered("row", rows))]
+
+    def vector_rows_of(self, model: str, ids: Sequence[str]) -> dict[str, int]:
+        """The shard row of each of `ids` that has a `model` vector."""
+        return dict(self._query_with("SELECT v.doc_id, v.row FROM _ids t JOIN vector_rows v ON v.doc_id = t.id "
+                                     "AND v.model = ?", [model], _ids=_numbered("id", ids)))
+
+    def pool_vector_rows(self, model: str) -> np.ndarray:
+        """The shard rows of the imported pool documents."""
+        return np.asarray(self.con.sql(
+            "SELECT v.row FROM vector_rows v SEMI JOIN documents d ON d.id = v.doc_id AND d.split = 'pool' "
+            "AND d.source = 'imported' WHERE v.model = ?", params=[model]).fetchnumpy()["row"], dtype=np.int64)
+
+    def pool_without_vector(self, model: str) -> int:
+        return int(self.con.execute(
+            "SELECT count(*) FROM documents d ANTI JOIN vector_rows v ON v.doc_id = d.id AND v.model = ? "
+            "WHERE d.split = 'pool'", [model]).fetchall()[0][0])
+
+    def embedding_matrix(self, model: str) -> tuple[list[str], np.ndarray]:
+        """Every stored vector of `model` as (ids in id order, float32 matrix): for small corpora and checks; the
+        loop reads rows as it needs them (VectorIndex)."""
+        ids, rows = self.vector_ids_rows(model)
+        shards = self.vector_shards(model)
+        return ids, shards.read(rows) if shards is not None else np.zeros((0, 0), dtype=np.float32)
 
     def import_sources(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT DISTINCT source FROM imports ORDER BY 1").fetchall()]
@@ -335,11 +437,12 @@ class Store:
     def embedding_coverage(self) -> list[tuple[str, int, int]]:
         """(model, documents with a vector, vector dimension) per model."""
         return self.con.execute(
-            "SELECT model, count(*), max(len(vector)) FROM embeddings GROUP BY 1 ORDER BY 1"
+            "SELECT s.model, count(v.row), s.dim FROM vector_sets s LEFT JOIN vector_rows v ON v.model = s.model "
+            "GROUP BY 1, 3 ORDER BY 1"
         ).fetchall()
 
     def embedding_count(self, model: str) -> int:
-        return int(self.con.execute("SELECT count(*) FROM embeddings WHERE model = ?", [model]).fetchall()[0][0])
+        return int(self.con.execute("SELECT count(*) FROM vector_rows WHERE model = ?", [model]).fetchall()[0][0])
 
     # -- money ---------------------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ probabilities over the whole label set even when some classes have one example o
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +99,10 @@ class EmbeddingHead(Student):
         return onnx_heads.onto_label_set(head, np.asarray(model.classes_), self.n_classes_)
 
     def save(self, directory: Path) -> None:
-        import skops.io
-
+        skops_io = _skops_io()
         directory.mkdir(parents=True, exist_ok=True)
         if self.model_ is not None:
-            skops.io.dump(self.model_, directory / ESTIMATOR)
+            skops_io.dump(self.model_, directory / ESTIMATOR)
         options = {o.name: getattr(self, o.name) for o in self.options}
         meta = {"student": self.name, "options": options, "n_classes": self.n_classes_, "dim": self.dim_,
                 "constant": self.constant_}
@@ -121,12 +122,28 @@ class EmbeddingHead(Student):
         return student
 
 
+def _skops_io() -> Any:
+    """skops.io, imported without torch. Building its list of trusted types walks every scikit-learn package, and
+    scikit-learn's array-API shim for torch imports torch: 0.4 GB and over a second in every process that saves or
+    loads a student. A placeholder stands in for that shim while skops imports; nothing here uses it."""
+    shim = "sklearn.externals.array_api_compat.torch"
+    placed = "skops.io" not in sys.modules and shim not in sys.modules and "torch" not in sys.modules
+    if placed:
+        sys.modules[shim] = types.ModuleType(shim)
+    try:
+        import skops.io
+    finally:
+        if placed:
+            sys.modules.pop(shim, None)
+    return skops.io
+
+
 def _load_estimator(path: Path) -> Any:
-    import skops.io
+    skops_io = _skops_io()
     from skops.io.exceptions import UntrustedTypesFoundException
 
     try:
-        return skops.io.load(path, trusted=TRUSTED)
+        return skops_io.load(path, trusted=TRUSTED)
     except UntrustedTypesFoundException as exc:
         raise KdError(f"refusing to load {path}: it holds types a kdstudio student never uses ({exc})",
                       "only load students this project saved; distill again") from None

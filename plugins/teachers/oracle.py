@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,12 +36,13 @@ class ReferenceModel:
     document's embedding. Its margin on the gold label ranks documents from easy to hard, and its best wrong class
     is the mistake the teacher makes there (a plausible confusion, not a random one)."""
 
-    def __init__(self, labels: Sequence[str], gold: dict[str, str], vectors: Any) -> None:
-        ids = sorted(gold)
+    def __init__(self, labels: Sequence[str], gold: Mapping[str, str], vectors: Any) -> None:
+        pairs = sorted(gold.items())  # one read, not a lookup per document
+        ids = [d for d, _ in pairs]
         matrix = np.asarray(vectors(ids), dtype=np.float32)
         self.labels = list(labels)
         index = {label: i for i, label in enumerate(self.labels)}
-        y = np.array([index[gold[d]] for d in ids])
+        y = np.array([index[label] for _, label in pairs])
         centroids = np.stack([matrix[y == c].mean(axis=0) if (y == c).any() else np.zeros(matrix.shape[1])
                               for c in range(len(self.labels))])
         self.centroids = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-9)

@@ -1,0 +1,254 @@
+"""Vectors on disk (issue 29): blocks of raw rows addressed by integer, their owners in DuckDB, the move of an older
+project's vectors out of DuckDB, and runs that are the same either way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TEST_ENCODER, as_before_vector_shards, cheap_slice, cli, fresh_copy
+
+from kdstudio.errors import ConfigError, KdError
+from kdstudio.loop import DistillConfig
+from kdstudio.project import Project
+from kdstudio.store import DB_NAME, Store
+from kdstudio.store.vector_shards import META_NAME, VectorShards
+from kdstudio.vector_index import VectorIndex
+
+
+def test_rows_cross_blocks_and_come_back_in_the_order_asked(tmp_path: Path):
+    shards = VectorShards.create(tmp_path / "v", dim=3, block_rows=4)
+    matrix = np.arange(30, dtype=np.float32).reshape(10, 3)
+    shards.write(0, matrix[:3])
+    shards.write(3, matrix[3:])  # the second write starts inside block 0 and ends in block 2
+    assert sorted(p.name for p in (tmp_path / "v").glob("block-*")) == [
+        "block-000000.float32", "block-000001.float32", "block-000002.float32"]
+    again = VectorShards.open(tmp_path / "v")
+    assert again == shards
+    np.testing.assert_array_equal(again.read(np.array([9, 0, 4, 4, 7])), matrix[[9, 0, 4, 4, 7]])
+    np.testing.assert_array_equal(again.read_range(2, 9), matrix[2:9])
+    assert again.read(np.array([], dtype=np.int64)).shape == (0, 3)
+    assert again.disk_bytes() == 10 * 3 * 4
+
+
+def test_float16_is_recorded_and_read_back_as_float32(tmp_path: Path):
+    shards = VectorShards.create(tmp_path / "v", dim=2, dtype="float16")
+    shards.write(0, np.array([[0.5, -1.25], [3.0, 0.1]], dtype=np.float32))
+    read = VectorShards.open(tmp_path / "v").read(np.array([1, 0]))
+    assert read.dtype == np.float32 and shards.disk_bytes() == 2 * 2 * 2
+    np.testing.assert_allclose(read, [[3.0, 0.1], [0.5, -1.25]], atol=1e-3)
+    with pytest.raises(KdError, match="unknown vector type"):
+        VectorShards.create(tmp_path / "w", dim=2, dtype="float64")
+
+
+@pytest.mark.parametrize("meta", [None, b"\x00\xff", b"[1, 2]", b'{"format": 1, "dim": "3\\u001b[31m", "dtype": '
+                                                                  b'"float32", "block_rows": 4}',
+                                  b'{"format": 2, "dim": 3, "dtype": "float32", "block_rows": 4}'])
+def test_a_damaged_header_is_one_clear_error(tmp_path: Path, meta: bytes | None):
+    VectorShards.create(tmp_path / "v", dim=3)
+    if meta is None:
+        (tmp_path / "v" / META_NAME).unlink()
+    else:
+        (tmp_path / "v" / META_NAME).write_bytes(meta)
+    with pytest.raises(KdError, match=r"vector shards in .* are damaged") as caught:
+        VectorShards.open(tmp_path / "v")
+    assert "\x1b" not in str(caught.value)
+
+
+def test_a_short_or_missing_block_is_refused_not_read_as_zeros(tmp_path: Path):
+    shards = VectorShards.create(tmp_path / "v", dim=3, block_rows=4)
+    shards.write(0, np.ones((6, 3), dtype=np.float32))
+    with pytest.raises(KdError, match="shorter than recorded"):
+        shards.read(np.array([0, 7]))
+    with pytest.raises(KdError, match="shorter than recorded"):
+        shards.read_range(0, 8)
+    shards.block_path(1).unlink()
+    with pytest.raises(KdError, match=r"block-000001\.float32 is missing"):
+        shards.read(np.array([5]))
+
+
+@pytest.fixture(scope="module")
+def sliced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cheap_slice(tmp_path_factory.mktemp("shards") / "bbc", limit=120, seed=3)
+
+
+def test_a_document_keeps_its_first_vector_and_an_uncommitted_write_is_written_over(sliced: Path, tmp_path: Path):
+    with Project.open(fresh_copy(sliced, tmp_path)) as project:
+        store, key = project.store, "another model"
+        ids = project.store.ids_in_split("pool")[:5]
+        first = np.arange(15, dtype=np.float32).reshape(5, 3)
+        store.save_embeddings(key, [ids[0], ids[1], ids[0], "no such document"], first[[0, 1, 2, 3]])
+        assert store.embedding_count(key) == 2
+        np.testing.assert_array_equal(store.vectors(key, [ids[1], ids[0]]), first[[1, 0]])
+        with pytest.raises(RuntimeError), store.transaction():  # killed between the shard write and the commit
+            store.save_embeddings(key, ids[2:4], np.full((2, 3), 99, dtype=np.float32))
+            raise RuntimeError("killed")
+        assert store.embedding_count(key) == 2 and store.ids_missing_embedding(key)[:0] == []
+        store.save_embeddings(key, ids[2:5], first[2:5])  # takes rows 2-4, over the rows nobody owns
+        assert store.vector_rows(key, ids).tolist() == [0, 1, 2, 3, 4]
+        np.testing.assert_array_equal(store.vectors(key, ids), first)
+        with pytest.raises(KdError, match="dimension 4 cannot join a set of dimension 3"):
+            store.save_embeddings(key, ids[4:] + project.store.ids_in_split("val")[:1], np.ones((2, 4)))
+        assert (key, 5, 3) in store.embedding_coverage()
+        assert not list(project.directory.glob("**/*.parquet"))
+
+
+def test_the_index_reads_rows_it_is_asked_for_and_appends_generated_ones(sliced: Path, tmp_path: Path):
+    with Project.open(fresh_copy(sliced, tmp_path)) as project:
+        store, key = project.store, project.vector_key
+        index = VectorIndex.from_store(store, key)
+        ids, matrix = store.embedding_matrix(key)
+        assert len(index) == len(ids) and index.dim == matrix.shape[1]
+        assert index.ids_at(np.array([3, 0, 3])) == [ids[3], ids[0], ids[3]]  # rows follow the ids' order
+        assert index.rows([ids[7], ids[2]]).tolist() == [7, 2]
+        index.mark_pool()
+        pool = sorted(store.ids_in_split("pool", source="imported"))
+        assert index.ids_at(np.flatnonzero(index.pool)) == pool
+        first = [ids.index(d) for d in pool[:2]]
+        assert index.free_rows({pool[1], "zzz"}).tolist()[0] == first[0]
+        assert first[1] not in index.free_rows({pool[1]}).tolist()
+        np.testing.assert_array_equal(index.vectors([ids[5], ids[0]]), matrix[[5, 0]])
+        np.testing.assert_array_equal(index.vectors_at(np.array([5, 0])), matrix[[5, 0]])
+        assert index.known([ids[1], "zzz"]) == {ids[1]} and index.missing(["zzz", ids[1]]) == ["zzz"]
+        made = ["generated one", "generated two"]
+        store.con.executemany("INSERT INTO documents (id, text, text_hash, split, source) VALUES "
+                              "(?, ?, ?, 'pool', 'synthetic')", [(d, d, d) for d in made])
+        store.save_embeddings(key, made, np.full((2, matrix.shape[1]), 7, dtype=np.float32))
+        index.append(store.vector_rows(key, [*made, ids[0]]))  # a known document is kept where it is
+        assert len(index) == len(ids) + 2 and index.ids_at(np.array([len(ids) + 1])) == ["generated two"]
+        np.testing.assert_array_equal(index.vectors(["generated one", ids[0]])[:, 0], [7, matrix[0, 0]])
+        assert not index.pool[len(ids):].any()  # generated rows are never in the pool
+        assert index.vectors([]).shape == (0, matrix.shape[1])
+        rng = np.random.default_rng(4)
+        assert index.pool_sample(10, np.random.default_rng(4)) == sorted(rng.choice(pool, 10, replace=False).tolist())
+
+
+def run_selections(directory: Path, config: DistillConfig) -> tuple[list[list[str]], list[dict]]:
+    with Project.open(directory) as project:
+        run = project.distill(config)
+        rounds = project.rounds(run.run_id)
+        return [[s["id"] for s in r.selected] for r in rounds], [r.metrics for r in rounds]
+
+
+@pytest.mark.parametrize("selector", ["margin", "mraru"])
+def test_an_older_project_moves_its_vectors_to_shards_and_runs_exactly_as_a_new_one(sliced: Path, tmp_path: Path,
+                                                                                   selector: str):
+    new, old = fresh_copy(sliced, tmp_path / "new"), fresh_copy(sliced, tmp_path / "old")
+    with Project.open(new) as project:
+        expected_ids, expected = project.store.embedding_matrix(project.vector_key)
+    as_before_vector_shards(old)
+    assert not (old / "vectors").exists()
+    with Project.open(old) as project:  # migrated on open
+        assert "embeddings" not in project.store.table_names()
+        ids, matrix = project.store.embedding_matrix(project.vector_key)
+        assert ids == expected_ids and project.store.vector_rows(project.vector_key, ids).tolist() == \
+            list(range(len(ids)))  # written in id order, the order the loop reads in
+        np.testing.assert_array_equal(matrix, expected)
+    config = DistillConfig(teacher="oracle", teacher_options={"noise": 0.2}, selector=selector, seed_size=10,
+                           batch=10, budget_labels=50, seed=5)
+    assert run_selections(old, config) == run_selections(new, config)
+
+
+def test_a_migration_killed_midway_leaves_the_old_project_whole(sliced: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    old = fresh_copy(sliced, tmp_path)
+    as_before_vector_shards(old)
+    from kdstudio.store import vector_sets
+
+    def killed(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vector_sets.VectorShards, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Store.open(old / DB_NAME)
+    monkeypatch.undo()
+    with Project.open(old) as project:
+        assert project.store.embedding_count(project.vector_key) == 120
+
+
+def test_a_damaged_shard_stops_a_run_with_one_line(sliced: Path, tmp_path: Path):
+    directory = fresh_copy(sliced, tmp_path)
+    block = next((directory / "vectors").glob("*/block-000000.*"))
+    block.write_bytes(block.read_bytes()[:100])
+    result = cli("distill", "-p", str(directory), "--teacher", "oracle", "--budget-labels", "20")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "vector shards in" in result.stderr and "are damaged" in result.stderr
+
+
+def test_gold_is_read_when_asked_and_samples_as_the_sorted_list_does(sliced: Path, tmp_path: Path):
+    from kdstudio.steps import slice_ids
+    from kdstudio.store.gold_labels import GoldLabels
+
+    with Project.open(fresh_copy(sliced, tmp_path)) as project:
+        everything = project.store.gold()
+        gold = GoldLabels(project.store)
+        assert len(gold) == len(everything) and list(gold) == sorted(everything)
+        assert dict(gold.items()) == everything
+        pool = project.store.ids_in_split("pool")[0]
+        assert pool in gold and gold[pool] == everything[pool] and gold.get("zzz") is None and "zzz" not in gold
+        with pytest.raises(KeyError):
+            gold["zzz"]
+        for limit in (5, 10_000):
+            assert gold.sample(limit, np.random.default_rng(2)) == slice_ids(sorted(everything), limit,
+                                                                              np.random.default_rng(2))
+        later = project.store.ids_in_split("pool")[1:4]
+        gold.prefetch([*later, "yyy"])
+        project.store.con.execute("DELETE FROM gold")  # read already: no further query is made for these
+        assert [gold[d] for d in later] == [everything[d] for d in later] and "yyy" not in gold
+
+
+def test_a_project_can_keep_its_vectors_in_float16(tmp_path: Path):
+    directory = tmp_path / "bbc"
+    project, _ = Project.from_dataset("bbc-news", directory, limit=60, seed=1)
+    with project:
+        project.config.embedding.vector_type = "float16"
+        project.config.save(directory)
+    reference = cheap_slice(tmp_path / "reference", limit=60, seed=1)
+    with Project.open(directory) as project:
+        project.embed(encoder=TEST_ENCODER)
+        shards = project.store.vector_shards(project.vector_key)
+        assert shards is not None and shards.dtype == "float16"
+        _, half = project.store.embedding_matrix(project.vector_key)
+        with Project.open(reference) as full:
+            _, whole = full.store.embedding_matrix(full.vector_key)
+        np.testing.assert_allclose(half, whole, atol=2e-3)
+        assert shards.disk_bytes() == whole.size * 2
+        assert project.distill(DistillConfig(teacher="oracle", budget_labels=20, seed_size=10, batch=10)).status \
+            == "finished"
+    (directory / "kdstudio.toml").write_text((directory / "kdstudio.toml").read_text().replace(
+        'vector_type = "float16"', 'vector_type = "float8[31m"'))
+    with pytest.raises(ConfigError, match="vector_type 'float8"):
+        Project.open(directory)
+
+
+def test_a_run_bounds_duckdbs_memory_and_gives_it_back(sliced: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from kdstudio import steps
+
+    seen: list[str] = []
+    select = steps.select
+
+    def watching(ctx, state):
+        seen.append(ctx.store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return select(ctx, state)
+
+    monkeypatch.setattr(steps, "select", watching)
+    with Project.open(fresh_copy(sliced, tmp_path)) as project:
+        before = project.store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        project.distill(DistillConfig(teacher="oracle", budget_labels=20, seed_size=10, batch=10))
+        after = project.store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert seen and set(seen) == {"953.6 MiB"} and after == before != "953.6 MiB"
+
+
+def test_duckdb_out_of_memory_is_one_line_that_does_not_call_the_file_damaged(sliced: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    import duckdb
+
+    def short_of_memory(*_, **__):
+        raise duckdb.OutOfMemoryException("Out of Memory Error: failed to pin block of size 256.0 KiB")
+
+    monkeypatch.setattr(Project, "distill", short_of_memory)
+    result = cli("distill", "-p", str(fresh_copy(sliced, tmp_path)), "--teacher", "oracle", "--budget-labels", "20")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Out of Memory Error" in result.stderr and "free memory on this machine" in result.stderr
+    assert "restore kdstudio.duckdb" not in result.stderr
