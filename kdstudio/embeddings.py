@@ -93,17 +93,14 @@ def embed_missing(store: Store, embedder: Encoder, on_progress: ProgressFn | Non
     if on_progress:
         on_progress(0, total)
     step = embedder.batch_size
-    pending: list[tuple[list[str], np.ndarray]] = []
-    committed = time.perf_counter()
+    first, committed = 0, time.perf_counter()  # missing[first:done] are encoded and not yet committed
+    pending: list[np.ndarray] = []
     for start in range(0, total, step):
-        ids = missing[start:start + step]
-        pending.append((ids, embedder.encode(store.texts(ids))))
+        pending.append(embedder.encode(store.texts(missing[start:start + step])))
         done = min(start + step, total)
-        if done == total or time.perf_counter() - committed >= COMMIT_SECONDS or \
-                sum(len(i) for i, _ in pending) >= COMMIT_ROWS:
-            store.save_embeddings(model, [d for i, _ in pending for d in i], np.concatenate([v for _, v in pending]),
-                                  vector_type)
-            pending, committed = [], time.perf_counter()
+        if done == total or done - first >= COMMIT_ROWS or time.perf_counter() - committed >= COMMIT_SECONDS:
+            store.save_embeddings(model, missing[first:done], np.concatenate(pending), vector_type)
+            first, pending, committed = done, [], time.perf_counter()
             if on_progress:
                 on_progress(done, total)
     return EmbedReport(model, total, already, time.perf_counter() - started)

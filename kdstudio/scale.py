@@ -102,7 +102,7 @@ def embed_with(engine: Engine, store: Store, encoder: Encoder, work: Path,
         job = EmbedJob(type(encoder), encoder.model, encoder.max_length, encoder.batch_size,
                        {o.name: getattr(encoder, o.name) for o in encoder.options})
         engine.map_shards(job, tasks, _progress(on_progress, total))
-        read_outputs(tasks, job.key, [])  # every row came back exactly once, or this raises; DuckDB reads vectors
+        read_outputs(tasks, job.key, [])  # every row came back exactly once, or this raises
         load_embeddings(store, model, [Path(t.target) for t in tasks], vector_type)
     _clean(work, empty_parents=1)
     return EmbedReport(model, total + recovered, already - recovered, time.perf_counter() - started)

@@ -229,13 +229,19 @@ async def test_a_run_started_and_cancelled_from_the_distill_tab_is_resumable(min
         assert (tmp_path / "model" / "model.onnx").is_file()
 
 
+def slice_with_defaults(base: Path, limit: int, seed: int, distill: str) -> Path:
+    """A cheap bbc-news slice whose kdstudio.toml holds `distill` (TOML lines) as its [distill] table."""
+    directory = cheap_slice(base / "bbc", limit=limit, seed=seed)
+    toml = directory / "kdstudio.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + "\n[distill]\n" + distill, encoding="utf-8")
+    return directory
+
+
 @pytest.mark.asyncio
 async def test_triage_keys_while_a_distill_worker_writes(tmp_path_factory):
-    directory = cheap_slice(tmp_path_factory.mktemp("tui-busy") / "bbc", limit=120, seed=6)
-    toml = directory / "kdstudio.toml"
     # The project's own defaults: a slow simulated teacher, so that the run is still writing while keys are pressed.
-    toml.write_text(toml.read_text(encoding="utf-8") + '\n[distill]\nteacher = "oracle"\nbatch = 5\n'
-                    'budget_labels = 80\nval_limit = 10\nteacher_options = { delay = 0.05 }\n', encoding="utf-8")
+    directory = slice_with_defaults(tmp_path_factory.mktemp("tui-busy"), 120, 6, 'teacher = "oracle"\nbatch = 5\n'
+                                    'budget_labels = 80\nval_limit = 10\nteacher_options = { delay = 0.05 }\n')
     with Project.open(directory) as project:
         project.distill(project.distill_config({"teacher_options": {}, "budget_labels": 30}))
         app = KdStudioApp(project)
@@ -273,10 +279,8 @@ async def test_triage_keys_while_a_distill_worker_writes(tmp_path_factory):
 
 @pytest.mark.asyncio
 async def test_the_distill_form_starts_a_run_whose_training_the_data_chooses(tmp_path_factory):
-    directory = cheap_slice(tmp_path_factory.mktemp("tui-auto") / "bbc", limit=200, seed=8)
-    toml = directory / "kdstudio.toml"
-    toml.write_text(toml.read_text(encoding="utf-8") + '\n[distill]\nteacher = "oracle"\nbudget_labels = 40\n'
-                    'teacher_options = { noise = 0.3 }\n', encoding="utf-8")
+    directory = slice_with_defaults(tmp_path_factory.mktemp("tui-auto"), 200, 8, 'teacher = "oracle"\n'
+                                    'budget_labels = 40\nteacher_options = { noise = 0.3 }\n')
     with Project.open(directory) as project:
         app = KdStudioApp(project)
         async with app.run_test(size=(120, 40)) as pilot:

@@ -6,6 +6,7 @@ pool of 20 million never becomes 20 million Python strings."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -25,12 +26,8 @@ class GoldLabels(Mapping[str, str]):
         self._all_known = self._size == len(self._known)
 
     def _lookup(self, doc_id: str) -> str:
-        if doc_id not in self._known:
-            if self._all_known:
-                return _MISSING
-            found = self._store.gold([doc_id])
-            self._known[doc_id] = found.get(doc_id, _MISSING)
-        return self._known[doc_id]
+        self.prefetch([doc_id])
+        return self._known.get(doc_id, _MISSING)
 
     def prefetch(self, ids: Iterable[str]) -> None:
         """Read the gold of `ids` in one query: a simulated teacher about to label them asks one at a time."""
@@ -51,7 +48,7 @@ class GoldLabels(Mapping[str, str]):
     def __len__(self) -> int:
         return self._size
 
-    def _stream(self, columns: str) -> Iterator[tuple]:
+    def _stream(self, columns: str) -> Iterator[Any]:
         # A cursor of its own: lookups made while this is read must not cut its result short.
         relation = self._store.cursor().con.sql(f"SELECT {columns} FROM gold ORDER BY doc_id")
         for batch in arrow_batches(relation, READ_BATCH):
@@ -63,7 +60,7 @@ class GoldLabels(Mapping[str, str]):
 
     def items(self) -> Iterator[tuple[str, str]]:  # type: ignore[override]
         """(id, label) of every gold document, in id order, read a batch at a time (not a lookup per id)."""
-        return ((doc_id, label) for doc_id, label in self._stream("doc_id, label"))
+        return self._stream("doc_id, label")
 
     def sample(self, limit: int, rng: np.random.Generator) -> list[str]:
         """What steps.slice_ids(sorted(self), limit, rng) gives, without listing every id."""

@@ -218,9 +218,8 @@ class Store:
 
     def texts(self, ids: Sequence[str]) -> list[str]:
         """Texts of the given documents, in the order given."""
-        table = pa.table({"id": pa.array(list(ids), pa.string()), "pos": pa.array(range(len(ids)), pa.int64())})
         rows = self._query_with("SELECT d.text FROM _ids t JOIN documents d ON d.id = t.id ORDER BY t.pos",
-                                _ids=table)
+                                _ids=_numbered("id", ids))
         return [r[0] for r in rows]
 
     def _query_with(self, sql: str, params: list[Any] | None = None, **tables: pa.Table) -> list[tuple[Any, ...]]:
@@ -335,39 +334,27 @@ class Store:
         """Append one batch to the model's shards and record its rows in one transaction: a kill loses at most the
         batch in flight. A document that already has a vector, or comes twice, keeps its first. `vector_type` is
         how a model's first vectors are stored; later ones join its shards as they are."""
-        self.con.register("_batch", pa.table({"doc_id": pa.array(list(ids), pa.string()),
-                                              "pos": pa.array(range(len(ids)), pa.int64())}))
-        try:
-            with self.transaction() as con:
-                fresh = con.sql(
-                    "SELECT min(b.pos) AS pos FROM _batch b SEMI JOIN documents d ON d.id = b.doc_id "
-                    "ANTI JOIN vector_rows v ON v.doc_id = b.doc_id AND v.model = ? GROUP BY b.doc_id "
-                    "ORDER BY 1", params=[model]).fetchnumpy()["pos"]
-                if len(fresh):
-                    fresh = np.asarray(fresh, dtype=np.int64)
-                    self._append_vectors(model, [ids[i] for i in fresh], np.asarray(vectors)[fresh], vector_type)
-        finally:
-            self.con.unregister("_batch")
+        with self.transaction():
+            fresh = np.array([r[0] for r in self._query_with(
+                "SELECT min(b.pos) FROM _ids b SEMI JOIN documents d ON d.id = b.id "
+                "ANTI JOIN vector_rows v ON v.doc_id = b.id AND v.model = ? GROUP BY b.id ORDER BY 1",
+                [model], _ids=_numbered("id", ids))], dtype=np.int64)
+            if len(fresh):
+                self._append_vectors(model, [ids[i] for i in fresh], np.asarray(vectors)[fresh], vector_type)
 
     def _append_vectors(self, model: str, ids: list[str], vectors: np.ndarray, vector_type: str) -> None:
-        found = self.con.execute("SELECT rows FROM vector_sets WHERE model = ?", [model]).fetchall()
+        found = self.con.execute("SELECT rows, directory FROM vector_sets WHERE model = ?", [model]).fetchall()
         if found:
-            start = int(found[0][0])
-            shards = self.vector_shards(model)
+            start, shards = int(found[0][0]), VectorShards.open(self.path.parent / found[0][1])
         else:
             start, directory = 0, set_directory(model)
             shards = VectorShards.create(self.path.parent / directory, int(vectors.shape[1]), vector_type)
             self.con.execute("INSERT INTO vector_sets VALUES (?, ?, ?, ?, 0)",
                              [model, shards.dim, shards.dtype, directory])
-        assert shards is not None
         shards.write(start, vectors)
-        rows = pa.table({"doc_id": pa.array(ids, pa.string()),
-                         "row": pa.array(np.arange(start, start + len(ids)), pa.int64())})
-        self.con.register("_rows", rows)
-        try:
-            self.con.execute("INSERT INTO vector_rows (doc_id, model, row) SELECT doc_id, ?, row FROM _rows", [model])
-        finally:
-            self.con.unregister("_rows")
+        # A batch's rows are consecutive: the shard row is where the batch starts plus the id's place in it.
+        self._query_with("INSERT INTO vector_rows (doc_id, model, row) SELECT id, ?, ? + pos FROM _ids",
+                         [model, start], _ids=_numbered("id", ids))
         self.con.execute("UPDATE vector_sets SET rows = ? WHERE model = ?", [start + len(ids), model])
 
     def vector_rows(self, model: str, ids: Sequence[str]) -> np.ndarray:
