@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/import_embed.py [--rows 1000000] [--embed-limit N]
     .venv/bin/python benchmarks/import_embed.py --static-million [--rows 1000000]
+    .venv/bin/python benchmarks/import_embed.py --static-embed 1000000,10000000
 
 1. Import N synthetic rows (id, text, gold label) from Parquet and from CSV into fresh projects: rows/s.
 2. Embed bbc-news (long articles, most past the 256-token cap) and reuters-r8 (lengths vary widely) with
@@ -9,6 +10,9 @@
 --static-million instead: N synthetic news-like documents (20-200 words drawn from bbc-news' own words) imported,
 embedded by the static tier (`kdstudio embed --encoder static`: vectors written to the vector shards), and predicted
 by an exported static student with the torch-free runtime; the time of each step.
+--static-embed N,...: for each N, N short synthetic documents (8-40 words, as in 1.) written to Parquet a chunk at a
+time, then `kdstudio init`, `import` and `embed --encoder static` as a user runs them, each a child process whose
+wall time and peak resident memory /usr/bin/time reports; the disk the vectors and the DuckDB file take per million.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -34,19 +40,53 @@ from kdstudio.store import ImportOptions
 LABELS = ["alpha", "beta", "gamma", "delta"]
 
 
-def synthetic_table(rows: int, seed: int = 0) -> pa.Table:
-    rng = np.random.default_rng(seed)
+def synthetic_table(rows: int, seed: int = 0, first: int = 0) -> pa.Table:
+    """Rows `first` .. `first + rows` of 8-40 words each; `seed` and `first` together fix what they hold."""
+    rng = np.random.default_rng([seed, first])
     vocabulary = np.array([f"w{i}" for i in range(5000)])
     lengths = rng.integers(8, 40, size=rows)
     words = vocabulary[rng.integers(0, len(vocabulary), size=int(lengths.sum()))]
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     # The row number keeps every text distinct, so dedupe drops nothing and all rows are written.
-    texts = [f"doc {i} " + " ".join(words[bounds[i]:bounds[i + 1]]) for i in range(rows)]
+    texts = [f"doc {first + i} " + " ".join(words[bounds[i]:bounds[i + 1]]) for i in range(rows)]
     return pa.table({
-        "id": [f"s{i}" for i in range(rows)],
+        "id": [f"s{first + i}" for i in range(rows)],
         "text": texts,
         "label": np.array(LABELS)[rng.integers(0, len(LABELS), size=rows)],
     })
+
+
+def _timed(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak resident GB) of a kdstudio command in a child process."""
+    started = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    return seconds, peak_kb * 1024 / 1e9
+
+
+def _folder_gb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e9
+
+
+def bench_static_embed(workdir: Path, rows: int, chunk: int = 500_000) -> dict[str, float]:
+    """`kdstudio import` and `embed --encoder static` of `rows` short documents, as a user runs them."""
+    corpus = workdir / f"short-{rows}.parquet"
+    with pq.ParquetWriter(corpus, synthetic_table(1).schema) as writer:
+        for first in range(0, rows, chunk):
+            writer.write_table(synthetic_table(min(chunk, rows - first), first=first))
+    project = workdir / f"static-{rows}"
+    kd = str(Path(".venv/bin/kdstudio"))
+    subprocess.run([kd, "init", str(project), "--labels", ",".join(LABELS)], check=True, capture_output=True)
+    import_s, import_gb = _timed([kd, "import", str(corpus), "-p", str(project), "--id-column", "id",
+                                  "--label-column", "label"])
+    embed_s, embed_gb = _timed([kd, "embed", "-p", str(project), "--encoder", "static"])
+    vectors_gb, duckdb_gb = _folder_gb(project / "vectors"), (project / "kdstudio.duckdb").stat().st_size / 1e9
+    return {"rows": rows, "import_s": import_s, "import_peak_gb": import_gb, "embed_s": embed_s,
+            "embed_peak_gb": embed_gb, "vectors_gb": vectors_gb, "duckdb_gb": duckdb_gb,
+            "corpus_gb": corpus.stat().st_size / 1e9}
 
 
 def bench_import(workdir: Path, table: pa.Table) -> dict[str, dict[str, float]]:
@@ -131,6 +171,22 @@ def bench_static_million(workdir: Path, rows: int) -> dict[str, float]:
     return result
 
 
+def static_embed(sizes: str) -> None:
+    results = []
+    for rows in (int(n) for n in sizes.split(",")):
+        with tempfile.TemporaryDirectory(dir="benchmarks/out") as tmp:
+            r = bench_static_embed(Path(tmp), rows)
+        results.append(r)
+        per_million = 1e6 / rows
+        print(f"{rows:,} short documents: import {r['import_s']:.0f} s ({rows / r['import_s']:,.0f} rows/s, peak "
+              f"{r['import_peak_gb']:.2f} GB); embed --encoder static {r['embed_s']:.0f} s "
+              f"({rows / r['embed_s']:,.0f} docs/s, peak {r['embed_peak_gb']:.2f} GB); together "
+              f"{r['import_s'] + r['embed_s']:.0f} s; disk per million documents: vectors "
+              f"{r['vectors_gb'] * per_million:.2f} GB, DuckDB {r['duckdb_gb'] * per_million:.2f} GB "
+              f"(the Parquet corpus {r['corpus_gb'] * per_million:.2f} GB)", flush=True)
+    Path("benchmarks/out/static_embed.json").write_text(json.dumps(results, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -139,7 +195,11 @@ def main() -> None:
                         help="documents per dataset (default 2225: all of bbc-news, a same-sized slice of reuters-r8)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/import_embed.json"))
     parser.add_argument("--static-million", action="store_true", help="the static tier on N news-like documents")
+    parser.add_argument("--static-embed", default="", help="comma-separated corpus sizes: import and static embed")
     args = parser.parse_args()
+    if args.static_embed:
+        static_embed(args.static_embed)
+        return
     if args.static_million:
         with tempfile.TemporaryDirectory() as tmp:
             r = bench_static_million(Path(tmp), args.rows)

@@ -68,13 +68,14 @@ def build(n: int) -> tuple[Path, dict]:
     return directory, facts
 
 
-def distill(directory: Path, selector: str) -> dict:
-    """One run in a child process: its peak resident memory, wall time and each round's selection time."""
+def distill(directory: Path, selector: str, engine: list[str] | None = None) -> dict:
+    """One run in a child process: its peak resident memory, wall time and each round's selection time. With an
+    engine (`--engine ray --address ...`), the child is the driver: the workers are the cluster's processes."""
     from kdstudio.project import Project
 
     command = ["/usr/bin/time", "-v", ".venv/bin/kdstudio", "distill", "-p", str(directory / "p"), "--teacher",
                "oracle", "--selector", selector, "--seed-size", "20", "--batch", "20", "--budget-labels",
-               str(20 * ROUNDS), "--val-limit", "200", "--test-limit", "2000", "--seed", "1"]
+               str(20 * ROUNDS), "--val-limit", "200", "--test-limit", "2000", "--seed", "1", *(engine or [])]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -94,17 +95,32 @@ def distill(directory: Path, selector: str) -> dict:
             "last_line": done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""}
 
 
-def loop_memory(n: int, selectors: list[str]) -> dict:
+def loop_memory(n: int, selectors: list[str], engine: list[str] | None = None) -> dict:
     directory, facts = build(n)
     print(f"pool of {n:,} documents: documents {facts['documents_s']:.0f} s, vectors written "
           f"{facts['vectors_s']:.0f} s ({n / facts['vectors_s']:,.0f} rows/s), shards {facts['shards_gb']:.2f} GB, "
           f"DuckDB {facts['duckdb_gb']:.2f} GB", flush=True)
     runs = []
     for selector in selectors:
-        result = distill(directory, selector)
+        result = distill(directory, selector, engine)
         runs.append(result)
         rate = result["scored_per_round"] / result["select_s_median"] if result["select_s_median"] else 0
-        print(f"  {selector:7s} peak {result['peak_gb']:.2f} GB, wall {result['wall_s']:.0f} s, a round "
+        where = " (Ray driver)" if engine else ""
+        print(f"  {selector:7s}{where} peak {result['peak_gb']:.2f} GB, wall {result['wall_s']:.0f} s, a round "
               f"{result['round_s_median']:.2f} s of which selection {result['select_s_median']:.2f} s (medians), "
               f"scoring {result['scored_per_round']:,.0f} documents a round ({rate:,.0f}/s)", flush=True)
     return {"documents": n, **facts, "runs": runs}
+
+
+def ray_driver_memory(sizes: list[int], selectors: list[str], shard_rows: int) -> list[dict]:
+    """The same runs with `--engine ray` on a local 2-node cluster (one CPU each, loopback only; the tests' cluster):
+    the peak is the driver's, the process that holds the run."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from ray_cluster import ray_cluster
+
+    with ray_cluster(nodes=2, cpus_per_node=1) as cluster:
+        engine = ["--engine", "ray", "--address", cluster.address, "--workers", "2",
+                  "--engine-option", f"shard_rows={shard_rows}"]
+        return [loop_memory(n, selectors, engine) for n in sizes]

@@ -18,6 +18,11 @@ float32 vectors are written straight to the vector shards (four classes, each a 
 resident memory /usr/bin/time reports. The project stays in benchmarks/out/pool-N for a second look.
 
     .venv/bin/python benchmarks/scale.py --skip-engines --handoff-rows 0 --pool-sizes 1000000,10000000
+
+The same runs with `--engine ray` on a local 2-node Ray cluster (the tests' cluster: one CPU a node, loopback only):
+the peak is the driver's, since the workers are the cluster's processes.
+
+    .venv/bin/python benchmarks/scale.py --skip-engines --handoff-rows 0 --ray-pool-sizes 1000000,10000000
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ def main() -> None:
     parser.add_argument("--skip-engines", action="store_true", help="measure the hand-off only")
     parser.add_argument("--pool-sizes", default="", help="comma-separated pool sizes for the loop's memory")
     parser.add_argument("--selectors", default="mraru,margin")
+    parser.add_argument("--ray-pool-sizes", default="", help="the same, with the Ray driver on a 2-node cluster")
+    parser.add_argument("--ray-shard-rows", type=int, default=65536)
     args = parser.parse_args()
     report: dict = {}
     if not args.skip_engines:
@@ -51,6 +58,11 @@ def main() -> None:
         from pool_memory import loop_memory  # the sibling module
 
         report["loop_memory"] = [loop_memory(int(n), args.selectors.split(",")) for n in args.pool_sizes.split(",")]
+    if args.ray_pool_sizes:
+        from pool_memory import ray_driver_memory
+
+        report["ray_driver_memory"] = ray_driver_memory([int(n) for n in args.ray_pool_sizes.split(",")],
+                                                        args.selectors.split(","), args.ray_shard_rows)
     (OUT / "scale.json").write_text(json.dumps(report, indent=2))
 
 

@@ -3,6 +3,11 @@ and what a student distilled from it reaches next to one distilled from gold (th
 
     .venv/bin/python benchmarks/zeroshot_teacher.py                       # bbc-news and reuters-r8, ~5 minutes
     .venv/bin/python benchmarks/zeroshot_teacher.py --datasets bbc-news
+    .venv/bin/python benchmarks/zeroshot_teacher.py --people 0,20,50 --datasets bbc-news,reuters-r8,20newsgroups \
+        --encoder static
+
+--people: the teacher's accuracy when N of the pool's documents carry people's labels (drawn at random, their gold
+label given as a person's), used as prototypes beside the descriptions; three draws each, on the other documents.
 
 Uses the embedded projects that benchmarks/learning_curves.py keeps in benchmarks/out/projects (or builds them),
 copied so that the runs here do not touch them. JSON goes to benchmarks/out/zeroshot_teacher.json.
@@ -65,6 +70,46 @@ def teacher_quality(project: Project, calibration: int) -> dict[str, float]:
     return out
 
 
+def with_people(project: Project, counts: list[int], draws: int = 3) -> dict[str, list[float]]:
+    """Accuracy of the zero-shot teacher (descriptions) with N people's labels as prototypes, per draw, on the pool
+    documents outside every draw's people."""
+    ids = project.store.ids_in_split("pool", source="imported")
+    gold = project.store.gold(ids)
+    ids = [d for d in ids if d in gold]
+    row_ids, matrix = project.store.embedding_matrix(project.vector_key)
+    row = {d: i for i, d in enumerate(row_ids)}
+    descriptions = {label.name: label.description for label in project.config.labels}
+    cls = get_plugins().get("teacher", "zeroshot").cls
+    out: dict[str, list[float]] = {}
+    for draw in range(draws):
+        order = np.random.default_rng(draw).permutation(len(ids))
+        held = [ids[i] for i in order[max(counts):]]  # the same documents graded at every N
+        for n in counts:
+            people = [(ids[i], gold[ids[i]]) for i in order[:n]]
+            context = TeachContext(project.labels, descriptions, vectors=lambda d: matrix[[row[x] for x in d]],
+                                   encode=project.embedder.encode, people=people)
+            answers = {a.doc_id: a.label for a in cls().label([Doc(d, "") for d in held], context)}
+            out.setdefault(str(n), []).append(float(np.mean([answers[d] == gold[d] for d in held])))
+    return out
+
+
+def people_table(datasets: list[str], encoder: str, counts: list[int]) -> None:
+    print(f"zero-shot teacher accuracy with people's labels as prototypes ({encoder} vectors; mean of 3 draws, "
+          "min-max):")
+    report = {}
+    for dataset in datasets:
+        source = OUT / "zeroshot-people" / f"{dataset}-{encoder}"
+        if not Project.exists(source):
+            project, _ = Project.from_dataset(dataset, source)
+            with project:
+                project.embed(encoder=encoder)
+        with Project.open(source) as project:
+            report[dataset] = runs = with_people(project, counts)
+        cells = [f"{n}: {np.mean(a):.3f} ({min(a):.3f}-{max(a):.3f})" for n, a in runs.items()]
+        print(f"  {dataset:<14} " + "   ".join(cells), flush=True)
+    (OUT / f"zeroshot_people_{encoder}.json").write_text(json.dumps(report, indent=2))
+
+
 def distilled(project: Project, teacher: str, budget: int) -> dict[str, float]:
     result = project.distill(DistillConfig(teacher=teacher, selector="margin", student="logreg",
                                            budget_labels=budget, seed=0))
@@ -80,7 +125,12 @@ def main() -> None:
     parser.add_argument("--datasets", default="bbc-news,reuters-r8")
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--calibration", type=int, default=200)
+    parser.add_argument("--people", default="", help="comma-separated numbers of people's labels, e.g. 0,20,50")
+    parser.add_argument("--encoder", default="minilm", help="--people: the encoder of the projects it builds")
     args = parser.parse_args()
+    if args.people:
+        people_table(args.datasets.split(","), args.encoder, [int(n) for n in args.people.split(",")])
+        return
     report = {}
     for dataset in args.datasets.split(","):
         source = OUT / "projects" / dataset

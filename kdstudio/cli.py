@@ -22,12 +22,15 @@ from kdstudio.project import Project, open_engine
 from kdstudio.secrets import redact
 from kdstudio.terminal import SafeConsole, drop_output, shown, stdin_is_terminal
 from kdstudio.types import (
+    LABEL_SOURCES,
     REVIEW_FILTERS,
+    SPLITS,
     TEACHER_SHORTCUTS,
     DistillConfig,
     Engine,
     Event,
     ImportOptions,
+    LabelFilter,
     ProgressView,
     RoundDone,
     RunStarted,
@@ -329,6 +332,14 @@ def _setting_option(declared: Setting) -> Any:
     return click.option(*names, metavar=metavar, help=f"{text}. [default: {shown_default}]")
 
 
+def _read_prompt(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KdError(f"--prompt-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})",
+                      "give a UTF-8 text file holding a Jinja2 template") from None
+
+
 def _distill_flags(ctx: click.Context) -> dict[str, Any]:
     """The settings given on this command line, and only those (the project's defaults fill the rest), each checked
     by its declaration; a bad value is reported under its flag."""
@@ -351,6 +362,8 @@ def _distill_flags(ctx: click.Context) -> dict[str, Any]:
             except KdError as exc:
                 raise KdError(f"{declared.flag}: {exc.message}", exc.fix) from None
     shortcuts = {x.option: p[x.option] for x in TEACHER_SHORTCUTS if given(x.option)}
+    if given("prompt_file"):
+        shortcuts["prompt"] = _read_prompt(p["prompt_file"])
     if shortcuts:
         flags["teacher_options"] = {**flags.get("teacher_options", {}), **shortcuts}
     if "model" in shortcuts and not given("teacher"):
@@ -366,6 +379,9 @@ def _distill_flags(ctx: click.Context) -> dict[str, Any]:
                                                 "terminal a paid run asks; elsewhere it never does).")
 @click.option("--resume", is_flag=True, help="Continue the latest run (or --run ID) where it stopped.")
 @click.option("--run", "run_id", type=int, help="With --resume: which run.")
+@click.option("--prompt-file", type=click.Path(path_type=Path), help="LLM teacher: a Jinja2 template of the message "
+              "that asks about each document (variables: document, labels, taxonomy, examples); recorded with the "
+              "run, and part of every answer's cache key.")
 @engine_options
 @click.pass_context
 def distill(ctx: click.Context, project_dir: Path, plan: bool, yes: bool, resume: bool, run_id: int | None,
@@ -707,6 +723,38 @@ def predict(model_dir: Path, source: str, out: Path | None, text_column: str, id
         deferred = sum(p.deferred for p in predictions)
         err_console.print(f"{len(predictions)} predictions written to {out}"
                           + (f"; {deferred} deferred" if defer_below is not None else ""))
+
+
+@cli.group()
+def labels() -> None:
+    """The labelled documents: out of the project as a dataset."""
+
+
+@labels.command("export")
+@project_option
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="The file to write: .csv, .jsonl or .parquet (by its extension); its dataset card is written "
+                   "beside it (NAME.card.md).")
+@click.option("--source", "sources", multiple=True, type=click.Choice(LABEL_SOURCES),
+              help="Only documents whose current label this source gave; repeatable (default: every source).")
+@click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS),
+              help="Only documents of this split; repeatable (default: every split; `check` is the sample that grades "
+                   "students: keep it out of training).")
+@click.option("--run", "run_id", type=int, help="Only the documents whose teacher label this run bought.")
+@click.option("--suspicion", is_flag=True, help="Add how suspect each teacher label is (the audit's out-of-fold "
+                                                "students, as `kdstudio audit` ranks them).")
+@click.option("--min-suspicion", type=click.FloatRange(0, 1),
+              help="Only teacher labels at least this suspect, 0-1 (implies --suspicion).")
+def labels_export(project_dir: Path, out: Path, sources: tuple[str, ...], splits: tuple[str, ...],
+                  run_id: int | None, suspicion: bool, min_suspicion: float | None) -> None:
+    """Write the labelled documents with who labelled them (CSV, JSONL or Parquet) and a dataset card."""
+    where = LabelFilter(sources or LABEL_SOURCES, splits or SPLITS, run_id)
+    with Project.for_reading(project_dir) as project:
+        _say_busy(project)
+        written = project.export_labels(out, where, suspicion=suspicion, min_suspicion=min_suspicion)
+    by_source = ", ".join(f"{n} {source}" for source, n in written.by_source.most_common())
+    console.print(f"{written.rows} labelled documents ({by_source}) written to {written.path}; "
+                  f"dataset card: {written.card}", soft_wrap=True)
 
 
 @cli.group()

@@ -37,6 +37,9 @@ class VectorsOnly:
     def stream_pool(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise KdError("a cold start has no student to score with", "pick a selector that reads vectors only")
 
+    def top_uncertain(self, measure: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise KdError("a cold start has no student to score with", "pick a selector that reads vectors only")
+
     def teacher_answers(self) -> TeacherAnswers:
         raise KdError("a cold start has no teacher answers", "pick a selector that reads vectors only")
 

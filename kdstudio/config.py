@@ -18,10 +18,10 @@ from kdstudio.store.vector_shards import DTYPES as VECTOR_TYPES
 CONFIG_NAME = "kdstudio.toml"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_ENCODER = "minilm"
-# DuckDB's share of a distillation's memory (Project.distill): the loop's own arrays grow by 9 bytes a pool document,
-# and DuckDB's joins over the corpus would otherwise take what they like (1.6 GB at the peak for 10M documents) and
-# keep it cached. 500 MB was too little for a join over 10M documents that DuckDB could not spill.
-RUN_DUCKDB_MEMORY = "1GB"
+# DuckDB's share of memory while `embed` or `distill` runs (Project): the loop's own arrays grow by 9 bytes a pool
+# document, and DuckDB's joins and sorts over the corpus would otherwise take what they like (1.6 GB at the peak for
+# 10M documents) and keep it cached. 500 MB was too little for a join over 10M documents that DuckDB could not spill.
+DUCKDB_MEMORY = "1GB"
 
 
 @dataclass(frozen=True)

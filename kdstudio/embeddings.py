@@ -76,31 +76,37 @@ COMMIT_SECONDS = 5.0
 COMMIT_ROWS = 65536
 
 
+def _commit(store: Store, model: str, ids: list[str], pending: list[np.ndarray], vector_type: str, done: int,
+            total: int, on_progress: ProgressFn | None) -> int:
+    store.save_embeddings(model, ids, np.concatenate(pending), vector_type)
+    done += len(ids)
+    if on_progress:
+        on_progress(done, total)
+    return done
+
+
 def embed_missing(store: Store, embedder: Encoder, on_progress: ProgressFn | None = None,
                   sort_by_length: bool = True, on_build: BuildProgress | None = None,
                   vector_type: str = "float32") -> EmbedReport:
     """Embed every document that lacks a vector for this encoder, committed every few seconds: a kill loses at
     most the work since the last commit, and progress is reported at each commit."""
     model = embedder.key
-    missing = store.ids_missing_embedding(model)
+    total = store.count_missing_embedding(model)
     already = store.embedding_count(model)
-    if not sort_by_length:
-        missing = list(np.random.default_rng(0).permutation(missing))
-    total = len(missing)
     if total:
         embedder.load(on_build)  # before the clock starts: the rate reported is the encoder's, not start-up's
     started = time.perf_counter()
     if on_progress:
         on_progress(0, total)
-    step = embedder.batch_size
-    first, committed = 0, time.perf_counter()  # missing[first:done] are encoded and not yet committed
+    done, committed = 0, time.perf_counter()
+    ids: list[str] = []  # encoded and not yet committed, with their vectors
     pending: list[np.ndarray] = []
-    for start in range(0, total, step):
-        pending.append(embedder.encode(store.texts(missing[start:start + step])))
-        done = min(start + step, total)
-        if done == total or done - first >= COMMIT_ROWS or time.perf_counter() - committed >= COMMIT_SECONDS:
-            store.save_embeddings(model, missing[first:done], np.concatenate(pending), vector_type)
-            first, pending, committed = done, [], time.perf_counter()
-            if on_progress:
-                on_progress(done, total)
+    for batch in store.missing_texts(model, embedder.batch_size, sort_by_length):
+        ids.extend(batch.column(0).to_pylist())
+        pending.append(embedder.encode(batch.column(1).to_pylist()))
+        if len(ids) >= COMMIT_ROWS or time.perf_counter() - committed >= COMMIT_SECONDS:
+            done = _commit(store, model, ids, pending, vector_type, done, total, on_progress)
+            ids, pending, committed = [], [], time.perf_counter()
+    if ids:
+        _commit(store, model, ids, pending, vector_type, done, total, on_progress)
     return EmbedReport(model, total, already, time.perf_counter() - started)

@@ -52,6 +52,12 @@ class SelectionContext(Protocol):
         or probabilities to ask for."""
         ...
 
+    def top_uncertain(self, measure: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most uncertain pool positions by `measure` (kdstudio.uncertainty.MEASURES), most uncertain first, and
+        their uncertainty; ties broken at random by the view's generator. Ranked a chunk at a time here, or on an
+        engine's workers, which return their top candidates only: the same picks either way."""
+        ...
+
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
         """The embeddings of some pool positions only (what a streaming selector reads)."""
         ...
@@ -171,6 +177,8 @@ class TeachContext:
     gold: Mapping[str, str] = field(default_factory=dict)
     difficulty: dict[str, float] = field(default_factory=dict)
     examples: list[tuple[str, str, str]] = field(default_factory=list)
+    # People's labels on pool documents (document id, label): never the check sample's, which grades the student.
+    people: list[tuple[str, str]] = field(default_factory=list)
     gate: SpendGate = field(default_factory=OpenGate)
     vectors: Callable[[list[str]], np.ndarray] | None = None
     encode: Callable[[list[str]], np.ndarray] | None = None
@@ -272,6 +280,12 @@ class Teacher(Component):
         """How many labelled examples the teacher reads from TeachContext.examples (the loop draws them once per
         run, balanced over the classes, so that prompts and thus cache keys stay the same on resume)."""
         return 0
+
+    @property
+    def examples_per_document(self) -> bool:
+        """Whether the teacher chooses its examples for each document itself, from every labelled example (then
+        TeachContext.examples holds them all, and `vectors` compares them)."""
+        return False
 
     def caveats(self, context: TeachContext) -> list[str]:
         """What a person should know about how this teacher will answer with this project's settings (e.g. labels it

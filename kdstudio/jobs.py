@@ -4,6 +4,7 @@ returns on each batch (see kdstudio.engine for the contract)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pyarrow as pa
 from kdstudio.engine import BatchFn, ShardJob, column_matrix, vectors_column, worker_threads
 from kdstudio.interfaces import Encoder, Student
 from kdstudio.store.vector_shards import VectorShards
+from kdstudio.uncertainty import TopUncertain, uncertainty
 
 
 def _threads(device: str) -> None:
@@ -60,7 +62,8 @@ class ScoreJob(ShardJob):
     vectors_dir: str = ""  # the vector shards, for batches that name rows instead of carrying vectors
     name = "score"
 
-    def open(self, device: str = "cpu") -> BatchFn:
+    def probabilities(self, device: str = "cpu") -> Callable[[pa.Table], np.ndarray]:
+        """batch -> the student's probabilities of its rows, as a matrix."""
         _threads(device)
         student = self.student_cls.load(Path(self.directory))
         shards = VectorShards.open(Path(self.vectors_dir)) if self.vectors_dir else None
@@ -72,12 +75,55 @@ class ScoreJob(ShardJob):
                 return column_matrix(batch.column("vector"))
             return shards.read(batch.column("row").to_numpy())
 
+        def probabilities(batch: pa.Table) -> np.ndarray:
+            if not batch.num_rows:
+                return np.zeros((0, 1), dtype=np.float32)
+            return student.predict_proba(features_of(batch))
+
+        return probabilities
+
+    def open(self, device: str = "cpu") -> BatchFn:
+        probabilities = self.probabilities(device)
+
         def score(batch: pa.Table) -> pa.Table:
-            features = features_of(batch)
-            probs = student.predict_proba(features) if batch.num_rows else np.zeros((0, 1), dtype=np.float32)
-            return pa.table({"id": batch.column("id"), "probs": vectors_column(probs)})
+            return pa.table({"id": batch.column("id"), "probs": vectors_column(probabilities(batch))})
 
         return score
+
+
+@dataclass(frozen=True)
+class TopUncertainJob(ScoreJob):
+    """The `k` most uncertain pool documents of each batch, as (row, uncertainty, keyed: uncertainty with its tie
+    jitter), leaving out the `exclude`d rows: what a worker returns instead of the pool's probabilities, so that the
+    driver merges candidates and never holds the pool (kdstudio.uncertainty.TopUncertain). Rows are the documents'
+    rows in the vector shards, which also key the tie jitter, as they do in-process."""
+
+    measure: str = "margin"
+    k: int = 1
+    salt: int = 0
+    exclude: tuple[int, ...] = ()
+    name = "top-uncertain"
+
+    @property
+    def batch_rows(self) -> int:  # type: ignore[override]
+        # A batch's vectors are small beside a model's activations on its texts.
+        return 8192 if self.input == "embeddings" else ShardJob.batch_rows
+
+    def open(self, device: str = "cpu") -> BatchFn:
+        probabilities = self.probabilities(device)
+        excluded = np.array(self.exclude, dtype=np.int64)
+
+        def top(batch: pa.Table) -> pa.Table:
+            rows = batch.column("row").to_numpy()
+            keep = ~np.isin(rows, excluded)
+            best = TopUncertain(self.k, self.salt)
+            if keep.any():
+                best.add(rows[keep], uncertainty(probabilities(batch.filter(pa.array(keep))), self.measure),
+                         rows[keep])
+            rows, scores, keyed = best.best()
+            return pa.table({"row": pa.array(rows, pa.int64()), "uncertainty": scores, "keyed": keyed})
+
+        return top
 
 
 @dataclass(frozen=True)

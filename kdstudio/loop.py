@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,8 @@ TEACHER_SHORTCUTS = (
                                        "llama.cpp)", "API base (teacher llm)"),
     Shortcut("--price-in", "price_in", "LLM teacher: USD per million prompt tokens (for unpriced models)"),
     Shortcut("--price-out", "price_out", "LLM teacher: USD per million completion tokens"),
+    Shortcut("--shots", "few_shot", "LLM teacher: show before each document the K labelled documents most like it "
+                                    "(people's labels, and gold where the corpus has it; never the teacher's)"),
 )
 
 
@@ -230,6 +232,7 @@ class Plan:
     not_ready: str | None = None  # why the teacher could not start (no key, unknown model), checked without a call
     access: str = ""  # how the teacher is reached (where its key comes from), when it is ready
     n_check: int = 0  # checked documents of the check sample the teacher is asked about, with the validation labels
+    prompt: list[dict[str, str]] = field(default_factory=list)  # the messages one sampled document would be sent
 
     @property
     def usd(self) -> float:
@@ -551,8 +554,9 @@ class Distiller:
             not_ready = None
         except KdError as exc:
             not_ready = exc.message
+        prompt = teacher.request(docs[0], context).get("messages", []) if docs else []
         return Plan(teacher.model_name, n_train, n_val, teacher.estimate(docs, context, n_train + n_val + n_check),
-                    generation, not_ready, teacher.access(), n_check)
+                    generation, not_ready, teacher.access(), n_check, prompt)
 
     def teacher_on_test(self, config: DistillConfig) -> float | None:
         """The teacher's own accuracy on the gold test split, asked outside the ledger (nothing is stored); None for a

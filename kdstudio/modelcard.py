@@ -4,26 +4,11 @@ what cost, how well it does, and where to set the deferral threshold."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
+from kdstudio.markdown import md_code as _code
+from kdstudio.markdown import md_text as _md
 from kdstudio.money import usd
-from kdstudio.terminal import shown
-
-
-def _md(text: object) -> str:
-    """Data (labels, names, paths) as literal Markdown text: every character Markdown could read as syntax is escaped,
-    so that a label like `x|y` or `*urgent*` neither breaks a table nor turns into emphasis, and control characters
-    are shown escaped (a card is read on terminals too)."""
-    return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", shown(str(text))).replace("\n", " ")
-
-
-def _code(text: object) -> str:
-    """Data as an inline code span, with a fence longer than any backtick run inside it."""
-    text = shown(str(text)).replace("\n", " ")
-    fence = "`" * (1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
 
 
 def _pct(value: float | None) -> str:

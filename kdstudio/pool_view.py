@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from kdstudio.errors import KdError
 from kdstudio.interfaces import Student, TeacherAnswers
 from kdstudio.scale import PoolScorer, features_table
+from kdstudio.uncertainty import TopUncertain, uncertainty
 
 # Pool positions scored at once: what a streaming selector holds besides its top candidates.
 CHUNK = 65536
@@ -20,18 +22,29 @@ def chunked(positions: np.ndarray) -> Iterator[np.ndarray]:
     return (positions[start:start + CHUNK] for start in range(0, len(positions), CHUNK))
 
 
+@dataclass(frozen=True)
+class ShardRows:
+    """Where the view's documents lie in the vector shards. A document's shard row breaks its ties in a ranking the
+    same way here and on an engine's workers, and names the candidates that the workers return."""
+
+    of_keys: Callable[[np.ndarray], np.ndarray]  # keys -> shard rows
+    keys_of: Callable[[np.ndarray], np.ndarray]  # shard rows -> keys
+    excluded: np.ndarray  # shard rows of the pool documents that are not in the view (bought, labelled by people)
+
+
 class PoolView:
     """The selector's view of the unlabelled pool. Position p is `keys[p]`: a document id, or (in a run) the
     document's row in the run's index, which `features`, `vectors` (of positions' keys), `vectors_of` (of ids) and
-    `ids_of` (keys to ids) read. With a `scorer` (an engine), scoring runs on the engine's workers: the whole pool as
-    one shard job, anything smaller as a stream of chunks."""
+    `ids_of` (keys to ids) read. With a `scorer` (an engine), scoring runs on the engine's workers: a ranking of the
+    whole pool as one shard job that returns candidates, anything else as a stream of chunks. Keys are sorted."""
 
     def __init__(self, keys: np.ndarray, features: Callable[[np.ndarray], Any],
                  vectors: Callable[[np.ndarray], np.ndarray], labelled: list[str], student: Student | None,
                  labels: list[str], round: int, rng: np.random.Generator, scorer: PoolScorer | None = None,
                  answers: dict[str, tuple[str, float | None]] | None = None, *,
                  vectors_of: Callable[[list[str]], np.ndarray] | None = None,
-                 ids_of: Callable[[np.ndarray], list[str]] | None = None) -> None:
+                 ids_of: Callable[[np.ndarray], list[str]] | None = None,
+                 shard_rows: ShardRows | None = None) -> None:
         self.keys = keys
         self.n_pool = len(keys)
         self.n_classes = len(labels)
@@ -48,6 +61,7 @@ class PoolView:
         self._student = student
         self._scorer = scorer
         self._answers = answers or {}
+        self._shard_rows = shard_rows
 
     def _require_student(self) -> Student:
         if self._student is None:
@@ -55,22 +69,32 @@ class PoolView:
         return self._student
 
     def score(self, positions: np.ndarray) -> np.ndarray:
-        student = self._require_student()
-        positions = np.asarray(positions)
-        if self._scorer is not None and len(positions) == self.n_pool and self.n_pool:
-            self.scored += len(positions)
-            return self._scorer.score_pool(student, self.round, np.array(self._ids_of(self.keys[positions])))
-        out = [probs for _, probs in self.score_stream(chunked(positions))]
+        self._require_student()
+        out = [probs for _, probs in self.score_stream(chunked(np.asarray(positions)))]
         return np.concatenate(out) if out else np.zeros((0, self.n_classes))
 
     def stream_pool(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        everything = np.arange(self.n_pool)
-        if self._scorer is not None and self.n_pool:  # one shard job on the engine's workers, handed out in chunks
-            probs = self.score(everything)
-            yield from ((positions, probs[positions[0]:positions[0] + len(positions)])  # views, not copies
-                        for positions in chunked(everything))
-            return
-        yield from self.score_stream(chunked(everything))
+        yield from self.score_stream(chunked(np.arange(self.n_pool)))
+
+    def top_uncertain(self, measure: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        student = self._require_student()
+        salt = int(self.rng.integers(2**63))
+        k = min(k, self.n_pool)
+        if self._scorer is not None and self._shard_rows is not None and self.n_pool:
+            self.scored += self.n_pool
+            rows, scores = self._scorer.top_uncertain(student, self.round, measure, k, salt, self._shard_rows.excluded)
+            keys = self._shard_rows.keys_of(rows)
+            positions = np.searchsorted(self.keys, keys)
+            if len(keys) and not np.array_equal(self.keys[np.minimum(positions, self.n_pool - 1)], keys):
+                raise KdError("the engine returned documents that are not in the pool", "run the command again")
+            return positions, scores
+        best = TopUncertain(k, salt)
+        for positions, probs in self.stream_pool():
+            keys = self.keys[positions]
+            best.add(positions, uncertainty(probs, measure),
+                     self._shard_rows.of_keys(keys) if self._shard_rows is not None else positions)
+        positions, scores, _ = best.best()
+        return positions, scores
 
     def score_stream(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         student = self._require_student()

@@ -12,7 +12,7 @@ import numpy as np
 
 from kdstudio import snapshot
 from kdstudio.check import MIN_CHECKED, CheckDraw, CheckReport, CheckTruth, check_truth, grade_run_student
-from kdstudio.config import CONFIG_NAME, RUN_DUCKDB_MEMORY, EmbeddingSettings, Label, ProjectConfig, validate_labels
+from kdstudio.config import CONFIG_NAME, DUCKDB_MEMORY, EmbeddingSettings, Label, ProjectConfig, validate_labels
 from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, StaleStudent
 from kdstudio.events import Event, EventFn, RoundDone, RunStarted
@@ -36,6 +36,7 @@ from kdstudio.store import (
 )
 from kdstudio.store.browse import Browse, Filters, Page
 from kdstudio.store.gold_labels import GoldLabels
+from kdstudio.store.labelled import LabelFilter
 from kdstudio.store.review import Candidate, ReviewStore
 from kdstudio.threads import sized_pools
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from kdstudio.audit import AuditReport
     from kdstudio.cascade import CascadeReport
     from kdstudio.export import ExportReport
+    from kdstudio.labels_export import Written
     from kdstudio.review import Agreement, PullReport, PushReport, ReviewItem, ReviewState
 
 
@@ -247,6 +249,8 @@ class Project:
 
     def import_file(self, path: str | Path, options: ImportOptions | None = None) -> ImportReport:
         """Import CSV, TSV, JSONL or Parquet in one transaction: a bad row changes nothing and says where it is."""
+        # Not held to DUCKDB_MEMORY: at 1 GB an import of 10M documents failed (the unique indexes it fills must fit
+        # in memory); unbounded it peaked at 14.3 GB (docs/scaling.md).
         return import_file(self.store, Path(path), self.labels, options or ImportOptions())
 
     @classmethod
@@ -336,13 +340,14 @@ class Project:
 
     def _embed(self, on_progress: ProgressFn | None, engine: Engine | None,
                on_build: BuildProgress | None) -> EmbedReport:
-        if engine is not None:
-            from kdstudio.scale import embed_with
+        with self.store.memory_limit(DUCKDB_MEMORY):
+            if engine is not None:
+                from kdstudio.scale import embed_with
 
-            return embed_with(engine, self.store, self.embedder, self.work_dir(engine) / "embed", on_progress,
-                              on_build, self.config.embedding.vector_type)
-        return embed_missing(self.store, self.embedder, on_progress, on_build=on_build,
-                             vector_type=self.config.embedding.vector_type)
+                return embed_with(engine, self.store, self.embedder, self.work_dir(engine) / "embed", on_progress,
+                                  on_build, self.config.embedding.vector_type)
+            return embed_missing(self.store, self.embedder, on_progress, on_build=on_build,
+                                 vector_type=self.config.embedding.vector_type)
 
     def work_dir(self, engine: Engine) -> Path:
         """Where the shards of an engine's jobs go: the engine's shared scratch folder, or inside the project."""
@@ -358,7 +363,7 @@ class Project:
         kdstudio.loop.resume_config for what a resume applies and what it refuses). With `engine`,
         embedding and pool scoring run there; the results are the same."""
         self.check_label_set()
-        with self.store.memory_limit(RUN_DUCKDB_MEMORY):
+        with self.store.memory_limit(DUCKDB_MEMORY):
             self.embed(on_embed_progress, engine=engine)  # a no-op when every document has its vector
             distiller = self._distiller(self._publishing(on_event), should_stop, engine)
             try:
@@ -515,6 +520,30 @@ class Project:
             raise KdError(f"{len(candidates) + trusted} labels are too few to audit",
                           "buy at least 10 teacher labels (`kdstudio distill`) first")
         return AuditReport(doubt, student_name, len(candidates), trusted, suspects)
+
+    def export_labels(self, out: str | Path, where: LabelFilter | None = None, *, suspicion: bool = False,
+                      min_suspicion: float | None = None) -> Written:
+        """The labelled documents `where` picks, written to `out` (CSV, JSONL or Parquet by its extension; replaced
+        whole or not at all), with a dataset card beside it. `suspicion` adds the audit's suspicion of each teacher
+        label (the audit's out-of-fold students are fitted for it); `min_suspicion` keeps the labels that suspect."""
+        from kdstudio import labels_export as out_file
+        from kdstudio.store.labelled import labelled_batches, teacher_against_truth
+
+        where, out = where or LabelFilter(), Path(out)
+        out_file.format_of(out)
+        if not out.parent.is_dir():
+            raise KdError(f"there is no folder {out.parent}", "create it first, or write the file elsewhere")
+        if where.run_id is not None and RunLog(self.store).get(where.run_id) is None:
+            raise KdError(f"there is no run {where.run_id}", "see `kdstudio runs`")
+        scores = None
+        if suspicion or min_suspicion is not None:
+            scores = {s.doc_id: s.suspicion for s in self.audit(run_id=where.run_id).suspects}
+        written = out_file.write_labels(
+            out_file.with_suspicion(labelled_batches(self.store, where), scores, min_suspicion),
+            out_file.Written(out, out_file.card_path(out), suspicion=scores is not None))
+        written.teacher = out_file.grade_teachers(teacher_against_truth(self.store))
+        out_file.write_card(written, self.config.name, where.describe(min_suspicion))
+        return written
 
     def _judging_student(self) -> tuple[str, dict[str, Any]]:
         """The latest run's student when it reads embeddings (cheap to fit five times), else logistic regression."""

@@ -369,7 +369,22 @@ def plan_view(plan: Plan) -> Group:
     if not est.priced:
         notes.insert(0, Text("the price is unknown: give --price-in and --price-out to plan a USD budget",
                              "bold red"))
-    return Group(table, *notes)
+    return Group(table, *notes, *prompt_lines(plan.prompt))
+
+
+PROMPT_SHOWN = 1200  # characters of each message that the plan shows
+
+
+def prompt_lines(messages: list[dict[str, str]]) -> list[Text]:
+    """The messages one sampled document would be sent, each cut to PROMPT_SHOWN characters: shown as data."""
+    if not messages:
+        return []
+    lines = [Text("the prompt of one sampled document:", "bold")]
+    for message in messages:
+        content = str(message.get("content", ""))
+        cut = f"... ({len(content) - PROMPT_SHOWN} more characters)" if len(content) > PROMPT_SHOWN else ""
+        lines.append(Text.assemble((f"[{message.get('role', '?')}] ", "dim"), content[:PROMPT_SHOWN] + cut))
+    return lines
 
 
 def export_view(report: ExportReport) -> Group:

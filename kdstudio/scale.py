@@ -19,9 +19,10 @@ from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn
 from kdstudio.engine import Engine, ShardTask, column_matrix, vectors_column
 from kdstudio.errors import KdError
 from kdstudio.interfaces import Encoder, Student
-from kdstudio.jobs import EmbedJob, PredictJob, ScoreJob
+from kdstudio.jobs import EmbedJob, PredictJob, ScoreJob, TopUncertainJob
 from kdstudio.store import Store
 from kdstudio.store.shards import export_missing_texts, export_pool, load_embeddings
+from kdstudio.uncertainty import TopUncertain
 
 
 def _clean(work: Path, empty_parents: int) -> None:
@@ -62,12 +63,17 @@ def _readable(files: Sequence[Path]) -> list[Path]:
     return good
 
 
-def read_outputs(tasks: Sequence[ShardTask], key: str, columns: Sequence[str]) -> pa.Table:
-    """Every task's output, checked: each input row must come back exactly once."""
+def require_outputs(tasks: Sequence[ShardTask]) -> None:
+    """Every task wrote its output shard (each is written whole, or not at all), or one line says how many did not."""
     missing_files = [t.target for t in tasks if not Path(t.target).is_file()]
     if missing_files:
         raise KdError(f"the engine finished without writing {len(missing_files)} of {len(tasks)} output shards "
                       f"(first: {missing_files[0]})", "run the command again: finished shards are kept")
+
+
+def read_outputs(tasks: Sequence[ShardTask], key: str, columns: Sequence[str]) -> pa.Table:
+    """Every task's output, checked: each input row must come back exactly once."""
+    require_outputs(tasks)
     table = pa.concat_tables([pq.read_table(t.target, columns=[key, *columns]) for t in tasks]) if tasks else None
     expected = sum(t.rows for t in tasks)
     if table is None:
@@ -111,8 +117,9 @@ def embed_with(engine: Engine, store: Store, encoder: Encoder, work: Path,
 # -- pool scoring (inside the distillation loop) -------------------------------------------------------------------
 
 class PoolScorer:
-    """The student's probabilities over the pool, computed on `engine`: the whole pool as a shard job over shards
-    exported once per run, or candidate chunks streamed to the workers (M-RARU)."""
+    """The student's work over the pool, on `engine`: the most uncertain documents as a shard job over shards
+    exported once per run (each worker returns its shards' top candidates, never their scores), or candidate chunks
+    streamed to the workers (M-RARU, and anything else that reads scores)."""
 
     def __init__(self, engine: Engine, store: Store, embedding_model: str, student_input: str, work: Path) -> None:
         self.engine = engine
@@ -134,21 +141,29 @@ class PoolScorer:
                                             str(shards.directory.resolve()) if shards is not None else ""))
         return self._job[1]
 
-    def score_pool(self, student: Student, round_no: int, ids: np.ndarray) -> np.ndarray:
-        """Probabilities of `ids` (pool documents) from one pass of the job over the whole pool."""
+    def top_uncertain(self, student: Student, round_no: int, measure: str, k: int, salt: int,
+                      exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The k most uncertain pool documents but the `exclude`d, as (vector shard rows, uncertainty), most
+        uncertain first: exactly what ranking every pool document at once with the same salt gives."""
         if self._pool_shards is None:
             self._pool_shards = export_pool(self.store, self.embedding_model, self.student_input,
                                             self.work / "pool", self.engine.shard_rows)
-        out_dir = self.work / f"scores-{round_no}"
+        out_dir = self.work / f"top-{round_no}"
         shutil.rmtree(out_dir, ignore_errors=True)
         tasks = _tasks(self._pool_shards, out_dir)
-        job = self.job(student, round_no)
+        base = self.job(student, round_no)
+        job = TopUncertainJob(base.student_cls, base.directory, base.input, base.vectors_dir, measure=measure, k=k,
+                              salt=salt, exclude=tuple(sorted(int(r) for r in exclude)))
         self.engine.map_shards(job, tasks)
-        table = read_outputs(tasks, job.key, ["probs"])
-        row_of = {doc_id: i for i, doc_id in enumerate(table.column("id").to_pylist())}
-        probs = column_matrix(table.column("probs"))
+        require_outputs(tasks)
+        best = TopUncertain(k, salt)
+        for task in tasks:  # a shard's candidates at a time: the driver holds k of them, not the pool
+            table = pq.read_table(task.target, columns=["row", "uncertainty", "keyed"])
+            best.add_keyed(table.column("row").to_numpy(), table.column("uncertainty").to_numpy(),
+                           table.column("keyed").to_numpy())
         shutil.rmtree(out_dir, ignore_errors=True)
-        return probs[[row_of[d] for d in ids.tolist()]]
+        rows, scores, _ = best.best()
+        return rows, scores
 
     def score_stream(self, student: Student, round_no: int, chunks: Iterator[tuple[np.ndarray, pa.Table]]
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -31,7 +31,7 @@ from kdstudio.interfaces import (
     Teacher,
 )
 from kdstudio.pgkd import generation_request
-from kdstudio.pool_view import PoolView
+from kdstudio.pool_view import PoolView, ShardRows
 from kdstudio.run_state import RoundReport, RunState, Trained, best_key
 from kdstudio.scale import PoolScorer
 from kdstudio.store import Ledger, RunLog, Store
@@ -144,7 +144,8 @@ def select(ctx: RunContext, state: RunState) -> Batch:
         return Batch(pending.selected, pending.scored or 0, wanted=len(pending.selected))
     started = time.perf_counter()
     config, round_no = ctx.config, state.round_no
-    free = ctx.index.free_rows(state.chosen | set(ctx.ledger.human_labelled()))
+    taken = state.chosen | set(ctx.ledger.human_labelled())
+    free = ctx.index.free_rows(taken)
     want = config.seed_size if round_no == 0 else config.batch
     if config.budget_labels is not None:
         want = min(want, config.budget_labels - len(state.selected))
@@ -155,7 +156,9 @@ def select(ctx: RunContext, state: RunState) -> Batch:
     pool = PoolView(free, ctx.features_at, ctx.index.vectors_at, [s["id"] for s in state.selected],
                     state.trained.student if state.trained else None, ctx.labels, round_no,
                     np.random.default_rng([config.seed, round_no]), ctx.scorer, answers,
-                    vectors_of=ctx.index.vectors, ids_of=ctx.index.ids_at)
+                    vectors_of=ctx.index.vectors, ids_of=ctx.index.ids_at,
+                    shard_rows=ShardRows(ctx.index.shard_rows_at, ctx.index.rows_at_shard_rows,
+                                         ctx.index.shard_rows_at(ctx.index.rows(list(ctx.index.known(taken))))))
     chooser = ctx.parts.seed_selector if round_no == 0 else ctx.parts.selector
     # A pure PGKD run (--batch 0) buys no new documents after the seed: its data is generated.
     choice: Selection = chooser.select(pool, want) if want > 0 and len(free) else Selection([], [])
@@ -415,7 +418,9 @@ def teach_context(ledger: Ledger, teacher: Teacher, seed: int, labels: list[str]
     classes, so that the same run always builds the same prompts (and cache keys)."""
     examples: list[tuple[str, str, str]] = []
     wanted = teacher.examples_wanted
-    if wanted:
+    if wanted and teacher.examples_per_document:
+        examples = ledger.labelled_examples()
+    elif wanted:
         rows = ledger.labelled_examples()
         humans = dict(ledger.human_examples())
         order = np.random.default_rng([seed, 104729]).permutation(len(rows))
@@ -429,4 +434,5 @@ def teach_context(ledger: Ledger, teacher: Teacher, seed: int, labels: list[str]
             for q in queues:
                 if q and len(examples) < wanted:
                     examples.append(rows[q.pop(0)])
-    return TeachContext(labels, descriptions, gold if teacher.simulated else {}, examples=examples, **embedding)
+    return TeachContext(labels, descriptions, gold if teacher.simulated else {}, examples=examples,
+                        people=ledger.people_on_pool(), **embedding)

@@ -22,6 +22,7 @@ from kdstudio.events import (
     Teaching,
 )
 from kdstudio.export import ExportReport
+from kdstudio.labels_export import Written as LabelsWritten
 from kdstudio.loop import TEACHER_SHORTCUTS, DistillConfig, Plan, RoundReport, RunResult, Shortcut
 from kdstudio.plugins import Plugins, Registered, get_plugins
 from kdstudio.project import ProgressView, Status, TriageItem
@@ -30,9 +31,12 @@ from kdstudio.review import Agreement, PullReport, PushReport, ReviewItem, Revie
 from kdstudio.settings import Setting, settings_of
 from kdstudio.store import ImportOptions, ImportReport, RoundRow, RunRow, SpendRow, parse_split_option
 from kdstudio.store.browse import Filters, Page
+from kdstudio.store.labelled import LABEL_SOURCES, SPLITS, LabelFilter
 
 __all__ = [
+    "LABEL_SOURCES",
     "REVIEW_FILTERS",
+    "SPLITS",
     "TEACHER_SHORTCUTS",
     "Agreement",
     "AuditReport",
@@ -51,7 +55,9 @@ __all__ = [
     "ImportOptions",
     "ImportReport",
     "Label",
+    "LabelFilter",
     "Labelled",
+    "LabelsWritten",
     "Page",
     "Plan",
     "Plugins",

@@ -96,6 +96,18 @@ class VectorIndex:
     def vectors_at(self, rows: np.ndarray) -> np.ndarray:
         return self._read(self._shard_rows[np.asarray(rows, dtype=np.int64)])
 
+    def shard_rows_at(self, rows: np.ndarray) -> np.ndarray:
+        """Where the documents at index `rows` lie in the vector shards."""
+        return self._shard_rows[np.asarray(rows, dtype=np.int64)].astype(np.int64)
+
+    def rows_at_shard_rows(self, shard_rows: np.ndarray) -> np.ndarray:
+        """The index rows of documents by their shard rows (-1 for a shard row the index does not hold)."""
+        shard_rows = np.asarray(shard_rows, dtype=np.int64)
+        inside = (shard_rows >= 0) & (shard_rows < len(self._index_of))
+        rows = np.full(len(shard_rows), -1, dtype=np.int64)
+        rows[inside] = self._index_of[shard_rows[inside]]
+        return rows
+
     def known(self, ids: Iterable[str]) -> set[str]:
         """Those of `ids` that have a vector."""
         ids = list(ids)

@@ -77,3 +77,36 @@ def test_rows_returned_twice_are_refused_and_nothing_is_stored(corpus: dict, tmp
         with pytest.raises(KdError, match=r"returned 160 rows \(80 distinct\) for 80 inputs"):
             project.embed(engine=SerialEngine(doubled=True))
         assert project.store.embedding_count(corpus["key"]) == 0
+
+
+@pytest.mark.parametrize("selector", ["margin", "cluster-margin"])
+def test_the_workers_rank_the_pool_and_the_driver_reads_their_candidates_only(
+        corpus: dict, tmp_path: Path, selector: str, monkeypatch: pytest.MonkeyPatch):
+    """Whole-pool uncertainty on an engine: each shard's top candidates come back, never the pool's probabilities,
+    and the picks are the in-process run's, round after round."""
+    from kdstudio import scale
+    from kdstudio.loop import DistillConfig
+
+    embedded = corpus["project"].parent / "local" / corpus["project"].name  # embedded in-process (conftest)
+    config = DistillConfig(teacher="oracle", teacher_options={"noise": 0.2}, selector=selector, seed_size=10,
+                           batch=10, budget_labels=40, seed=2)
+    chosen = []
+    read: list[tuple[int, tuple[str, ...]]] = []  # by the driver: what the workers wrote (their input is "pool")
+    whole = scale.pq.read_table
+
+    def read_table(path, columns=None, **kwargs):
+        table = whole(path, columns=columns, **kwargs)
+        if Path(path).parent.name != "pool":
+            read.append((table.num_rows, tuple(table.column_names)))
+        return table
+
+    monkeypatch.setattr(scale.pq, "read_table", read_table)
+    for engine in (None, SerialEngine()):
+        with Project.open(fresh_copy(embedded, tmp_path / str(engine is None))) as project:
+            run = project.distill(config, engine=engine)
+            assert run.status == "finished"
+            chosen.append([[s["id"] for s in r.selected] for r in project.rounds(run.run_id)])
+    assert chosen[0] == chosen[1] and sum(map(len, chosen[0])) == 40
+    wanted = 10 * (1 if selector == "margin" else 10)  # cluster-margin ranks 10 candidates a pick
+    assert read and all(columns == ("row", "uncertainty", "keyed") for _, columns in read)
+    assert max(rows for rows, _ in read) <= min(wanted, SerialEngine.shard_rows)

@@ -340,3 +340,64 @@ def test_a_committee_escalates_disagreement_and_holds_the_usd_cap(bbc: Path, llm
             <= 0.05 + 1e-9
     broken = cli("distill", "-p", str(bbc), "--teacher", "committee", "--teacher-option", "members=llm nope=1")
     assert broken.returncode == 1 and "unknown option" in broken.stderr and "Traceback" not in broken.stderr
+
+
+TEMPLATE = """Guidelines from the desk: a story about a club's finances is business, not sport.
+Classes:
+{{ taxonomy }}
+{% for label in labels %}[{{ label.name }}]{% endfor %}
+Classify this one:
+{{ document }}
+"""
+
+
+def test_a_prompt_of_your_own_is_planned_sent_recorded_and_keys_the_cache(bbc: Path, llm: FakeLLM, tmp_path: Path):
+    answer_gold(llm, bbc)
+    template = tmp_path / "prompt.j2"
+    template.write_text(TEMPLATE, encoding="utf-8")
+    args = ["-p", str(bbc), *llm_args(llm), *SMALL, "--prompt-file", str(template)]
+    plan = cli("distill", *args, "--plan")
+    assert plan.returncode == 0, plan.stderr
+    assert "the prompt of one sampled document" in plan.stdout and "Guidelines from the desk" in plan.stdout
+    assert llm.requests() == []
+    first = cli("distill", *args)
+    assert first.returncode == 0, first.stderr
+    sent = [r for r in llm.requests() if r["schema"] == "label"]
+    assert sent and all(r["body"]["messages"][-1]["content"].startswith("Guidelines from the desk") for r in sent)
+    user = sent[0]["body"]["messages"][-1]["content"]
+    assert "[business][entertainment][politics][sports][tech]" in user and "</document>" in user
+    with Project.open(bbc, read_only=True) as project:
+        config = json.loads(project.store.con.execute("SELECT config FROM runs ORDER BY id DESC LIMIT 1"
+                                                      ).fetchall()[0][0])
+        paid = project.store.spend()[1]
+    assert config["teacher_options"]["prompt"] == TEMPLATE  # recorded with the run
+    answer_gold(llm, bbc)
+    again = cli("distill", *args)  # the same prompt: every answer comes from the ledger
+    assert again.returncode == 0, again.stderr
+    assert [r for r in llm.requests() if r["schema"] == "label"] == []
+    template.write_text(TEMPLATE.replace("Guidelines from the desk", "Rules"), encoding="utf-8")
+    changed = cli("distill", *args)  # a changed prompt is a new question
+    assert changed.returncode == 0, changed.stderr
+    assert len([r for r in llm.requests() if r["schema"] == "label"]) >= len(sent)
+    with Project.open(bbc, read_only=True) as project:
+        assert project.store.spend()[1] > paid
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("{{ document", "the prompt template cannot be used (line 1)"),
+    ("{{ documnet }}", "'documnet' is undefined"),
+    ("No document here: {{ taxonomy }}", "never shows the document"),
+    (None, "cannot read it"),
+])
+def test_a_prompt_file_that_cannot_work_is_one_line_and_sends_nothing(bbc: Path, llm: FakeLLM, tmp_path: Path,
+                                                                      text: str | None, said: str):
+    template = tmp_path / "prompt.j2"
+    if text is not None:
+        template.write_text(text, encoding="utf-8")
+    answer_gold(llm, bbc)
+    result = cli("distill", "-p", str(bbc), *llm_args(llm), *SMALL, "--prompt-file", str(template))
+    assert result.returncode != 0 and said in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2  # the line and its fix
+    assert llm.requests() == []
+    with Project.open(bbc, read_only=True) as project:
+        assert project.store.spend()[1] == 0 and project.runs() == []

@@ -8,6 +8,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fake_llm_server import FakeLLM
 
@@ -227,6 +228,42 @@ def test_few_shot_examples_go_in_as_turns(project: Project, llm: FakeLLM):
     messages = llm.requests()[0]["body"]["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert json.loads(messages[2]["content"]) == {"label": "tech"}
+
+
+def test_shots_are_the_labelled_documents_nearest_each_document(project: Project, llm: FakeLLM):
+    """--shots K: each request carries the K labelled examples most like its document in the embedding space, the
+    most alike first, sent over HTTP; a document never shows itself, and one without a stored vector is embedded."""
+    rng = np.random.default_rng(3)
+    space = {f"e{i}": v for i, v in enumerate(rng.standard_normal((12, 8)))}
+    examples = [(doc_id, f"example {doc_id}", LABELS[i % 3]) for i, doc_id in enumerate(space)]
+    asked = docs(3)
+    space |= {d.id: rng.standard_normal(8) for d in asked[:2]}
+    space["e5"] = space["doc1"] * 1.01  # doc1's twin: its nearest example
+    examples.append(("doc0", "example doc0", LABELS[0]))  # a person labelled doc0 too: it is not its own example
+    written = docs(3)[2]  # no stored vector: embedded from its text
+
+    def vectors(ids: list[str]) -> np.ndarray:
+        if any(d not in space for d in ids):
+            raise KdError("no vector")
+        return np.array([space[d] for d in ids])
+
+    encoded = rng.standard_normal(8)
+    teach(project, teacher(llm, few_shot=3), [*asked[:2], written], examples=examples, vectors=vectors,
+          encode=lambda texts: np.array([encoded for _ in texts]))
+    shown = {}
+    for request in llm.requests():
+        messages = request["body"]["messages"]
+        asked_text = messages[-1]["content"]
+        shown[asked_text] = [m["content"] for m in messages[1:-1:2]]
+
+    def expected(doc_id: str, vector: np.ndarray, k: int = 3) -> list[str]:
+        ids = [d for d, _, _ in examples if d != doc_id]
+        sims = {d: space[d] @ vector / np.linalg.norm(space[d]) / np.linalg.norm(vector) for d in ids}
+        return [f"<document>\nexample {d}\n</document>" for d in sorted(ids, key=lambda d: -sims[d])[:k]]
+
+    for doc, vector in ((asked[0], space["doc0"]), (asked[1], space["doc1"]), (written, encoded)):
+        assert shown[f"<document>\n{doc.text}\n</document>"] == expected(doc.id, vector)
+    assert shown[f"<document>\n{asked[1].text}\n</document>"][0] == "<document>\nexample e5\n</document>"
 
 
 def test_a_refused_key_stops_with_a_clear_error_and_no_row(project: Project, llm: FakeLLM):

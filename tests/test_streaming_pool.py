@@ -15,45 +15,60 @@ from kdstudio.errors import KdError
 from kdstudio.loop import DistillConfig
 from kdstudio.pool_view import PoolView
 from kdstudio.project import Project
-from kdstudio.uncertainty import uncertainty
-from kdstudio_plugins.selectors.uncertainty import streamed_top_k
+from kdstudio.uncertainty import TopUncertain, tie_jitter, uncertainty
 
 
-def whole_pool_top_k(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """The ranking the selectors did before they streamed: every score at once, ties broken by one jitter draw."""
+def whole_pool_top_k(scores: np.ndarray, k: int, salt: int) -> np.ndarray:
+    """Ranking the whole pool at once: every score, ties broken by each document's jitter."""
     k = min(k, len(scores))
-    keyed = scores + rng.random(len(scores)) * 1e-9
+    keyed = scores + tie_jitter(salt, np.arange(len(scores)))
     best = np.argpartition(-keyed, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     return best[np.argsort(-keyed[best])]
 
 
-class Stream:
-    """A selection context with only what streaming ranking reads: the pool's probabilities, chunk by chunk."""
+class Student:
+    """Probabilities given in advance, looked up by the rows of the pool view's features."""
 
-    def __init__(self, probs: np.ndarray, chunk: int, seed: int) -> None:
-        self.probs, self.chunk, self.rng = probs, chunk, np.random.default_rng(seed)
+    input = "embeddings"
 
-    def stream_pool(self):
-        for start in range(0, len(self.probs), self.chunk):
-            yield np.arange(start, min(start + self.chunk, len(self.probs))), self.probs[start:start + self.chunk]
+    def __init__(self, probs: np.ndarray) -> None:
+        self.probs = probs
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        return self.probs[rows]
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
 @pytest.mark.parametrize("k", [1, 20, 300, 1000])
-def test_streamed_ranking_picks_what_ranking_the_whole_pool_picks(chunk: int, k: int):
+def test_streamed_ranking_picks_what_ranking_the_whole_pool_picks(chunk: int, k: int,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(pool_view, "CHUNK", chunk)
     rng = np.random.default_rng(chunk * 1000 + k)
     probs = rng.dirichlet(np.ones(4), size=500)
     probs[100:140] = probs[100]  # ties: only the jitter orders them
+    keys = np.arange(500)
     for measure in ("margin", "entropy", "least-confidence"):
-        expected = whole_pool_top_k(uncertainty(probs, measure), k, np.random.default_rng(9))
-        streamed = Stream(probs, chunk, 9)
-        positions, scores = streamed_top_k(streamed, measure, min(k, len(probs)))
+        view = PoolView(keys, lambda rows: rows, lambda rows: rows, [], Student(probs), ["a", "b", "c", "d"], 1,
+                        np.random.default_rng(9))
+        positions, scores = view.top_uncertain(measure, k)
+        salt = int(np.random.default_rng(9).integers(2**63))  # the view draws one salt from its generator
+        expected = whole_pool_top_k(uncertainty(probs, measure), k, salt)
         assert positions.tolist() == expected.tolist()
         np.testing.assert_array_equal(scores, uncertainty(probs, measure)[expected])
-        # The generator is left where one whole-pool draw leaves it, so later random choices are the same too.
-        after = np.random.default_rng(9)
-        after.random(len(probs))
-        assert streamed.rng.random() == after.random()
+        assert view.scored == len(probs)
+
+
+def test_the_top_of_each_part_merged_is_the_top_of_the_whole():
+    """What an engine's workers return (each shard's top k, with its jitter) merges into the pool's top k."""
+    rng = np.random.default_rng(5)
+    scores = np.round(rng.random(2000), 2)  # many ties
+    expected = whole_pool_top_k(scores, 50, salt=77)
+    merged = TopUncertain(50, salt=77)
+    for part in np.array_split(rng.permutation(2000), 13):  # shards in any order
+        best = TopUncertain(50, salt=77)
+        best.add(part, scores[part], part)
+        merged.add_keyed(*best.best())
+    assert merged.best()[0].tolist() == expected.tolist()
 
 
 @pytest.fixture(scope="module")

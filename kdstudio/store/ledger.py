@@ -236,6 +236,14 @@ class Ledger:
             """
         ).fetchall()
 
+    def people_on_pool(self) -> list[tuple[str, str]]:
+        """(doc id, label) of the imported pool documents people labelled (the newest label), in id order: what a
+        teacher may learn from; the check sample, which grades, is not among them."""
+        return self.con.execute(
+            "SELECT l.doc_id, arg_max(l.label, l.id) FROM labels l JOIN documents d ON d.id = l.doc_id "
+            "WHERE l.source = 'human' AND d.split = 'pool' AND d.source = 'imported' GROUP BY l.doc_id ORDER BY 1"
+        ).fetchall()
+
     def human_examples(self) -> list[tuple[str, str]]:
         """(doc id, label) of every document with a human label (the newest one)."""
         return self.con.execute(

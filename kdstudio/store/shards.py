@@ -39,13 +39,14 @@ def export_missing_texts(store: Store, model: str, directory: Path, rows_per_sha
 def export_pool(store: Store, model: str, student_input: str, directory: Path, rows_per_shard: int
                 ) -> list[tuple[Path, int]]:
     """The imported pool documents as a student reads them: (id, row), whose vector the worker reads from the vector
-    shards where they lie, in row order so that each worker reads its rows in sequence; or (id, text)."""
+    shards where they lie, in row order so that each worker reads its rows in sequence; or (id, row, text), longest
+    first. The row also names the document to the tie-breaking of a ranking (kdstudio.uncertainty.tie_jitter)."""
+    pool = ("FROM documents d JOIN vector_rows v ON v.doc_id = d.id AND v.model = ? "
+            "WHERE d.split = 'pool' AND d.source = 'imported'")
     if student_input == "embeddings":
-        return _export(store, "SELECT d.id, v.row FROM documents d JOIN vector_rows v ON v.doc_id = d.id "
-                              "AND v.model = ? WHERE d.split = 'pool' AND d.source = 'imported' ORDER BY v.row",
-                       [model], directory, rows_per_shard)
-    return _export(store, "SELECT id, text FROM documents WHERE split = 'pool' AND source = 'imported' "
-                          "ORDER BY length(text) DESC, id", [], directory, rows_per_shard)
+        return _export(store, f"SELECT d.id, v.row {pool} ORDER BY v.row", [model], directory, rows_per_shard)
+    return _export(store, f"SELECT d.id, v.row, d.text {pool} ORDER BY length(d.text) DESC, d.id", [model],
+                   directory, rows_per_shard)
 
 
 def load_embeddings(store: Store, model: str, files: Sequence[Path], vector_type: str = "float32") -> int:

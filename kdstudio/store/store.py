@@ -63,6 +63,7 @@ class Store:
         self.con = con
         self.path = path
         self._open_transactions = 0
+        self._memory_limited = False
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -181,12 +182,17 @@ class Store:
     @contextmanager
     def memory_limit(self, limit: str) -> Iterator[None]:
         """DuckDB's memory bounded to `limit` inside the `with` (it spills joins and sorts to disk beyond it): by
-        default it may take 80% of the machine, and keeps what it read cached up to that. kdstudio sets it nowhere
-        else, so the default comes back after."""
+        default it may take 80% of the machine, and keeps what it read cached up to that. Inside another such `with`
+        (embedding inside `distill`), the outer limit holds; the default comes back when the outermost ends."""
+        if self._memory_limited:
+            yield
+            return
         self.con.execute(f"SET memory_limit = '{limit}'")
+        self._memory_limited = True
         try:
             yield
         finally:
+            self._memory_limited = False
             self.con.execute("RESET memory_limit")
 
     def table_names(self) -> list[str]:
@@ -314,6 +320,23 @@ class Store:
             "SELECT label FROM labels UNION SELECT label FROM gold ORDER BY 1").fetchall()]
 
     # -- embeddings ----------------------------------------------------------------------------------
+
+    def missing_texts(self, model: str, batch_rows: int, sort_by_length: bool = True) -> Iterator[pa.RecordBatch]:
+        """(id, text) of the documents without a `model` vector, `batch_rows` at a time, longest first (batches of
+        similar length) or in a fixed shuffled order; read through a cursor of its own, so the caller may write
+        between batches, and never listed whole in Python."""
+        order = "length(d.text) DESC, d.id" if sort_by_length else "hash(d.id), d.id"
+        cursor = self.con.cursor()
+        try:
+            yield from cursor.sql(
+                f"SELECT d.id, d.text FROM documents d ANTI JOIN vector_rows v ON v.doc_id = d.id AND v.model = ? "
+                f"ORDER BY {order}", params=[model]).to_arrow_reader(batch_rows)
+        finally:
+            cursor.close()
+
+    def count_missing_embedding(self, model: str) -> int:
+        return int(self.con.execute("SELECT count(*) FROM documents d ANTI JOIN vector_rows v ON v.doc_id = d.id "
+                                    "AND v.model = ?", [model]).fetchall()[0][0])
 
     def ids_missing_embedding(self, model: str) -> list[str]:
         """Documents without a vector for `model`, longest first, so batches hold texts of similar length."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdstudio.interfaces import Option, Selection, SelectionContext, Selector
-from kdstudio_plugins.selectors.uncertainty import random_selection, streamed_top_k
+from kdstudio_plugins.selectors.uncertainty import random_selection
 
 
 class ClusterMarginSelector(Selector):
@@ -20,7 +20,7 @@ class ClusterMarginSelector(Selector):
             return random_selection(context, k, "random (no student yet)")
         from sklearn.cluster import KMeans
 
-        candidates, scores = streamed_top_k(context, self.measure, min(k * self.candidates_per_pick, context.n_pool))
+        candidates, scores = context.top_uncertain(self.measure, k * self.candidates_per_pick)
         u = dict(zip(candidates.tolist(), scores.tolist(), strict=True))
         if len(candidates) <= k:
             return Selection(candidates.tolist(), scores.tolist(), context.n_pool)

@@ -23,6 +23,8 @@ from kdstudio.interfaces import (
     TeacherLabel,
 )
 from kdstudio_plugins.teachers import answers, prompts
+from kdstudio_plugins.teachers.prompt_template import PromptTemplate
+from kdstudio_plugins.teachers.shots import NearestExamples
 from kdstudio_plugins.teachers.transport import (
     BudgetRefused,
     CallFailed,
@@ -51,7 +53,13 @@ class LLMTeacher(Teacher, SampleWriter):
         Option("samples", int, 5, "k answers sampled per document when confidence=samples", low=1),
         Option("temperature", float, 0.0, "sampling temperature (0.7 is used for confidence=samples if left 0)",
                low=0.0, high=2.0),
-        Option("few_shot", int, 0, "labelled examples shown before each document (human labels, then gold)", low=0),
+        Option("few_shot", int, 0, "labelled examples shown before each document: people's labels (and gold where "
+                                   "the corpus has it), never the teacher's", low=0),
+        Option("shots_by", str, "similar", "how few-shot examples are chosen: similar (for each document, the "
+                                           "labelled documents nearest to it in the embedding space) or class (drawn "
+                                           "once per run, balanced over the classes)", ("similar", "class")),
+        Option("prompt", str, "", "a Jinja2 template of the message that asks about a document (`distill "
+                                  "--prompt-file` puts a file's text here): document, labels, taxonomy, examples"),
         Option("json_mode", str, "schema", "constrain the answer: schema (JSON schema), object (any JSON), none",
                ("schema", "object", "none")),
         Option("max_tokens", int, 64, "completion tokens at most per label answer", low=1),
@@ -79,6 +87,8 @@ class LLMTeacher(Teacher, SampleWriter):
         self._pricing: Pricing | None = None
         self._transport: Transport | None = None
         self._resolved_mode: str | None = None
+        self._nearest: tuple[list[tuple[str, str, str]], NearestExamples | None] | None = None
+        self.template = PromptTemplate(self.prompt) if self.prompt else None
 
     @property
     def model_name(self) -> str:
@@ -119,13 +129,24 @@ class LLMTeacher(Teacher, SampleWriter):
     def examples_wanted(self) -> int:
         return self.few_shot
 
-    def _examples(self, context: TeachContext) -> list[tuple[str, str]]:
-        return [(text, label) for _, text, label in context.examples[:self.few_shot]] if self.few_shot else []
+    @property
+    def examples_per_document(self) -> bool:
+        return self.shots_by == "similar" and self.few_shot > 0
+
+    def _examples(self, doc: Doc, context: TeachContext) -> list[tuple[str, str]]:
+        if not self.few_shot:
+            return []
+        if self.examples_per_document:
+            if self._nearest is None or self._nearest[0] is not context.examples:
+                self._nearest = (context.examples, NearestExamples.of(context))
+            if self._nearest[1] is not None:
+                return self._nearest[1].nearest(doc, context, self.few_shot)
+        return [(text, label) for _, text, label in context.examples[:self.few_shot]]
 
     def _messages(self, doc: Doc, context: TeachContext, mode: str) -> list[dict[str, str]]:
-        return prompts.label_messages(doc.text, context.labels, context.descriptions, self._examples(context),
+        return prompts.label_messages(doc.text, context.labels, context.descriptions, self._examples(doc, context),
                                       stated_confidence=mode == "verbalized", doc_chars=self.doc_chars,
-                                      example_chars=self.example_chars)
+                                      example_chars=self.example_chars, template=self.template)
 
     def _params(self, labels: list[str], mode: str) -> dict[str, Any]:
         params: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}

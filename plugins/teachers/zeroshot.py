@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,45 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     return float(TEMPERATURES[int(np.argmin(losses))])
 
 
+def _unit(a: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=-1, keepdims=True)
+    return a / np.where(norms > 0, norms, 1.0)
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """What documents are compared with: a vector per label, and the centre documents are moved by first (None:
+    compared as they are)."""
+
+    labels: np.ndarray
+    centre: np.ndarray | None = None
+
+    def scores(self, documents: np.ndarray) -> np.ndarray:
+        if self.centre is not None:
+            documents = _unit(documents - self.centre)
+        return documents @ self.labels.T
+
+
+def with_prototypes(described: np.ndarray, labels: list[str], people: list[tuple[str, str]], vectors: np.ndarray,
+                    strength: float) -> LabelSpace:
+    """The label set moved towards the documents people gave each label. Both sides are centred first: documents on
+    the mean of those people labelled (documents of one corpus share much of their direction, which tells no class
+    from another), descriptions on their own mean. Each label is then its centred description averaged with its
+    documents' centred mean, weighted n / (n + strength) for n documents, so that a few labels nudge and many lead.
+    People's labels of one class alone cannot be centred: the descriptions stay as they are."""
+    given = np.array([labels.index(label) for _, label in people])
+    if len(set(given.tolist())) < 2:
+        return LabelSpace(described)
+    centre = vectors.mean(axis=0)
+    out = _unit(described - described.mean(axis=0))
+    for c in range(len(labels)):
+        mine = vectors[given == c]
+        if len(mine):
+            weight = len(mine) / (len(mine) + strength)
+            out[c] = _unit((1 - weight) * out[c] + weight * _unit(mine.mean(axis=0) - centre))
+    return LabelSpace(out, centre)
+
+
 class ZeroShotTeacher(Teacher):
     """Offline zero-shot teacher: each document's similarity to each label's description (the bundled MiniLM),
     calibrated into probabilities."""
@@ -43,12 +84,16 @@ class ZeroShotTeacher(Teacher):
                                               low=0.0),
         Option("calibration_examples", int, 200, "labelled pool documents (human labels first) to fit the "
                                                   "temperature on", low=0),
+        Option("prototypes", float, 10.0, "people's labels as prototypes: each label is embedded as its description "
+                                          "and the mean of the pool documents people gave it, the mean weighted "
+                                          "n / (n + this) for n such documents; 0: descriptions only", low=0.0),
     )
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
-        self._fitted: tuple[tuple[str, ...], float] | None = None
+        self._fitted: tuple[Any, float] | None = None
         self._label_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._prototypes: tuple[Any, LabelSpace] | None = None
 
     @property
     def model_name(self) -> str:
@@ -70,11 +115,25 @@ class ZeroShotTeacher(Teacher):
     def _label_texts(self, context: TeachContext) -> list[str]:
         return [self.template.format(name=x, description=context.descriptions.get(x) or x) for x in context.labels]
 
-    def _label_vectors(self, context: TeachContext) -> np.ndarray:
+    def _label_space(self, context: TeachContext) -> LabelSpace:
         texts = tuple(self._label_texts(context))
         if texts not in self._label_cache:
             self._label_cache[texts] = self._encode(context, list(texts))
-        return self._label_cache[texts]
+        described = self._label_cache[texts]
+        people = self._people(context)
+        if not people:
+            return LabelSpace(described)
+        key = (texts, tuple(people))
+        if self._prototypes is None or self._prototypes[0] != key:
+            self._prototypes = (key, with_prototypes(described, context.labels, people,
+                                                     self._doc_vectors(context, [Doc(d, "") for d, _ in people]),
+                                                     self.prototypes))
+        return self._prototypes[1]
+
+    def _people(self, context: TeachContext) -> list[tuple[str, str]]:
+        if not self.prototypes or context.vectors is None:
+            return []
+        return [(d, label) for d, label in context.people if label in context.labels]
 
     def _encode(self, context: TeachContext, texts: list[str]) -> np.ndarray:
         if context.encode is not None:
@@ -90,33 +149,38 @@ class ZeroShotTeacher(Teacher):
             return context.vectors([d.id for d in docs])
         return self._encode(context, [d.text for d in docs])
 
-    def _temperature(self, context: TeachContext, label_vectors: np.ndarray) -> float:
+    def _temperature(self, context: TeachContext, space: LabelSpace) -> float:
         if self.temperature:
             return self.temperature
         examples = context.examples[:self.calibration_examples]
         if len(examples) < MIN_CALIBRATION:
             return DEFAULT_TEMPERATURE
-        key = tuple(doc_id for doc_id, _, _ in examples)
+        # Fitted again when the examples or the label space (people's labels) change.
+        key = (tuple(doc_id for doc_id, _, _ in examples), tuple(self._people(context)))
         if self._fitted is None or self._fitted[0] != key:
             index = {x: i for i, x in enumerate(context.labels)}
             usable = [(d, t, lab) for d, t, lab in examples if lab in index]
             vectors = self._doc_vectors(context, [Doc(d, t) for d, t, _ in usable])
             y = np.array([index[lab] for _, _, lab in usable])
-            self._fitted = (key, fit_temperature(vectors @ label_vectors.T, y))
+            self._fitted = (key, fit_temperature(space.scores(vectors), y))
         return self._fitted[1]
 
     def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
-        label_vectors = self._label_vectors(context)
+        space = self._label_space(context)
+        people = self._people(context)
         return {"teacher": self.name, "model": context.embedding_model or "all-MiniLM-L6-v2",
                 "labels": context.labels, "label_texts": self._label_texts(context),
-                "temperature": round(self._temperature(context, label_vectors), 6), "text": doc.text}
+                # people's labels change the answers: the same ones give the same key, without listing them
+                "people": hashlib.sha256(repr(people).encode()).hexdigest() if people else None,
+                "prototypes": self.prototypes if people else None,
+                "temperature": round(self._temperature(context, space), 6), "text": doc.text}
 
     def label(self, docs: Sequence[Doc], context: TeachContext) -> Iterator[TeacherLabel]:
         if not docs:
             return
-        label_vectors = self._label_vectors(context)
-        temperature = self._temperature(context, label_vectors)
-        probs = softmax(self._doc_vectors(context, docs) @ label_vectors.T, temperature)
+        space = self._label_space(context)
+        temperature = self._temperature(context, space)
+        probs = softmax(space.scores(self._doc_vectors(context, docs)), temperature)
         for doc, row in zip(docs, probs, strict=True):
             if not context.gate.reserve(0.0):
                 return
