@@ -53,6 +53,7 @@ def arguments(command: tuple[str, ...], project: Path, work: Path) -> list[str]:
         ("cost",): p,
         ("audit",): [*p, "--top", "3"],
         ("export",): [*p, "--out", str(work / "model")],
+        ("labels", "export"): [*p, "--out", str(work / "labels.parquet")],
         ("predict",): [str(work / "no-model"), "-"],
         ("review", "push"): [*p, "--preview"],
         ("review", "pull"): p,
@@ -98,7 +99,8 @@ def test_every_command_with_standard_input_or_output_closed(base: Path, tmp_path
     assert ("tui", "<&-") in failed and ("tui", ">&-") in failed
     assert ("predict", "<&-") in failed  # no model folder either, but the input is missing first or second
     assert {("status", "<&-"), ("status", ">&-"), ("distill", ">&-"), ("distill", "<&-"), ("runs", ">&-"),
-            ("audit", ">&-"), ("plugins", ">&-"), ("embed", "<&-")}.isdisjoint(failed), failed
+            ("audit", ">&-"), ("plugins", ">&-"), ("embed", "<&-"), ("labels export", "<&-"),
+            ("labels export", ">&-")}.isdisjoint(failed), failed
 
 
 def test_a_paid_run_with_standard_input_closed_does_not_ask_and_does_not_crash(base: Path, tmp_path: Path):
