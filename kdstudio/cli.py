@@ -804,7 +804,66 @@ def review_pull(project_dir: Path, backend: str) -> None:
         r = project.review_pull(backend=backend)
     console.print(f"{r.backend} at {r.location}: {r.found} documents with a human label, {r.added} new or updated, "
                   f"{r.already} already pulled, {r.ignored} annotations ignored (skipped, cancelled or unknown "
-                  f"label){f', {r.unknown} for documents not in this project' if r.unknown else ''}")
+                  f"label){f', {r.unknown} for documents not in this project' if r.unknown else ''}"
+                  f"{f', {r.withdrawn} withdrawn (their annotation is gone)' if r.withdrawn else ''}")
+
+
+@review.command("serve")
+@project_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on (the review tool must reach it).")
+@click.option("--port", default=9090, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--every", default=10, show_default=True, type=click.IntRange(1),
+              help="Train a new student after this many new human labels.")
+@click.option("--batch", default=10, show_default=True, type=click.IntRange(0),
+              help="Documents the selector adds to the review project after each new student.")
+@review_backend_option
+def review_serve(project_dir: Path, host: str, port: int, every: int, batch: int, backend: str) -> None:
+    """Be the review tool's ML backend: the kept student's predictions on its tasks, people's labels into the
+    project as they are given, and a new student (and new tasks) every --every labels. Stop with Ctrl-C."""
+    import uvicorn
+
+    from kdstudio.live_review import LiveLoop, LiveSettings
+
+    free_port(host, port)
+    loop = LiveLoop(project_dir, LiveSettings(every, batch, backend), say=err_console.print)
+    console.print(loop.start(), soft_wrap=True)
+    assert loop.backend is not None
+    app = loop.backend.live_app(loop.project_ref, loop.labels, loop)
+    url = f"http://{host}:{port}"
+    console.print(f"serving {loop.backend.name} project {loop.project_ref} on {url}; register it once with "
+                  f"`kdstudio review connect -p {project_dir} --url {url}`", soft_wrap=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        loop.stop()
+        console.print(f"stopped: {loop.counts.received} labels received, {loop.counts.rounds} new students",
+                      soft_wrap=True)
+
+
+def free_port(host: str, port: int) -> None:
+    """Fail with one line before anything starts, rather than in the server's log after the catch-up."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise KdError(f"cannot listen on {host}:{port}: {exc.strerror}", "choose another --port") from None
+
+
+@review.command("connect")
+@project_option
+@click.option("--url", required=True, help="Where `kdstudio review serve` listens, as the review tool reaches it.")
+@review_backend_option
+def review_connect(project_dir: Path, url: str, backend: str) -> None:
+    """Register a running `kdstudio review serve` with the project's review project (made now if nothing was
+    pushed yet): predictions from it, each annotation to it."""
+    with Project.open(project_dir) as project:
+        r = project.review_connect(url, backend=backend)
+    console.print(f"{r.backend} at {r.location}, project {r.project_ref}: ML backend {r.url} "
+                  f"{'registered' if r.model_backend else 'was already registered'}, annotation events "
+                  f"{'subscribed' if r.webhook else 'were already subscribed'}", soft_wrap=True)
 
 
 @review.command("report")

@@ -486,6 +486,46 @@ class PushResult:
 class PullResult:
     labels: list[HumanLabel]
     ignored: int  # skipped, cancelled, or naming a label outside the set
+    # Every ref this review project can have given starts with `scope`; `present` holds the ref prefixes of the
+    # annotations it holds now (see ReviewEvent), so that labels whose annotation is gone are withdrawn.
+    scope: str | None = None
+    present: set[str] = field(default_factory=set)
+
+
+@dataclass
+class ReviewEvent:
+    """What a review tool reports as it happens: labels given or edited, and annotations taken back (deleted, or
+    turned into a skip) as ref prefixes: every human label stored with a ref that starts with one is withdrawn."""
+
+    labels: list[HumanLabel] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Prediction:
+    """The kept student's answer for a document, as a review tool shows it beside the text."""
+
+    label: str
+    score: float
+    model_version: str
+
+
+@dataclass
+class ConnectResult:
+    project_ref: str
+    model_backend: bool  # registered now (False: it already was)
+    webhook: bool
+
+
+class LiveSession(Protocol):
+    """What a review backend's live server calls (kdstudio.live_review.LiveLoop): the kept student's predictions,
+    people's labels as they come, and its state for a health check."""
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction | None]: ...
+
+    def receive(self, event: ReviewEvent) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
 
 
 class ReviewBackend(Component):
@@ -507,6 +547,26 @@ class ReviewBackend(Component):
     def pull(self, project_ref: str, labels: list[str]) -> PullResult:
         """Every current human label in the review project (one per document: its newest annotation)."""
         raise NotImplementedError
+
+    # A live loop (`kdstudio review serve`) is optional: a backend that offers one sets `live` and overrides these.
+    live: ClassVar[bool] = False
+
+    def connect(self, project_ref: str, url: str) -> ConnectResult:
+        """Register the live server at `url` with the review project: predictions from it, events to it."""
+        raise KdError(f"the {self.name} review backend has no live loop", "review with push and pull")
+
+    def live_app(self, project_ref: str, labels: list[str], session: LiveSession) -> Any:
+        """The ASGI application the review tool calls: predictions, and people's labels as they are given."""
+        raise KdError(f"the {self.name} review backend has no live loop", "review with push and pull")
+
+    def documents(self, project_ref: str) -> set[str]:
+        """The documents the review project holds (answered or not)."""
+        raise KdError(f"the {self.name} review backend has no live loop", "review with push and pull")
+
+    def predict_open_tasks(self, project_ref: str, predict: Callable[[Sequence[str]], list[Prediction | None]],
+                           model_version: str) -> int:
+        """Give every task no person has answered the student's prediction (`model_version`); returns how many."""
+        raise KdError(f"the {self.name} review backend has no live loop", "review with push and pull")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from kdstudio.config import CONFIG_NAME, DUCKDB_MEMORY, EmbeddingSettings, Label
 from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, StaleStudent
 from kdstudio.events import Event, EventFn, RoundDone, RunStarted
-from kdstudio.interfaces import DatasetTable, Encoder, Engine, ExportContext, Student
+from kdstudio.interfaces import DatasetTable, Encoder, Engine, ExportContext, ReviewBackend, ReviewEvent, Student
 from kdstudio.loop import ACTIVE_RUNS, DistillConfig, Distiller, Plan, RunResult, resolve_artifact
 from kdstudio.plugins import Plugins, get_plugins
 from kdstudio.sampling import stratified_sample
@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from kdstudio.cascade import CascadeReport
     from kdstudio.export import ExportReport
     from kdstudio.labels_export import Written
-    from kdstudio.review import Agreement, PullReport, PushReport, ReviewItem, ReviewState
+    from kdstudio.live_round import LiveRound
+    from kdstudio.review import Agreement, ConnectReport, PullReport, PushReport, ReviewItem, ReviewState
 
 
 COLD_START = 50  # documents a cold-start triage queue holds: a session's worth; opening the tab again picks afresh
@@ -560,9 +561,13 @@ class Project:
                     backend: str = "labelstudio") -> PushReport:
         """Send teacher labels that no person has checked to the review backend, least certain first; a document
         already there is not sent again. Settings not given come from the project's [review] table."""
+        return self.review_send(self.review_preview(filter=filter, limit=limit, below=below), backend=backend)
+
+    def review_send(self, items: Sequence[ReviewItem], *, backend: str = "labelstudio") -> PushReport:
+        """Send these documents (with the label to show beside each, if any) to the review backend's project, made
+        on the first push; a document already there is not sent again."""
         from kdstudio.review import PushReport
 
-        items = self.review_preview(filter=filter, limit=limit, below=below)
         reviewer = self.plugins.get("review_backend", backend).cls()
         store = ReviewStore(self.store)
         result = reviewer.push(f"kdstudio {self.config.name}", self.labels,
@@ -606,20 +611,57 @@ class Project:
                            below, len(Ledger(self.store).human_labelled()), self.review_report())
 
     def review_pull(self, *, backend: str = "labelstudio") -> PullReport:
-        """Bring people's labels back as human labels (they override the teacher's in training). Everything is read
-        from the backend before anything is written, and written in one transaction."""
+        """Bring people's labels back as human labels (they override the teacher's in training), and withdraw those
+        whose annotation is gone from the review project. Everything is read from the backend before anything is
+        written."""
         from kdstudio.review import PullReport
 
         reviewer = self.plugins.get("review_backend", backend).cls()
         store = ReviewStore(self.store)
-        ref = store.project_ref(backend, reviewer.location)
-        if ref is None:
-            raise KdError(f"nothing was pushed to {backend} at {reviewer.location} from this project",
-                          "run `kdstudio review push` first")
-        pulled = reviewer.pull(ref, self.labels)
+        pulled = reviewer.pull(self.review_project_ref(reviewer), self.labels)
         added, already, unknown = store.add_human_labels(
             [(x.doc_id, x.label, x.annotator, x.annotated_at, x.ref) for x in pulled.labels])
-        return PullReport(backend, reviewer.location, len(pulled.labels), added, already, unknown, pulled.ignored)
+        withdrawn = store.withdraw_missing(pulled.scope, pulled.present) if pulled.scope else 0
+        return PullReport(backend, reviewer.location, len(pulled.labels), added, already, unknown, pulled.ignored,
+                          withdrawn)
+
+    def review_project_ref(self, reviewer: ReviewBackend) -> str:
+        """The review backend's id of this project's review project (made by the first push)."""
+        ref = ReviewStore(self.store).project_ref(reviewer.name, reviewer.location)
+        if ref is None:
+            raise KdError(f"nothing was pushed to {reviewer.name} at {reviewer.location} from this project",
+                          "run `kdstudio review push` first")
+        return ref
+
+    def review_receive(self, event: ReviewEvent) -> tuple[int, int]:
+        """People's labels as a live review tool reports them (added, as `review_pull` adds them) and the ones it
+        takes back, in one call each; returns (added, withdrawn)."""
+        store = ReviewStore(self.store)
+        added, _, _ = store.add_human_labels(
+            [(x.doc_id, x.label, x.annotator, x.annotated_at, x.ref) for x in event.labels])
+        return added, store.withdraw(event.withdrawn)
+
+    def review_connect(self, url: str, *, backend: str = "labelstudio") -> ConnectReport:
+        """Register a running `kdstudio review serve` at `url` with this project's review project (made now if
+        nothing was pushed yet): the review tool asks it for predictions and tells it each annotation."""
+        from kdstudio.review import ConnectReport
+
+        reviewer = self.plugins.get("review_backend", backend).cls()
+        if not reviewer.live:
+            raise KdError(f"the {backend} review backend has no live loop", "review with push and pull")
+        if ReviewStore(self.store).project_ref(backend, reviewer.location) is None:
+            self.review_send([], backend=backend)
+        result = reviewer.connect(self.review_project_ref(reviewer), url)
+        return ConnectReport(backend, reviewer.location, result.project_ref, url, result.model_backend,
+                             result.webhook)
+
+    def live_round(self, run_id: int | None, batch: int, in_review: set[str], backend: str) -> LiveRound:
+        """One round of the live review loop (kdstudio.live_round): a student on every current label, and the
+        `batch` documents its selector wants people to label next."""
+        from kdstudio.live_round import live_round
+
+        self.check_label_set()
+        return live_round(self, run_id, batch, in_review, backend)
 
     def review_report(self) -> Agreement:
         """Agreement between the teacher and people, overall and per class: the teacher's measured accuracy."""

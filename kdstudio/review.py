@@ -33,6 +33,17 @@ class PullReport:
     already: int
     unknown: int
     ignored: int
+    withdrawn: int = 0  # labels taken back: their annotation is gone from the review project
+
+
+@dataclass
+class ConnectReport:
+    backend: str
+    location: str
+    project_ref: str
+    url: str
+    model_backend: bool  # registered now (False: it already was)
+    webhook: bool
 
 
 @dataclass

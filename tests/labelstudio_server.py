@@ -56,7 +56,10 @@ class LabelStudio:
         env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data), "LABEL_STUDIO_USERNAME": USER,
                "LABEL_STUDIO_PASSWORD": PASSWORD, "LABEL_STUDIO_USER_TOKEN": TOKEN,
                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "COLLECT_ANALYTICS": "false", "SENTRY_DSN": "",
-               "FRONTEND_SENTRY_DSN": ""}
+               "FRONTEND_SENTRY_DSN": "",
+               # What a user sets to run `kdstudio review serve` beside it: Label Studio 1.23 refuses to call
+               # local addresses (ML backends, webhooks) otherwise.
+               "SSRF_PROTECTION_ENABLED": "false", "ML_BLOCK_LOCAL_IP": "false"}
         env.pop("VIRTUAL_ENV", None)
         log = (self.workdir / "label-studio.log").open("wb")
         # --host is the public URL; --internal-host is what it binds to.

@@ -4,13 +4,22 @@ Reviewers' annotations are made through its API with the reviewer's token, as th
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write
+from conftest import cheap_slice, run_cli, write
 from labelstudio_server import TOKEN, USER, LabelStudio
 
 from kdstudio.config import Label
+from kdstudio.errors import ProjectLocked
 from kdstudio.interfaces import Doc, TeachContext
 from kdstudio.loop import DistillConfig
 from kdstudio.plugins import get_plugins
@@ -252,3 +261,161 @@ def test_the_check_sample_goes_to_label_studio_blind_and_comes_back_as_its_truth
     with Project.open(directory, read_only=True) as project:
         assert project.status().check == {"size": 12, "checked": 12, "by_people": 10, "by_gold": 2}
         assert len(project.triage_queue("check")) == 2  # what people have not labelled yet
+
+
+# -- the live loop: `kdstudio review serve` as Label Studio's ML backend ---------------------------------------------
+
+
+class LiveBackend:
+    """`kdstudio review serve` in a child process, on 127.0.0.1 and a free port; stopped by its PID."""
+
+    def __init__(self, directory: Path, env: dict[str, str], port: int, *args: str) -> None:
+        self.directory, self.env, self.port, self.args = directory, env, port, args
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveBackend:
+        log = (self.directory.parent / f"serve-{self.port}.log").open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kdstudio", "review", "serve", "-p", str(self.directory), "--port", str(self.port),
+             *self.args], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            assert self.process.poll() is None, self.log()
+            try:
+                self.health()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"the backend did not answer: {self.log()}")
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: object) -> tuple[int, dict]:
+        request = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def log(self) -> str:
+        return (self.directory.parent / f"serve-{self.port}.log").read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            self.process.wait(30)
+
+
+def human_rows(directory: Path, timeout: float = 2.0, until=lambda rows: True) -> list[tuple]:
+    """The project's human labels (doc, label, annotator, ref), read as soon as the server lets go of the file and
+    `until` holds, within `timeout` seconds."""
+    deadline = time.time() + timeout
+    rows: list[tuple] = []
+    while True:
+        try:
+            with Project.open(directory, read_only=True) as project:
+                rows = project.store.con.execute("SELECT doc_id, label, annotator, review_ref FROM labels "
+                                                 "WHERE source = 'human' ORDER BY id").fetchall()
+        except ProjectLocked:
+            pass
+        if until(rows) or time.time() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {timeout} s")
+
+
+@pytest.fixture
+def live_dir(tmp_path: Path) -> Path:
+    """bbc-news, 80 documents embedded with the test encoder, and a first student from the simulated teacher."""
+    directory = cheap_slice(tmp_path / "live", 80, seed=4)
+    with Project.open(directory) as project:
+        project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=5, budget_labels=15, val_limit=0))
+    return directory
+
+
+@pytest.mark.slow
+def test_the_live_loop_learns_as_people_label_in_label_studio(live_dir: Path, env: dict, client):
+    assert run_cli("review", "push", "-p", str(live_dir), "--filter", "all", "--limit", "6", env=env).returncode == 0
+    with Project.open(live_dir, read_only=True) as project:
+        project_id = int(project.store.con.execute("SELECT external_id FROM review_projects").fetchall()[0][0])
+        labels, first_student = project.labels, project.students()[-1]["id"]
+    backend = LiveBackend(live_dir, env, free_port(), "--every", "3", "--batch", "4").start()
+    try:
+        assert backend.health()["model_version"] == f"kdstudio-student-{first_student}-logreg"
+        connected = run_cli("review", "connect", "-p", str(live_dir), "--url", backend.url, env=env)
+        assert connected.returncode == 0, connected.stderr
+        assert "registered, annotation events subscribed" in connected.stdout
+        again = run_cli("review", "connect", "-p", str(live_dir), "--url", backend.url, env=env)
+        assert "was already registered" in again.stdout and "were already subscribed" in again.stdout
+        assert [b.url for b in client.ml.list(project=project_id)] == [backend.url]
+
+        by_doc = {t.data["kd_doc_id"]: t for t in tasks(client, project_id)}
+        docs = sorted(by_doc)
+        first = annotate(client, by_doc[docs[0]], labels[0])
+        rows = human_rows(live_dir, until=lambda rows: len(rows) == 1)
+        assert [(d, label, who) for d, label, who, _ in rows] == [(docs[0], labels[0], USER)]  # within 2 s
+
+        # The third new label trains a new student: new tasks, and new predictions on every open task.
+        annotate(client, by_doc[docs[1]], labels[1])
+        annotate(client, by_doc[docs[2]], labels[2])
+        state = wait_for(lambda: (s := backend.health())["rounds"] >= 1 and s, 60, "a new student")
+        version = state["model_version"]
+        assert version != f"kdstudio-student-{first_student}-logreg", backend.log()
+        open_tasks = wait_for(lambda: [t for t in tasks(client, project_id) if not t.annotations] if len(
+            tasks(client, project_id)) == 10 else None, 30, "four new tasks")
+        assert all(any(p.model_version == version for p in t.predictions) for t in open_tasks), backend.log()
+        status, answer = backend.post("/predict", {"tasks": [{"id": 1, "data": {"text": "a match won in extra time"}}]})
+        assert status == 200 and answer["results"][0]["model_version"] == version
+        assert answer["results"][0]["result"][0]["value"]["choices"][0] in labels
+        with_project = human_rows(live_dir)
+        assert len(with_project) == 3
+
+        client.annotations.delete(id=first.id)  # taken back in Label Studio: withdrawn here
+        assert [r[0] for r in human_rows(live_dir, until=lambda rows: len(rows) == 2)] == docs[1:3]
+        status, _ = backend.post("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": project_id},
+                                              "annotation": "[red]garbage\x1b[2J"})
+        assert status == 400
+    finally:
+        backend.stop(signal.SIGKILL)  # kill -9: whatever it held in memory is gone
+
+    # While no server runs, people go on: a new label and an edit reach the project at the next start.
+    annotate(client, by_doc[docs[3]], labels[3])
+    second = next(a for a in client.annotations.list(id=by_doc[docs[1]].id))
+    client.annotations.update(id=second.id, result=[{"from_name": "label", "to_name": "text", "type": "choices",
+                                                     "value": {"choices": [labels[4]]}}])
+    restarted = LiveBackend(live_dir, env, free_port(), "--every", "50").start()
+    try:
+        rows = human_rows(live_dir)
+        newest = {d: label for d, label, _, _ in rows}  # in id order: the last of each is its newest
+        assert newest == {docs[1]: labels[4], docs[2]: labels[2], docs[3]: labels[3]}
+        refs = [r[3] for r in rows]
+        assert len(refs) == len(set(refs)) == 4  # the edit is a new version; nothing doubled
+    finally:
+        restarted.stop()
+    assert run_cli("review", "pull", "-p", str(live_dir), env=env).stdout.count("0 new or updated") == 1
+    with Project.open(live_dir, read_only=True) as project:
+        live = [r for r in project.runs() if r.config.get("teacher") == "people"]
+        assert len(live) == 1 and live[0].status == "finished"

@@ -165,6 +165,13 @@ class Ledger:
             "SELECT doc_id, arg_max(label, id) FROM labels WHERE source = 'teacher' AND run_id = ? "
             "AND doc_id IN (SELECT unnest(?)) GROUP BY doc_id", [run_id, ids]).fetchall())
 
+    def current_labels(self) -> dict[str, tuple[str, str]]:
+        """Every labelled document's label and its source now: a person's newest label over the teacher's newest."""
+        rows = self.con.execute(
+            "SELECT doc_id, arg_max(label, (source = 'human', id)), arg_max(source, (source = 'human', id)) "
+            "FROM labels WHERE source IN ('human', 'teacher') GROUP BY doc_id").fetchall()
+        return {d: (label, source) for d, label, source in rows}
+
     def human_labelled(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT DISTINCT doc_id FROM labels WHERE source = 'human'").fetchall()]
 

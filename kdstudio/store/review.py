@@ -102,6 +102,29 @@ class ReviewStore:
             self.con.unregister("_human")
         return int(added[0][0]) if added else 0, int(already), int(unknown)
 
+    def withdraw(self, prefixes: Sequence[str]) -> int:
+        """Take back the human labels whose review ref starts with one of `prefixes` (an annotation deleted in the
+        review tool, or turned into a skip); the teacher's label, if any, is the document's label again."""
+        if not prefixes:
+            return 0
+        return self._delete([i for i, ref in self._human_refs() if ref.startswith(tuple(prefixes))])
+
+    def withdraw_missing(self, scope: str, present: set[str]) -> int:
+        """Take back the labels from one review project (refs starting with `scope`) whose annotation is no longer
+        there: `present` holds the ref prefixes of the annotations it still has."""
+        kept = tuple(present)
+        return self._delete([i for i, ref in self._human_refs(scope) if not (kept and ref.startswith(kept))])
+
+    def _human_refs(self, scope: str = "") -> list[tuple[int, str]]:
+        return self.con.execute("SELECT id, review_ref FROM labels WHERE source = 'human' AND "
+                                "starts_with(review_ref, ?)", [scope]).fetchall()
+
+    def _delete(self, ids: list[int]) -> int:
+        if ids:
+            with self.store.transaction() as con:
+                con.execute("DELETE FROM labels WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids])
+        return len(ids)
+
     def agreement_pairs(self) -> list[tuple[str, str, str]]:
         """(doc id, the teacher's label, the person's label) for every document that has both, newest of each."""
         return self.con.execute(
