@@ -94,8 +94,7 @@ class LiveLoop:
             return predictor.predict(texts)
 
     def receive(self, event: ReviewEvent) -> None:
-        if event.labels or event.withdrawn:
-            self._events.put(event)
+        self._events.put(event)
 
     def state(self) -> dict[str, Any]:
         predictor = self._predictor
@@ -192,7 +191,7 @@ class LiveLoop:
             try:
                 with self._session(patient=True) as project:
                     added, withdrawn = project.review_receive(merged)
-            except Exception as exc:  # noqa: BLE001 - the server stays up; the next start catches up from the tool
+            except Exception as exc:  # the server stays up; the next start catches up from the tool
                 self._fail(f"{len(merged.labels)} labels not written ({_reason(exc)}); the next start catches up")
                 continue
             self.counts.received += added
@@ -221,7 +220,7 @@ class LiveLoop:
         while True:
             try:
                 self._round()
-            except Exception as exc:  # noqa: BLE001 - a failed round leaves the last student serving
+            except Exception as exc:  # a failed round leaves the last student serving
                 self._fail(f"no new student this round: {_reason(exc)}")
             with self._round_lock:
                 if not self._round_again or self._stopping.is_set():

@@ -69,7 +69,8 @@ def live_app(backend: LabelStudioBackend, project_ref: str, labels: list[str], s
             if isinstance(project, dict) and str(project.get("id")) != project_ref:
                 return JSONResponse({"ignored": f"not project {project_ref}"}, status_code=200)
             raise BadRequest(f"not a Label Studio annotation event this server understands ({DOC_ID} tasks)")
-        session.receive(event)
+        if event.labels or event.withdrawn:
+            session.receive(event)
         return JSONResponse({"labels": len(event.labels), "withdrawn": len(event.withdrawn)}, status_code=201)
 
     async def bad_request(request: Request, exc: Exception) -> JSONResponse:
