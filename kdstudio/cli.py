@@ -823,15 +823,12 @@ def review_serve(project_dir: Path, host: str, port: int, every: int, batch: int
     project as they are given, and a new student (and new tasks) every --every labels. Stop with Ctrl-C."""
     import uvicorn
 
-    from kdstudio.live_review import LiveLoop, LiveSettings
-
     free_port(host, port)
-    loop = LiveLoop(project_dir, LiveSettings(every, batch, backend), say=err_console.print)
+    loop = Project.live_loop(project_dir, every=every, batch=batch, backend=backend, say=err_console.print)
     console.print(loop.start(), soft_wrap=True)
-    assert loop.backend is not None
-    app = loop.backend.live_app(loop.project_ref, loop.labels, loop)
+    app = loop.app()
     url = f"http://{host}:{port}"
-    console.print(f"serving {loop.backend.name} project {loop.project_ref} on {url}; register it once with "
+    console.print(f"serving {backend} project {loop.project_ref} on {url}; register it once with "
                   f"`kdstudio review connect -p {project_dir} --url {url}`", soft_wrap=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")

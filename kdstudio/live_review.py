@@ -62,10 +62,12 @@ class LiveLoop:
     """One review project, served live. `start` catches up with the review tool and loads the kept student; `receive`
     (from the server's event handler) returns at once; `stop` writes what is waiting."""
 
-    def __init__(self, directory: Path, settings: LiveSettings, say: Callable[[str], None]) -> None:
+    def __init__(self, directory: Path, settings: LiveSettings, say: Callable[[str], None],
+                 opener: Callable[[Path], Any]) -> None:
         if settings.every < 1 or settings.batch < 0:
             raise KdError("--every must be 1 or more and --batch 0 or more")
         self.directory = directory
+        self._open = opener  # Project.open: the façade, handed down so that this module sits below it
         self.settings = settings
         self.say = say
         self.counts = LiveCounts()
@@ -102,6 +104,11 @@ class LiveLoop:
                 "labels_received": self.counts.received, "labels_withdrawn": self.counts.withdrawn,
                 "rounds": self.counts.rounds, "waiting": self._events.qsize(),
                 "training": bool(self._round_thread and self._round_thread.is_alive())}
+
+    def app(self) -> Any:
+        """The review tool's server for this session (an ASGI application), from the review backend."""
+        assert self.backend is not None, "start() first"
+        return self.backend.live_app(self.project_ref, self.labels, self)
 
     @property
     def model_version(self) -> str | None:
@@ -154,13 +161,11 @@ class LiveLoop:
     @contextlib.contextmanager
     def _session(self, patient: bool = False) -> Iterator[Any]:
         """The project, opened for one piece of work; `patient` waits while another process holds it."""
-        from kdstudio.project import Project
-
         with self._db:
             said = False
             while True:
                 try:
-                    project = Project.open(self.directory)
+                    project = self._open(self.directory)
                     break
                 except ProjectLocked as exc:
                     if not patient or self._stopping.is_set():

@@ -8,20 +8,37 @@ import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from kdstudio.check import check_truth, grade_run_student
 from kdstudio.errors import KdError
 from kdstudio.interfaces import ReviewItem, Student
+from kdstudio.loop import DistillConfig
+from kdstudio.plugins import Plugins
 from kdstudio.pool_view import PoolView, ShardRows
-from kdstudio.store import Ledger, RunLog
+from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.store.gold_labels import GoldLabels
 from kdstudio.vector_index import VectorIndex
 
-if TYPE_CHECKING:
-    from kdstudio.project import Project
+
+class Project(Protocol):
+    """What a live round needs of the project (kdstudio.project.Project, which sits above this module)."""
+
+    store: Store
+    directory: Path
+
+    @property
+    def plugins(self) -> Plugins: ...
+
+    @property
+    def labels(self) -> list[str]: ...
+
+    @property
+    def vector_key(self) -> str: ...
+
+    def distill_config(self, flags: dict[str, Any] | None = None) -> DistillConfig: ...
 
 LIVE_TEACHER = "people"  # what a live run's record names as its teacher: its labels come from people
 

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from kdstudio.cascade import CascadeReport
     from kdstudio.export import ExportReport
     from kdstudio.labels_export import Written
+    from kdstudio.live_review import LiveLoop
     from kdstudio.live_round import LiveRound
     from kdstudio.review import Agreement, ConnectReport, PullReport, PushReport, ReviewItem, ReviewState
 
@@ -654,6 +655,15 @@ class Project:
         result = reviewer.connect(self.review_project_ref(reviewer), url)
         return ConnectReport(backend, reviewer.location, result.project_ref, url, result.model_backend,
                              result.webhook)
+
+    @classmethod
+    def live_loop(cls, directory: Path, *, every: int = 10, batch: int = 10, backend: str = "labelstudio",
+                  say: Callable[[str], None] = print) -> LiveLoop:
+        """The live review loop over the project at `directory` (kdstudio.live_review): it opens the project for
+        each write and each round, never holding it, so other commands can use it meanwhile."""
+        from kdstudio.live_review import LiveLoop, LiveSettings
+
+        return LiveLoop(directory, LiveSettings(every, batch, backend), say, cls.open)
 
     def live_round(self, run_id: int | None, batch: int, in_review: set[str], backend: str) -> LiveRound:
         """One round of the live review loop (kdstudio.live_round): a student on every current label, and the
