@@ -58,6 +58,8 @@ def arguments(command: tuple[str, ...], project: Path, work: Path) -> list[str]:
         ("review", "push"): [*p, "--preview"],
         ("review", "pull"): p,
         ("review", "report"): p,
+        ("review", "connect"): [*p, "--url", "http://127.0.0.1:9"],  # no Label Studio here: one line, exit 1
+        ("review", "serve"): [*p, "--port", "9"],
         ("tui",): p,
         ("plugins",): [],
     }.get(command, p)
