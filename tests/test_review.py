@@ -395,6 +395,11 @@ def test_the_live_loop_learns_as_people_label_in_label_studio(live_dir: Path, en
 
         client.annotations.delete(id=first.id)  # taken back in Label Studio: withdrawn here
         assert [r[0] for r in human_rows(live_dir, until=lambda rows: len(rows) == 2)] == docs[1:3]
+        third = next(a for a in client.annotations.list(id=by_doc[docs[2]].id))
+        client.annotations.update(id=third.id, result=[{"from_name": "label", "to_name": "text", "type": "choices",
+                                                        "value": {"choices": [labels[0]]}}])
+        edited = human_rows(live_dir, until=lambda rows: len(rows) == 3)  # an edit is a new version, live too
+        assert [(d, label) for d, label, _, _ in edited][-1] == (docs[2], labels[0])
         status, _ = backend.post("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": project_id},
                                               "annotation": "[red]garbage\x1b[2J"})
         assert status == 400
@@ -410,9 +415,9 @@ def test_the_live_loop_learns_as_people_label_in_label_studio(live_dir: Path, en
     try:
         rows = human_rows(live_dir)
         newest = {d: label for d, label, _, _ in rows}  # in id order: the last of each is its newest
-        assert newest == {docs[1]: labels[4], docs[2]: labels[2], docs[3]: labels[3]}
+        assert newest == {docs[1]: labels[4], docs[2]: labels[0], docs[3]: labels[3]}
         refs = [r[3] for r in rows]
-        assert len(refs) == len(set(refs)) == 4  # the edit is a new version; nothing doubled
+        assert len(refs) == len(set(refs)) == 5  # each edit is a new version; nothing doubled
     finally:
         restarted.stop()
     assert run_cli("review", "pull", "-p", str(live_dir), env=env).stdout.count("0 new or updated") == 1
