@@ -22,6 +22,7 @@ import numpy as np
 from kdstudio.errors import KdError, ProjectLocked
 from kdstudio.interfaces import Encoder, Prediction, ReviewBackend, ReviewEvent, Student
 from kdstudio.live_round import LiveRound, model_version
+from kdstudio.secrets import redact
 
 WAIT_S = 1.0  # between tries while another process holds the project
 
@@ -253,4 +254,4 @@ def _reason(exc: Exception) -> str:
     """One line for a failure in a background thread: kdstudio's own message and fix, or the exception's type."""
     if isinstance(exc, KdError):
         return exc.message + (f"; {exc.fix}" if exc.fix else "")
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return redact(f"{type(exc).__name__}: {exc}".splitlines()[0]) or type(exc).__name__

@@ -38,11 +38,29 @@ class RecordingSession:
 
 @pytest.fixture
 def served(monkeypatch) -> tuple[TestClient, RecordingSession]:
-    from kdstudio_plugins.review.labelstudio import LabelStudioBackend
+    """The app as Label Studio calls it once connected: the secret on every event and prediction call."""
+    from kdstudio_plugins.review.labelstudio import BASIC_USER, SECRET_HEADER, LabelStudioBackend
 
     monkeypatch.setenv("LABEL_STUDIO_URL", LS)
-    session = RecordingSession()
-    return TestClient(LabelStudioBackend().live_app("7", LABELS, session)), session
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "a-key")
+    session, backend = RecordingSession(), LabelStudioBackend()
+    client = TestClient(backend.live_app("7", LABELS, session), headers={SECRET_HEADER: backend.live_secret()})
+    client.auth = (BASIC_USER, backend.live_secret())
+    return client, session
+
+
+def test_calls_without_the_secret_are_refused_and_change_nothing(served):
+    client, session = served
+    bare = TestClient(client.app)
+    refused = [bare.post("/webhook", json=created(11, "sport")),
+               bare.post("/webhook", json=created(11, "sport"), headers={"X-Kdstudio-Secret": "guess"}),
+               bare.post("/predict", json={"tasks": []}), bare.post("/setup", json={}),
+               bare.post("/predict", json={"tasks": []}, auth=("kdstudio", "guess")),
+               bare.post("/predict", json={"tasks": []}, headers={"Authorization": "Basic ***not base64"})]
+    assert [r.status_code for r in refused] == [401] * 6
+    assert all("kdstudio review connect" in r.json()["error"] for r in refused)
+    assert session.events == [] and bare.get("/health").status_code == 200
+    assert "a-key" not in str([r.json() for r in refused])
 
 
 def created(annotation_id: int, label: str, doc: str = "bbc-1", **extra: Any) -> dict[str, Any]:

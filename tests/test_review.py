@@ -3,6 +3,7 @@ Reviewers' annotations are made through its API with the reviewer's token, as th
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -296,9 +297,13 @@ class LiveBackend:
         with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
             return json.loads(response.read())
 
-    def post(self, path: str, body: object) -> tuple[int, dict]:
+    def post(self, path: str, body: object, secret: str = "") -> tuple[int, dict]:
+        """A call as Label Studio makes it once connected: the secret as the webhook's header and as the ML
+        backend's basic-auth password."""
+        basic = base64.b64encode(f"kdstudio:{secret}".encode()).decode()
         request = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", "X-Kdstudio-Secret": secret,
+                                                  "Authorization": f"Basic {basic}"})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
@@ -387,7 +392,10 @@ def test_the_live_loop_learns_as_people_label_in_label_studio(live_dir: Path, en
         open_tasks = wait_for(lambda: [t for t in tasks(client, project_id) if not t.annotations] if len(
             tasks(client, project_id)) == 10 else None, 30, "four new tasks")
         assert all(any(p.model_version == version for p in t.predictions) for t in open_tasks), backend.log()
-        status, answer = backend.post("/predict", {"tasks": [{"id": 1, "data": {"text": "a match won in extra time"}}]})
+        secret = next(h.headers for h in client.webhooks.list(project=str(project_id)))["X-Kdstudio-Secret"]
+        asked = {"tasks": [{"id": 1, "data": {"text": "a match won in extra time"}}]}
+        assert backend.post("/predict", asked)[0] == 401  # without what connect gave Label Studio
+        status, answer = backend.post("/predict", asked, secret)
         assert status == 200 and answer["results"][0]["model_version"] == version
         assert answer["results"][0]["result"][0]["value"]["choices"][0] in labels
         with_project = human_rows(live_dir)
@@ -401,7 +409,7 @@ def test_the_live_loop_learns_as_people_label_in_label_studio(live_dir: Path, en
         edited = human_rows(live_dir, until=lambda rows: len(rows) == 3)  # an edit is a new version, live too
         assert [(d, label) for d, label, _, _ in edited][-1] == (docs[2], labels[0])
         status, _ = backend.post("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": project_id},
-                                              "annotation": "[red]garbage\x1b[2J"})
+                                              "annotation": "[red]garbage\x1b[2J"}, secret)
         assert status == 400
     finally:
         backend.stop(signal.SIGKILL)  # kill -9: whatever it held in memory is gone
@@ -420,6 +428,7 @@ def test_the_live_loop_learns_as_people_label_in_label_studio(live_dir: Path, en
         assert len(refs) == len(set(refs)) == 5  # each edit is a new version; nothing doubled
     finally:
         restarted.stop()
+    assert secret not in backend.log() + restarted.log() and env["LABEL_STUDIO_API_KEY"] not in backend.log()
     assert run_cli("review", "pull", "-p", str(live_dir), env=env).stdout.count("0 new or updated") == 1
     with Project.open(live_dir, read_only=True) as project:
         live = [r for r in project.runs() if r.config.get("teacher") == "people"]

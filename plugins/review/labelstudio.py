@@ -5,6 +5,8 @@ LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a legacy token or a personal access t
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -21,12 +23,16 @@ from kdstudio.interfaces import (
     ReviewEvent,
     ReviewItem,
 )
+from kdstudio.secrets import remember
 
 URL_VAR, KEY_VAR = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
 DOC_ID = "kd_doc_id"  # travels in each task's data: how a second push knows what is there already
 FROM, TO = "label", "text"
 # What the live server hears about (`kdstudio review connect` subscribes to these).
 EVENTS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+# Label Studio proves each call to the live server with a secret derived from the API key, which both sides have:
+# the webhook sends it as a header, and predictions come with it as the ML backend's basic-auth password.
+SECRET_HEADER, BASIC_USER = "X-Kdstudio-Secret", "kdstudio"
 SSRF_FIX = ("Label Studio 1.23 refuses local addresses unless it was started with SSRF_PROTECTION_ENABLED=false "
             "and ML_BLOCK_LOCAL_IP=false; restart it so, or serve on an address it may call (--host)")
 
@@ -185,21 +191,39 @@ class LabelStudioBackend(ReviewBackend):
         second connect to the same URL registers nothing twice."""
         client, project = self.client(), int(project_ref)
         url = url.rstrip("/")
-        hook = f"{url}/webhook"
-        subscribed = self._subscribed(client, project, hook)
+        hook, auth = f"{url}/webhook", {"auth_method": "BASIC_AUTH", "basic_auth_user": BASIC_USER,
+                                        "basic_auth_pass": self.live_secret()}
+        subscribed = bool(self._hooks(client, project, hook))
         backends = [b for b in self._call(client.ml.list, project=project) if (b.url or "").rstrip("/") == url]
+        for backend in backends:  # registered before: it gets the current secret
+            self._call_local(client.ml.update, id=backend.id, project=project, url=url, **auth)
         if not backends:
             self._call_local(client.ml.create, project=project, url=url, title="kdstudio",
                              description="The kept kdstudio student: predictions, and a new student as people label",
-                             is_interactive=False, auto_update=True)
-        # Label Studio subscribes a new ML backend's /webhook to every action itself; older servers do not
-        if not subscribed and not self._subscribed(client, project, hook):
+                             is_interactive=False, auto_update=True, **auth)
+        # Label Studio subscribes a new ML backend's /webhook to every action itself (without the secret); older
+        # servers do not subscribe it at all.
+        hooks = self._hooks(client, project, hook)
+        for h in hooks:
+            self._call(client.webhooks.update, id=h.id, url=hook, headers={SECRET_HEADER: self.live_secret()})
+        if not hooks:
             self._call_local(client.webhooks.create, url=hook, project=project, send_payload=True,
-                             send_for_all_actions=False, actions=list(EVENTS))
+                             send_for_all_actions=False, actions=list(EVENTS),
+                             headers={SECRET_HEADER: self.live_secret()})
         return ConnectResult(project_ref, not backends, not subscribed)
 
-    def _subscribed(self, client: Any, project: int, hook: str) -> bool:
-        return any(h.url == hook for h in self._call(client.webhooks.list, project=str(project)))
+    def _hooks(self, client: Any, project: int, hook: str) -> list[Any]:
+        return [h for h in self._call(client.webhooks.list, project=str(project)) if h.url == hook]
+
+    def live_secret(self) -> str:
+        """What Label Studio shows the live server to prove a call is its own: a keyed hash of this server's address,
+        by the API key. Never the key itself, never written by kdstudio."""
+        key = os.environ.get(KEY_VAR, "")
+        if not key:
+            raise KdError(f"{KEY_VAR} is not set", f"export {KEY_VAR}=<token>: the live server needs it too")
+        secret = hmac.new(key.encode(), f"kdstudio live review {self.url}".encode(), hashlib.sha256).hexdigest()
+        remember(secret)  # masked like the key wherever Label Studio echoes it back
+        return secret
 
     def _call_local(self, fn: Any, **kwargs: Any) -> Any:
         """A call that makes Label Studio reach the server: its refusal of a local address gets its own fix."""

@@ -4,6 +4,9 @@ project: the session answers them from the student in memory. Events are parsed 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,26 @@ class BadRequest(Exception):
     pass
 
 
+class Unauthorized(Exception):
+    pass
+
+
+def _basic_password(request: Request) -> str:
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        return base64.b64decode(encoded, validate=True).decode().partition(":")[2]
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+def _require(given: str, secret: str, what: str) -> None:
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        raise Unauthorized(f"{what} without kdstudio's secret: run `kdstudio review connect` with the same "
+                           "LABEL_STUDIO_API_KEY as this server")
+
+
 async def _body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body())
@@ -36,7 +59,9 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def live_app(backend: LabelStudioBackend, project_ref: str, labels: list[str], session: LiveSession) -> Starlette:
-    from kdstudio_plugins.review.labelstudio import DOC_ID, TO, _result
+    from kdstudio_plugins.review.labelstudio import DOC_ID, SECRET_HEADER, TO, _result
+
+    secret = backend.live_secret()
 
     def version() -> str:
         return session.state().get("model_version") or NO_STUDENT
@@ -45,10 +70,12 @@ def live_app(backend: LabelStudioBackend, project_ref: str, labels: list[str], s
         return JSONResponse({**session.state(), "model_class": "kdstudio", "project": project_ref})
 
     async def setup(request: Request) -> JSONResponse:
+        _require(_basic_password(request), secret, "a setup call")
         await _body(request)  # it carries the project owner's token: read, never kept or logged
         return JSONResponse({"model_version": version()})
 
     async def predict(request: Request) -> JSONResponse:
+        _require(_basic_password(request), secret, "a predict call")
         tasks = (await _body(request)).get("tasks")
         if not isinstance(tasks, list) or not all(isinstance(t, dict) and isinstance(t.get("data"), dict)
                                                   for t in tasks):
@@ -62,6 +89,7 @@ def live_app(backend: LabelStudioBackend, project_ref: str, labels: list[str], s
                              "model_version": version()})
 
     async def webhook(request: Request) -> JSONResponse:
+        _require(request.headers.get(SECRET_HEADER, ""), secret, "an event")
         payload = await _body(request)
         event = await run_in_threadpool(backend.event, project_ref, payload, labels)
         if event is None:
@@ -74,9 +102,9 @@ def live_app(backend: LabelStudioBackend, project_ref: str, labels: list[str], s
         return JSONResponse({"labels": len(event.labels), "withdrawn": len(event.withdrawn)}, status_code=201)
 
     async def bad_request(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"error": str(exc)}, status_code=401 if isinstance(exc, Unauthorized) else 400)
 
     return Starlette(routes=[Route("/", health), Route("/health", health), Route("/setup", setup, methods=["POST"]),
                              Route("/predict", predict, methods=["POST"]),
                              Route("/webhook", webhook, methods=["POST"])],
-                     exception_handlers={BadRequest: bad_request})
+                     exception_handlers={BadRequest: bad_request, Unauthorized: bad_request})
