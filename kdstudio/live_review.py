@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kdstudio.errors import KdError, ProjectLocked
-from kdstudio.interfaces import Encoder, Prediction, ReviewBackend, ReviewEvent, Student
+from kdstudio.interfaces import Encoder, Prediction, ReviewBackend, ReviewEvent, ReviewItem, Student
 from kdstudio.live_round import LiveRound, model_version
 from kdstudio.secrets import redact
 
@@ -118,24 +118,37 @@ class LiveLoop:
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Catch up with the review tool (labels given or taken back while no server ran), load the kept student,
-        and start the writer; a project with labels but no student trains its first one now. Returns what
-        happened, in one line."""
+        """Catch up with the review tool (labels given or taken back while no server ran; the review project is made
+        if nothing was pushed yet), load the kept student, and start the writer; a project with labels but no
+        student trains its first one now. Returns what happened, in one line."""
         with self._session() as project:
             backend = project.plugins.get("review_backend", self.settings.backend).cls()
             if not backend.live:
                 raise KdError(f"the {self.settings.backend} review backend has no live loop",
                               "review with `kdstudio review push` and `pull`")
-            self.project_ref = project.review_project_ref(backend)
+            self.project_ref = project.review_project_ref(backend, create=True)
             self.backend, self.labels = backend, project.labels
             pulled = project.review_pull(backend=self.settings.backend)
             self._encoder = project.embedder
             self._predictor = self._kept(project)
+            empty = not backend.documents(self.project_ref)
+            seeded = self._cold_start(project) if empty and self._predictor is None else 0
         self._writer.start()
-        if self._predictor is None:
+        first_student = self._predictor is None and not seeded  # from the labels the project has
+        first_tasks = self._predictor is not None and empty  # the selector's, for an empty review project
+        if first_student or first_tasks:
             self._start_round()
         return (f"caught up: {pulled.added} new labels from {pulled.location}, {pulled.withdrawn} withdrawn; "
-                f"predictions from {self.model_version or 'no student yet'}")
+                f"predictions from {self.model_version or 'no student yet'}"
+                + (f"; {seeded} documents spread over the corpus sent to start with" if seeded else ""))
+
+    def _cold_start(self, project: Any) -> int:
+        """An empty review project and no student: people start on documents spread over the embedding space
+        (Triage's cold start), blind; the first student follows their first labels."""
+        items = project.triage_queue("diverse", limit=self.settings.batch)
+        sent = project.review_send([ReviewItem(x.doc_id, x.text, None, None, None) for x in items],
+                                   backend=self.settings.backend)
+        return sent.sent
 
     def stop(self, wait_s: float = 30.0) -> None:
         """Stop taking events, write those waiting (once: what cannot be written is caught up at the next start)

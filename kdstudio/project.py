@@ -626,9 +626,13 @@ class Project:
         return PullReport(backend, reviewer.location, len(pulled.labels), added, already, unknown, pulled.ignored,
                           withdrawn)
 
-    def review_project_ref(self, reviewer: ReviewBackend) -> str:
-        """The review backend's id of this project's review project (made by the first push)."""
+    def review_project_ref(self, reviewer: ReviewBackend, *, create: bool = False) -> str:
+        """The review backend's id of this project's review project (made by the first push, or now with
+        `create`)."""
         ref = ReviewStore(self.store).project_ref(reviewer.name, reviewer.location)
+        if ref is None and create:
+            self.review_send([], backend=reviewer.name)
+            ref = ReviewStore(self.store).project_ref(reviewer.name, reviewer.location)
         if ref is None:
             raise KdError(f"nothing was pushed to {reviewer.name} at {reviewer.location} from this project",
                           "run `kdstudio review push` first")
@@ -650,9 +654,7 @@ class Project:
         reviewer = self.plugins.get("review_backend", backend).cls()
         if not reviewer.live:
             raise KdError(f"the {backend} review backend has no live loop", "review with push and pull")
-        if ReviewStore(self.store).project_ref(backend, reviewer.location) is None:
-            self.review_send([], backend=backend)
-        result = reviewer.connect(self.review_project_ref(reviewer), url)
+        result = reviewer.connect(self.review_project_ref(reviewer, create=True), url)
         return ConnectReport(backend, reviewer.location, result.project_ref, url, result.model_backend,
                              result.webhook)
 

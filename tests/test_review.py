@@ -433,3 +433,31 @@ def test_the_live_loop_learns_as_people_label_in_label_studio(live_dir: Path, en
     with Project.open(live_dir, read_only=True) as project:
         live = [r for r in project.runs() if r.config.get("teacher") == "people"]
         assert len(live) == 1 and live[0].status == "finished"
+
+
+@pytest.mark.slow
+def test_the_live_loop_starts_from_nothing(tmp_path: Path, env: dict, client):
+    """No label, no student, nothing pushed: serve makes the review project with documents spread over the corpus,
+    and the first labels people give there train the first student, which predicts and picks the next tasks."""
+    directory = cheap_slice(tmp_path / "cold", 60, seed=7)
+    backend = LiveBackend(directory, env, free_port(), "--every", "3", "--batch", "5").start()
+    try:
+        assert backend.health()["model_version"] is None
+        with Project.open(directory, read_only=True) as project:
+            project_id = int(project.store.con.execute("SELECT external_id FROM review_projects").fetchall()[0][0])
+            labels = project.labels
+        first = tasks(client, project_id)
+        assert len(first) == 5 and not any(t.predictions for t in first)  # blind: nobody has said anything yet
+        assert run_cli("review", "connect", "-p", str(directory), "--url", backend.url, env=env).returncode == 0
+        for task, label in zip(first, labels, strict=False):
+            annotate(client, task, label)
+            if len(human_rows(directory)) == 3:
+                break
+        state = wait_for(lambda: (s := backend.health())["rounds"] >= 1 and not s["training"] and s, 60,
+                         "a first student")
+        assert state["model_version"].startswith("kdstudio-student-"), backend.log()
+        after = tasks(client, project_id)
+        assert len(after) == 10 and all(any(p.model_version == state["model_version"] for p in t.predictions)
+                                        for t in after if not t.annotations), backend.log()
+    finally:
+        backend.stop()
