@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,12 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 OUT = ROOT / "benchmarks" / "out" / "live-review"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_project(directory: Path) -> list[str]:
@@ -84,7 +77,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10)
     args = parser.parse_args()
     from label_studio_sdk import LabelStudio as Client
-    from labelstudio_server import TOKEN, LabelStudio
+    from labelstudio_server import TOKEN, LabelStudio, free_port
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)

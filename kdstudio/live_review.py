@@ -122,10 +122,7 @@ class LiveLoop:
         if nothing was pushed yet), load the kept student, and start the writer; a project with labels but no
         student trains its first one now. Returns what happened, in one line."""
         with self._session() as project:
-            backend = project.plugins.get("review_backend", self.settings.backend).cls()
-            if not backend.live:
-                raise KdError(f"the {self.settings.backend} review backend has no live loop",
-                              "review with `kdstudio review push` and `pull`")
+            backend = project.live_reviewer(self.settings.backend)
             self.project_ref = project.review_project_ref(backend, create=True)
             self.backend, self.labels = backend, project.labels
             pulled = project.review_pull(backend=self.settings.backend)

@@ -40,6 +40,7 @@ class Project(Protocol):
 
     def distill_config(self, flags: dict[str, Any] | None = None) -> DistillConfig: ...
 
+
 LIVE_TEACHER = "people"  # what a live run's record names as its teacher: its labels come from people
 
 

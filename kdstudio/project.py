@@ -16,7 +16,16 @@ from kdstudio.config import CONFIG_NAME, DUCKDB_MEMORY, EmbeddingSettings, Label
 from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, StaleStudent
 from kdstudio.events import Event, EventFn, RoundDone, RunStarted
-from kdstudio.interfaces import DatasetTable, Encoder, Engine, ExportContext, ReviewBackend, ReviewEvent, Student
+from kdstudio.interfaces import (
+    DatasetTable,
+    Encoder,
+    Engine,
+    ExportContext,
+    HumanLabel,
+    ReviewBackend,
+    ReviewEvent,
+    Student,
+)
 from kdstudio.loop import ACTIVE_RUNS, DistillConfig, Distiller, Plan, RunResult, resolve_artifact
 from kdstudio.plugins import Plugins, get_plugins
 from kdstudio.sampling import stratified_sample
@@ -620,8 +629,7 @@ class Project:
         reviewer = self.plugins.get("review_backend", backend).cls()
         store = ReviewStore(self.store)
         pulled = reviewer.pull(self.review_project_ref(reviewer), self.labels)
-        added, already, unknown = store.add_human_labels(
-            [(x.doc_id, x.label, x.annotator, x.annotated_at, x.ref) for x in pulled.labels])
+        added, already, unknown = store.add_human_labels(_human_rows(pulled.labels))
         withdrawn = store.withdraw_missing(pulled.scope, pulled.present) if pulled.scope else 0
         return PullReport(backend, reviewer.location, len(pulled.labels), added, already, unknown, pulled.ignored,
                           withdrawn)
@@ -642,8 +650,7 @@ class Project:
         """People's labels as a live review tool reports them (added, as `review_pull` adds them) and the ones it
         takes back, in one call each; returns (added, withdrawn)."""
         store = ReviewStore(self.store)
-        added, _, _ = store.add_human_labels(
-            [(x.doc_id, x.label, x.annotator, x.annotated_at, x.ref) for x in event.labels])
+        added, _, _ = store.add_human_labels(_human_rows(event.labels))
         return added, store.withdraw(event.withdrawn)
 
     def review_connect(self, url: str, *, backend: str = "labelstudio") -> ConnectReport:
@@ -651,12 +658,18 @@ class Project:
         nothing was pushed yet): the review tool asks it for predictions and tells it each annotation."""
         from kdstudio.review import ConnectReport
 
-        reviewer = self.plugins.get("review_backend", backend).cls()
-        if not reviewer.live:
-            raise KdError(f"the {backend} review backend has no live loop", "review with push and pull")
+        reviewer = self.live_reviewer(backend)
         result = reviewer.connect(self.review_project_ref(reviewer, create=True), url)
         return ConnectReport(backend, reviewer.location, result.project_ref, url, result.model_backend,
                              result.webhook)
+
+    def live_reviewer(self, backend: str) -> ReviewBackend:
+        """The review backend `backend`, refused in one line if it offers no live loop."""
+        reviewer = self.plugins.get("review_backend", backend).cls()
+        if not reviewer.live:
+            raise KdError(f"the {backend} review backend has no live loop",
+                          "review with `kdstudio review push` and `pull`")
+        return reviewer
 
     @classmethod
     def live_loop(cls, directory: Path, *, every: int = 10, batch: int = 10, backend: str = "labelstudio",
@@ -966,3 +979,8 @@ class Project:
             runs=self.runs(),
             check=check_truth(s, GoldLabels(s)).counts(len(s.ids_in_split("check"))),
         )
+
+
+def _human_rows(labels: Sequence[HumanLabel]) -> list[tuple[str, str, str | None, Any, str]]:
+    """People's labels as ReviewStore.add_human_labels takes them."""
+    return [(x.doc_id, x.label, x.annotator, x.annotated_at, x.ref) for x in labels]

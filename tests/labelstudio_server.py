@@ -32,7 +32,8 @@ def ensure_venv() -> Path:
     return VENV / "bin" / "label-studio"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -50,7 +51,7 @@ class LabelStudio:
 
     def start(self, timeout: float = 300) -> LabelStudio:
         executable = ensure_venv()
-        self.port = _free_port()
+        self.port = free_port()
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data), "LABEL_STUDIO_USERNAME": USER,

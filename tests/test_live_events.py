@@ -155,12 +155,11 @@ def test_serve_and_connect_refuse_in_one_line(tmp_path):
     import socket
 
     from conftest import cheap_slice, run_cli
+    from labelstudio_server import free_port
 
     directory = cheap_slice(tmp_path / "p", 30, seed=1)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = str(probe.getsockname()[1])
-    unset = run_cli("review", "serve", "-p", str(directory), "--port", free, env={"LABEL_STUDIO_URL": ""})
+    unset = run_cli("review", "serve", "-p", str(directory), "--port", str(free_port()),
+                    env={"LABEL_STUDIO_URL": ""})
     assert unset.returncode != 0 and "LABEL_STUDIO_URL is not set" in unset.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

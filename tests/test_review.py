@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cheap_slice, run_cli, write
-from labelstudio_server import TOKEN, USER, LabelStudio
+from labelstudio_server import TOKEN, USER, LabelStudio, free_port
 
 from kdstudio.config import Label
 from kdstudio.errors import ProjectLocked
@@ -334,12 +333,6 @@ def human_rows(directory: Path, timeout: float = 2.0, until=lambda rows: True) -
         if until(rows) or time.time() > deadline:
             return rows
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check, timeout: float, what: str):

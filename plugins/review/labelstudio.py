@@ -191,8 +191,8 @@ class LabelStudioBackend(ReviewBackend):
         second connect to the same URL registers nothing twice."""
         client, project = self.client(), int(project_ref)
         url = url.rstrip("/")
-        hook, auth = f"{url}/webhook", {"auth_method": "BASIC_AUTH", "basic_auth_user": BASIC_USER,
-                                        "basic_auth_pass": self.live_secret()}
+        hook, secret = f"{url}/webhook", self.live_secret()
+        auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": BASIC_USER, "basic_auth_pass": secret}
         subscribed = bool(self._hooks(client, project, hook))
         backends = [b for b in self._call(client.ml.list, project=project) if (b.url or "").rstrip("/") == url]
         for backend in backends:  # registered before: it gets the current secret
@@ -205,11 +205,11 @@ class LabelStudioBackend(ReviewBackend):
         # servers do not subscribe it at all.
         hooks = self._hooks(client, project, hook)
         for h in hooks:
-            self._call(client.webhooks.update, id=h.id, url=hook, headers={SECRET_HEADER: self.live_secret()})
+            self._call(client.webhooks.update, id=h.id, url=hook, headers={SECRET_HEADER: secret})
         if not hooks:
             self._call_local(client.webhooks.create, url=hook, project=project, send_payload=True,
                              send_for_all_actions=False, actions=list(EVENTS),
-                             headers={SECRET_HEADER: self.live_secret()})
+                             headers={SECRET_HEADER: secret})
         return ConnectResult(project_ref, not backends, not subscribed)
 
     def _hooks(self, client: Any, project: int, hook: str) -> list[Any]:
