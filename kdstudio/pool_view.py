@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from kdstudio.errors import KdError
+from kdstudio.free_rows import FreeRows
 from kdstudio.interfaces import Student, TeacherAnswers
 from kdstudio.scale import PoolScorer, features_table
 from kdstudio.uncertainty import TopUncertain, uncertainty
@@ -38,7 +39,7 @@ class PoolView:
     `ids_of` (keys to ids) read. With a `scorer` (an engine), scoring runs on the engine's workers: a ranking of the
     whole pool as one shard job that returns candidates, anything else as a stream of chunks. Keys are sorted."""
 
-    def __init__(self, keys: np.ndarray, features: Callable[[np.ndarray], Any],
+    def __init__(self, keys: np.ndarray | FreeRows, features: Callable[[np.ndarray], Any],
                  vectors: Callable[[np.ndarray], np.ndarray], labelled: list[str], student: Student | None,
                  labels: list[str], round: int, rng: np.random.Generator, scorer: PoolScorer | None = None,
                  answers: dict[str, tuple[str, float | None]] | None = None, *,
@@ -84,7 +85,7 @@ class PoolView:
             self.scored += self.n_pool
             rows, scores = self._scorer.top_uncertain(student, self.round, measure, k, salt, self._shard_rows.excluded)
             keys = self._shard_rows.keys_of(rows)
-            positions = np.searchsorted(self.keys, keys)
+            positions = self.keys.searchsorted(keys)
             if len(keys) and not np.array_equal(self.keys[np.minimum(positions, self.n_pool - 1)], keys):
                 raise KdError("the engine returned documents that are not in the pool", "run the command again")
             return positions, scores

@@ -98,13 +98,16 @@ class RunContext:
         return self.store.texts(self.index.ids_at(rows))
 
     def in_pool(self, ids: Iterable[str]) -> set[str]:
-        """Those of `ids` that are imported pool documents (remembered: no document changes split during a run, and
-        asking costs a scan of the corpus)."""
+        """Those of `ids` that are imported pool documents (remembered: no document changes split during a run). The
+        index's pool mask answers for documents it holds; only the others cost a scan of the corpus."""
         ids = list(ids)
         unknown = [d for d in ids if d not in self._pool_member]
-        if unknown:
-            found = self.store.in_pool(unknown)
-            self._pool_member.update((d, d in found) for d in unknown)
+        held = sorted(self.index.known(unknown))
+        self._pool_member.update(zip(held, self.index.pool[self.index.rows(held)].tolist(), strict=True))
+        others = [d for d in unknown if d not in self._pool_member]
+        if others:
+            found = self.store.in_pool(others)
+            self._pool_member.update((d, d in found) for d in others)
         return {d for d in ids if self._pool_member[d]}
 
     def resume_fix(self) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from kdstudio.errors import KdError
+from kdstudio.free_rows import FreeRows, block_counts
 from kdstudio.store import Store
 
 
@@ -34,6 +35,7 @@ class VectorIndex:
         self._shards = shards
         self.dim = shards.dim if shards is not None else 0
         self.pool = np.zeros(len(self._shard_rows), dtype=bool)
+        self._pool_counts: np.ndarray | None = None  # pool rows a block, for FreeRows; counted when first asked
         # The documents the run has touched (selected, labelled, validation, test): they grow with the labels, not
         # with the pool, and each costs a scan of the corpus's rows to resolve the first time only.
         self._row_of: dict[str, int] = {}
@@ -124,19 +126,21 @@ class VectorIndex:
         with self._lock:
             shard_rows = self._store.pool_vector_rows(self._model)
         self.pool[self._index_of[shard_rows]] = True
+        self._pool_counts = None
 
     def pool_sample(self, limit: int, rng: np.random.Generator) -> list[str]:
         """What steps.slice_ids(sorted pool ids, limit, rng) gives, without listing every pool id."""
-        rows = np.flatnonzero(self.pool)
-        if len(rows) > limit:
-            rows = rows[np.sort(rng.choice(len(rows), size=limit, replace=False))]
-        return self.ids_at(rows)
+        rows = self.free_rows([])
+        if len(rows) <= limit:
+            return self.ids_at(rows[:])
+        return self.ids_at(rows[np.sort(rng.choice(len(rows), size=limit, replace=False))])
 
-    def free_rows(self, taken: Iterable[str]) -> np.ndarray:
-        """Pool rows, in row order, except `taken` documents (already bought, or labelled by a person)."""
-        mask = self.pool.copy()
-        mask[self.rows(list(self.known(taken)))] = False
-        return np.flatnonzero(mask)
+    def free_rows(self, taken: Iterable[str]) -> FreeRows:
+        """Pool rows, in row order, except `taken` documents (already bought, or labelled by a person): never listed
+        whole, so a round costs what it reads, not the pool's size."""
+        if self._pool_counts is None:
+            self._pool_counts = block_counts(self.pool)
+        return FreeRows(self.pool, self.rows(list(self.known(taken))), self._pool_counts)
 
     def append(self, shard_rows: np.ndarray) -> None:
         """Add documents that are new to the index (generated samples, whose vectors were just stored), in the order
@@ -151,3 +155,4 @@ class VectorIndex:
         self._shard_rows = _narrow(np.concatenate([self._shard_rows, fresh]))
         self._index_of = self._inverse(self._shard_rows)
         self.pool = np.concatenate([self.pool, np.zeros(len(fresh), dtype=bool)])
+        self._pool_counts = None

@@ -5,9 +5,11 @@ and the next append writes over it. Nothing here is ever unpickled: a block is n
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,19 @@ META_NAME = "vectors.json"
 # Rows per block: 65,536 MiniLM rows are 96 MiB, small enough to map and large enough that a 20M pool is 300 files.
 BLOCK_ROWS = 65536
 DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+# A block whose rows a read takes fewer than one in this many of is read row by row, not mapped.
+SCATTERED_GAP = 64
+# Blocks read at once: positional reads wait on the disk, not the interpreter, and a disk serves several together.
+READERS = 16
 _FIX = "embed again into a new project, or restore the project folder from a copy"
+
+
+@functools.cache
+def _reader_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(READERS, thread_name_prefix="kdstudio-vectors")
+
+
+os.register_at_fork(after_in_child=_reader_pool.cache_clear)  # a forked child has none of its parent's threads
 
 
 def _damaged(directory: Path, what: str) -> KdError:
@@ -104,22 +118,50 @@ class VectorShards:
         return np.memmap(path, dtype=DTYPES[self.dtype], mode="r", shape=(rows, self.dim))
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        """The vectors of `rows`, in the order given, as float32. Each block is mapped for this read only, so the
-        pages it touched leave this process's memory with it."""
+        """The vectors of `rows`, in the order given, as float32. A block the read takes many rows of is mapped for
+        this read only, so the pages it touched leave this process's memory with it; rows scattered over a block are
+        read one at a time, the blocks in parallel (see `_read_scattered`)."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         if not len(rows):
             return out
         blocks = rows // self.block_rows
+        scattered = []
         for block in np.unique(blocks):
             where = np.flatnonzero(blocks == block)
+            if len(where) * SCATTERED_GAP < self.block_rows:
+                scattered.append((int(block), where))
+                continue
             offsets = rows[where] - block * self.block_rows
             mapped = self._map(int(block))
             if offsets.max() >= len(mapped) or offsets.min() < 0:
                 raise _damaged(self.directory, f"{self.block_path(int(block)).name} is shorter than recorded")
             out[where] = mapped[offsets]
             del mapped
+        if scattered:
+            list(_reader_pool().map(lambda item: self._read_scattered(item[0], rows[item[1]], out, item[1]),
+                                    scattered))
         return out
+
+    def _read_scattered(self, block: int, rows: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
+        """Rows of one block by positional reads, without read-ahead. A fault in a mapping reads the disk's whole
+        read-ahead window around the row (8 MiB on this machine's disk): a few dozen random rows of a pool larger than
+        the page cache cost hundreds of megabytes that way, and a sample of 20,000 rows the whole file."""
+        path = self.block_path(block)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise _damaged(self.directory, f"{path.name} is missing") from None
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            dtype, size = DTYPES[self.dtype], self.row_bytes
+            for i, row in zip(where, rows - block * self.block_rows, strict=True):
+                data = os.pread(fd, size, int(row) * size) if row >= 0 else b""
+                if len(data) != size:
+                    raise _damaged(self.directory, f"{path.name} is shorter than recorded")
+                out[i] = np.frombuffer(data, dtype=dtype)
+        finally:
+            os.close(fd)
 
     def read_range(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) as float32, read sequentially."""
