@@ -75,7 +75,9 @@ class PoolView:
         return np.concatenate(out) if out else np.zeros((0, self.n_classes))
 
     def stream_pool(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        yield from self.score_stream(chunked(np.arange(self.n_pool)))
+        # Each chunk's positions made as it is scored: np.arange(n_pool) would be 160 MB at 20M documents.
+        yield from self.score_stream(np.arange(start, min(start + CHUNK, self.n_pool))
+                                     for start in range(0, self.n_pool, CHUNK))
 
     def top_uncertain(self, measure: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         student = self._require_student()
