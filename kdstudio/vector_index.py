@@ -1,7 +1,7 @@
 """The documents a run works with, addressed by integer row: rows follow the documents' ids in sorted order, and each
 row knows where its vector lies in the shards on disk. Neither ids nor vectors are held: a row's id and vector are
-read when asked (and remembered for the documents the run touches), so what the index holds is about 9 bytes a pool
-document (20M documents: 180 MB)."""
+read when asked (and remembered for the documents the run touches, vectors up to KEPT_VECTORS of them), so what the
+index holds is about 9 bytes a pool document (20M documents: 180 MB) and what grows with the run's labels."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import numpy as np
 from kdstudio.errors import KdError
 from kdstudio.free_rows import FreeRows, block_counts
 from kdstudio.store import Store
+
+# Vectors of documents asked for by id that a run keeps (24 MB at 384 dimensions).
+KEPT_VECTORS = 16384
 
 
 def _narrow(rows: np.ndarray) -> np.ndarray:
@@ -40,6 +43,7 @@ class VectorIndex:
         # with the pool, and each costs a scan of the corpus's rows to resolve the first time only.
         self._row_of: dict[str, int] = {}
         self._id_of: dict[int, str] = {}
+        self._kept: dict[int, np.ndarray] = {}  # index row -> vector, for documents asked for by id
 
     @staticmethod
     def _inverse(shard_rows: np.ndarray) -> np.ndarray:
@@ -91,9 +95,24 @@ class VectorIndex:
         return [self._id_of[int(r)] for r in rows]
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The vectors of documents asked for by id: the run's labelled, validation and test documents, a free
+        labeller's sample. Every round reads them again, so the first KEPT_VECTORS are kept: on a pool larger than
+        the page cache each read would go to the disk (pool candidates, read once, go through `vectors_at`)."""
         if not len(ids):
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.vectors_at(self.rows(ids))
+        rows = self.rows(ids)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        unread = np.array([r not in self._kept for r in rows.tolist()], dtype=bool)
+        if unread.any():
+            read = self.vectors_at(rows[unread])
+            out[unread] = read
+            with self._lock:
+                for row, vector in zip(rows[unread].tolist(), read, strict=True):
+                    if len(self._kept) < KEPT_VECTORS:
+                        self._kept.setdefault(row, vector.copy())
+        for i in np.flatnonzero(~unread):
+            out[i] = self._kept[int(rows[i])]
+        return out
 
     def vectors_at(self, rows: np.ndarray) -> np.ndarray:
         return self._read(self._shard_rows[np.asarray(rows, dtype=np.int64)])
