@@ -7,8 +7,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from kdstudio.secrets import redact
 from kdstudio.store.store import Store
 
@@ -262,19 +260,14 @@ class Ledger:
     def spend_report(self) -> list[SpendRow]:
         """Spend grouped by run and model, with the labels each run took from the ledger without a call (from
         another run's answers, or its own before a resume)."""
-        # Gold for the documents the teacher answered, looked up by key: a join with gold scans the whole corpus.
-        called = [r[0] for r in self.con.execute("SELECT DISTINCT doc_id FROM teacher_calls WHERE doc_id IS NOT NULL"
-                                                 ).fetchall()]
-        gold = self.store.gold(called)
-        rows = self.store.query_with(
+        rows = self.con.execute(
             """
             WITH human AS (
                 SELECT doc_id, arg_max(label, id) AS label FROM labels WHERE source = 'human' GROUP BY doc_id
-            ), judged_calls AS (
-                -- What a teacher's answer is judged against: a person's label, else the gold label. Joined to the
-                -- calls, not gold to people: the calls are few, gold may be the whole corpus.
-                SELECT c.*, coalesce(h.label, g.label) AS truth_label FROM teacher_calls c
-                LEFT JOIN human h ON h.doc_id = c.doc_id LEFT JOIN _gold g ON g.doc_id = c.doc_id
+            ), truth AS (
+                -- What a teacher's answer is judged against: a person's label, else the gold label.
+                SELECT coalesce(h.doc_id, g.doc_id) AS doc_id, coalesce(h.label, g.label) AS label
+                FROM human h FULL OUTER JOIN gold g ON g.doc_id = h.doc_id
             ), spent AS (
                 SELECT c.run_id, c.model, count(*) FILTER (purpose <> 'verdict') AS calls,
                        count(*) FILTER (purpose IN ('label', 'consult')) AS label_calls,
@@ -282,12 +275,12 @@ class Ledger:
                        count(*) FILTER (transient) AS transient, coalesce(sum(tokens_in), 0) AS t_in,
                        coalesce(sum(tokens_out), 0) AS t_out, coalesce(sum(cost_usd), 0) AS usd,
                        avg(latency_s) AS latency,
-                       count(*) FILTER (c.parsed_label IS NOT NULL AND c.truth_label IS NOT NULL) AS judged,
-                       count(*) FILTER (c.parsed_label = c.truth_label) AS correct,
+                       count(*) FILTER (c.parsed_label IS NOT NULL AND truth.label IS NOT NULL) AS judged,
+                       count(*) FILTER (c.parsed_label = truth.label) AS correct,
                        coalesce(sum(attempts) FILTER (purpose <> 'verdict'), 0) AS requests,
                        coalesce(sum(unusable), 0) AS unusable, coalesce(sum(unusable_usd), 0) AS unusable_usd,
                        list(retries) FILTER (retries IS NOT NULL) AS retries
-                FROM judged_calls c GROUP BY ALL
+                FROM teacher_calls c LEFT JOIN truth ON truth.doc_id = c.doc_id GROUP BY ALL
             ), reused AS (
                 SELECT l.run_id, c.model, count(*) AS n FROM labels l JOIN teacher_calls c ON c.id = l.teacher_call_id
                 WHERE l.source = 'teacher' AND c.run_id IS DISTINCT FROM l.run_id GROUP BY ALL
@@ -299,8 +292,8 @@ class Ledger:
                    coalesce(unusable_usd, 0), retries
             FROM spent s FULL OUTER JOIN reused r ON r.run_id IS NOT DISTINCT FROM s.run_id AND r.model = s.model
             ORDER BY run NULLS FIRST, m
-            """, _gold=pa.table({"doc_id": pa.array(list(gold), pa.string()), "label": pa.array(list(gold.values()),
-                                                                                        pa.string())}))
+            """
+        ).fetchall()
         return [SpendRow(run, model, calls, label_calls, gen_calls, errors, transient, int(t_in), int(t_out),
                          float(usd), latency, reused, judged, correct, int(requests), _summed(retries),
                          int(unusable), float(unusable_usd))
