@@ -145,6 +145,28 @@ def test_the_index_reads_rows_it_is_asked_for_and_appends_generated_ones(sliced:
         assert index.pool_sample(10, np.random.default_rng(4)) == sorted(rng.choice(pool, 10, replace=False).tolist())
 
 
+
+def test_the_index_keeps_what_it_reads_by_id_up_to_its_limit(sliced: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    """Documents asked for by id (labelled, validation, test) are read from the shards once; pool candidates, read by
+    row, and anything past the limit are read each time."""
+    import kdstudio.vector_index as vector_index
+
+    monkeypatch.setattr(vector_index, "KEPT_VECTORS", 3)
+    with Project.open(fresh_copy(sliced, tmp_path)) as project:
+        index = VectorIndex.from_store(project.store, project.vector_key)
+        ids, matrix = project.store.embedding_matrix(project.vector_key)
+        read: list[int] = []
+        shards_read = index._read
+        monkeypatch.setattr(index, "_read", lambda rows: read.append(len(rows)) or shards_read(rows))
+        np.testing.assert_array_equal(index.vectors([ids[4], ids[1], ids[4]]), matrix[[4, 1, 4]])
+        np.testing.assert_array_equal(index.vectors([ids[1], ids[4]]), matrix[[1, 4]])
+        assert read == [3]  # the second asks nothing of the shards
+        np.testing.assert_array_equal(index.vectors([ids[9], ids[8], ids[1]]), matrix[[9, 8, 1]])
+        np.testing.assert_array_equal(index.vectors([ids[8]]), matrix[[8]])  # past the limit: read again
+        np.testing.assert_array_equal(index.vectors_at(np.array([4])), matrix[[4]])  # by row: never kept
+        assert read == [3, 2, 1, 1]
+
 def run_selections(directory: Path, config: DistillConfig) -> tuple[list[list[str]], list[dict]]:
     with Project.open(directory) as project:
         run = project.distill(config)
