@@ -551,25 +551,27 @@ class ReviewBackend(Component):
     # A live loop (`kdstudio review serve`) is optional: a backend that offers one sets `live` and overrides these.
     live: ClassVar[bool] = False
 
-    def _no_live_loop(self) -> KdError:
-        return KdError(f"the {self.name} review backend has no live loop", "review with push and pull")
+    def no_live_loop(self) -> KdError:
+        """The refusal of a backend without a live loop, wherever one is asked for."""
+        return KdError(f"the {self.name} review backend has no live loop",
+                       "review with `kdstudio review push` and `pull`")
 
     def connect(self, project_ref: str, url: str) -> ConnectResult:
         """Register the live server at `url` with the review project: predictions from it, events to it."""
-        raise self._no_live_loop()
+        raise self.no_live_loop()
 
     def live_app(self, project_ref: str, labels: list[str], session: LiveSession) -> Any:
         """The ASGI application the review tool calls: predictions, and people's labels as they are given."""
-        raise self._no_live_loop()
+        raise self.no_live_loop()
 
     def documents(self, project_ref: str) -> set[str]:
         """The documents the review project holds (answered or not)."""
-        raise self._no_live_loop()
+        raise self.no_live_loop()
 
     def predict_open_tasks(self, project_ref: str, predict: Callable[[Sequence[str]], list[Prediction | None]],
                            model_version: str) -> int:
         """Give every task no person has answered the student's prediction (`model_version`); returns how many."""
-        raise self._no_live_loop()
+        raise self.no_live_loop()
 
 
 @dataclass

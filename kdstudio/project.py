@@ -678,8 +678,7 @@ class Project:
         """The review backend `backend`, refused in one line if it offers no live loop."""
         reviewer = self.plugins.get("review_backend", backend).cls()
         if not reviewer.live:
-            raise KdError(f"the {backend} review backend has no live loop",
-                          "review with `kdstudio review push` and `pull`")
+            raise reviewer.no_live_loop()
         return reviewer
 
     @classmethod
