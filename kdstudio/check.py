@@ -13,6 +13,7 @@ import numpy as np
 
 from kdstudio.estimates import Estimate, bootstrap_macro_f1, ppi_mean, wilson
 from kdstudio.store import Ledger, Store
+from kdstudio.store.gold_labels import GoldLabels
 
 # Fewer than this many checked documents give intervals too wide to say anything; below it a report says how many
 # more are needed instead of a figure.
@@ -111,7 +112,10 @@ def narrower(sample: Estimate, ppi: Estimate | None) -> Estimate:
 
 def check_truth(store: Store, gold: Mapping[str, str]) -> CheckTruth:
     """The project's check sample with its reference labels, as they stand now."""
-    return CheckTruth.of(store.ids_in_split("check"), dict(Ledger(store).human_examples()), gold)
+    check = store.ids_in_split("check")
+    if isinstance(gold, GoldLabels):
+        gold.prefetch(check)
+    return CheckTruth.of(check, dict(Ledger(store).human_examples()), gold)
 
 
 def grade_run_student(labels: list[str], truth: CheckTruth, ledger: Ledger, run_id: int, val_ids: list[str],

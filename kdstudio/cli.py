@@ -22,6 +22,8 @@ from kdstudio.project import Project, open_engine
 from kdstudio.secrets import redact
 from kdstudio.terminal import SafeConsole, drop_output, shown, stdin_is_terminal
 from kdstudio.types import (
+    DUCKDB_MEMORY_ENV,
+    DUCKDB_MEMORY_RUN,
     LABEL_SOURCES,
     REVIEW_FILTERS,
     SPLITS,
@@ -112,8 +114,9 @@ class _Cli(click.Group):
             err_console.print(styled(("Error:", "bold red"), " the project database failed: ",
                                      redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)),
                               soft_wrap=True)
-            fix = ("free memory on this machine (a distillation lets DuckDB use 1 GB), then run the command again; "
-                   "what was done is saved" if isinstance(exc, duckdb.OutOfMemoryException) else
+            fix = (f"free memory on this machine, or give DuckDB more ({DUCKDB_MEMORY_ENV}=2GB; a run's loop gives "
+                   f"it {DUCKDB_MEMORY_RUN}), then run the command again; what was done is saved"
+                   if isinstance(exc, duckdb.OutOfMemoryException) else
                    "restore kdstudio.duckdb from a backup or copy")
             err_console.print(styled(("Fix:", "bold"), " ", fix), soft_wrap=True)
             ctx.exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
@@ -12,16 +13,32 @@ from typing import Any
 import tomli_w
 
 from kdstudio.errors import ConfigError
+from kdstudio.memory_size import MEMORY_SIZE
 from kdstudio.runtime import DEFER
 from kdstudio.store.vector_shards import DTYPES as VECTOR_TYPES
 
 CONFIG_NAME = "kdstudio.toml"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_ENCODER = "minilm"
-# DuckDB's share of memory while `embed` or `distill` runs (Project): the loop's own arrays grow by 9 bytes a pool
-# document, and DuckDB's joins and sorts over the corpus would otherwise take what they like (1.6 GB at the peak for
-# 10M documents) and keep it cached. 500 MB was too little for a join over 10M documents that DuckDB could not spill.
-DUCKDB_MEMORY = "1GB"
+# DuckDB's share of memory while `embed` runs and while a run's loop runs (Project). Unbounded, its joins and sorts
+# over the corpus take what they like (1.6 GB at the peak for 10M documents) and keep what they read cached up to
+# that. Embedding writes a batch at a time against the whole corpus's ids: 1 GB. The loop asks little of DuckDB at a
+# time and spills its one join over the corpus (the pool's rows, at a run's start): under 64 MB what it holds no
+# longer grows with the corpus (128 MB still let 10M documents take 60 MB more than 1M; docs/scaling.md). The index
+# blocks that writes load are added to it (Store.room_for_indexes). DUCKDB_MEMORY_ENV, where set, replaces both.
+DUCKDB_MEMORY_EMBED = "1GB"
+DUCKDB_MEMORY_RUN = "64MB"
+DUCKDB_MEMORY_ENV = "KDSTUDIO_DUCKDB_MEMORY"
+
+
+def duckdb_memory(default: str) -> str:
+    """DuckDB's memory limit: DUCKDB_MEMORY_ENV where set, else `default`."""
+    given = os.environ.get(DUCKDB_MEMORY_ENV, "").strip()
+    if given and not MEMORY_SIZE.fullmatch(given):
+        raise ConfigError(f"{DUCKDB_MEMORY_ENV} {given!r} is not a memory size",
+                          f"give a size such as 512MB or 2GB, or unset it (a run's loop gives DuckDB "
+                          f"{DUCKDB_MEMORY_RUN})")
+    return given or default
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,8 @@ def embed_missing(store: Store, embedder: Encoder, on_progress: ProgressFn | Non
     done, committed = 0, time.perf_counter()
     ids: list[str] = []  # encoded and not yet committed, with their vectors
     pending: list[np.ndarray] = []
-    for batch in store.missing_texts(model, embedder.batch_size, sort_by_length):
+    # Only when something is missing: listing it joins the whole corpus (a run's start asks when nothing is).
+    for batch in store.missing_texts(model, embedder.batch_size, sort_by_length) if total else ():
         ids.extend(batch.column(0).to_pylist())
         pending.append(embedder.encode(batch.column(1).to_pylist()))
         if len(ids) >= COMMIT_ROWS or time.perf_counter() - committed >= COMMIT_SECONDS:

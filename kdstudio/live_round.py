@@ -17,7 +17,7 @@ from kdstudio.errors import KdError
 from kdstudio.interfaces import ReviewItem, Student
 from kdstudio.loop import DistillConfig
 from kdstudio.plugins import Plugins
-from kdstudio.pool_view import PoolView, ShardRows
+from kdstudio.pool_view import PoolView
 from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.store.gold_labels import GoldLabels
 from kdstudio.vector_index import VectorIndex
@@ -122,8 +122,7 @@ def _pick(project: Project, index: VectorIndex, student: Student, labelled: list
     pool = PoolView(free, index.vectors_at, index.vectors_at, labelled, student, project.labels, round_no,
                     np.random.default_rng([config.seed, round_no, 3571]), None, teacher,
                     vectors_of=index.vectors, ids_of=index.ids_at,
-                    shard_rows=ShardRows(index.shard_rows_at, index.rows_at_shard_rows,
-                                         index.shard_rows_at(index.rows(list(index.known(taken))))))
+                    excluded=index.rows(list(index.known(taken))))
     selector = project.plugins.get("selector", config.selector).cls(**config.selector_options)
     choice = selector.select(pool, batch)
     picked = index.ids_at(free[np.asarray(choice.positions, dtype=np.int64)])

@@ -367,7 +367,7 @@ class Distiller:
     def _check_validation(self, config: DistillConfig) -> None:
         """Stop rules and free labels that read validation accuracy are refused on a run that will have none,
         rather than silently never firing."""
-        has_val = config.val_size() != 0 and bool(self.store.ids_in_split("val"))
+        has_val = config.val_size() != 0 and self.store.has_split("val")
         if config.method == "auto" and not has_val and not check_truth(self.store, GoldLabels(self.store)).labels:
             raise KdError("method auto chooses on validation or check-sample labels, and this run has neither",
                           "give val_limit above 0 (or auto) on a project with a validation split, or draw and label a "
@@ -442,7 +442,8 @@ class Distiller:
         gold = GoldLabels(self.store)
         setup_rng = np.random.default_rng([config.seed, 7919])
         val_ids = slice_ids(self.store.ids_in_split("val"), config.val_size(), setup_rng)
-        test_ids = slice_ids([d for d in self.store.ids_in_split("test") if d in gold], config.test_limit, setup_rng)
+        test_ids = slice_ids(self.store.ids_with_gold("test"), config.test_limit, setup_rng)
+        gold.prefetch([*val_ids, *test_ids])  # what the run's metrics read, in one query
         context = steps.teach_context(self.ledger, parts.teacher, config.seed, self.labels, self.descriptions, gold,
                                       vectors=index.vectors, encode=self.encode, embedding_model=self.embedding_model)
         usd, calls = self.ledger.run_spend(run_id)
@@ -451,7 +452,8 @@ class Distiller:
         scorer = None
         if self.engine is not None:
             scorer = PoolScorer(self.engine, self.store, self.embedding_model, parts.student_cls.input,
-                                (self.work_dir or self.students_dir.parent / "work") / f"run-{run_id}")
+                                (self.work_dir or self.students_dir.parent / "work") / f"run-{run_id}",
+                                lambda: index.free_rows([]))
         free_ids = (index.pool_sample(parts.free_labeller.pool_sample, np.random.default_rng([config.seed, 6151]))
                     if parts.free_labeller is not None else [])
         check = check_truth(self.store, gold)
@@ -473,6 +475,7 @@ class Distiller:
             steps.refuse_a_guessing_teacher(ctx)
         state = self._restored(ctx)
         while True:
+            self.store.room_for_indexes()
             if state.pending is None:
                 state.stop_reason = "cancelled" if ctx.should_stop() else why_stop(
                     config, state.reports, len(state.selected), ctx.runner.budget, state.since_best,
@@ -495,6 +498,7 @@ class Distiller:
                 break
             state.selected.extend(batch.items)
             generated = steps.generate(ctx, state, outcome, batch)
+            self.store.room_for_indexes()  # writing its samples loaded index blocks
             trained = steps.train_or_fail(ctx, state, outcome, batch)
             state = steps.keep(ctx, state, trained, outcome, batch, generated)
             if outcome.stopped:
@@ -563,7 +567,8 @@ class Distiller:
         teacher that would be paid for it, or a project without gold test documents."""
         teacher = self._components(config).teacher
         gold = GoldLabels(self.store)
-        test = [d for d in self.store.ids_in_split("test") if d in gold]
+        test = self.store.ids_with_gold("test")
+        gold.prefetch(test)
         docs = [Doc(d, t) for d, t in zip(test, self.store.texts(test), strict=True)]
         context = steps.teach_context(self.ledger, teacher, config.seed, self.labels, self.descriptions, gold,
                                       vectors=lambda ids: self.store.vectors(self.embedding_model, ids),

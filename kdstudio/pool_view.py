@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,21 +22,15 @@ def chunked(positions: np.ndarray) -> Iterator[np.ndarray]:
     return (positions[start:start + CHUNK] for start in range(0, len(positions), CHUNK))
 
 
-@dataclass(frozen=True)
-class ShardRows:
-    """Where the view's documents lie in the vector shards. A document's shard row breaks its ties in a ranking the
-    same way here and on an engine's workers, and names the candidates that the workers return."""
-
-    of_keys: Callable[[np.ndarray], np.ndarray]  # keys -> shard rows
-    keys_of: Callable[[np.ndarray], np.ndarray]  # shard rows -> keys
-    excluded: np.ndarray  # shard rows of the pool documents that are not in the view (bought, labelled by people)
-
-
 class PoolView:
     """The selector's view of the unlabelled pool. Position p is `keys[p]`: a document id, or (in a run) the
     document's row in the run's index, which `features`, `vectors` (of positions' keys), `vectors_of` (of ids) and
     `ids_of` (keys to ids) read. With a `scorer` (an engine), scoring runs on the engine's workers: a ranking of the
-    whole pool as one shard job that returns candidates, anything else as a stream of chunks. Keys are sorted."""
+    whole pool as one shard job that returns candidates, anything else as a stream of chunks. Keys are sorted.
+
+    In a run the keys are rows of the vector shards, and `excluded` lists the pool's rows that are not in the view
+    (bought, labelled by people): a document's shard row breaks its ties in a ranking the same way here and on an
+    engine's workers, and names the candidates the workers return."""
 
     def __init__(self, keys: np.ndarray | FreeRows, features: Callable[[np.ndarray], Any],
                  vectors: Callable[[np.ndarray], np.ndarray], labelled: list[str], student: Student | None,
@@ -45,7 +38,7 @@ class PoolView:
                  answers: dict[str, tuple[str, float | None]] | None = None, *,
                  vectors_of: Callable[[list[str]], np.ndarray] | None = None,
                  ids_of: Callable[[np.ndarray], list[str]] | None = None,
-                 shard_rows: ShardRows | None = None) -> None:
+                 excluded: np.ndarray | None = None) -> None:
         self.keys = keys
         self.n_pool = len(keys)
         self.n_classes = len(labels)
@@ -62,7 +55,7 @@ class PoolView:
         self._student = student
         self._scorer = scorer
         self._answers = answers or {}
-        self._shard_rows = shard_rows
+        self._excluded = excluded
 
     def _require_student(self) -> Student:
         if self._student is None:
@@ -83,10 +76,9 @@ class PoolView:
         student = self._require_student()
         salt = int(self.rng.integers(2**63))
         k = min(k, self.n_pool)
-        if self._scorer is not None and self._shard_rows is not None and self.n_pool:
+        if self._scorer is not None and self._excluded is not None and self.n_pool:
             self.scored += self.n_pool
-            rows, scores = self._scorer.top_uncertain(student, self.round, measure, k, salt, self._shard_rows.excluded)
-            keys = self._shard_rows.keys_of(rows)
+            keys, scores = self._scorer.top_uncertain(student, self.round, measure, k, salt, self._excluded)
             positions = self.keys.searchsorted(keys)
             if len(keys) and not np.array_equal(self.keys[np.minimum(positions, self.n_pool - 1)], keys):
                 raise KdError("the engine returned documents that are not in the pool", "run the command again")
@@ -94,8 +86,7 @@ class PoolView:
         best = TopUncertain(k, salt)
         for positions, probs in self.stream_pool():
             keys = self.keys[positions]
-            best.add(positions, uncertainty(probs, measure),
-                     self._shard_rows.of_keys(keys) if self._shard_rows is not None else positions)
+            best.add(positions, uncertainty(probs, measure), keys if self._excluded is not None else positions)
         positions, scores, _ = best.best()
         return positions, scores
 

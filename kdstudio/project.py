@@ -12,7 +12,16 @@ import numpy as np
 
 from kdstudio import snapshot
 from kdstudio.check import MIN_CHECKED, CheckDraw, CheckReport, CheckTruth, check_truth, grade_run_student
-from kdstudio.config import CONFIG_NAME, DUCKDB_MEMORY, EmbeddingSettings, Label, ProjectConfig, validate_labels
+from kdstudio.config import (
+    CONFIG_NAME,
+    DUCKDB_MEMORY_EMBED,
+    DUCKDB_MEMORY_RUN,
+    EmbeddingSettings,
+    Label,
+    ProjectConfig,
+    duckdb_memory,
+    validate_labels,
+)
 from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn, embed_missing
 from kdstudio.errors import ConfigError, KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, StaleStudent
 from kdstudio.events import Event, EventFn, RoundDone, RunStarted
@@ -271,8 +280,8 @@ class Project:
 
     def import_file(self, path: str | Path, options: ImportOptions | None = None) -> ImportReport:
         """Import CSV, TSV, JSONL or Parquet in one transaction: a bad row changes nothing and says where it is."""
-        # Not held to DUCKDB_MEMORY: at 1 GB an import of 10M documents failed (the unique indexes it fills must fit
-        # in memory); unbounded it peaked at 14.3 GB (docs/scaling.md).
+        # Not held to a DuckDB limit: at 1 GB an import of 10M documents failed (the unique indexes it fills must fit in
+        # memory); unbounded it peaked at 14.3 GB (docs/scaling.md).
         return import_file(self.store, Path(path), self.labels, options or ImportOptions())
 
     @classmethod
@@ -362,7 +371,7 @@ class Project:
 
     def _embed(self, on_progress: ProgressFn | None, engine: Engine | None,
                on_build: BuildProgress | None) -> EmbedReport:
-        with self.store.memory_limit(DUCKDB_MEMORY):
+        with self.store.memory_limit(duckdb_memory(DUCKDB_MEMORY_EMBED)):
             if engine is not None:
                 from kdstudio.scale import embed_with
 
@@ -385,8 +394,8 @@ class Project:
         kdstudio.loop.resume_config for what a resume applies and what it refuses). With `engine`,
         embedding and pool scoring run there; the results are the same."""
         self.check_label_set()
-        with self.store.memory_limit(DUCKDB_MEMORY):
-            self.embed(on_embed_progress, engine=engine)  # a no-op when every document has its vector
+        self.embed(on_embed_progress, engine=engine)  # a no-op when every document has its vector
+        with self.store.memory_limit(duckdb_memory(DUCKDB_MEMORY_RUN)), self.store.table_scans_only():
             distiller = self._distiller(self._publishing(on_event), should_stop, engine)
             try:
                 if resume is not None:
@@ -857,7 +866,8 @@ class Project:
         plugin = self.plugins.get("exporter", exporter).cls()
         context = ExportContext(self.labels, self.embedder, quantize)
         gold = GoldLabels(self.store)
-        test = [d for d in self.store.ids_in_split("test") if d in gold]
+        test = self.store.ids_with_gold("test")
+        gold.prefetch(test)
         texts = self.store.texts(test)
         step(f"the in-process student's answers on {len(test)} test documents")
         features = self._student_input(student, test, texts)
@@ -891,7 +901,8 @@ class Project:
             fast = fit_like(self.plugins.get("student", kind).cls, options, fast_vectors(train), y_of(train),
                             len(self.labels))
         gold = GoldLabels(self.store)
-        test = [d for d in self.store.ids_in_split("test") if d in gold]
+        test = self.store.ids_with_gold("test")
+        gold.prefetch(test)
         val_slow = slow.predict_proba(self._student_input(slow, val))
         inputs = CascadeInputs(fast, slow, ExportContext(self.labels, fast_encoder_obj),
                                ExportContext(self.labels, self.embedder, quantize),

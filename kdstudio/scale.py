@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kdstudio.config import DUCKDB_MEMORY_EMBED, duckdb_memory
 from kdstudio.embeddings import BuildProgress, EmbedReport, ProgressFn
 from kdstudio.engine import Engine, ShardTask, column_matrix, vectors_column
 from kdstudio.errors import KdError
+from kdstudio.free_rows import FreeRows
 from kdstudio.interfaces import Encoder, Student
 from kdstudio.jobs import EmbedJob, PredictJob, ScoreJob, TopUncertainJob
 from kdstudio.store import Store
-from kdstudio.store.shards import export_missing_texts, export_pool, load_embeddings
+from kdstudio.store.shards import export_missing_texts, export_pool_texts, export_rows, load_embeddings
 from kdstudio.uncertainty import TopUncertain
 
 
@@ -98,7 +100,9 @@ def embed_with(engine: Engine, store: Store, encoder: Encoder, work: Path,
     shutil.rmtree(work, ignore_errors=True)
     already = store.embedding_count(model)
     started = time.perf_counter()
-    shards = export_missing_texts(store, model, work / "in", engine.shard_rows)
+    # Counted first: listing what is missing joins the whole corpus, and a run's start asks when nothing is.
+    shards = export_missing_texts(store, model, work / "in", engine.shard_rows) \
+        if store.count_missing_embedding(model) else []
     tasks = _tasks(shards, work / "out")
     total = sum(t.rows for t in tasks)
     if tasks:
@@ -119,14 +123,17 @@ def embed_with(engine: Engine, store: Store, encoder: Encoder, work: Path,
 class PoolScorer:
     """The student's work over the pool, on `engine`: the most uncertain documents as a shard job over shards
     exported once per run (each worker returns its shards' top candidates, never their scores), or candidate chunks
-    streamed to the workers (M-RARU, and anything else that reads scores)."""
+    streamed to the workers (M-RARU, and anything else that reads scores). `pool_rows` gives the pool's rows of the
+    vector shards in row order (the run's pool mask): all an embeddings student's workers need to read."""
 
-    def __init__(self, engine: Engine, store: Store, embedding_model: str, student_input: str, work: Path) -> None:
+    def __init__(self, engine: Engine, store: Store, embedding_model: str, student_input: str, work: Path,
+                 pool_rows: Callable[[], np.ndarray | FreeRows]) -> None:
         self.engine = engine
         self.store = store
         self.embedding_model = embedding_model
         self.student_input = student_input
         self.work = work
+        self.pool_rows = pool_rows
         self._pool_shards: list[tuple[Path, int]] | None = None
         self._job: tuple[int, ScoreJob] | None = None
 
@@ -146,8 +153,7 @@ class PoolScorer:
         """The k most uncertain pool documents but the `exclude`d, as (vector shard rows, uncertainty), most
         uncertain first: exactly what ranking every pool document at once with the same salt gives."""
         if self._pool_shards is None:
-            self._pool_shards = export_pool(self.store, self.embedding_model, self.student_input,
-                                            self.work / "pool", self.engine.shard_rows)
+            self._pool_shards = self._export_pool()
         out_dir = self.work / f"top-{round_no}"
         shutil.rmtree(out_dir, ignore_errors=True)
         tasks = _tasks(self._pool_shards, out_dir)
@@ -164,6 +170,14 @@ class PoolScorer:
         shutil.rmtree(out_dir, ignore_errors=True)
         rows, scores, _ = best.best()
         return rows, scores
+
+    def _export_pool(self) -> list[tuple[Path, int]]:
+        """The pool as the workers read it, written once a run."""
+        if self.student_input == "embeddings":  # rows from the run's own mask: no query over the corpus at all
+            return export_rows(self.pool_rows(), self.work / "pool", self.engine.shard_rows)
+        # Texts in length order: a sort of the pool's texts in DuckDB, given the room an embedding's hand-off gets.
+        with self.store.memory_limit(duckdb_memory(DUCKDB_MEMORY_EMBED)):
+            return export_pool_texts(self.store, self.embedding_model, self.work / "pool", self.engine.shard_rows)
 
     def score_stream(self, student: Student, round_no: int, chunks: Iterator[tuple[np.ndarray, pa.Table]]
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

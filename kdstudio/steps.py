@@ -31,7 +31,7 @@ from kdstudio.interfaces import (
     Teacher,
 )
 from kdstudio.pgkd import generation_request
-from kdstudio.pool_view import PoolView, ShardRows
+from kdstudio.pool_view import PoolView
 from kdstudio.run_state import RoundReport, RunState, Trained, best_key
 from kdstudio.scale import PoolScorer
 from kdstudio.store import Ledger, RunLog, Store
@@ -160,8 +160,7 @@ def select(ctx: RunContext, state: RunState) -> Batch:
                     state.trained.student if state.trained else None, ctx.labels, round_no,
                     np.random.default_rng([config.seed, round_no]), ctx.scorer, answers,
                     vectors_of=ctx.index.vectors, ids_of=ctx.index.ids_at,
-                    shard_rows=ShardRows(ctx.index.shard_rows_at, ctx.index.rows_at_shard_rows,
-                                         ctx.index.shard_rows_at(ctx.index.rows(list(ctx.index.known(taken))))))
+                    excluded=ctx.index.rows(list(ctx.index.known(taken))))
     chooser = ctx.parts.seed_selector if round_no == 0 else ctx.parts.selector
     # A pure PGKD run (--batch 0) buys no new documents after the seed: its data is generated.
     choice: Selection = chooser.select(pool, want) if want > 0 and len(free) else Selection([], [])
@@ -225,6 +224,7 @@ def check_teacher(ctx: RunContext) -> None:
     ids |= set(slice_ids(sorted(human), teacher_check.SAMPLE, rng))
     ids |= set(ctx.gold.sample(teacher_check.SAMPLE, rng))
     chosen = sorted(ids)
+    ctx.gold.prefetch(chosen)
     docs = [Doc(d, t) for d, t in zip(chosen, ctx.store.texts(chosen), strict=True)]
     verdict = teacher_check.check(teacher, ctx.runner.context, ctx.labels, docs, ctx.in_pool(chosen),
                                   {d: x for d, x in human.items() if d in ids},

@@ -7,7 +7,7 @@ from __future__ import annotations
 from kdstudio.audit import AuditReport, Suspect
 from kdstudio.cascade import CascadeReport
 from kdstudio.check import CheckDraw, CheckReport, CheckTruth, Grades, narrower
-from kdstudio.config import Label, parse_labels_option, read_labels_file
+from kdstudio.config import DUCKDB_MEMORY_ENV, DUCKDB_MEMORY_RUN, Label, parse_labels_option, read_labels_file
 from kdstudio.engine import Engine
 from kdstudio.estimates import Estimate
 from kdstudio.events import (
@@ -34,6 +34,8 @@ from kdstudio.store.browse import Filters, Page
 from kdstudio.store.labelled import LABEL_SOURCES, SPLITS, LabelFilter
 
 __all__ = [
+    "DUCKDB_MEMORY_ENV",
+    "DUCKDB_MEMORY_RUN",
     "LABEL_SOURCES",
     "REVIEW_FILTERS",
     "SPLITS",

@@ -178,8 +178,11 @@ def test_people_label_the_check_sample_blind_and_their_labels_become_its_truth(b
         assert (sample["by_people"], sample["by_gold"]) == (12, 18)
         assert Ledger(project.store).human_labelled()  # and a run never trains on them:
         result = project.distill(DistillConfig(teacher="oracle", seed_size=10, batch=10, budget_labels=20))
+        rounds = project.rounds(result.run_id)
+        bought = {s["id"] for r in rounds for s in r.selected}
+        assert rounds[-1].n_labels == 20 and not bought & set(project.store.ids_in_split("check"))
         _, record = project.load_student()
-        assert record["metrics"]["n_train"] == 20 and record["metrics"]["check"]["truth"] == "people and gold"
+        assert record["metrics"]["check"]["truth"] == "people and gold"
     listed = cli("review", "push", "-p", str(bbc), "--filter", "check", "--preview")
     assert listed.returncode == 0 and listed.stdout.count("\t-\t") == 18, listed.stdout
     assert result.status == "finished"

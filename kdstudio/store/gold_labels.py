@@ -1,7 +1,7 @@
-"""Gold labels as a run reads them. A user's project has gold on its validation and test documents, if anywhere; a
-benchmark's has it on every pool document too, for the simulated teacher. So the splits a run evaluates on are
-read at once, and a pool document's gold is read when asked (the simulated teacher asks for what it labels): a
-pool of 20 million never becomes 20 million Python strings."""
+"""Gold labels as a run reads them: read when asked, and kept. A user's project has gold on its validation and test
+documents, if anywhere; a benchmark's has it on every document, for the simulated teacher. A run asks for the
+validation and test documents it samples, and for what the simulated teacher labels, in bulk (`prefetch`): neither
+a pool of 20 million nor its 1% test split ever becomes Python strings whole."""
 
 from __future__ import annotations
 
@@ -19,18 +19,17 @@ _MISSING = ""  # labels are never empty (the import refuses them), so "" marks a
 class GoldLabels(Mapping[str, str]):
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._known: dict[str, str] = dict(store.con.execute(
-            "SELECT g.doc_id, g.label FROM gold g JOIN documents d ON d.id = g.doc_id WHERE d.split <> 'pool'"
-        ).fetchall())
+        self._known: dict[str, str] = {}
         self._size = int(store.con.execute("SELECT count(*) FROM gold").fetchall()[0][0])
-        self._all_known = self._size == len(self._known)
+        self._all_known = self._size == 0  # a project without gold asks nothing
 
     def _lookup(self, doc_id: str) -> str:
         self.prefetch([doc_id])
         return self._known.get(doc_id, _MISSING)
 
     def prefetch(self, ids: Iterable[str]) -> None:
-        """Read the gold of `ids` in one query: a simulated teacher about to label them asks one at a time."""
+        """Read the gold of `ids` in one query: lookups that follow (a simulated teacher labelling them, a metric
+        over them) ask nothing more."""
         unknown = [] if self._all_known else sorted({d for d in ids if d not in self._known})
         if unknown:
             found = self._store.gold(unknown)

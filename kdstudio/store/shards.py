@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kdstudio.free_rows import FreeRows
 from kdstudio.store.store import Store
 from kdstudio.store.vector_sets import READ_BATCH
 from kdstudio.vectors import column_matrix
@@ -36,17 +38,25 @@ def export_missing_texts(store: Store, model: str, directory: Path, rows_per_sha
                           "AND v.model = ? ORDER BY length(d.text) DESC, d.id", [model], directory, rows_per_shard)
 
 
-def export_pool(store: Store, model: str, student_input: str, directory: Path, rows_per_shard: int
-                ) -> list[tuple[Path, int]]:
-    """The imported pool documents as a student reads them: (id, row), whose vector the worker reads from the vector
-    shards where they lie, in row order so that each worker reads its rows in sequence; or (id, row, text), longest
-    first. The row also names the document to the tie-breaking of a ranking (kdstudio.uncertainty.tie_jitter)."""
-    pool = ("FROM documents d JOIN vector_rows v ON v.doc_id = d.id AND v.model = ? "
-            "WHERE d.split = 'pool' AND d.source = 'imported'")
-    if student_input == "embeddings":
-        return _export(store, f"SELECT d.id, v.row {pool} ORDER BY v.row", [model], directory, rows_per_shard)
-    return _export(store, f"SELECT d.id, v.row, d.text {pool} ORDER BY length(d.text) DESC, d.id", [model],
-                   directory, rows_per_shard)
+def export_rows(rows: np.ndarray | FreeRows, directory: Path, rows_per_shard: int) -> list[tuple[Path, int]]:
+    """Rows of the vector shards, in the order given (`rows` sliced a shard at a time, never copied whole): what a
+    worker reads an embeddings student's input by. The row also names the document to the tie-breaking of a ranking
+    (kdstudio.uncertainty.tie_jitter)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for number, start in enumerate(range(0, len(rows), rows_per_shard)):
+        part = np.asarray(rows[start:start + rows_per_shard], dtype=np.int64)
+        path = directory / f"part-{number:06d}.parquet"
+        pq.write_table(pa.table({"row": part}), path)
+        shards.append((path, len(part)))
+    return shards
+
+
+def export_pool_texts(store: Store, model: str, directory: Path, rows_per_shard: int) -> list[tuple[Path, int]]:
+    """The imported pool documents as a text student reads them: (id, row, text), longest first."""
+    return _export(store, "SELECT d.id, v.row, d.text FROM documents d JOIN vector_rows v ON v.doc_id = d.id "
+                          "AND v.model = ? WHERE d.split = 'pool' AND d.source = 'imported' "
+                          "ORDER BY length(d.text) DESC, d.id", [model], directory, rows_per_shard)
 
 
 def load_embeddings(store: Store, model: str, files: Sequence[Path], vector_type: str = "float32") -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from kdstudio.errors import KdError, ProjectLocked, ProjectNotFound, ReadOnlyProject, SchemaError
+from kdstudio.memory_size import memory_bytes
 from kdstudio.store.schema import LATEST_VERSION, MIGRATIONS
 from kdstudio.store.vector_sets import READ_BATCH, arrow_batches, set_directory
 from kdstudio.store.vector_shards import VectorShards
@@ -63,7 +64,7 @@ class Store:
         self.con = con
         self.path = path
         self._open_transactions = 0
-        self._memory_limited = False
+        self._memory_limit: str | None = None
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -183,17 +184,40 @@ class Store:
     def memory_limit(self, limit: str) -> Iterator[None]:
         """DuckDB's memory bounded to `limit` inside the `with` (it spills joins and sorts to disk beyond it): by
         default it may take 80% of the machine, and keeps what it read cached up to that. Inside another such `with`
-        (embedding inside `distill`), the outer limit holds; the default comes back when the outermost ends."""
-        if self._memory_limited:
-            yield
-            return
+        (a job's hand-off inside a run), the inner limit holds until it ends; the default comes back when the
+        outermost ends."""
+        outer = self._memory_limit
         self.con.execute(f"SET memory_limit = '{limit}'")
-        self._memory_limited = True
+        self._memory_limit = limit
         try:
             yield
         finally:
-            self._memory_limited = False
-            self.con.execute("RESET memory_limit")
+            self._memory_limit = outer
+            self.con.execute("RESET memory_limit" if outer is None else f"SET memory_limit = '{outer}'")
+
+    def room_for_indexes(self) -> None:
+        """Inside a memory limit, widen it by what DuckDB holds of the tables' unique indexes. Each document a run
+        writes (a generated sample) loads the index blocks its id falls in, and DuckDB never evicts them: 20 writes a
+        round loaded 4-13 MB of index a round into a 10M-document project, and a fixed limit failed the run after a
+        few rounds (measured). The limit then bounds what DuckDB may cache, as it says."""
+        if self._memory_limit is None:
+            return
+        held = self.con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                                "WHERE tag = 'ART_INDEX'").fetchall()[0][0]
+        self.con.execute(f"SET memory_limit = '{memory_bytes(self._memory_limit) + int(held)}B'")
+
+    @contextmanager
+    def table_scans_only(self) -> Iterator[None]:
+        """Lookups by id scan the table inside the `with`, never its primary key's index. DuckDB loads an index's
+        blocks as lookups touch them and never evicts them: a run's lookups of 20 documents a round loaded about
+        25 MB of index a round at 10M documents, until its memory limit failed the run (measured)."""
+        self.con.execute("SET index_scan_max_count = 0")
+        self.con.execute("SET index_scan_percentage = 0")
+        try:
+            yield
+        finally:
+            self.con.execute("RESET index_scan_max_count")
+            self.con.execute("RESET index_scan_percentage")
 
     def table_names(self) -> list[str]:
         rows = self.con.execute(
@@ -254,6 +278,17 @@ class Store:
         return [r[0] for r in self.con.execute(
             "SELECT id FROM documents WHERE split = ? AND (? IS NULL OR source = ?) ORDER BY id",
             [split, source, source]).fetchall()]
+
+    def ids_with_gold(self, split: str) -> list[str]:
+        """The documents of `split` that have a gold label, in id order."""
+        # An inner join, so that DuckDB builds its table on the split, not on a gold table that may hold every id.
+        return [r[0] for r in self.con.execute(
+            "SELECT d.id FROM documents d JOIN gold g ON g.doc_id = d.id WHERE d.split = ? ORDER BY d.id",
+            [split]).fetchall()]
+
+    def has_split(self, split: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM (SELECT 1 FROM documents WHERE split = ? LIMIT 1)",
+                                     [split]).fetchall()[0][0])
 
     def untouched_pool(self, at_most: int | None = None) -> list[tuple[str, str | None]]:
         """(id, gold label or None) of the imported pool documents nothing has labelled or asked a teacher about: the
@@ -337,8 +372,10 @@ class Store:
             cursor.close()
 
     def count_missing_embedding(self, model: str) -> int:
-        return int(self.con.execute("SELECT count(*) FROM documents d ANTI JOIN vector_rows v ON v.doc_id = d.id "
-                                    "AND v.model = ?", [model]).fetchall()[0][0])
+        # A difference of counts, not a join: every vector belongs to a document (save_embeddings stores none for
+        # an unknown id, and no document is ever deleted), and the join held 10M ids in memory at every start.
+        return int(self.con.execute("SELECT (SELECT count(*) FROM documents) - (SELECT count(*) FROM vector_rows "
+                                    "WHERE model = ?)", [model]).fetchall()[0][0])
 
     def ids_missing_embedding(self, model: str) -> list[str]:
         """Documents without a vector for `model`, longest first, so batches hold texts of similar length."""
@@ -408,11 +445,10 @@ class Store:
             ids.extend(batch.column(0).to_pylist())
         return ids, rows
 
-    def vector_rows_in_id_order(self, model: str) -> np.ndarray:
-        """The shard row of every document with a `model` vector, in document-id order."""
-        rows = self.con.sql("SELECT row FROM vector_rows WHERE model = ? ORDER BY doc_id",
-                            params=[model]).fetchnumpy()["row"]
-        return np.asarray(rows, dtype=np.int64)
+    def vector_set_rows(self, model: str) -> int:
+        """How many shard rows `model`'s vectors fill (each belongs to one document)."""
+        found = self.con.execute("SELECT rows FROM vector_sets WHERE model = ?", [model]).fetchall()
+        return int(found[0][0]) if found else 0
 
     def vector_ids(self, model: str, rows: np.ndarray) -> list[str]:
         """The documents owning shard `rows`, in the order given."""
@@ -425,13 +461,20 @@ class Store:
         return dict(self._query_with("SELECT v.doc_id, v.row FROM _ids t JOIN vector_rows v ON v.doc_id = t.id "
                                      "AND v.model = ?", [model], _ids=_numbered("id", ids)))
 
-    def pool_vector_rows(self, model: str) -> np.ndarray:
-        """The shard rows of the imported pool documents."""
-        return np.asarray(self.con.sql(
-            "SELECT v.row FROM vector_rows v SEMI JOIN documents d ON d.id = v.doc_id AND d.split = 'pool' "
-            "AND d.source = 'imported' WHERE v.model = ?", params=[model]).fetchnumpy()["row"], dtype=np.int64)
+    def pool_vector_rows(self, model: str, batch_rows: int) -> Iterator[np.ndarray]:
+        """The shard rows of the imported pool documents, `batch_rows` at a time (never listed whole)."""
+        cursor = self.con.cursor()
+        try:
+            relation = cursor.sql("SELECT v.row FROM vector_rows v SEMI JOIN documents d ON d.id = v.doc_id "
+                                  "AND d.split = 'pool' AND d.source = 'imported' WHERE v.model = ?", params=[model])
+            for batch in arrow_batches(relation, batch_rows):
+                yield batch.column(0).to_numpy().astype(np.int64, copy=False)
+        finally:
+            cursor.close()
 
     def pool_without_vector(self, model: str) -> int:
+        if not self.count_missing_embedding(model):  # counted without a join over the corpus
+            return 0
         return int(self.con.execute(
             "SELECT count(*) FROM documents d ANTI JOIN vector_rows v ON v.doc_id = d.id AND v.model = ? "
             "WHERE d.split = 'pool'", [model]).fetchall()[0][0])
