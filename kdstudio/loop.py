@@ -31,7 +31,7 @@ from kdstudio.plugins import Plugins
 from kdstudio.run_state import RoundReport, RunResult, RunState, restore
 from kdstudio.scale import PoolScorer
 from kdstudio.settings import check_table, setting, settings_of
-from kdstudio.steps import Components, RunContext, resolve_artifact, slice_ids
+from kdstudio.steps import Components, RunContext, resolve_artifact
 from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.store.gold_labels import GoldLabels
 from kdstudio.teaching import Budget, TeacherRunner
@@ -441,8 +441,8 @@ class Distiller:
         index.mark_pool()
         gold = GoldLabels(self.store)
         setup_rng = np.random.default_rng([config.seed, 7919])
-        val_ids = slice_ids(self.store.ids_in_split("val"), config.val_size(), setup_rng)
-        test_ids = slice_ids(self.store.ids_with_gold("test"), config.test_limit, setup_rng)
+        val_ids = self.store.split_sample("val", config.val_size(), setup_rng)
+        test_ids = self.store.split_sample("test", config.test_limit, setup_rng, with_gold=True)
         gold.prefetch([*val_ids, *test_ids])  # what the run's metrics read, in one query
         context = steps.teach_context(self.ledger, parts.teacher, config.seed, self.labels, self.descriptions, gold,
                                       vectors=index.vectors, encode=self.encode, embedding_model=self.embedding_model)
@@ -539,7 +539,7 @@ class Distiller:
         self._check_generation(config, teacher)
         n_pool = self.store.pool_size()
         n_train = n_pool if config.budget_labels is None else min(config.budget_labels, n_pool)
-        n_val = len(slice_ids(self.store.ids_in_split("val"), config.val_size(), np.random.default_rng(0)))
+        n_val = len(self.store.split_sample("val", config.val_size(), np.random.default_rng(0)))
         n_check = len(check_truth(self.store, GoldLabels(self.store)).labels)
         rng = np.random.default_rng(config.seed)
         # The documents rng.choice(pool ids, ...) would draw, without listing the pool.

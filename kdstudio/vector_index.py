@@ -16,7 +16,7 @@ from kdstudio.store import Store
 
 # Vectors of documents asked for by id that a run keeps (24 MB at 384 dimensions).
 KEPT_VECTORS = 16384
-# Pool rows read from the store at once while the pool is marked.
+# Rows read from the store at once while the pool is marked.
 MARK_BATCH = 1 << 20
 
 
@@ -122,9 +122,10 @@ class VectorIndex:
 
     def mark_pool(self) -> None:
         """Mark the imported pool documents (a selector's choices), read from the store."""
+        self.pool[:] = True
         with self._lock:
-            for rows in self._store.pool_vector_rows(self._model, MARK_BATCH):  # a batch at a time: 80 MB at 10M
-                self.pool[rows[rows < self._size]] = True
+            for rows in self._store.non_pool_vector_rows(self._model, MARK_BATCH):
+                self.pool[rows[rows < self._size]] = False
         self._pool_counts = None
 
     def pool_sample(self, limit: int, rng: np.random.Generator) -> list[str]:

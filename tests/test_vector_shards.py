@@ -261,6 +261,17 @@ def test_gold_is_read_when_asked_and_samples_as_the_sorted_list_does(sliced: Pat
         for limit in (5, 10_000):
             assert gold.sample(limit, np.random.default_rng(2)) == slice_ids(sorted(everything), limit,
                                                                               np.random.default_rng(2))
+        project.store.con.execute("DELETE FROM gold WHERE doc_id IN (SELECT id FROM documents WHERE split = 'test' "
+                                  "ORDER BY id LIMIT 3)")
+        for split in ("val", "test"):
+            every = project.store.ids_in_split(split)
+            graded = project.store.ids_with_gold(split)
+            assert len(graded) < len(every) if split == "test" else graded == every
+            for limit in (None, 4, 10_000):
+                rng, again = np.random.default_rng(3), np.random.default_rng(3)
+                assert project.store.split_sample(split, limit, rng) == slice_ids(every, limit, again)
+                assert project.store.split_sample(split, limit, rng, with_gold=True) == slice_ids(graded, limit, again)
+        everything = project.store.gold()
         later = project.store.ids_in_split("pool")[1:4]
         gold.prefetch([*later, "yyy"])
         project.store.con.execute("DELETE FROM gold")  # read already: no further query is made for these

@@ -253,9 +253,9 @@ class Store:
         return [r[0] for r in rows]
 
     def _query_with(self, sql: str, params: list[Any] | None = None, **tables: pa.Table) -> list[tuple[Any, ...]]:
-        """`sql` run with Arrow `tables` visible to it under their names. Lookups by id join such a table rather than
-        list the ids as constants: DuckDB answers a constant list from the primary key's index, and loads that index
-        whole on first use (380 MB for 10M ids, measured), inside the 1 GB a run gives DuckDB."""
+        """`sql` run with Arrow `tables` visible to it under their names: how lookups by id are made. DuckDB answers
+        such a join from the primary key's index where it may, loading the index blocks it touches for good (a run
+        stops it from doing so: `table_scans_only`)."""
         for name, table in tables.items():
             self.con.register(name, table)
         try:
@@ -318,11 +318,22 @@ class Store:
             "SELECT t.id FROM _ids t SEMI JOIN documents d ON d.id = t.id AND d.split = 'pool' "
             "AND d.source = 'imported'", _ids=_numbered("id", ids))}
 
-    def _ids_at(self, ordered: str, positions: np.ndarray) -> list[str]:
+    def _ids_at(self, ordered: str, positions: np.ndarray, params: list[Any] | None = None) -> list[str]:
         """The ids at `positions` of a query's id order (`ordered` selects `id`), in the order given."""
         return [r[0] for r in self._query_with(
             f"SELECT o.id FROM _positions p JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n "
-            f"FROM ({ordered})) o ON o.n = p.n ORDER BY p.pos", _positions=_numbered("n", positions))]
+            f"FROM ({ordered})) o ON o.n = p.n ORDER BY p.pos", params, _positions=_numbered("n", positions))]
+
+    def split_sample(self, split: str, limit: int | None, rng: np.random.Generator, *,
+                     with_gold: bool = False) -> list[str]:
+        """What steps.slice_ids(the split's ids in id order, limit, rng) gives (only those with gold, `with_gold`),
+        without listing the split: 1% of 10M documents is 100,000 Python strings."""
+        ordered = ("SELECT d.id FROM documents d JOIN gold g ON g.doc_id = d.id WHERE d.split = ?" if with_gold
+                   else "SELECT id FROM documents WHERE split = ?")
+        n = int(self.con.execute(f"SELECT count(*) FROM ({ordered})", [split]).fetchall()[0][0])
+        if limit is None or n <= limit:
+            return self.ids_with_gold(split) if with_gold else self.ids_in_split(split)
+        return self._ids_at(ordered, np.sort(rng.choice(n, size=limit, replace=False)), [split])
 
     def gold_ids_at(self, positions: np.ndarray) -> list[str]:
         """The gold documents at `positions` of their id order, in the order given."""
@@ -461,12 +472,18 @@ class Store:
         return dict(self._query_with("SELECT v.doc_id, v.row FROM _ids t JOIN vector_rows v ON v.doc_id = t.id "
                                      "AND v.model = ?", [model], _ids=_numbered("id", ids)))
 
-    def pool_vector_rows(self, model: str, batch_rows: int) -> Iterator[np.ndarray]:
-        """The shard rows of the imported pool documents, `batch_rows` at a time (never listed whole)."""
+    def non_pool_vector_rows(self, model: str, batch_rows: int) -> Iterator[np.ndarray]:
+        """The shard rows of the documents that are not imported pool documents (validation, test, check, generated),
+        `batch_rows` at a time: every other row is a pool document's, since every vector belongs to a document."""
         cursor = self.con.cursor()
         try:
-            relation = cursor.sql("SELECT v.row FROM vector_rows v SEMI JOIN documents d ON d.id = v.doc_id "
-                                  "AND d.split = 'pool' AND d.source = 'imported' WHERE v.model = ?", params=[model])
+            # The hash table is built on the few documents outside the pool, as written: DuckDB's estimate of the
+            # model filter would have it built on every vector row instead, which failed at 20M documents under the
+            # run's memory limit (measured).
+            cursor.execute("SET disabled_optimizers = 'build_side_probe_side'")
+            relation = cursor.sql("SELECT v.row FROM vector_rows v SEMI JOIN (SELECT id FROM documents WHERE NOT "
+                                  "(split = 'pool' AND source = 'imported')) d ON d.id = v.doc_id WHERE v.model = ?",
+                                  params=[model])
             for batch in arrow_batches(relation, batch_rows):
                 yield batch.column(0).to_numpy().astype(np.int64, copy=False)
         finally:
