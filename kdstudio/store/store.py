@@ -241,9 +241,16 @@ class Store:
         ).fetchall()
 
     def gold_distribution(self) -> list[tuple[str, str, int]]:
+        """(label, split, gold documents). Counted as the documents outside the pool (few: a join with them) and the
+        rest: a join of gold with every document failed at 20M documents under a run's memory limit. Gold is only
+        ever written with its document by an import, and no document is deleted."""
         return self.con.execute(
-            "SELECT g.label, d.split, count(*) FROM gold g JOIN documents d ON d.id = g.doc_id "
-            "GROUP BY ALL ORDER BY 1, 2"
+            "WITH outside AS (SELECT g.label, d.split, count(*) AS n FROM gold g JOIN (SELECT id, split FROM "
+            "documents WHERE split <> 'pool') d ON d.id = g.doc_id GROUP BY ALL), "
+            "total AS (SELECT label, count(*) AS n FROM gold GROUP BY label) "
+            "SELECT label, split, n FROM (SELECT label, split, n FROM outside UNION ALL SELECT t.label, 'pool', "
+            "t.n - coalesce((SELECT sum(o.n) FROM outside o WHERE o.label = t.label), 0) FROM total t) "
+            "WHERE n > 0 ORDER BY 1, 2"
         ).fetchall()
 
     def texts(self, ids: Sequence[str]) -> list[str]:
@@ -479,7 +486,7 @@ class Store:
         try:
             # The hash table is built on the few documents outside the pool, as written: DuckDB's estimate of the
             # model filter would have it built on every vector row instead, which failed at 20M documents under the
-            # run's memory limit (measured).
+            # run's memory limit (measured). The setting holds for the whole database until it is reset.
             cursor.execute("SET disabled_optimizers = 'build_side_probe_side'")
             relation = cursor.sql("SELECT v.row FROM vector_rows v SEMI JOIN (SELECT id FROM documents WHERE NOT "
                                   "(split = 'pool' AND source = 'imported')) d ON d.id = v.doc_id WHERE v.model = ?",
@@ -487,6 +494,7 @@ class Store:
             for batch in arrow_batches(relation, batch_rows):
                 yield batch.column(0).to_numpy().astype(np.int64, copy=False)
         finally:
+            cursor.execute("RESET disabled_optimizers")
             cursor.close()
 
     def pool_without_vector(self, model: str) -> int:
@@ -509,8 +517,8 @@ class Store:
     def embedding_coverage(self) -> list[tuple[str, int, int]]:
         """(model, documents with a vector, vector dimension) per model."""
         return self.con.execute(
-            "SELECT s.model, count(v.row), s.dim FROM vector_sets s LEFT JOIN vector_rows v ON v.model = s.model "
-            "GROUP BY 1, 3 ORDER BY 1"
+            "SELECT s.model, coalesce(c.n, 0), s.dim FROM vector_sets s LEFT JOIN (SELECT model, count(*) AS n "
+            "FROM vector_rows GROUP BY model) c ON c.model = s.model ORDER BY 1"
         ).fetchall()
 
     def embedding_count(self, model: str) -> int:
