@@ -1,7 +1,7 @@
 """The documents a run works with, addressed by integer row: a document's row is its row in the vector shards on
 disk. Neither ids nor vectors are held: a row's id and vector are read when asked (and remembered for the documents
-the run touches, vectors up to KEPT_VECTORS of them), so what the index holds is the pool mask, one byte a document
-(20M documents: 20 MB), and what grows with the run's labels."""
+the run touches, vectors up to KEPT_VECTORS of them), so what the index holds is the pool mask, one bit a document
+(20M documents: 2.5 MB), and what grows with the run's labels."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from kdstudio.errors import KdError
-from kdstudio.free_rows import FreeRows, block_counts
+from kdstudio.free_rows import FreeRows, PoolMask, block_counts
 from kdstudio.store import Store
 
 # Vectors of documents asked for by id that a run keeps (24 MB at 384 dimensions).
@@ -36,7 +36,7 @@ class VectorIndex:
         self.dim = shards.dim if shards is not None else 0
         # Rows written later belong to whoever wrote them, not to this run, unless appended.
         self._size = store.vector_set_rows(model)
-        self.pool = np.zeros(self._size, dtype=bool)
+        self.pool = PoolMask(self._size)
         self._pool_counts: np.ndarray | None = None  # pool rows a block, for FreeRows; counted when first asked
         # The documents the run has touched (selected, labelled, validation, test): they grow with the labels, not
         # with the pool, and each costs a scan of the corpus's rows to resolve the first time only.
@@ -149,5 +149,5 @@ class VectorIndex:
         if not len(shard_rows) or shard_rows.max() < self._size:
             return
         self._size = int(shard_rows.max()) + 1
-        self.pool = np.concatenate([self.pool, np.zeros(self._size - len(self.pool), dtype=bool)])
+        self.pool.extend(self._size - len(self.pool))
         self._pool_counts = None

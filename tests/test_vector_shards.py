@@ -132,7 +132,7 @@ def test_the_index_reads_rows_it_is_asked_for_and_appends_generated_ones(sliced:
         assert index.rows([ids[7], ids[2]]).tolist() == [shard[ids[7]], shard[ids[2]]]
         index.mark_pool()
         pool = store.ids_in_split("pool", source="imported")
-        assert index.ids_at(np.flatnonzero(index.pool)) == sorted(pool, key=shard.get)
+        assert index.ids_at(np.flatnonzero(index.pool[:])) == sorted(pool, key=shard.get)
         first = sorted(shard[d] for d in pool)[:2]
         assert index.free_rows({by_row[first[1]], "zzz"})[:].tolist()[0] == first[0]
         assert first[1] not in index.free_rows({by_row[first[1]]})[:].tolist()
