@@ -87,6 +87,9 @@ class DistillConfig:
                                    literals=("auto",), flag="--val-size", aliases=("--val-limit",))
     test_limit: int | None = setting(None, "gold test documents evaluated each round (default: all)", low=0)
     soft_labels: bool = setting(False, "train on the teacher's probabilities, not just its label")
+    fused_labels: bool = setting(False, "train on fused labels: the teacher's probabilities, calibrated on the "
+                                        "checked or gold labels, times what a student that never saw the label "
+                                        "believes (an embeddings student)")
     # Training that doubts its labels: a label-doubt plugin (e.g. cleanlab) judges each teacher label out of fold,
     # and doubted labels are held out or down-weighted (its `action` option).
     doubt: str | None = setting(None, "doubt the teacher's labels with this label-doubt plugin (cleanlab or "
@@ -309,6 +312,9 @@ class Distiller:
         if doubt is not None and student_cls.input != "embeddings":
             raise KdError(f"doubt judges labels with out-of-fold students, too dear for the {config.student} "
                           "student", "doubt with an embeddings student (logreg, svm, lda, ...)")
+        if config.fused_labels and student_cls.input != "embeddings":
+            raise KdError(f"fused labels judge each label with out-of-fold students, too dear for the {config.student} "
+                          "student", "fuse labels with an embeddings student (logreg, svm, lda, ...)")
         free = get("free_labels", config.free_labels).cls(**config.free_labels_options) if config.free_labels else None
         if config.method == "auto" and student_cls.input == "embeddings":
             # auto decides whether to doubt and to self-train; the run's own choice of plugin, else the default ones

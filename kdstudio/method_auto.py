@@ -2,19 +2,19 @@
 
 What selection buys is never changed: every recipe trains on the same labels, so choosing costs no teacher call.
 Each search fits a few training recipes (the student's regularization, training that doubts its labels, self-training,
-the teacher's soft labels) and keeps the one that is right most often on the labels the run trusts most (people's
-labels on the check sample and gold labels on the validation documents; with neither, the teacher's own validation
-labels, and then the choice only follows agreement with the teacher, said as such), where it clearly beats the run's
-own settings; otherwise the run's own settings train the round. Searching is greedy and not done
-every round: once at the first round and again each time the labels have grown by half, so that its cost grows with
-the logarithm of the budget; the rounds between train the last choice.
+the teacher's soft labels, fused labels) and keeps the one that is right most often on the labels the run trusts most
+(people's labels on the check sample and gold labels on the validation documents; with neither, the teacher's own
+validation labels, and then the choice only follows agreement with the teacher, said as such), where it clearly beats
+the baseline (the run's own settings on fused labels, kdstudio.label_fusion); otherwise the baseline trains the round.
+Searching is greedy and not done every round: once at the first round and again each time the labels have grown by
+half, so that its cost grows with the logarithm of the budget; the rounds between train the last choice.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,12 +37,13 @@ class Recipe:
     doubt: bool = False
     self_train: bool = False
     soft: bool = False
+    fused: bool = False
 
     @property
     def name(self) -> str:
         parts = [f"C x{self.c_scale:g}"] if self.c_scale != 1.0 else []
         parts += [word for on, word in ((self.doubt, "doubt"), (self.self_train, "self-train"),
-                                        (self.soft, "soft labels")) if on]
+                                        (self.soft, "soft labels"), (self.fused, "fused labels")) if on]
         return " + ".join(parts) or "plain"
 
     def as_dict(self) -> dict[str, Any]:
@@ -50,7 +51,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
-        return cls(**{k: data[k] for k in ("c_scale", "doubt", "self_train", "soft") if k in data})
+        return cls(**{k: data[k] for k in ("c_scale", "doubt", "self_train", "soft", "fused") if k in data})
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,22 @@ def decide(tried: list[Judged], baseline: Recipe) -> Judged:
 @dataclass(frozen=True)
 class Abilities:
     """What the run can try: C only for students that have it, doubt and self-training where their plugins exist and
-    the round has enough labels, soft labels where the teacher gave probabilities."""
+    the round has enough labels, soft labels where the teacher gave probabilities, fused labels where out-of-fold
+    students can judge the labels."""
 
     c: bool
     doubt: bool
     self_train: bool
     soft: bool
+    fused: bool = False
+
+
+def baseline(configured: Recipe, abilities: Abilities) -> Recipe:
+    """What auto trains with unless a recipe clearly beats it: the run's own settings, on fused labels where they can
+    be made. Fusing weighs each label by the teacher's calibrated belief and a student's view of it; with a teacher
+    the trusted labels find always right it changes nothing (its calibrated belief is its label). The other recipes
+    need evidence to replace it; see docs/benchmarks.md for what fusing bought and lost across the benchmark matrix."""
+    return replace(configured, fused=True, soft=False) if abilities.fused else configured
 
 
 def search(abilities: Abilities, fit_and_judge: Callable[[Recipe], Judged], baseline: Recipe = Recipe()
@@ -145,6 +156,8 @@ def search(abilities: Abilities, fit_and_judge: Callable[[Recipe], Judged], base
     extras += [Recipe(scale, self_train=True)] if abilities.self_train else []
     extras += [Recipe(scale, soft=True)] if abilities.soft else []
     extras += [Recipe(scale, doubt=True, self_train=True)] if abilities.doubt and abilities.self_train else []
+    extras += [Recipe(scale, fused=True)] if abilities.fused else []
+    extras += [Recipe(scale, fused=True, self_train=True)] if abilities.fused and abilities.self_train else []
     extras += [baseline] if baseline not in {j.recipe for j in tried} | set(extras) else []
     tried += [fit_and_judge(r) for r in extras]
     return decide(tried, baseline), tried

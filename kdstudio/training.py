@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdstudio import method_auto
-from kdstudio.doubt import doubt_weights, judge_labels
+from kdstudio import label_fusion, method_auto
+from kdstudio.doubt import doubt_weights, judge_labels, out_of_fold
 from kdstudio.interfaces import FreeLabelTask, LabelledSet, Student
 from kdstudio.method_auto import Abilities, Judged, Recipe, Referee
 from kdstudio.run_state import Trained
@@ -63,7 +63,8 @@ def training_data(ctx: RunContext, selected: list[dict[str, Any]], upto_round: i
 
 def configured(config: Any) -> Recipe:
     """The recipe a run's own settings name (method = fixed)."""
-    return Recipe(doubt=config.doubt is not None, self_train=config.free_labels is not None, soft=config.soft_labels)
+    return Recipe(doubt=config.doubt is not None, self_train=config.free_labels is not None, soft=config.soft_labels,
+                  fused=config.fused_labels)
 
 
 def train(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int,
@@ -107,7 +108,9 @@ def _auto(ctx: RunContext, data: TrainingData, previous: list[Mapping[str, Any]]
 
     searched = method_auto.due(len(data.ids), previous)
     if searched:
-        chosen, tried = method_auto.search(_abilities(ctx, data), fit_and_judge, configured(ctx.config))
+        abilities = _abilities(ctx, data)
+        chosen, tried = method_auto.search(abilities, fit_and_judge, method_auto.baseline(configured(ctx.config),
+                                                                                           abilities))
     else:
         chosen = fit_and_judge(method_auto.last_choice(previous))
         tried = [chosen]
@@ -121,7 +124,8 @@ def _abilities(ctx: RunContext, data: TrainingData) -> Abilities:
     return Abilities(c=any(o.name == "C" for o in student_cls.options),
                      doubt=ctx.parts.doubt is not None and _doubt_can_judge(ctx, data),
                      self_train=ctx.parts.free_labeller is not None and bool(ctx.val_ids),
-                     soft=data.has_teacher_probs)
+                     soft=data.has_teacher_probs,
+                     fused=student_cls.input == "embeddings" and _doubt_can_judge(ctx, data))
 
 
 def _doubt_can_judge(ctx: RunContext, data: TrainingData) -> bool:
@@ -142,6 +146,8 @@ def fit(ctx: RunContext, data: TrainingData, recipe: Recipe) -> Trained:
     options = _student_options(ctx, recipe)
     X, y, weights = data.X, data.train_set.y, data.weights
     soft = _soft_labels(ctx, data) if recipe.soft else None
+    if recipe.fused and _doubt_can_judge(ctx, data):
+        soft = _fused_labels(ctx, options, data)
     doubted = 0
     if recipe.doubt and ctx.parts.doubt is not None and _doubt_can_judge(ctx, data):
         trust = _trust(ctx, options, data)
@@ -197,6 +203,34 @@ def _trust(ctx: RunContext, options: dict[str, Any], data: TrainingData) -> np.n
     doubts, _ = judge_labels(ctx.parts.doubt, ctx.parts.student_cls, options, data.X, train_set.y,
                              len(ctx.labels), train_set.confidence, seed=ctx.config.seed)
     return doubt_weights(doubts, train_set.y, train_set.human, ctx.parts.doubt.action)
+
+
+def _fused_labels(ctx: RunContext, options: dict[str, Any], data: TrainingData) -> np.ndarray:
+    """Each teacher label fused with a student's out-of-fold belief (kdstudio.label_fusion); people's labels and
+    anything else stay one-hot."""
+    soft = np.eye(len(ctx.labels))[data.train_set.y]
+    rows = [i for i, d in enumerate(data.ids) if data.labelled[d].source == "teacher"]
+    if not rows:
+        return soft
+    oof = out_of_fold(ctx.parts.student_cls, options, data.X, data.train_set.y, len(ctx.labels), seed=ctx.config.seed)
+    beliefs = np.array([label_fusion.teacher_belief(data.labelled[data.ids[i]], ctx.labels, ctx.label_index)
+                        for i in rows])
+    soft[rows] = label_fusion.fuse(beliefs, oof[rows], _teacher_temperature(ctx, data))
+    return soft
+
+
+def _teacher_temperature(ctx: RunContext, data: TrainingData) -> float:
+    """The temperature that calibrates the teacher on the labels the run trusts (people's checked labels, gold on the
+    validation documents); 1 where there are none."""
+    referee = run_referee(ctx, data.labelled)
+    if referee is None or not referee.trusted:
+        return 1.0
+    answers = ctx.ledger.run_teacher_answers(ctx.run_id, referee.ids)
+    pairs = [(answers[d], y) for d, y in zip(referee.ids, referee.y, strict=True) if d in answers]
+    if not pairs:
+        return 1.0
+    beliefs = np.array([label_fusion.teacher_belief(a, ctx.labels, ctx.label_index) for a, _ in pairs])
+    return label_fusion.calibration_temperature(beliefs, np.array([y for _, y in pairs]))
 
 
 def _soft_labels(ctx: RunContext, data: TrainingData) -> np.ndarray:

@@ -201,3 +201,35 @@ def test_the_model_card_names_the_recipe_and_whose_labels_chose_it():
     by_teacher = "\n".join(training_data({"student": {"metrics": {"auto": {**chose, "truth": "teacher"}}},
                                           "labels": []}))
     assert "best agreement with the teacher (0.863) on 80 documents' teacher labels" in by_teacher
+
+
+def test_auto_trains_on_fused_labels_unless_evidence_says_otherwise():
+    able = Abilities(c=True, doubt=True, self_train=True, soft=True, fused=True)
+    assert method_auto.baseline(Recipe(), able) == Recipe(fused=True)
+    assert method_auto.baseline(Recipe(soft=True, doubt=True), able) == Recipe(doubt=True, fused=True)
+    unable = Abilities(c=True, doubt=False, self_train=False, soft=True)
+    assert method_auto.baseline(Recipe(soft=True), unable) == Recipe(soft=True)
+
+
+def test_a_fixed_run_on_fused_labels_calibrates_on_gold_and_trains_other_students_than_plain(bbc: Path, tmp_path: Path):
+    plain = fresh_copy(bbc, tmp_path / "plain")
+    fixed = DistillConfig(**{**NOISY.__dict__, "method": "fixed", "fused_labels": True})
+    with Project.open(bbc) as project:
+        fused = project.distill(fixed)
+        fused_probs = project.load_student(fused.student_id)[0].predict_proba(
+            project.store.vectors(project.vector_key, project.store.ids_in_split("test")[:50]))
+    with Project.open(plain) as project:
+        base = project.distill(DistillConfig(**{**fixed.__dict__, "fused_labels": False}))
+        plain_probs = project.load_student(base.student_id)[0].predict_proba(
+            project.store.vectors(project.vector_key, project.store.ids_in_split("test")[:50]))
+    assert fused.rounds[-1].n_labels == base.rounds[-1].n_labels  # the same labels, bought alike
+    assert not np.allclose(fused_probs, plain_probs)
+
+
+def test_fused_labels_with_a_student_that_reads_text_are_refused_in_one_line(bbc: Path):
+    refused = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--student", "finetune", "--fused-labels",
+                  "--budget-labels", "40")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert refused.returncode != 0 and len(errors) == 1 and "fused labels" in errors[0], refused.stderr
+    with Project.open(bbc) as project:
+        assert Ledger(project.store).spend_report() == []

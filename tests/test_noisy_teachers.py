@@ -78,6 +78,25 @@ def test_a_weaker_confidence_signal_tells_right_from_wrong_less_and_changes_no_a
     assert auroc[0] > 0.85 and 0.6 < auroc[1] < 0.82 and 0.35 < auroc[2] < 0.65, auroc
 
 
+def runner_up(answer) -> str:
+    return sorted((x for x in answer.probs if x != answer.label), key=lambda x: -answer.probs[x])[0]
+
+
+def test_a_wrong_answers_runner_up_is_the_right_class_only_as_often_as_asked(embedded: Path):
+    # By default every wrong answer puts the right class second, which flatters training on the teacher's
+    # probabilities; a real teacher's runner-up is right far less often (docs/benchmarks.md).
+    with Project.open(embedded, read_only=True) as project:
+        gold, kind, ids = oracle_answers(project, noise=0.3, seed=2)
+        _, real, _ = oracle_answers(project, noise=0.3, seed=2, runner_up_right=0.3)
+        _, never, _ = oracle_answers(project, noise=0.3, seed=2, runner_up_right=0.0)
+    assert [kind[d].label for d in ids] == [real[d].label for d in ids] == [never[d].label for d in ids]
+    wrong = [d for d in ids if kind[d].label != gold[d]]
+    assert len(wrong) > 30
+    share = [np.mean([runner_up(answers[d]) == gold[d] for d in wrong]) for answers in (kind, real, never)]
+    assert share[0] == 1.0 and 0.1 < share[1] < 0.5 and share[2] == 0.0, share
+    assert all(real[d].probs == kind[d].probs for d in ids if d not in wrong)  # right answers are untouched
+
+
 def test_doubt_finds_planted_wrong_labels_and_never_empties_a_class():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 16))

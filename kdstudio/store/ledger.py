@@ -159,6 +159,15 @@ class Ledger:
         ).fetchall()
         return {d: RunLabel(d, lab, src, conf, json.loads(p) if p else None) for d, lab, src, conf, p in rows}
 
+    def run_teacher_answers(self, run_id: int, ids: list[str]) -> dict[str, RunLabel]:
+        """The teacher's own answers, with their confidence and probabilities, for each of `ids` that this run holds
+        one for, whatever people said of them since (what the teacher is calibrated on)."""
+        rows = self.con.execute(
+            "SELECT doc_id, arg_max(label, id), arg_max(confidence, id), arg_max(probs, id) FROM labels "
+            "WHERE source = 'teacher' AND run_id = ? AND doc_id IN (SELECT unnest(?)) GROUP BY doc_id",
+            [run_id, ids]).fetchall()
+        return {d: RunLabel(d, lab, "teacher", conf, json.loads(p) if p else None) for d, lab, conf, p in rows}
+
     def run_teacher_labels(self, run_id: int, ids: list[str]) -> dict[str, str]:
         """The teacher's own answer (not a person's correction) for each of `ids` that this run holds one for."""
         return dict(self.con.execute(

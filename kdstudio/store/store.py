@@ -46,6 +46,10 @@ def _read_only(path: Path) -> ReadOnlyProject:
                            "runs, cost, audit, review report, export) work as it is")
 
 
+# The documents of a split that have a gold label. An inner join, so that DuckDB builds its table on the split, not on
+# a gold table that may hold every id.
+_SPLIT_WITH_GOLD = "SELECT d.id FROM documents d JOIN gold g ON g.doc_id = d.id WHERE d.split = ?"
+_SPLIT = "SELECT id FROM documents WHERE split = ?"
 _DAMAGED_FIX = ("restore kdstudio.duckdb from a backup or copy, or start a new project with `kdstudio init`; "
                 "kdstudio.toml (the label set) is kept beside it")
 
@@ -288,10 +292,7 @@ class Store:
 
     def ids_with_gold(self, split: str) -> list[str]:
         """The documents of `split` that have a gold label, in id order."""
-        # An inner join, so that DuckDB builds its table on the split, not on a gold table that may hold every id.
-        return [r[0] for r in self.con.execute(
-            "SELECT d.id FROM documents d JOIN gold g ON g.doc_id = d.id WHERE d.split = ? ORDER BY d.id",
-            [split]).fetchall()]
+        return [r[0] for r in self.con.execute(f"{_SPLIT_WITH_GOLD} ORDER BY d.id", [split]).fetchall()]
 
     def has_split(self, split: str) -> bool:
         return bool(self.con.execute("SELECT count(*) FROM (SELECT 1 FROM documents WHERE split = ? LIMIT 1)",
@@ -335,8 +336,7 @@ class Store:
                      with_gold: bool = False) -> list[str]:
         """What steps.slice_ids(the split's ids in id order, limit, rng) gives (only those with gold, `with_gold`),
         without listing the split: 1% of 10M documents is 100,000 Python strings."""
-        ordered = ("SELECT d.id FROM documents d JOIN gold g ON g.doc_id = d.id WHERE d.split = ?" if with_gold
-                   else "SELECT id FROM documents WHERE split = ?")
+        ordered = _SPLIT_WITH_GOLD if with_gold else _SPLIT
         n = int(self.con.execute(f"SELECT count(*) FROM ({ordered})", [split]).fetchall()[0][0])
         if limit is None or n <= limit:
             return self.ids_with_gold(split) if with_gold else self.ids_in_split(split)

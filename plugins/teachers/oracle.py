@@ -84,6 +84,10 @@ class OracleTeacher(Teacher):
                "difficulty noise: how strongly confidences tell right answers from wrong ones (1: far more than an "
                "LLM's logprobs do; 0.4: about as much, an AUROC of 0.72-0.74 measured on bbc-news; 0: not at all)",
                low=0.0, high=1.0),
+        Option("runner_up_right", float, 1.0,
+               "share of wrong answers whose runner-up class (the next likeliest in the answer's probabilities) is the "
+               "right one (1: always, far kinder than real teachers; the zero-shot teacher measured 0.60 on bbc-news "
+               "and 0.18 on 20newsgroups); the others' runner-up is another wrong class", low=0.0, high=1.0),
         Option("seed", int, 0, "seed of the simulated noise"),
         Option("delay", float, 0.0, "seconds each answer takes, to simulate an LLM's latency", low=0.0),
     )
@@ -104,8 +108,9 @@ class OracleTeacher(Teacher):
     def request(self, doc: Doc, context: TeachContext) -> dict[str, Any]:
         # Latency does not change the answer, so it stays out of the cache key.
         options = {o.name: getattr(self, o.name) for o in self.options if o.name != "delay"}
-        if self.confidence_signal == 1.0:  # the default keeps the keys of answers cached before the option existed
-            del options["confidence_signal"]
+        for name in ("confidence_signal", "runner_up_right"):  # defaults keep the keys of answers cached before them
+            if options[name] == 1.0:
+                del options[name]
         return {"teacher": self.name, "options": options, "labels": context.labels, "doc_id": doc.id}
 
     def _flip_chances(self, docs: Sequence[Doc], context: TeachContext) -> tuple[np.ndarray, np.ndarray | None]:
@@ -148,10 +153,18 @@ class OracleTeacher(Teacher):
             if flipped:
                 # Uniform noise draws its wrong label only when it needs one, so its answers stay what they were.
                 answer = likely or str(rng.choice([x for x in context.labels if x != gold]))
-                runner_up = gold
+                runner_up = self._wrong_runner_up(context.labels, gold, answer, rng)
             else:
                 answer, runner_up = gold, likely or gold
             yield self._answer(doc.id, answer, runner_up, flipped, float(chances[i]), context.labels, rng)
+
+    def _wrong_runner_up(self, labels: list[str], gold: str, answer: str, rng: np.random.Generator) -> str:
+        """A wrong answer's runner-up: the right class with chance runner_up_right, else another wrong one. No draw is
+        made at the default, so that the answers stay what they were before the option existed."""
+        others = [x for x in labels if x not in (gold, answer)]
+        if self.runner_up_right == 1.0 or not others or rng.random() < self.runner_up_right:
+            return gold
+        return str(rng.choice(others))
 
     def _likely_mistake(self, labels: list[str], gold: str, mistaken: int | None) -> str | None:
         """The label this document is mistaken for under structured noise (None: any wrong label)."""
