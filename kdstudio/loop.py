@@ -113,8 +113,9 @@ class DistillConfig:
     # "auto" chooses how each round trains (regularization, doubt, self-training, soft labels) on the labels the run
     # trusts most; it never changes what is bought (kdstudio.method_auto).
     method: str = setting("fixed", "fixed: train as these settings say; auto: each round's training (the student's "
-                                   "regularization, doubt, self-training, soft labels) chosen on the check sample's "
-                                   "labels and gold validation labels, else on the teacher's validation labels",
+                                   "regularization, doubt, self-training, soft or fused labels) chosen on the check "
+                                   "sample's labels and gold validation labels, else on the teacher's validation "
+                                   "labels",
                           choices=METHODS, form="method")
     accept_guessing_teacher: bool = setting(False, "buy labels even from a teacher that the check sample or gold "
                                                    "labels cannot tell from guessing")
