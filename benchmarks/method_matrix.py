@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/method_matrix.py                                   # the whole matrix (hours here)
     .venv/bin/python benchmarks/method_matrix.py --datasets slo-opinion --seeds 1  # a quick look
     .venv/bin/python benchmarks/method_matrix.py --report                          # reprint from what was measured
+    .venv/bin/python benchmarks/method_matrix.py --runner-up                       # teachers' second choices
     .venv/bin/python benchmarks/method_matrix.py --encoder minilm --datasets bbc-news --teachers zeroshot \
         --setups margin noise_aware+doubt auto                                     # the demo's setting, MiniLM
 
@@ -280,6 +281,30 @@ def print_per_cell(rows: list[Row]) -> None:
               f"{100 * (auto - mean(acc['random'])):+.1f} |")
 
 
+def runner_up_table(datasets: list[str]) -> None:
+    """How often a teacher's second choice is the gold class where its first is wrong, over every training label the
+    matrix's runs bought from it: what training on its probabilities can recover (the simulated teachers' default is
+    always; the noisy ones here are set to RUNNER_UP_RIGHT)."""
+    print("\nthe teacher's second choice, where its answer is wrong: the share that is the gold class")
+    for dataset in datasets:
+        with Project.open(OUT / "matrix-projects" / dataset, read_only=True) as project:
+            gold, ledger = project.store.gold(), Ledger(project.store)
+            counts: dict[str, list[int]] = {}
+            for run in project.runs():
+                name = next((t for t, (teacher, options) in TEACHERS.items() if run.config.get("teacher") == teacher
+                             and run.config.get("teacher_options", {}) == options), None)
+                if name is None:
+                    continue
+                for doc, label in ledger.run_labels(run.id).items():
+                    if label.source == "teacher" and label.probs and doc in gold and label.label != gold[doc]:
+                        second = max((x for x in label.probs if x != label.label), key=lambda x: label.probs[x])
+                        tally = counts.setdefault(name, [0, 0])
+                        tally[0] += 1
+                        tally[1] += second == gold[doc]
+            for name, (wrong, right) in counts.items():
+                print(f"  {dataset:<14}{name:<15}{right / wrong:.2f} of {wrong} wrong answers")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="*", default=list(BUDGET))
@@ -288,10 +313,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--report", action="store_true", help="print the tables from what was measured")
     parser.add_argument("--encoder", default="static", help="static (the matrix), or minilm (the demo's)")
+    parser.add_argument("--runner-up", action="store_true",
+                        help="how often each teacher's second choice is right where its answer is wrong")
     args = parser.parse_args()
     global ENCODER
     ENCODER = args.encoder
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.runner_up:
+        runner_up_table(args.datasets)
+        return
     if not args.report:
         measure(args.datasets, args.teachers, args.setups, args.seeds)
     report()

@@ -937,7 +937,8 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
             teacher_text = "zero-shot teacher (MiniLM similarity to the label descriptions, offline, free)"
         console.print(styled(("3. distill", "bold"), f" {teacher_text};\n          margin selection (what the "
                              "student is least sure of), logistic-regression student, batches of 20; how it trains "
-                             "(regularization, doubting the teacher, self-training, soft labels) chosen each round by "
+                             "(regularization, doubting the teacher, self-training, soft or fused labels) chosen each "
+                             "round by "
                              "the data: method auto, judged on the validation documents' gold labels (on your own "
                              "data: a check sample people label); test accuracy is measured against the corpus' own "
                              "labels"))
