@@ -110,8 +110,8 @@ class DistillConfig:
     stop_when_gain_below: str | None = setting(None, "budget autopilot: stop once the forecast validation-accuracy "
                                                      "gain of the next labels falls below this, e.g. 0.005/100 (per "
                                                      "100 labels) or 0.01/usd (per dollar)", metavar="GAIN/PER")
-    # "auto" chooses how each round trains (regularization, doubt, self-training, soft labels) on the labels the run
-    # trusts most; it never changes what is bought (kdstudio.method_auto).
+    # "auto" chooses how each round trains (regularization, doubt, self-training, soft or fused labels) on the labels
+    # the run trusts most; it never changes what is bought (kdstudio.method_auto).
     method: str = setting("fixed", "fixed: train as these settings say; auto: each round's training (the student's "
                                    "regularization, doubt, self-training, soft or fused labels) chosen on the check "
                                    "sample's labels and gold validation labels, else on the teacher's validation "
