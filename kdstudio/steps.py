@@ -419,23 +419,24 @@ def teach_context(ledger: Ledger, teacher: Teacher, seed: int, labels: list[str]
                   gold: Mapping[str, str], **embedding: Any) -> TeachContext:
     """What the teacher is told besides the documents; few-shot examples are drawn once per run, balanced over the
     classes, so that the same run always builds the same prompts (and cache keys)."""
-    examples: list[tuple[str, str, str]] = []
+    chosen: list[tuple[str, str]] = []
     wanted = teacher.examples_wanted
     if wanted and teacher.examples_per_document:
-        examples = ledger.labelled_examples()
+        chosen = ledger.labelled_example_labels()
     elif wanted:
-        rows = ledger.labelled_examples()
+        rows = ledger.labelled_example_labels()
         humans = dict(ledger.human_examples())
         order = np.random.default_rng([seed, 104729]).permutation(len(rows))
         # Human labels first, then round-robin over the classes.
         ranked = sorted(order.tolist(), key=lambda i: rows[i][0] not in humans)
         per_class: dict[str, list[int]] = {}
         for i in ranked:
-            per_class.setdefault(rows[i][2], []).append(i)
+            per_class.setdefault(rows[i][1], []).append(i)
         queues = [per_class[x] for x in labels if x in per_class]
-        while len(examples) < wanted and any(queues):
+        while len(chosen) < wanted and any(queues):
             for q in queues:
-                if q and len(examples) < wanted:
-                    examples.append(rows[q.pop(0)])
+                if q and len(chosen) < wanted:
+                    chosen.append(rows[q.pop(0)])
+    examples = ledger.with_texts(chosen) if chosen else []
     return TeachContext(labels, descriptions, gold if teacher.simulated else {}, examples=examples,
                         people=ledger.people_on_pool(), **embedding)

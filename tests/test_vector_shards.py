@@ -388,3 +388,31 @@ def test_index_blocks_that_writes_load_widen_the_limit_instead_of_failing_the_ru
             limit = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
             assert held > 0 and as_duckdb_shows(f"{memory_bytes('64MB') + held}B") == limit
         assert as_duckdb_shows("64MB") != store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+
+def test_few_shot_examples_are_drawn_without_reading_the_whole_pools_text_under_a_runs_limit(tmp_path: Path):
+    """A corpus with gold on every pool document: the examples a teacher reads are chosen from ids and labels, and
+    only theirs have their text read (reading every text ran a 20newsgroups run out of its 64 MB after many runs)."""
+    from types import SimpleNamespace
+
+    from kdstudio import steps
+    from kdstudio.config import Label
+    from kdstudio.store import Ledger
+
+    with Project.init(tmp_path / "p", [Label("a"), Label("b")]) as project:
+        store = project.store
+        # 80 MB of text, 4 KB a document
+        store.con.execute("INSERT INTO documents (id, text, text_hash, split, source) SELECT printf('d%05d', i), "
+                          "i::VARCHAR || ' ' || repeat('word ', 800), 'h' || i, 'pool', 'imported' "
+                          "FROM range(20000) t(i)")
+        store.con.execute("INSERT INTO gold SELECT printf('d%05d', i), CASE WHEN i % 3 = 0 THEN 'a' ELSE 'b' END "
+                          "FROM range(20000) t(i)")
+        store.con.execute("CHECKPOINT")
+        teacher = SimpleNamespace(examples_wanted=200, examples_per_document=False, simulated=False)
+        with store.memory_limit("64MB"):
+            examples = steps.teach_context(Ledger(store), teacher, 0, ["a", "b"], {}, {}).examples
+    assert len(examples) == 200 and {label for _, _, label in examples} == {"a", "b"}
+    assert sum(label == "a" for _, _, label in examples) == 100  # round-robin over the classes
+    for doc_id, text, label in examples:
+        i = int(doc_id[1:])
+        assert text.startswith(f"{i} word") and label == ("a" if i % 3 == 0 else "b")

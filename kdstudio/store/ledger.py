@@ -10,6 +10,9 @@ from typing import Any
 from kdstudio.secrets import redact
 from kdstudio.store.store import Store
 
+# Few-shot texts are read this many documents at a time (with_texts).
+TEXT_CHUNK = 1000
+
 
 def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -238,12 +241,13 @@ class Ledger:
             "WHERE d.source = 'synthetic' AND l.run_id = ? AND l.round <= ? ORDER BY 1",
             [run_id, upto_round]).fetchall()]
 
-    def labelled_examples(self) -> list[tuple[str, str, str]]:
-        """(doc id, text, label) of imported pool documents with a human or a gold label: few-shot material.
-        Validation and test documents are never shown to a teacher."""
+    def labelled_example_labels(self) -> list[tuple[str, str]]:
+        """(doc id, label) of imported pool documents with a human or a gold label, in id order: few-shot material.
+        Validation and test documents are never shown to a teacher. Without their texts: a corpus with gold on every
+        pool document would otherwise read the whole pool's text, past a run's memory limit, to use a few hundred."""
         return self.con.execute(
             """
-            SELECT d.id, d.text, coalesce(h.label, g.label) FROM documents d
+            SELECT d.id, coalesce(h.label, g.label) FROM documents d
             LEFT JOIN (SELECT doc_id, arg_max(label, id) AS label FROM labels WHERE source = 'human'
                        GROUP BY doc_id) h ON h.doc_id = d.id
             LEFT JOIN gold g ON g.doc_id = d.id
@@ -251,6 +255,13 @@ class Ledger:
             ORDER BY d.id
             """
         ).fetchall()
+
+    def with_texts(self, examples: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+        """(doc id, text, label) of the given (doc id, label) pairs, in their order. Read a chunk at a time, so that
+        DuckDB holds one chunk's texts under a run's memory limit however many there are."""
+        ids = [doc_id for doc_id, _ in examples]
+        texts = [t for start in range(0, len(ids), TEXT_CHUNK) for t in self.store.texts(ids[start:start + TEXT_CHUNK])]
+        return [(doc_id, text, label) for (doc_id, label), text in zip(examples, texts, strict=True)]
 
     def people_on_pool(self) -> list[tuple[str, str]]:
         """(doc id, label) of the imported pool documents people labelled (the newest label), in id order: what a
