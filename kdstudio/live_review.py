@@ -252,8 +252,9 @@ class LiveLoop:
             pushed = project.review_send(done.picked, backend=self.settings.backend)
         self._run_id = done.run_id
         self._predictor = Predictor(done.student, self._encoder, self.labels, done.model_version)
-        self.counts.rounds += 1
         predicted = backend.predict_open_tasks(self.project_ref, self.predict, done.model_version)
+        # Counted once the review tool holds the new student's predictions: health() says a round is done only then.
+        self.counts.rounds += 1
         self.say(f"round {done.round}: {done.model_version} trained on {done.n_train} labels "
                  f"({done.by_source['human']} people's, {done.by_source['teacher']} the teacher's); "
                  f"{pushed.sent} new tasks, {predicted} tasks predicted")
