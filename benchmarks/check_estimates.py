@@ -7,10 +7,15 @@ Per corpus and teacher: a student is distilled from the teacher (a real run, 200
 it never saw (the rest of the pool) are its population, with gold labels standing in for people. The student's true
 accuracy there is known. Then, many times over: n documents are drawn as the check sample (n = 50, 100, 200) and N
 others as the teacher-labelled validation documents PPI borrows from; the sample's Wilson interval and PPI++'s are
-computed exactly as `kdstudio check` computes them. Printed: how often each 95% interval holds the true accuracy
-(coverage, the target is at least 0.93), their mean widths, and how much narrower PPI's is. Teachers: simulated with
-difficulty noise 0.2 (wrong mostly on hard documents) and the real offline zero-shot teacher. Encoder: the static one
-(fast enough to embed whole corpora here; the estimators do not depend on it).
+computed exactly as `kdstudio check` computes them, PPI with two proxies: whether the student agrees with the teacher
+(what kdstudio used until 2026-12-05) and the teacher's probability for the student's answer (`teacher_belief`, what it
+uses now). N is 200 (the most validation documents a run with `val_limit auto` buys, so what `kdstudio check` borrows
+by default) and 1,000. Printed: how often each 95% interval holds the true accuracy (coverage, the target is at least
+0.93), and that of the interval `kdstudio check` shows (the narrower of the sample's and PPI's, PPI's only from 100
+checked documents), their mean widths, and how much narrower PPI's are. Teachers: simulated with difficulty noise 0.2
+(wrong mostly on hard documents) whose confidences tell right from wrong about as weakly as an LLM's (as in
+method_matrix.py), and the real offline zero-shot teacher. Encoder: the static one (fast enough to embed whole corpora
+here; the estimators do not depend on it).
 """
 
 from __future__ import annotations
@@ -24,21 +29,24 @@ from typing import Any
 
 import numpy as np
 
+from kdstudio.check import PPI_MIN_CHECKED, narrower, teacher_belief
 from kdstudio.estimates import ppi_mean, wilson
 from kdstudio.interfaces import Doc
 from kdstudio.loop import DistillConfig
 from kdstudio.plugins import get_plugins
 from kdstudio.project import Project
 from kdstudio.steps import teach_context
-from kdstudio.store import Ledger
+from kdstudio.store import Ledger, RunLabel
 
 OUT = Path("benchmarks/out")
 TEACHERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "difficulty-20": ("oracle", {"noise": 0.2, "noise_mode": "difficulty"}),
+    "difficulty-20": ("oracle", {"noise": 0.2, "noise_mode": "difficulty", "confidence_signal": 0.4,
+                                 "runner_up_right": 0.5}),
     "zeroshot": ("zeroshot", {}),
 }
 SIZES = (50, 100, 200)
-BORROWED = 1000  # teacher-labelled validation documents PPI borrows from
+BORROWED = (200, 1000)  # teacher-labelled validation documents PPI borrows from
+PROXIES = ("agreement", "belief")
 
 
 def project_for(dataset: str) -> Project:
@@ -53,7 +61,7 @@ def project_for(dataset: str) -> Project:
     return project
 
 
-def teacher_labels(project: Project, teacher: str, ids: list[str]) -> np.ndarray:
+def teacher_answers(project: Project, teacher: str, ids: list[str]) -> list[RunLabel | None]:
     """The teacher's answer for every document, asked directly (both teachers here are free)."""
     name, options = TEACHERS[teacher]
     plugin = get_plugins().get("teacher", name).cls(**options)
@@ -62,9 +70,9 @@ def teacher_labels(project: Project, teacher: str, ids: list[str]) -> np.ndarray
                             {x.name: x.description for x in project.config.labels}, gold,
                             vectors=lambda d: project.store.vectors(project.vector_key, d),
                             encode=project.embedder.encode, embedding_model=project.vector_key)
-    answers = {a.doc_id: a.label for a in plugin.label(
-        [Doc(d, t) for d, t in zip(ids, project.store.texts(ids), strict=True)], context)}
-    return np.array([answers.get(d) for d in ids], dtype=object)
+    answers = {a.doc_id: RunLabel(a.doc_id, a.label, "teacher", a.confidence, a.probs) for a in plugin.label(
+        [Doc(d, t) for d, t in zip(ids, project.store.texts(ids), strict=True)], context) if a.label is not None}
+    return [answers.get(d) for d in ids]
 
 
 def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int) -> dict[str, Any]:
@@ -78,38 +86,55 @@ def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int)
     predicted = np.array(project.labels)[student.predict_proba(
         project.store.vectors(project.vector_key, ids)).argmax(axis=1)]
     truth = np.array([gold[d] for d in ids])
-    said = teacher_labels(project, teacher, ids)
-    right, agrees = predicted == truth, predicted == said
+    answers = teacher_answers(project, teacher, ids)
+    said = np.array([None if a is None else a.label for a in answers], dtype=object)
+    right = predicted == truth
+    proxies = {"agreement": (predicted == said).astype(float),
+               "belief": np.array([0.0 if a is None else teacher_belief(a, p, len(project.labels))
+                                   for a, p in zip(answers, predicted, strict=True)])}
     true_accuracy = float(right.mean())
     rng = np.random.default_rng(seed)
-    rows = {}
-    for n in SIZES:
-        hits = {"sample": 0, "ppi": 0}
-        widths: dict[str, list[float]] = {"sample": [], "ppi": []}
-        for _ in range(draws):
-            chosen = rng.choice(len(ids), n + BORROWED, replace=False)
-            checked, borrowed = chosen[:n], chosen[n:]
-            alone = wilson(int(right[checked].sum()), n, "gold")
-            ppi = ppi_mean(right[checked], agrees[checked], agrees[borrowed], "gold")
-            for key, estimate in (("sample", alone), ("ppi", ppi)):
-                hits[key] += estimate.covers(true_accuracy)
-                widths[key].append(estimate.width)
-        rows[n] = {"coverage_sample": hits["sample"] / draws, "coverage_ppi": hits["ppi"] / draws,
-                   "width_sample": float(np.mean(widths["sample"])), "width_ppi": float(np.mean(widths["ppi"])),
-                   "narrower": 1 - float(np.mean(widths["ppi"]) / np.mean(widths["sample"]))}
+    rows = [draw_intervals(rng, right, proxies, n, big_n, draws) for big_n in BORROWED for n in SIZES]
     return {"dataset": dataset, "teacher": teacher, "population": len(ids), "student_accuracy": true_accuracy,
-            "teacher_accuracy": float(np.mean(said == truth)), "agreement": float(agrees.mean()), "draws": draws,
-            "sizes": rows}
+            "teacher_accuracy": float(np.mean(said == truth)), "agreement": float(proxies["agreement"].mean()),
+            "draws": draws, "rows": rows}
+
+
+def draw_intervals(rng: np.random.Generator, right: np.ndarray, proxies: dict[str, np.ndarray], n: int, big_n: int,
+                   draws: int) -> dict[str, Any]:
+    """`draws` times: n checked documents and big_n borrowed ones; each interval's coverage and mean width."""
+    truth = float(right.mean())
+    hits = dict.fromkeys(("sample", *PROXIES, "shown"), 0)
+    widths: dict[str, list[float]] = {key: [] for key in hits}
+    for _ in range(draws):
+        chosen = rng.choice(len(right), n + big_n, replace=False)
+        checked, borrowed = chosen[:n], chosen[n:]
+        estimates = {"sample": wilson(int(right[checked].sum()), n, "gold")}
+        estimates.update({name: ppi_mean(right[checked], proxies[name][checked], proxies[name][borrowed], "gold")
+                          for name in PROXIES})
+        # What `kdstudio check` shows: the narrower of the two, PPI's only from PPI_MIN_CHECKED checked documents.
+        estimates["shown"] = (narrower(estimates["sample"], estimates["belief"]) if n >= PPI_MIN_CHECKED
+                              else estimates["sample"])
+        for key, estimate in estimates.items():
+            hits[key] += estimate.covers(truth)
+            widths[key].append(estimate.width)
+    mean_width = {key: float(np.mean(values)) for key, values in widths.items()}
+    return {"n": n, "borrowed": big_n, "coverage": {key: hits[key] / draws for key in hits}, "width": mean_width,
+            "narrower": {name: 1 - mean_width[name] / mean_width["sample"] for name in PROXIES}}
 
 
 def print_result(r: dict[str, Any]) -> None:
     print(f"\n{r['dataset']}, teacher {r['teacher']}: population {r['population']} documents the student never saw; "
           f"student accuracy {r['student_accuracy']:.3f} (gold), teacher {r['teacher_accuracy']:.3f}, "
-          f"student-teacher agreement {r['agreement']:.3f}; {r['draws']} draws, PPI borrows {BORROWED}")
-    print("    n   coverage: sample  PPI    width: sample  PPI    PPI narrower by")
-    for n, row in r["sizes"].items():
-        print(f"  {int(n):>4}             {row['coverage_sample']:.3f}  {row['coverage_ppi']:.3f}          "
-              f"{row['width_sample']:.3f}  {row['width_ppi']:.3f}    {row['narrower']:+.1%}")
+          f"student-teacher agreement {r['agreement']:.3f}; {r['draws']} draws")
+    print("     n     N  coverage: sample  agree belief  shown   width: sample  agree belief   PPI narrower: agree  "
+          "belief")
+    for row in r["rows"]:
+        cover, width, narrower_by = row["coverage"], row["width"], row["narrower"]
+        covers = "  ".join(f"{cover[key]:.3f}" for key in ("sample", *PROXIES, "shown"))
+        widths = "  ".join(f"{width[key]:.3f}" for key in ("sample", *PROXIES))
+        print(f"  {row['n']:>4}  {row['borrowed']:>4}            {covers}          {widths}         "
+              f"{narrower_by['agreement']:+6.1%}  {narrower_by['belief']:+6.1%}")
 
 
 def main() -> None:

@@ -2,11 +2,12 @@
 
 The sample alone gives an unbiased estimate (Wilson's interval for a share, a bootstrap for macro F1).
 Prediction-powered inference (PPI++, Angelopoulos, Duchi and Zrnic 2023) tightens it with the teacher's labels on
-many more documents: the student's agreement with the teacher is measured where it is cheap (documents the teacher
-labelled at random, never trained on) and corrected by the rectifier measured where people checked, with the weight
-on the cheap part tuned to the data (its power-tuning λ), so that the interval stays valid however wrong the teacher
-is (asymptotically: its interval is the normal one, given from 100 checked documents, kdstudio.check.PPI_MIN_CHECKED)
-and is never wider than the sample's alone by more than the noise of estimating λ."""
+many more documents: the teacher's belief that the student is right (its probability for the student's answer) is
+measured where it is cheap (documents the teacher labelled at random, never trained on) and corrected by the
+rectifier measured where people checked, with the weight on the cheap part tuned to the data (its power-tuning λ), so
+that the interval stays valid however wrong the teacher is (asymptotically: its interval is the normal one, given
+from 100 checked documents, kdstudio.check.PPI_MIN_CHECKED) and is never wider than the sample's alone by more than
+the noise of estimating λ."""
 
 from __future__ import annotations
 
@@ -62,9 +63,10 @@ def wilson(successes: int, n: int, truth: str, z: float = Z95) -> Estimate:
 def ppi_mean(y: np.ndarray, f_checked: np.ndarray, f_unchecked: np.ndarray, truth: str,
              z: float = Z95) -> Estimate:
     """PPI++ for a mean: `y` what people's labels say on the n checked documents (e.g. 1 where the student is right),
-    `f_checked` the cheap proxy on the same documents (1 where the student agrees with the teacher), `f_unchecked` the
-    proxy on N other documents drawn from the same population. θ = mean(y) + λ (mean(f_N) - mean(f_n)), with λ
-    chosen to minimise the variance and clipped to [0, 1]; the interval is the CLT one of that estimator."""
+    `f_checked` the cheap proxy on the same documents (the teacher's probability for the student's answer),
+    `f_unchecked` the proxy on N other documents drawn from the same population. θ = mean(y) + λ (mean(f_N) -
+    mean(f_n)), with λ chosen to minimise the variance and clipped to [0, 1]; the interval is the CLT one of that
+    estimator."""
     y, fn, fN = (np.asarray(a, dtype=float) for a in (y, f_checked, f_unchecked))
     n, big_n = len(y), len(fN)
     if n < 2 or big_n < 2 or len(fn) != n:

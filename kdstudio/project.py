@@ -759,7 +759,7 @@ class Project:
 
     def check_report(self, student_id: int | None = None) -> CheckReport:
         """The check sample, and the kept student (default: the best of the latest run) and its run's teacher graded
-        on it: the sample alone, and PPI with the teacher's labels on the validation documents."""
+        on it: the sample alone, and PPI with the teacher's answers on the validation documents."""
         truth = check_truth(self.store, GoldLabels(self.store))
         size = len(self.store.ids_in_split("check"))
         if not RunLog(self.store).students() or len(truth.labels) < MIN_CHECKED:

@@ -329,7 +329,7 @@ def evaluate_student(ctx: RunContext, trained: Trained) -> dict[str, Any]:
     if judged:
         metrics["teacher_accuracy"] = float(np.mean([labelled[d].label == ctx.gold[d] for d in judged]))
         metrics["teacher_judged"] = len(judged)
-    # On the check sample: PPI borrows the student's agreement with the teacher's labels on the validation documents,
+    # On the check sample: PPI borrows the teacher's belief in the student's answers on the validation documents,
     # which were drawn from the same pool and never trained on.
     graded = grade_run_student(ctx.labels, ctx.check, ctx.ledger, ctx.run_id, val, lambda ids: [
         ctx.labels[i] for i in student.predict_proba(ctx.features(ids)).argmax(axis=1)], seed=ctx.config.seed)

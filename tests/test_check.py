@@ -13,11 +13,11 @@ import pytest
 from conftest import as_before_vector_shards, cheap_slice, cli, fresh_copy
 from sklearn.metrics import f1_score
 
-from kdstudio.check import CheckTruth, grade
+from kdstudio.check import CheckTruth, grade, teacher_belief
 from kdstudio.estimates import bootstrap_macro_f1, macro_f1, ppi_mean, wilson
 from kdstudio.loop import DistillConfig
 from kdstudio.project import Project
-from kdstudio.store import Ledger
+from kdstudio.store import Ledger, RunLabel
 from kdstudio.store import schema as schema_module
 
 # -- the estimators, on populations whose truth is known ---------------------------------------------------------
@@ -57,6 +57,47 @@ def test_intervals_hold_the_true_accuracy_and_ppi_is_narrower_where_the_teacher_
         assert narrower >= 0.25, narrower
     else:  # a poor teacher buys little, and never much of a wider interval
         assert narrower > -0.05, narrower
+
+
+def test_the_teachers_belief_in_the_students_answer_is_a_better_proxy_than_agreement_and_stays_valid():
+    """A teacher right 0.8 of the time whose confidence tells right from wrong with an AUROC near 0.87 (the zero-shot
+    teacher's is 0.82 on bbc-news): PPI on its belief in the student's answer holds the truth and is narrower than PPI
+    on agreement alone (by about 4% here; with an AUROC near 0.75, about 1%)."""
+    rng = np.random.default_rng(11)
+    labels, size = ["a", "b", "c"], 20_000
+    y = rng.integers(0, 3, size)
+    student = np.where(rng.random(size) < 0.75, y, rng.integers(0, 3, size))
+    teacher_right = rng.random(size) < 0.8
+    said = np.where(teacher_right, y, (y + rng.integers(1, 3, size)) % 3)
+    sure = np.clip(np.where(teacher_right, 0.8, 0.55) + rng.normal(0, 0.15, size), 0.34, 0.99)
+    answers = [RunLabel(str(i), labels[said[i]], "teacher", float(sure[i]), None) for i in range(size)]
+    belief = np.array([teacher_belief(a, labels[s], 3) for a, s in zip(answers, student, strict=True)])
+    agrees, right = (student == said).astype(float), student == y
+    hits = {"belief": 0, "agreement": 0}
+    widths: dict[str, list[float]] = {"belief": [], "agreement": []}
+    draws = 300
+    for _ in range(draws):
+        chosen = rng.choice(size, 1100, replace=False)
+        checked, other = chosen[:100], chosen[100:]
+        for name, proxy in (("belief", belief), ("agreement", agrees)):
+            estimate = ppi_mean(right[checked], proxy[checked], proxy[other], "gold")
+            hits[name] += estimate.covers(right.mean())
+            widths[name].append(estimate.width)
+    assert min(hits.values()) / draws >= 0.92, hits  # 300 draws: a standard error of about 1.3 points
+    assert np.mean(widths["belief"]) < 0.97 * np.mean(widths["agreement"]), widths
+
+
+def test_the_teachers_belief_reads_probabilities_then_confidence_then_agreement_and_survives_garbage():
+    def said(confidence: float | None = None, probs: dict[str, float] | None = None) -> RunLabel:
+        return RunLabel("d", "a", "teacher", confidence, probs)
+
+    assert teacher_belief(said(0.9, {"a": 2.0, "b": 1.0, "c": 1.0}), "b", 3) == pytest.approx(0.25)
+    assert teacher_belief(said(0.9, {"a": 0.9, "b": -5.0}), "c", 3) == 0.0  # a label it gave no probability
+    assert teacher_belief(said(0.7), "a", 3) == pytest.approx(0.7)
+    assert teacher_belief(said(0.7), "c", 3) == pytest.approx(0.15)
+    assert teacher_belief(said(), "a", 3) == 1.0 and teacher_belief(said(), "b", 3) == 0.0
+    for broken in (said(1.7), said(float("nan")), said(None, {"a": 0.0, "b": 0.0})):
+        assert teacher_belief(broken, "a", 3) == 1.0 and teacher_belief(broken, "b", 3) == 0.0
 
 
 def test_wilson_is_honest_at_the_edges_and_ppi_with_an_unrelated_proxy_falls_back_to_the_sample():
