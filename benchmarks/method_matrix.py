@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/method_matrix.py --runner-up                       # teachers' second choices
     .venv/bin/python benchmarks/method_matrix.py --encoder minilm --datasets bbc-news --teachers zeroshot \
         --setups margin noise_aware+doubt auto                                     # the demo's setting, MiniLM
+    .venv/bin/python benchmarks/method_matrix.py --val 150 --setups margin margin+fused auto   # more referee labels
 
 Corpora: two bundled ones that kdstudio's methods were tuned on (bbc-news, 5 classes; 20newsgroups, 20) and two it
 never saw until this benchmark, imported through the CSV path a user takes: Reuters R52 (52 news-wire classes, very
@@ -66,7 +67,7 @@ SETUPS: dict[str, dict[str, Any]] = {
     "auto": {"selector": "margin", "method": "auto"},
 }
 BUDGET = {"bbc-news": 200, "slo-opinion": 200, "20newsgroups": 400, "reuters-r52": 400}
-VAL = 50
+VAL = 50  # --val: validation labels a run buys, whose gold labels auto and fused labels read
 SENTIMENT = {"-1.0": "negative", "0.0": "neutral", "1.0": "positive"}
 
 
@@ -92,7 +93,8 @@ def read_tab(path: Path) -> list[dict[str, str]]:
 
 
 def results() -> Path:
-    return OUT / ("method-matrix.jsonl" if ENCODER == "static" else f"method-matrix-{ENCODER}.jsonl")
+    name = "method-matrix" + ("" if ENCODER == "static" else f"-{ENCODER}") + ("" if VAL == 50 else f"-val{VAL}")
+    return OUT / f"{name}.jsonl"
 
 
 def project_for(dataset: str) -> Project:
@@ -213,7 +215,7 @@ def print_tables(cells: list[dict[str, Any]]) -> list[Row]:
             if not any(row.values()):
                 continue
             if all("refused" in c for runs in row.values() for c in runs):
-                print(f"  {teacher:<14}refused: {next(iter(row.values()))[0]['refused']}")
+                print(f"  {teacher:<14}refused: {next(runs for runs in row.values() if runs)[0]['refused']}")
                 continue
             acc = {s: [c["test_accuracy"] for c in runs if "test_accuracy" in c] for s, runs in row.items()}
             measured.append((dataset, teacher, acc))
@@ -306,6 +308,7 @@ def runner_up_table(datasets: list[str]) -> None:
 
 
 def main() -> None:
+    global ENCODER, VAL
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="*", default=list(BUDGET))
     parser.add_argument("--teachers", nargs="*", default=list(TEACHERS))
@@ -313,11 +316,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--report", action="store_true", help="print the tables from what was measured")
     parser.add_argument("--encoder", default="static", help="static (the matrix), or minilm (the demo's)")
+    parser.add_argument("--val", type=int, default=VAL,
+                        help="validation labels each run buys (50: the matrix); others are kept apart")
     parser.add_argument("--runner-up", action="store_true",
                         help="how often each teacher's second choice is right where its answer is wrong")
     args = parser.parse_args()
-    global ENCODER
-    ENCODER = args.encoder
+    ENCODER, VAL = args.encoder, args.val
     OUT.mkdir(parents=True, exist_ok=True)
     if args.runner_up:
         runner_up_table(args.datasets)
