@@ -3,19 +3,22 @@
     .venv/bin/python benchmarks/check_estimates.py                               # three corpora, two teachers
     .venv/bin/python benchmarks/check_estimates.py --datasets bbc-news --draws 200   # a quick look
 
-Per corpus and teacher: a student is distilled from the teacher (a real run, 200 labels, margin), then the documents
-it never saw (the rest of the pool) are its population, with gold labels standing in for people. The student's true
-accuracy there is known. Then, many times over: n documents are drawn as the check sample (n = 50, 100, 200) and N
-others as the teacher-labelled validation documents PPI borrows from; the sample's Wilson interval and PPI++'s are
-computed exactly as `kdstudio check` computes them, PPI with two proxies: whether the student agrees with the teacher
-(what kdstudio used until 2026-12-05) and the teacher's probability for the student's answer (`teacher_belief`, what it
-uses now). N is 200 (the most validation documents a run with `val_limit auto` buys, so what `kdstudio check` borrows
-by default) and 1,000. Printed: how often each 95% interval holds the true accuracy (coverage, the target is at least
-0.93), and that of the interval `kdstudio check` shows (the narrower of the sample's and PPI's, PPI's only from 100
-checked documents), their mean widths, and how much narrower PPI's are. Teachers: simulated with difficulty noise 0.2
-(wrong mostly on hard documents) whose confidences tell right from wrong about as weakly as an LLM's (as in
-method_matrix.py), and the real offline zero-shot teacher. Encoder: the static one (fast enough to embed whole corpora
-here; the estimators do not depend on it).
+Per corpus and teacher: a student is distilled from the teacher (a real run, 200 labels, margin), then the documents it
+never saw (the rest of the pool) are its population, with gold labels standing in for people. The student's true
+accuracy there is known. Then, many times over: n documents are drawn as the check sample (n = 50, 100, 200), 200
+others as the teacher-labelled validation documents (the most a run with `val_limit auto` buys) and N more as the
+unchecked documents whose student answers PPI borrows (N = 200, 1,000, 5,000, or what the population holds: in a
+project, the validation split beyond the run's own and the check sample's unlabelled documents, at most 5,000). The
+sample's Wilson interval and PPI++'s are computed exactly as `kdstudio check` computes them, PPI three ways: on whether
+the student agrees with the teacher (the proxy kdstudio used until 2026-12-05), on the teacher's probability for the
+student's answer (`teacher_belief`, used from 2026-12-05), and on that together with the student's own confidence on
+the N others (what it uses now); all three with today's interval, Wilson's at PPI's effective sample size. Printed: how
+often each 95% interval holds the true accuracy (coverage, the target is at least 0.93), and that of the interval
+`kdstudio check` shows (the narrower of the sample's and PPI's, PPI's only from 100 checked documents), their mean
+widths, and how much narrower PPI's are. Teachers: simulated with difficulty noise 0.2 (wrong mostly on hard documents)
+whose confidences tell right from wrong about as weakly as an LLM's (as in method_matrix.py), and the real offline
+zero-shot teacher. Encoder: the static one (fast enough to embed whole corpora here; the estimators do not depend on
+it).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from kdstudio.check import PPI_MIN_CHECKED, narrower, teacher_belief
-from kdstudio.estimates import ppi_mean, wilson
+from kdstudio.estimates import Proxy, ppi_mean, wilson
 from kdstudio.interfaces import Doc
 from kdstudio.loop import DistillConfig
 from kdstudio.plugins import get_plugins
@@ -45,8 +48,9 @@ TEACHERS: dict[str, tuple[str, dict[str, Any]]] = {
     "zeroshot": ("zeroshot", {}),
 }
 SIZES = (50, 100, 200)
-BORROWED = (200, 1000)  # teacher-labelled validation documents PPI borrows from
-PROXIES = ("agreement", "belief")
+ANSWERED = 200  # teacher-labelled validation documents PPI borrows the teacher's belief from
+BORROWED = (200, 1000, 5000)  # unchecked documents it borrows the student's confidence from
+PROXIES = ("agreement", "belief", "both")
 
 
 def project_for(dataset: str) -> Project:
@@ -83,37 +87,45 @@ def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int)
     trained = {s["id"] for r in project.rounds(result.run_id) for s in (r.selected or [])}
     gold = project.store.gold()
     ids = [d for d in project.store.ids_in_split("pool") if d not in trained and d in gold]
-    predicted = np.array(project.labels)[student.predict_proba(
-        project.store.vectors(project.vector_key, ids)).argmax(axis=1)]
+    probs = student.predict_proba(project.store.vectors(project.vector_key, ids))
+    predicted = np.array(project.labels)[probs.argmax(axis=1)]
     truth = np.array([gold[d] for d in ids])
     answers = teacher_answers(project, teacher, ids)
     said = np.array([None if a is None else a.label for a in answers], dtype=object)
     right = predicted == truth
     proxies = {"agreement": (predicted == said).astype(float),
                "belief": np.array([0.0 if a is None else teacher_belief(a, p, len(project.labels))
-                                   for a, p in zip(answers, predicted, strict=True)])}
+                                   for a, p in zip(answers, predicted, strict=True)]),
+               "confidence": probs.max(axis=1)}
     true_accuracy = float(right.mean())
     rng = np.random.default_rng(seed)
-    rows = [draw_intervals(rng, right, proxies, n, big_n, draws) for big_n in BORROWED for n in SIZES]
+    rows = [draw_intervals(rng, right, proxies, n, big_n, draws)
+            for n in SIZES for big_n in sorted({min(b, len(ids) - n - ANSWERED) for b in BORROWED})]
     return {"dataset": dataset, "teacher": teacher, "population": len(ids), "student_accuracy": true_accuracy,
             "teacher_accuracy": float(np.mean(said == truth)), "agreement": float(proxies["agreement"].mean()),
+            "correlation": {name: float(np.corrcoef(right, f)[0, 1]) for name, f in proxies.items()},
             "draws": draws, "rows": rows}
 
 
 def draw_intervals(rng: np.random.Generator, right: np.ndarray, proxies: dict[str, np.ndarray], n: int, big_n: int,
                    draws: int) -> dict[str, Any]:
-    """`draws` times: n checked documents and big_n borrowed ones; each interval's coverage and mean width."""
+    """`draws` times: n checked documents, ANSWERED the teacher answered and big_n other borrowed ones; each
+    interval's coverage and mean width."""
     truth = float(right.mean())
     hits = dict.fromkeys(("sample", *PROXIES, "shown"), 0)
     widths: dict[str, list[float]] = {key: [] for key in hits}
     for _ in range(draws):
-        chosen = rng.choice(len(right), n + big_n, replace=False)
-        checked, borrowed = chosen[:n], chosen[n:]
-        estimates = {"sample": wilson(int(right[checked].sum()), n, "gold")}
-        estimates.update({name: ppi_mean(right[checked], proxies[name][checked], proxies[name][borrowed], "gold")
-                          for name in PROXIES})
+        chosen = rng.choice(len(right), n + ANSWERED + big_n, replace=False)
+        checked, answered, others = chosen[:n], chosen[n:n + ANSWERED], chosen[n + ANSWERED:]
+        teacher = {name: Proxy.of("teacher", proxies[name][checked], proxies[name][answered])
+                   for name in ("agreement", "belief")}
+        student = Proxy.of("student", proxies["confidence"][checked], proxies["confidence"][others])
+        estimates = {"sample": wilson(int(right[checked].sum()), n, "gold"),
+                     "agreement": ppi_mean(right[checked], [teacher["agreement"]], "gold"),
+                     "belief": ppi_mean(right[checked], [teacher["belief"]], "gold"),
+                     "both": ppi_mean(right[checked], [teacher["belief"], student], "gold")}
         # What `kdstudio check` shows: the narrower of the two, PPI's only from PPI_MIN_CHECKED checked documents.
-        estimates["shown"] = (narrower(estimates["sample"], estimates["belief"]) if n >= PPI_MIN_CHECKED
+        estimates["shown"] = (narrower(estimates["sample"], estimates["both"]) if n >= PPI_MIN_CHECKED
                               else estimates["sample"])
         for key, estimate in estimates.items():
             hits[key] += estimate.covers(truth)
@@ -127,14 +139,16 @@ def print_result(r: dict[str, Any]) -> None:
     print(f"\n{r['dataset']}, teacher {r['teacher']}: population {r['population']} documents the student never saw; "
           f"student accuracy {r['student_accuracy']:.3f} (gold), teacher {r['teacher_accuracy']:.3f}, "
           f"student-teacher agreement {r['agreement']:.3f}; {r['draws']} draws")
-    print("     n     N  coverage: sample  agree belief  shown   width: sample  agree belief   PPI narrower: agree  "
-          "belief")
+    print("  correlation with the student being right: " + ", ".join(
+        f"{name} {value:.2f}" for name, value in r["correlation"].items()))
+    print("     n     N  coverage: sample  agree belief   both  shown   width: sample  agree belief   both   "
+          "PPI narrower: agree  belief    both")
     for row in r["rows"]:
         cover, width, narrower_by = row["coverage"], row["width"], row["narrower"]
         covers = "  ".join(f"{cover[key]:.3f}" for key in ("sample", *PROXIES, "shown"))
         widths = "  ".join(f"{width[key]:.3f}" for key in ("sample", *PROXIES))
-        print(f"  {row['n']:>4}  {row['borrowed']:>4}            {covers}          {widths}         "
-              f"{narrower_by['agreement']:+6.1%}  {narrower_by['belief']:+6.1%}")
+        narrowers = "  ".join(f"{narrower_by[name]:+6.1%}" for name in PROXIES)
+        print(f"  {row['n']:>4}  {row['borrowed']:>4}            {covers}          {widths}                {narrowers}")
 
 
 def main() -> None:

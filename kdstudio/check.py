@@ -5,13 +5,13 @@ every figure says which truth it rests on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from kdstudio.estimates import Estimate, bootstrap_macro_f1, ppi_mean, wilson
+from kdstudio.estimates import Estimate, Proxy, bootstrap_macro_f1, ppi_mean, wilson
 from kdstudio.store import Ledger, RunLabel, Store
 from kdstudio.store.gold_labels import GoldLabels
 
@@ -23,15 +23,21 @@ MIN_CHECKED = 10
 PPI_MIN_CHECKED = 100
 # Resamples of the macro-F1 bootstrap: enough for a 95% interval to two decimals, cheap enough for every round.
 F1_RESAMPLES = 400
+# Unchecked documents whose student answers PPI borrows: beyond a few thousand the n checked ones set the width.
+# A student that reads texts (a fine-tuned transformer) pays seconds per hundred documents, so it is asked about fewer.
+BORROW_LIMIT = 5000
+BORROW_LIMIT_TEXTS = 500
 
 
 @dataclass(frozen=True)
 class CheckTruth:
-    """The reference labels of the check sample: people's where they gave one, else gold."""
+    """The reference labels of the check sample: people's where they gave one, else gold; `unlabelled` the sample's
+    documents that have neither yet (PPI may borrow the student's answers on them)."""
 
     labels: dict[str, str]  # doc id -> label
     by_people: int
     by_gold: int
+    unlabelled: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -52,14 +58,13 @@ class CheckTruth:
                 labels[doc], people = human[doc], people + 1
             elif doc in gold:
                 labels[doc] = gold[doc]
-        return cls(labels, people, len(labels) - people)
+        return cls(labels, people, len(labels) - people, tuple(d for d in check_ids if d not in labels))
 
 
 @dataclass(frozen=True)
 class Grades:
     """A student (and its teacher) graded on the check sample. `student_ppi` is None below PPI_MIN_CHECKED checked
-    documents, where the teacher has not labelled every one, or where no validation document gives PPI something to
-    borrow."""
+    documents, or where no unchecked document gives PPI something to borrow."""
 
     n: int
     truth: str
@@ -118,20 +123,29 @@ def check_truth(store: Store, gold: Mapping[str, str]) -> CheckTruth:
     return CheckTruth.of(check, dict(Ledger(store).human_examples()), gold)
 
 
-def grade_run_student(labels: list[str], truth: CheckTruth, ledger: Ledger, run_id: int, val_ids: list[str],
-                      predict: Callable[[list[str]], list[str]], *, seed: int = 0) -> Grades | None:
-    """A student of run `run_id` graded on the check sample, with the teacher answers that run holds: on the checked
-    documents (the teacher's accuracy, PPI's rectifier) and on `val_ids` (what PPI borrows). `predict` gives the
-    student's label for documents. None below MIN_CHECKED."""
+def grade_run_student(labels: list[str], truth: CheckTruth, ledger: Ledger, run_id: int, borrowable: list[str],
+                      predict_proba: Callable[[list[str]], np.ndarray], *, seed: int = 0,
+                      limit: int = BORROW_LIMIT) -> Grades | None:
+    """A student of run `run_id` graded on the check sample, with the teacher answers that run holds on the checked
+    documents (the teacher's accuracy, PPI's rectifier) and on `borrowable`: random documents never trained on nor
+    selected (the validation split, the sample's unlabelled documents), whose answers PPI borrows (the student's on at
+    most `limit` of those the teacher did not answer). `predict_proba` gives the student's probabilities, in
+    `labels`' order. None below MIN_CHECKED."""
     checked = sorted(truth.labels)
     if len(checked) < MIN_CHECKED:
         return None
-    teacher = ledger.run_teacher_answers(run_id, checked + val_ids)
-    elsewhere = [d for d in val_ids if d in teacher and d not in truth.labels]
-    ids = checked + elsewhere
-    predicted = dict(zip(ids, predict(ids), strict=True))
-    return grade(labels, truth, predicted, {d: teacher[d] for d in checked if d in teacher},
-                 [teacher_belief(teacher[d], predicted[d], len(labels)) for d in elsewhere], seed=seed)
+    candidates = [d for d in dict.fromkeys(borrowable) if d not in truth.labels]
+    teacher = ledger.run_teacher_answers(run_id, checked + candidates)
+    answered = [d for d in candidates if d in teacher]
+    unanswered = [d for d in candidates if d not in teacher]
+    if len(checked) < PPI_MIN_CHECKED:
+        answered, unanswered = [], []
+    elif len(unanswered) > limit:
+        keep = np.random.default_rng([seed, 4099]).choice(len(unanswered), limit, replace=False)
+        unanswered = [unanswered[i] for i in sorted(keep)]
+    ids = checked + answered + unanswered
+    student = dict(zip(ids, np.asarray(predict_proba(ids), dtype=float), strict=True))
+    return grade(labels, truth, student, teacher, answered + unanswered, seed=seed)
 
 
 def teacher_belief(answer: RunLabel, label: str, n_labels: int) -> float:
@@ -157,30 +171,57 @@ def baseline(labels: list[str], truth: list[str]) -> float:
     return max(1 / len(labels), float(counts.max()) / len(truth)) if len(values) else 1 / len(labels)
 
 
-def grade(labels: list[str], truth: CheckTruth, student: Mapping[str, str], teacher: Mapping[str, RunLabel],
-          belief_elsewhere: list[float], *, seed: int = 0) -> Grades | None:
-    """Grade a student's labels (`student`, at least every checked document) against the check truth, and the
-    teacher's answers (`teacher`, where it answered). `belief_elsewhere`: the teacher's belief in the student's
-    answer (`teacher_belief`) on other documents drawn from the same pool (the validation split), which PPI borrows.
-    None below MIN_CHECKED."""
+def grade(labels: list[str], truth: CheckTruth, student: Mapping[str, np.ndarray], teacher: Mapping[str, RunLabel],
+          borrowed: Sequence[str] = (), *, seed: int = 0) -> Grades | None:
+    """Grade a student against the check truth by its probabilities (`student`: doc -> probabilities in `labels`'
+    order, on every checked and borrowed document), and its teacher by its answers (`teacher`, where it answered).
+    `borrowed`: unchecked documents drawn from the same pool, never trained on, that PPI borrows proxies from: the
+    teacher's belief in the student's answer where the teacher answered (and answered every checked document), the
+    student's own confidence on the others. None below MIN_CHECKED."""
     ids = sorted(truth.labels)
     if len(ids) < MIN_CHECKED:
         return None
     index = {label: i for i, label in enumerate(labels)}
     y = np.array([index[truth.labels[d]] for d in ids])
-    pred = np.array([index[student[d]] for d in ids])
+    pred = np.array([int(np.argmax(student[d])) for d in ids])
     right = pred == y
     accuracy = wilson(int(right.sum()), len(ids), truth.kind)
     f1 = bootstrap_macro_f1(y, pred, truth.kind, reps=F1_RESAMPLES, seed=seed)
     judged = [d for d in ids if d in teacher]
     teacher_accuracy = (wilson(sum(teacher[d].label == truth.labels[d] for d in judged), len(judged), truth.kind)
                         if len(judged) >= MIN_CHECKED else None)
+    proxies = ppi_proxies(labels, ids, student, teacher, borrowed, teacher_on_all=len(judged) == len(ids))
     ppi = None
-    if len(judged) == len(ids) >= PPI_MIN_CHECKED and len(belief_elsewhere) >= 2:
-        belief_here = np.array([teacher_belief(teacher[d], student[d], len(labels)) for d in ids])
-        ppi = ppi_mean(right, belief_here, np.array(belief_elsewhere), truth.kind)
+    if len(ids) >= PPI_MIN_CHECKED and proxies:
+        try:
+            ppi = ppi_mean(right, proxies, truth.kind)
+        except ValueError:  # no proxy varies: nothing to borrow
+            ppi = None
     return Grades(len(ids), truth.kind, accuracy, f1, ppi, teacher_accuracy,
                   baseline(labels, [truth.labels[d] for d in ids]))
+
+
+def ppi_proxies(labels: list[str], checked: list[str], student: Mapping[str, np.ndarray],
+                teacher: Mapping[str, RunLabel], borrowed: Sequence[str], *, teacher_on_all: bool) -> list[Proxy]:
+    """PPI's guesses at "the student is right": the teacher's belief in the student's answer on the borrowed
+    documents it answered (only when it answered every checked one too), the student's probability for its own answer
+    on those it did not. Never the student's on documents its run validated on: the run chose its student by them.
+    The two sets do not overlap, as ppi_mean asks."""
+    def answer(d: str) -> str:
+        return labels[int(np.argmax(student[d]))]
+
+    def confidence(d: str) -> float:
+        return float(np.max(student[d]))
+
+    by_teacher = [d for d in borrowed if d in teacher] if teacher_on_all else []
+    by_student = [d for d in borrowed if d not in teacher]
+    proxies = []
+    if len(by_teacher) >= 2:
+        proxies.append(Proxy.of("teacher", [teacher_belief(teacher[d], answer(d), len(labels)) for d in checked],
+                                [teacher_belief(teacher[d], answer(d), len(labels)) for d in by_teacher]))
+    if len(by_student) >= 2:
+        proxies.append(Proxy.of("student", [confidence(d) for d in checked], [confidence(d) for d in by_student]))
+    return proxies
 
 
 def guessing(accuracy: Estimate, base: float) -> bool:

@@ -1,17 +1,19 @@
 """How good is a student really: estimates with 95% intervals from a few labels people checked.
 
 The sample alone gives an unbiased estimate (Wilson's interval for a share, a bootstrap for macro F1).
-Prediction-powered inference (PPI++, Angelopoulos, Duchi and Zrnic 2023) tightens it with the teacher's labels on
-many more documents: the teacher's belief that the student is right (its probability for the student's answer) is
-measured where it is cheap (documents the teacher labelled at random, never trained on) and corrected by the
-rectifier measured where people checked, with the weight on the cheap part tuned to the data (its power-tuning λ), so
-that the interval stays valid however wrong the teacher is (asymptotically: its interval is the normal one, given
-from 100 checked documents, kdstudio.check.PPI_MIN_CHECKED) and is never wider than the sample's alone by more than
-the noise of estimating λ."""
+Prediction-powered inference (PPI++, Angelopoulos, Duchi and Zrnic 2023) tightens it with cheap guesses on many more
+documents (proxies: the teacher's belief that the student is right where the teacher answered, the student's own
+confidence elsewhere), measured where they are cheap and corrected by the rectifier measured where people checked, with
+the weight on each proxy tuned to the data (power tuning), so that the interval stays valid however poor the proxies
+are (asymptotically; kdstudio gives it from 100 checked documents, kdstudio.check.PPI_MIN_CHECKED) and is never wider
+than the sample's alone by more than the noise of estimating the weights. Its interval is Wilson's at the effective
+sample size (the share's variance over PPI's), which keeps Wilson's honesty near 0 and 1 where the normal one is too
+narrow."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,8 +25,8 @@ Z95 = 1.959963984540054
 @dataclass(frozen=True)
 class Estimate:
     """A figure with its 95% interval, and what it rests on: `truth` is who gave the reference labels (people or
-    gold), `n` how many of them, `method` how the interval was made, `n_proxy` how many teacher-labelled documents
-    PPI borrowed (0 for the sample alone)."""
+    gold), `n` how many of them, `method` how the interval was made, `n_proxy` how many unchecked documents PPI
+    borrowed its proxies from (0 for the sample alone)."""
 
     value: float
     low: float
@@ -45,7 +47,7 @@ class Estimate:
         return asdict(self)
 
     def text(self) -> str:
-        borrowed = f", with {self.n_proxy} teacher labels" if self.n_proxy else ""
+        borrowed = f", borrowing answers on {self.n_proxy} unchecked documents" if self.n_proxy else ""
         return (f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] ({self.n} {self.truth} labels, "
                 f"{self.method}{borrowed})")
 
@@ -55,29 +57,62 @@ def wilson(successes: int, n: int, truth: str, z: float = Z95) -> Estimate:
     if n <= 0:
         raise ValueError("an estimate needs at least one checked label")
     p = successes / n
+    low, high = wilson_bounds(p, n, z)
+    return Estimate(p, low, high, n, truth, "sample (Wilson)")
+
+
+def wilson_bounds(p: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval for a share `p` measured as if on `n` documents (n may be an effective size)."""
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, truth, "sample (Wilson)")
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def ppi_mean(y: np.ndarray, f_checked: np.ndarray, f_unchecked: np.ndarray, truth: str,
-             z: float = Z95) -> Estimate:
-    """PPI++ for a mean: `y` what people's labels say on the n checked documents (e.g. 1 where the student is right),
-    `f_checked` the cheap proxy on the same documents (the teacher's probability for the student's answer),
-    `f_unchecked` the proxy on N other documents drawn from the same population. θ = mean(y) + λ (mean(f_N) -
-    mean(f_n)), with λ chosen to minimise the variance and clipped to [0, 1]; the interval is the CLT one of that
-    estimator."""
-    y, fn, fN = (np.asarray(a, dtype=float) for a in (y, f_checked, f_unchecked))
-    n, big_n = len(y), len(fN)
-    if n < 2 or big_n < 2 or len(fn) != n:
-        raise ValueError("PPI needs the proxy on every checked document and on at least two others")
-    var_f = float(np.var(np.concatenate([fn, fN]), ddof=1))
-    cov = float(np.cov(y, fn, ddof=1)[0, 1])
-    lam = 0.0 if var_f <= 0 else min(1.0, max(0.0, cov / ((1 + n / big_n) * var_f)))
-    value = float(y.mean() + lam * (fN.mean() - fn.mean()))
-    variance = lam * lam * float(np.var(fN, ddof=1)) / big_n + float(np.var(y - lam * fn, ddof=1)) / n
-    half = z * math.sqrt(max(variance, 0.0))
-    return Estimate(value, max(0.0, value - half), min(1.0, value + half), n, truth, f"PPI++ (λ {lam:.2f})", big_n)
+@dataclass(frozen=True)
+class Proxy:
+    """A cheap guess at y: its values on the n checked documents, and on other documents drawn from the same
+    population (`elsewhere`; each proxy's own documents, none of them checked nor another proxy's)."""
+
+    name: str
+    checked: np.ndarray
+    elsewhere: np.ndarray
+
+    @classmethod
+    def of(cls, name: str, checked: Sequence[float], elsewhere: Sequence[float]) -> Proxy:
+        return cls(name, np.asarray(checked, dtype=float), np.asarray(elsewhere, dtype=float))
+
+
+def ppi_mean(y: np.ndarray, proxies: Sequence[Proxy], truth: str, z: float = Z95) -> Estimate:
+    """PPI++ for a mean with one or more proxies: `y` what people's labels say on the n checked documents (e.g. 1
+    where the student is right). θ = mean(y) + Σ λ_j (mean of proxy j elsewhere - its mean on the checked documents);
+    λ minimises the estimated variance, var(y - λ·f)/n + Σ λ_j² var(f_j elsewhere)/N_j, so λ = (Σ + n D)⁻¹ c with Σ
+    the proxies' covariance and c their covariance with y on the checked documents, D the variances of their means
+    elsewhere. A proxy that does not vary, or has fewer than two documents elsewhere, is left out."""
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    used = [p for p in proxies if len(p.checked) == n and len(p.elsewhere) >= 2
+            and np.ptp(np.concatenate([p.checked, p.elsewhere])) > 0]
+    if n < 2 or not used:
+        raise ValueError("PPI needs a varying proxy on every checked document and on at least two others")
+    f_n = np.column_stack([p.checked for p in used])
+    sigma = np.atleast_2d(np.cov(f_n, rowvar=False, ddof=1))
+    c = np.array([np.cov(y, f_n[:, j], ddof=1)[0, 1] for j in range(len(used))])
+    d = np.diag([np.var(p.elsewhere, ddof=1) / len(p.elsewhere) for p in used])
+    lam = np.linalg.lstsq(sigma + n * d, c, rcond=None)[0]
+    value = float(y.mean() + sum(lam[j] * (p.elsewhere.mean() - p.checked.mean()) for j, p in enumerate(used)))
+    variance = float(np.var(y - f_n @ lam, ddof=1)) / n + float(lam @ d @ lam)
+    low, high = wilson_bounds(min(1.0, max(0.0, value)), effective_n(value, variance, n, used), z)
+    weights = ", ".join(f"{p.name} λ {w:.2f}" for p, w in zip(used, lam, strict=True))
+    return Estimate(value, low, high, n, truth, f"PPI++ ({weights})", sum(len(p.elsewhere) for p in used))
+
+
+def effective_n(value: float, variance: float, n: int, proxies: Sequence[Proxy]) -> float:
+    """How many checked documents the sample alone would need to reach PPI's variance, at most every document PPI
+    read; a share of exactly 0 or 1, or no variance at all, keeps n."""
+    p = min(1.0, max(0.0, value))
+    if variance <= 0 or p in (0.0, 1.0):
+        return float(n)
+    return min(p * (1 - p) / variance, float(n + sum(len(x.elsewhere) for x in proxies)))
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:

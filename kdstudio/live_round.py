@@ -134,8 +134,8 @@ def _pick(project: Project, index: VectorIndex, student: Student, labelled: list
 def _graded(project: Project, run_id: int, student: Student, index: VectorIndex) -> dict[str, Any] | None:
     """The student on the check sample, by people's labels (with its interval), where people have labelled it."""
     truth = check_truth(project.store, GoldLabels(project.store))
-    graded = grade_run_student(project.labels, truth, Ledger(project.store), run_id, [], lambda ids: [
-        project.labels[i] for i in student.predict_proba(index.vectors(ids)).argmax(axis=1)])
+    graded = grade_run_student(project.labels, truth, Ledger(project.store), run_id, list(truth.unlabelled),
+                               lambda ids: student.predict_proba(index.vectors(ids)))
     return graded.as_dict() if graded is not None else None
 
 

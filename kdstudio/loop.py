@@ -21,7 +21,7 @@ import numpy as np
 
 from kdstudio import autopilot, steps
 from kdstudio.autopilot import GainRule
-from kdstudio.check import check_truth
+from kdstudio.check import BORROW_LIMIT, BORROW_LIMIT_TEXTS, PPI_MIN_CHECKED, CheckTruth, check_truth
 from kdstudio.errors import ConfigError, KdError, RunFailed
 from kdstudio.events import EventFn, RunDone, RunStarted
 from kdstudio.interfaces import CostEstimate, Doc, Engine, GenerationRequest, SampleWriter, TeachContext, Teacher
@@ -466,7 +466,19 @@ class Distiller:
         check = check_truth(self.store, gold)
         return RunContext(run_id, config, self.labels, parts, self.store, self.ledger, self.runs, index, runner,
                           self.students_dir, val_ids, test_ids, gold, int(index.pool.sum()), self.on_event,
-                          self.should_stop, self.encode, self.embedding_model, scorer, free_ids, check)
+                          self.should_stop, self.encode, self.embedding_model, scorer, free_ids, check,
+                          self._borrowable(check, val_ids, parts, setup_rng))
+
+    def _borrowable(self, check: CheckTruth, val_ids: list[str], parts: Components,
+                    rng: np.random.Generator) -> list[str]:
+        """Unchecked documents whose student answers PPI may borrow each round: other validation documents and the
+        check sample's unlabelled ones. None where PPI will not be computed (too few checked labels)."""
+        if len(check.labels) < PPI_MIN_CHECKED:
+            return []
+        limit = BORROW_LIMIT if parts.student_cls.input == "embeddings" else BORROW_LIMIT_TEXTS
+        taken = set(val_ids)
+        others = [d for d in self.store.split_sample("val", limit + len(taken), rng) if d not in taken]
+        return (others + list(check.unlabelled))[:limit]
 
     # -- the driver ----------------------------------------------------------------------------------------------
 

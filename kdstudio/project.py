@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdstudio import snapshot
-from kdstudio.check import MIN_CHECKED, CheckDraw, CheckReport, CheckTruth, check_truth, grade_run_student
+from kdstudio.check import (
+    BORROW_LIMIT,
+    BORROW_LIMIT_TEXTS,
+    MIN_CHECKED,
+    CheckDraw,
+    CheckReport,
+    CheckTruth,
+    check_truth,
+    grade_run_student,
+)
 from kdstudio.config import (
     CONFIG_NAME,
     DUCKDB_MEMORY_EMBED,
@@ -759,16 +768,16 @@ class Project:
 
     def check_report(self, student_id: int | None = None) -> CheckReport:
         """The check sample, and the kept student (default: the best of the latest run) and its run's teacher graded
-        on it: the sample alone, and PPI with the teacher's answers on the validation documents."""
+        on it: the sample alone, and PPI borrowing the teacher's and the student's answers on unchecked documents."""
         truth = check_truth(self.store, GoldLabels(self.store))
         size = len(self.store.ids_in_split("check"))
         if not RunLog(self.store).students() or len(truth.labels) < MIN_CHECKED:
             return CheckReport(size, truth)
         student, record = self.load_student(student_id)
         grades = grade_run_student(self.labels, truth, Ledger(self.store), record["run_id"],
-                                   self.store.ids_in_split("val"), lambda ids: [
-                                       self.labels[i] for i in
-                                       student.predict_proba(self._student_input(student, ids)).argmax(axis=1)])
+                                   [*self.store.ids_in_split("val"), *truth.unlabelled],
+                                   lambda ids: student.predict_proba(self._student_input(student, ids)),
+                                   limit=BORROW_LIMIT if student.input == "embeddings" else BORROW_LIMIT_TEXTS)
         run = next(r for r in self.runs() if r.id == record["run_id"])
         return CheckReport(size, truth, grades, record, run.config.get("teacher"))
 

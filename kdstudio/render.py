@@ -449,7 +449,7 @@ def check_sample_line(sample: dict[str, int]) -> str:
 
 
 def estimate_cells(e: Estimate) -> list[str]:
-    borrowed = f", with the teacher's labels on {e.n_proxy} validation documents" if e.n_proxy else ""
+    borrowed = f", borrowing answers on {e.n_proxy} unchecked documents" if e.n_proxy else ""
     return [f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", f"{e.n} {e.truth} labels: {e.method}{borrowed}"]
 
 

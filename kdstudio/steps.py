@@ -81,6 +81,7 @@ class RunContext:
     scorer: PoolScorer | None = None
     free_ids: list[str] = field(default_factory=list)  # the pool sample a free labeller reads, fixed for the run
     check: CheckTruth = field(default_factory=lambda: CheckTruth({}, 0, 0))  # the check sample's reference labels
+    borrowable: list[str] = field(default_factory=list)  # unchecked documents PPI borrows the student's answers on
     label_index: dict[str, int] = field(init=False)
     _pool_member: dict[str, bool] = field(init=False, default_factory=dict)
 
@@ -330,9 +331,9 @@ def evaluate_student(ctx: RunContext, trained: Trained) -> dict[str, Any]:
         metrics["teacher_accuracy"] = float(np.mean([labelled[d].label == ctx.gold[d] for d in judged]))
         metrics["teacher_judged"] = len(judged)
     # On the check sample: PPI borrows the teacher's belief in the student's answers on the validation documents,
-    # which were drawn from the same pool and never trained on.
-    graded = grade_run_student(ctx.labels, ctx.check, ctx.ledger, ctx.run_id, val, lambda ids: [
-        ctx.labels[i] for i in student.predict_proba(ctx.features(ids)).argmax(axis=1)], seed=ctx.config.seed)
+    # and the student's confidence on other unchecked ones, all drawn from the same pool and never trained on.
+    graded = grade_run_student(ctx.labels, ctx.check, ctx.ledger, ctx.run_id, val + ctx.borrowable,
+                               lambda ids: student.predict_proba(ctx.features(ids)), seed=ctx.config.seed)
     if graded is not None:
         metrics["check"] = graded.as_dict()
     return metrics

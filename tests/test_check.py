@@ -14,7 +14,7 @@ from conftest import as_before_vector_shards, cheap_slice, cli, fresh_copy
 from sklearn.metrics import f1_score
 
 from kdstudio.check import CheckTruth, grade, teacher_belief
-from kdstudio.estimates import bootstrap_macro_f1, macro_f1, ppi_mean, wilson
+from kdstudio.estimates import Proxy, bootstrap_macro_f1, macro_f1, ppi_mean, wilson
 from kdstudio.loop import DistillConfig
 from kdstudio.project import Project
 from kdstudio.store import Ledger, RunLabel
@@ -45,7 +45,7 @@ def test_intervals_hold_the_true_accuracy_and_ppi_is_narrower_where_the_teacher_
         checked = rng.choice(len(right), 100, replace=False)
         other = rng.choice(len(right), 2000, replace=False)
         alone = wilson(int(right[checked].sum()), 100, "gold")
-        ppi = ppi_mean(right[checked], agrees[checked], agrees[other], "gold")
+        ppi = ppi_mean(right[checked], [Proxy.of("teacher", agrees[checked], agrees[other])], "gold")
         sample_hits += alone.covers(truth)
         ppi_hits += ppi.covers(truth)
         sample_width.append(alone.width)
@@ -80,11 +80,62 @@ def test_the_teachers_belief_in_the_students_answer_is_a_better_proxy_than_agree
         chosen = rng.choice(size, 1100, replace=False)
         checked, other = chosen[:100], chosen[100:]
         for name, proxy in (("belief", belief), ("agreement", agrees)):
-            estimate = ppi_mean(right[checked], proxy[checked], proxy[other], "gold")
+            estimate = ppi_mean(right[checked], [Proxy.of(name, proxy[checked], proxy[other])], "gold")
             hits[name] += estimate.covers(right.mean())
             widths[name].append(estimate.width)
     assert min(hits.values()) / draws >= 0.92, hits  # 300 draws: a standard error of about 1.3 points
     assert np.mean(widths["belief"]) < 0.97 * np.mean(widths["agreement"]), widths
+
+
+def test_the_students_own_confidence_on_many_unchecked_documents_narrows_ppi_further_and_stays_valid():
+    """Two proxies on sets of their own: the teacher's belief on the 200 documents it answered (weak, like an LLM's)
+    and the student's confidence on 3,000 others (free to compute). Together they hold the truth and give a narrower
+    interval than the teacher's alone; near a share of 0.95, where the normal interval is too narrow, Wilson's at the
+    effective size still holds it."""
+    rng = np.random.default_rng(13)
+    for accuracy in (0.8, 0.95):
+        size = 30_000
+        right = rng.random(size) < accuracy
+        belief = np.clip(0.55 + 0.2 * right + rng.normal(0, 0.2, size), 0, 1)
+        confidence = np.clip(0.55 + 0.25 * right + rng.normal(0, 0.15, size), 0.34, 1)
+        hits = {"teacher": 0, "both": 0}
+        widths: dict[str, list[float]] = {"teacher": [], "both": []}
+        draws = 300
+        for _ in range(draws):
+            chosen = rng.choice(size, 3300, replace=False)
+            checked, answered, others = chosen[:100], chosen[100:300], chosen[300:]
+            teacher = Proxy.of("teacher", belief[checked], belief[answered])
+            student = Proxy.of("student", confidence[checked], confidence[others])
+            for name, proxies in (("teacher", [teacher]), ("both", [teacher, student])):
+                estimate = ppi_mean(right[checked], proxies, "gold")
+                hits[name] += estimate.covers(right.mean())
+                widths[name].append(estimate.width)
+        assert min(hits.values()) / draws >= 0.92, (accuracy, hits)  # 300 draws: a standard error of 1.3 points
+        assert np.mean(widths["both"]) < 0.95 * np.mean(widths["teacher"]), (accuracy, widths)
+
+
+def test_grading_borrows_the_teachers_belief_where_it_answered_and_the_students_confidence_elsewhere():
+    labels = ["a", "b", "c"]
+    rng = np.random.default_rng(17)
+    checked = [f"c{i:03d}" for i in range(120)]
+    val = [f"v{i:03d}" for i in range(50)]
+    others = [f"o{i:03d}" for i in range(500)]
+    gold = {d: labels[rng.integers(0, 3)] for d in checked}
+    student = {d: rng.dirichlet([4, 1, 1]) for d in checked + val + others}
+    teacher = {d: RunLabel(d, labels[int(rng.integers(0, 3))], "teacher", float(rng.uniform(0.4, 1)), None)
+               for d in checked + val}
+    truth = CheckTruth.of(checked, {}, gold)
+    both = grade(labels, truth, student, teacher, val + others)
+    assert both is not None and both.student_ppi is not None
+    assert "teacher λ" in both.student_ppi.method and "student λ" in both.student_ppi.method
+    assert both.student_ppi.n_proxy == 550
+    # The teacher missed a checked document: its belief is left out, and the student's confidence is still never
+    # borrowed on the documents the run validated on (it chose its student by them).
+    del teacher[checked[0]]
+    alone = grade(labels, truth, student, teacher, val + others)
+    assert alone is not None and alone.student_ppi is not None
+    assert "teacher λ" not in alone.student_ppi.method and alone.student_ppi.n_proxy == 500
+    assert grade(labels, truth, student, teacher).student_ppi is None  # nothing borrowed: the sample alone
 
 
 def test_the_teachers_belief_reads_probabilities_then_confidence_then_agreement_and_survives_garbage():
@@ -107,8 +158,11 @@ def test_wilson_is_honest_at_the_edges_and_ppi_with_an_unrelated_proxy_falls_bac
     assert every.high == pytest.approx(1) and 0.87 < every.low < 0.9
     rng = np.random.default_rng(3)
     y = rng.random(200) < 0.7
-    unrelated = ppi_mean(y, rng.random(200) < 0.5, rng.random(5000) < 0.5, "people")
-    assert unrelated.method.startswith("PPI++ (λ 0.0") or unrelated.width <= wilson(int(y.sum()), 200, "x").width * 1.1
+    unrelated = ppi_mean(y, [Proxy.of("coin", rng.random(200) < 0.5, rng.random(5000) < 0.5)], "people")
+    assert unrelated.width <= wilson(int(y.sum()), 200, "x").width * 1.1 and unrelated.n_proxy == 5000
+    assert unrelated.covers(0.7) and "coin λ" in unrelated.method
+    with pytest.raises(ValueError):  # a proxy that never varies has nothing to say
+        ppi_mean(y, [Proxy.of("constant", np.ones(200), np.ones(5000))], "people")
     with pytest.raises(ValueError):
         wilson(0, 0, "people")
 
@@ -127,12 +181,12 @@ def test_grades_need_ten_checked_labels_and_say_which_truth_they_rest_on():
     truth = CheckTruth.of([f"d{i}" for i in range(12)], {"d0": "a", "d1": "b"}, {f"d{i}": "a" for i in range(12)})
     assert (truth.by_people, truth.by_gold, truth.kind) == (2, 10, "people and gold")
     assert truth.labels["d1"] == "b"  # a person's label over gold
-    student = {f"d{i}": "a" for i in range(12)}
-    graded = grade(labels, truth, student, {}, [])
+    student = {f"d{i}": np.array([0.9, 0.1]) for i in range(12)}  # it answers "a" everywhere
+    graded = grade(labels, truth, student, {})
     assert graded is not None and graded.n == 12 and graded.student_ppi is None and graded.teacher_accuracy is None
     assert graded.student_accuracy.value == pytest.approx(11 / 12) and graded.baseline == pytest.approx(11 / 12)
     few = CheckTruth.of(["d0", "d1"], {"d0": "a"}, {})
-    assert grade(labels, few, student, {}, []) is None
+    assert grade(labels, few, student, {}) is None
 
 
 # -- the check sample in a project --------------------------------------------------------------------------------
@@ -311,7 +365,7 @@ def test_the_model_card_names_agreement_as_such_and_shows_the_checked_estimate()
 
     labels = ["a", "b"]
     truth = CheckTruth.of([f"d{i}" for i in range(20)], {f"d{i}": "a" for i in range(20)}, {})
-    graded = grade(labels, truth, {f"d{i}": "a" if i % 5 else "b" for i in range(20)}, {}, [])
+    graded = grade(labels, truth, {f"d{i}": np.array([0.8, 0.2] if i % 5 else [0.3, 0.7]) for i in range(20)}, {})
     assert graded is not None
     facts = {"labels": labels, "model": {}, "run": {}, "parity": None,
              "student": {"metrics": {"val": {"accuracy": 0.95, "macro_f1": 0.9}, "check": graded.as_dict()}}}
