@@ -91,6 +91,17 @@ class Grades:
 class CheckDraw:
     drawn: int  # documents added by this draw
     size: int  # documents in the check sample now
+    touched: int = 0  # pool documents it could not draw from: labelled or sent to a teacher already
+    pool: int = 0  # imported pool documents before the draw, touched or not
+
+    def lean(self) -> str | None:
+        """What a user should know when runs had already bought part of the pool: the draw leans away from it."""
+        if not self.drawn or not self.touched:
+            return None
+        return (f"{self.touched:,} of the pool's {self.pool:,} documents ({self.touched / self.pool:.0%}) were "
+                "already labelled or sent to a teacher and could not be drawn: the sample leans towards what no "
+                "selector chose (most choose the hard documents), so its estimates may read high; a sample drawn "
+                "before the first run has no such lean")
 
 
 @dataclass(frozen=True)

@@ -569,6 +569,8 @@ def check(project_dir: Path, size: int | None, seed: int, student_id: int | None
         with Project.open(project_dir) as project:
             drawn = project.draw_check(size, seed)
         err_console.print(f"drew {drawn.drawn} documents into the check sample ({drawn.size} in all)")
+        if drawn.lean():
+            err_console.print(f"note: {drawn.lean()}")
     with Project.for_reading(project_dir) as project:
         _say_busy(project)
         report = project.check_report(student_id)

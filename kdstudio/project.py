@@ -752,7 +752,8 @@ class Project:
     def draw_check(self, size: int, seed: int = 0) -> CheckDraw:
         """Grow the check sample to `size` documents, each drawn at random from the pool documents that nothing has
         labelled or asked a teacher about; they leave the pool, so that no run trains on them or selects them. A
-        sample already that large draws nothing (it never shrinks)."""
+        sample already that large draws nothing (it never shrinks). The draw says how much of the pool runs had
+        already touched (`CheckDraw.lean`)."""
         have = len(self.store.ids_in_split("check"))
         if size <= have:
             return CheckDraw(0, have)
@@ -763,8 +764,9 @@ class Project:
                           f"{len(rows)} pool documents are untouched (not labelled, never sent to a teacher)",
                           f"ask for at most --size {have + len(rows)}, or import more documents")
         picked = np.random.default_rng([seed, have]).choice(len(rows), size=want, replace=False)
+        touched = self.store.touched_pool_count()
         self.store.move_to_split(sorted(rows[i][0] for i in picked), "check")
-        return CheckDraw(want, size)
+        return CheckDraw(want, size, touched, len(rows) + touched)
 
     def check_report(self, student_id: int | None = None) -> CheckReport:
         """The check sample, and the kept student (default: the best of the latest run) and its run's teacher graded

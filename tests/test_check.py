@@ -222,6 +222,21 @@ def test_the_check_sample_leaves_the_pool_grows_never_shrinks_and_no_run_touches
         assert project.status().check == {"size": 60, "checked": 60, "by_people": 0, "by_gold": 60}
 
 
+def test_a_sample_grown_after_a_run_says_how_much_of_the_pool_it_could_not_draw(bbc: Path):
+    with Project.open(bbc) as project:
+        first = project.draw_check(20, seed=2)
+        assert first.lean() is None and first.touched == 0  # before any run: nothing leans
+        before = set(project.store.ids_in_split("check"))
+        project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=40))
+        later = project.draw_check(40, seed=2)
+        touched = project.store.touched_pool_count()
+        assert later.drawn == 20 and later.touched == touched >= 40
+        assert later.pool == touched + len(project.store.untouched_pool()) + 20
+        assert later.lean() is not None and f"{touched:,} of the pool's" in later.lean() and "read high" in later.lean()
+        grown = set(project.store.ids_in_split("check")) - before
+        assert len(grown) == 20 and not grown & set(Ledger(project.store).current_labels())  # untouched, as promised
+
+
 def test_a_check_larger_than_the_untouched_pool_is_one_line_and_draws_nothing(bbc: Path):
     result = cli("check", "-p", str(bbc), "--size", "100000")
     assert result.returncode == 1 and result.stderr.count("Error:") == 1, result.stderr
@@ -234,6 +249,7 @@ def test_a_run_grades_its_students_on_the_check_sample_and_the_command_shows_the
     drawn = cli("check", "-p", str(bbc), "--size", "100")
     assert drawn.returncode == 0, drawn.stderr
     assert "drew 100 documents" in drawn.stderr and "no kept student" in drawn.stdout.lower()
+    assert "note:" not in drawn.stderr  # drawn before any run: no lean to warn of
     plan = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--budget-labels", "60", "--plan")
     assert plan.returncode == 0 and "+ 100 check sample" in plan.stdout, plan.stdout + plan.stderr  # said, and paid
     run = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--budget-labels", "60", "--seed-size", "20",

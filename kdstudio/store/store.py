@@ -309,6 +309,13 @@ class Store:
             "AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.doc_id = d.id) "
             f"AND NOT EXISTS (SELECT 1 FROM teacher_calls c WHERE c.doc_id = d.id) {sample}").fetchall())
 
+    def touched_pool_count(self) -> int:
+        """Imported pool documents that something labelled or asked a teacher about: those untouched_pool leaves out."""
+        return int(self.con.execute(
+            "SELECT count(*) FROM documents d WHERE d.split = 'pool' AND d.source = 'imported' "
+            "AND (EXISTS (SELECT 1 FROM labels l WHERE l.doc_id = d.id) "
+            "OR EXISTS (SELECT 1 FROM teacher_calls c WHERE c.doc_id = d.id))").fetchall()[0][0])
+
     def move_to_split(self, ids: Sequence[str], split: str) -> None:
         with self.transaction() as con:
             con.execute("UPDATE documents SET split = ? WHERE id IN (SELECT unnest(?)) AND split = 'pool'",
