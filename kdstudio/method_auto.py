@@ -8,12 +8,15 @@ validation labels, and then the choice only follows agreement with the teacher, 
 the baseline (the run's own settings on fused labels, kdstudio.label_fusion); otherwise the baseline trains the round.
 Searching is greedy and not done every round: once at the first round and again each time the labels have grown by
 half, so that its cost grows with the logarithm of the budget; the rounds between train the last choice.
+The run keeps its latest round unless an earlier one is clearly right more often on the trusted labels outside the
+check sample (gold validation labels), never judged on the check sample itself, whose estimate of the kept student
+would otherwise read high (`kept_on`); with none, the round with the lowest validation loss, like any run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -25,6 +28,9 @@ C_SCALES = (0.1, 1.0, 10.0)
 SEARCH_GROWTH = 1.5
 # How clearly a recipe must beat the run's own settings, in standard deviations of a sign test (one-sided, about 84%).
 EVIDENCE = 1.0
+# How clearly an earlier round must beat a newer one, trained on more labels, to stay the kept student (one-sided,
+# about 98%, and at least two documents ahead): choosing rounds on 50 gold labels by accuracy alone picked luck.
+KEEP_EVIDENCE = 2.0
 # Runners-up a round line names (`--json` and `runs --json` have them all).
 SHOWN = 3
 
@@ -95,12 +101,16 @@ class Judged:
     right: tuple[bool, ...] = ()  # per referee document, in the referee's order
 
     def clearly_beats(self, other: Judged) -> bool:
-        """Paired evidence that this recipe is right more often than `other`, not luck on the referee's documents:
-        of the documents exactly one of them gets right, this one's lead is at least EVIDENCE standard deviations
-        of a fair coin's (a sign test), and at least one document."""
-        wins = sum(a and not b for a, b in zip(self.right, other.right, strict=True))
-        losses = sum(b and not a for a, b in zip(self.right, other.right, strict=True))
-        return wins - losses >= max(1.0, EVIDENCE * math.sqrt(wins + losses))
+        return clearly_ahead(self.right, other.right)
+
+
+def clearly_ahead(right: Sequence[bool], other: Sequence[bool], evidence: float = EVIDENCE) -> bool:
+    """Paired evidence that one student is right more often than another, not luck on the referee's documents: of
+    the documents exactly one of them gets right, the first one's lead is at least `evidence` standard deviations of
+    a fair coin's (a sign test), and at least `evidence` documents (one at the least)."""
+    wins = sum(a and not b for a, b in zip(right, other, strict=True))
+    losses = sum(b and not a for a, b in zip(right, other, strict=True))
+    return wins - losses >= max(1.0, evidence, evidence * math.sqrt(wins + losses))
 
 
 def judge(recipe: Recipe, probs: np.ndarray, y: np.ndarray) -> Judged:
@@ -175,13 +185,39 @@ def due(n_labels: int, previous: list[Mapping[str, Any]]) -> bool:
     return not searches or n_labels >= SEARCH_GROWTH * searches[-1]["n_labels"]
 
 
-def record(chosen: Judged, tried: list[Judged], referee_: Referee, n_labels: int, searched: bool) -> dict[str, Any]:
+def record(chosen: Judged, tried: list[Judged], referee_: Referee, n_labels: int, searched: bool,
+           checked: Collection[str] = ()) -> dict[str, Any]:
     """What a round's metrics keep of the choice: the recipe, the evidence (each recipe's accuracy on the referee's
-    labels) and whose labels those are."""
+    labels) and whose labels those are; and `kept_on`, the chosen student's accuracy on the trusted labels outside
+    the check sample (`checked`), which the run's best round is chosen on (None where there are none)."""
     n = len(referee_.ids)
+    outside = [i for i, d in enumerate(referee_.ids) if d not in checked] if referee_.trusted else []
+    kept_on = None
+    if outside and chosen.right:
+        right = "".join("1" if chosen.right[i] else "0" for i in outside)
+        kept_on = {"n": len(outside), "truth": "gold", "accuracy": right.count("1") / len(outside), "right": right}
     return {"recipe": chosen.recipe.as_dict(), "name": chosen.recipe.name, "truth": referee_.truth, "n": n,
             "accuracy": chosen.correct / n, "searched": searched, "n_labels": n_labels,
-            "tried": {j.recipe.name: j.correct / n for j in tried}}
+            "tried": {j.recipe.name: j.correct / n for j in tried}, "kept_on": kept_on}
+
+
+def kept_on(metrics: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The labels a round's student competes for the run's best round on (`n`, `truth`, `accuracy`, and `right`, one
+    character a document): trusted labels outside the check sample; None where the validation loss decides. Runs
+    recorded before `kept_on` existed competed on every trusted label, and still do when resumed."""
+    auto = trusted_choice(metrics)
+    return None if auto is None else auto.get("kept_on", auto)
+
+
+def keeps_older(older: Mapping[str, Any], newer: Mapping[str, Any]) -> bool | None:
+    """Whether a run keeps its best round so far over a newer one (`kept_on` of each): only where the older student
+    is clearly right more often on the same gold documents (`clearly_ahead`), since the newer one trained on more
+    labels: a stricter test than a recipe's (KEEP_EVIDENCE). None where the two were not judged on the same documents
+    (the caller compares accuracies)."""
+    a, b = older.get("right"), newer.get("right")
+    if not a or not b or len(a) != len(b):
+        return None
+    return clearly_ahead([c == "1" for c in a], [c == "1" for c in b], KEEP_EVIDENCE)
 
 
 def trusted_choice(metrics: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -154,9 +154,12 @@ def round_line(report: RoundReport) -> str:
 
 def best_reason(metrics: dict[str, Any]) -> str:
     """Why a round's student is the best, in words."""
-    auto = method_auto.trusted_choice(metrics)
-    if auto:
-        return f"right most often on {auto['n']} {auto['truth']} labels ({auto['accuracy']:.3f})"
+    judged = method_auto.kept_on(metrics)
+    if judged and judged.get("right"):
+        return (f"the latest no earlier round is clearly more right than on {judged['n']} {judged['truth']} labels "
+                f"({judged['accuracy']:.3f})")
+    if judged:
+        return f"right most often on {judged['n']} {judged['truth']} labels ({judged['accuracy']:.3f})"
     loss = metrics.get("val", {}).get("log_loss")
     return "" if loss is None else f"the lowest validation loss ({loss:.3f})"
 
@@ -164,9 +167,11 @@ def best_reason(metrics: dict[str, Any]) -> str:
 def best_mark(report: RoundReport) -> str:
     if not report.best:
         return ""
-    auto = method_auto.trusted_choice(report.metrics)
-    if auto:
-        return f"  *best (most right on {auto['truth']})"
+    judged = method_auto.kept_on(report.metrics)
+    if judged and judged.get("right"):
+        return f"  *best (not clearly beaten on {judged['truth']})"
+    if judged:
+        return f"  *best (most right on {judged['truth']})"
     return "  *best (lowest val loss)" if "val" in report.metrics else "  *best"
 
 

@@ -115,7 +115,8 @@ def _auto(ctx: RunContext, data: TrainingData, previous: list[Mapping[str, Any]]
         chosen = fit_and_judge(method_auto.last_choice(previous))
         tried = [chosen]
     trained = fitted[chosen.recipe]
-    trained.auto = method_auto.record(chosen, tried, referee, len(data.ids), searched=searched)
+    trained.auto = method_auto.record(chosen, tried, referee, len(data.ids), searched=searched,
+                                      checked=ctx.check.labels.keys())
     return trained
 
 
