@@ -249,8 +249,8 @@ class Plan:
         return self.labels.bound_usd + (self.generation.bound_usd if self.generation else 0.0)
 
 
-def why_stop(config: DistillConfig, reports: list[RoundReport], n_selected: int, budget: Budget, since_best: int,
-         pool_left: int) -> str:
+def why_stop(config: DistillConfig, reports: list[RoundReport], n_selected: int, budget: Budget,
+             since_lower_loss: int, pool_left: int) -> str:
     """Why the run should stop before its next round, or "" to go on."""
     if config.budget_labels is not None and n_selected >= config.budget_labels:
         return f"label budget reached ({n_selected}/{config.budget_labels})"
@@ -260,7 +260,7 @@ def why_stop(config: DistillConfig, reports: list[RoundReport], n_selected: int,
         return "the pool is exhausted"
     if config.max_rounds is not None and len(reports) >= config.max_rounds:
         return f"{config.max_rounds} rounds done"
-    if config.patience is not None and since_best >= config.patience:
+    if config.patience is not None and since_lower_loss >= config.patience:
         return f"no better validation loss for {config.patience} rounds (early stop)"
     if config.target and reports:
         split, metric, threshold = TARGET.match(config.target).groups()  # type: ignore[union-attr]
@@ -497,7 +497,7 @@ class Distiller:
             self.store.room_for_indexes()
             if state.pending is None:
                 state.stop_reason = "cancelled" if ctx.should_stop() else why_stop(
-                    config, state.reports, len(state.selected), ctx.runner.budget, state.since_best,
+                    config, state.reports, len(state.selected), ctx.runner.budget, state.since_lower_loss,
                     ctx.n_pool - len(state.chosen))
                 if state.stop_reason:
                     break

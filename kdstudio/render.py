@@ -152,27 +152,32 @@ def round_line(report: RoundReport) -> str:
             f"{best_mark(report)}")
 
 
-def best_reason(metrics: dict[str, Any]) -> str:
-    """Why a round's student is the best, in words."""
+def _kept_by(metrics: dict[str, Any]) -> tuple[str, str]:
+    """How a round's student came to be kept, as a round line's mark and in words (kdstudio.run_state.replaces_best)."""
     judged = method_auto.kept_on(metrics)
     if judged and judged.get("right"):
-        return (f"the latest no earlier round is clearly more right than on {judged['n']} {judged['truth']} labels "
-                f"({judged['accuracy']:.3f})")
+        return (f"not clearly beaten on {judged['truth']}", f"the latest round, no earlier one clearly more right on "
+                f"{judged['n']} {judged['truth']} labels ({judged['accuracy']:.3f})")
     if judged:
-        return f"right most often on {judged['n']} {judged['truth']} labels ({judged['accuracy']:.3f})"
+        return (f"most right on {judged['truth']}",
+                f"right most often on {judged['n']} {judged['truth']} labels ({judged['accuracy']:.3f})")
+    if method_auto.trusted_choice(metrics):
+        return "latest", "the latest round (the check sample grades the student, so it does not choose the round)"
     loss = metrics.get("val", {}).get("log_loss")
-    return "" if loss is None else f"the lowest validation loss ({loss:.3f})"
+    return ("lowest val loss" if "val" in metrics else "",
+            "" if loss is None else f"the lowest validation loss ({loss:.3f})")
+
+
+def best_reason(metrics: dict[str, Any]) -> str:
+    """Why a round's student is the best, in words."""
+    return _kept_by(metrics)[1]
 
 
 def best_mark(report: RoundReport) -> str:
     if not report.best:
         return ""
-    judged = method_auto.kept_on(report.metrics)
-    if judged and judged.get("right"):
-        return f"  *best (not clearly beaten on {judged['truth']})"
-    if judged:
-        return f"  *best (most right on {judged['truth']})"
-    return "  *best (lowest val loss)" if "val" in report.metrics else "  *best"
+    mark = _kept_by(report.metrics)[0]
+    return f"  *best ({mark})" if mark else "  *best"
 
 
 def _check_accuracy(check: dict[str, Any]) -> Estimate:

@@ -32,7 +32,7 @@ from kdstudio.interfaces import (
 )
 from kdstudio.pgkd import generation_request
 from kdstudio.pool_view import PoolView
-from kdstudio.run_state import RoundReport, RunState, Trained, best_key, replaces_best
+from kdstudio.run_state import RoundReport, RunState, Trained, best_key, count_patience, replaces_best
 from kdstudio.scale import PoolScorer
 from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.store.gold_labels import GoldLabels
@@ -354,10 +354,9 @@ def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutco
     loss = best_key(metrics, len(trained.train_ids))
     is_best = replaces_best(state, metrics, len(trained.train_ids)) or (not ctx.val_ids and "auto" not in metrics)
     if is_best:
-        state.best_loss, state.best_round, state.since_best = loss, state.round_no, 0
+        state.best_loss, state.best_round = loss, state.round_no
         keep_student(ctx, state.round_no, trained, metrics)
-    else:
-        state.since_best += 1
+    count_patience(state, metrics)
     usd, calls = ctx.ledger.run_spend(ctx.run_id)
     if ctx.config.stop_when_gain_below and "val" in metrics:
         metrics["forecast"] = _forecast(ctx, state, len(trained.train_ids), usd, metrics["val"]["accuracy"])

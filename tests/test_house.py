@@ -249,7 +249,7 @@ def test_resume_is_a_pure_function_of_the_run_log():
     state = restore(1, history)
     assert state.round_no == 3 and state.pending is history[-1]  # the unfinished round is redone as it was
     assert [s["id"] for s in state.selected] == ["a", "b", "c", "d"]
-    assert (state.best_round, state.best_loss, state.since_best) == (1, 0.7, 1)
+    assert (state.best_round, state.best_loss, state.since_lower_loss, state.lowest_val_loss) == (1, 0.7, 1, 0.7)
     assert state.selector_state == {"round": 3}
     finished = restore(1, history[:3])
     assert finished.round_no == 3 and finished.pending is None and math.isclose(finished.best_loss, 0.7)

@@ -119,8 +119,8 @@ def test_stop_on_target_patience_calls_and_rounds(bbc: Path):
         last_is_best = patient.rounds[-1].best
         assert patient.stop_reason.startswith("no better validation loss") == (not last_is_best)
     config = simulated(patience=3, budget_labels=None)
-    assert why_stop(config, [], 0, Budget(), since_best=3, pool_left=10).startswith("no better")
-    assert why_stop(config, [], 0, Budget(), since_best=2, pool_left=10) == ""
+    assert why_stop(config, [], 0, Budget(), since_lower_loss=3, pool_left=10).startswith("no better")
+    assert why_stop(config, [], 0, Budget(), since_lower_loss=2, pool_left=10) == ""
     assert why_stop(config, [], 0, Budget(max_usd=1.0, spent_usd=1.0), 0, 10).startswith("USD budget")
     assert why_stop(config, [], 0, Budget(), 0, pool_left=0) == "the pool is exhausted"
     with pytest.raises(KdError, match="not understood"):

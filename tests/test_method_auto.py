@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import cheap_slice, cli, fresh_copy
 
-from kdstudio import method_auto
+from kdstudio import method_auto, render
 from kdstudio.loop import DistillConfig
 from kdstudio.method_auto import Abilities, Judged, Recipe, Referee
 from kdstudio.project import Project
-from kdstudio.run_state import RoundReport, RunState, best_key, replaces_best
+from kdstudio.run_state import RoundReport, RunState, best_key, count_patience, replaces_best
 from kdstudio.store import Ledger
 
 # -- the choice, on recipes whose scores are known --------------------------------------------------------------
@@ -137,10 +137,23 @@ def test_a_newer_round_is_kept_unless_the_kept_one_is_clearly_right_more_often_o
     assert not replaces_best(state, kept("11000000"), 30)  # judged on other documents: the accuracies decide
     assert replaces_best(state, kept("11111000"), 30)
     assert replaces_best(RunState(1), kept("0"), 30)  # the first round is always kept
+    only_check = {"auto": {"truth": "people", "accuracy": 0.2, "kept_on": None}, "val": {"log_loss": 9.0}}
+    assert replaces_best(state, only_check, 30)  # no gold outside the check sample: the latest, whatever its loss
+    report = RoundReport(1, 30, 30, 0, 0.0, 0, 0, only_check, {}, True)
+    assert render.best_mark(report) == "  *best (latest)" and "does not choose" in render.best_reason(only_check)
     fixed = RunState(1, reports=[RoundReport(0, 20, 20, 0, 0.0, 0, 0, {"val": {"log_loss": 0.5}}, {}, True)],
                      best_loss=0.5, best_round=0)
     assert replaces_best(fixed, {"val": {"log_loss": 0.4}}, 30)
     assert not replaces_best(fixed, {"val": {"log_loss": 0.6}}, 30)
+
+
+def test_patience_counts_rounds_without_a_lower_validation_loss_whichever_round_is_kept():
+    state = RunState(1)
+    for loss in (0.9, 0.7, 0.8, 0.75):
+        count_patience(state, {"val": {"log_loss": loss}})
+    assert (state.since_lower_loss, state.lowest_val_loss) == (2, 0.7)
+    count_patience(state, {})  # nothing says a round without validation labels is worse
+    assert (state.since_lower_loss, state.lowest_val_loss) == (0, 0.7)
 
 
 # -- in a run, on the test encoder ------------------------------------------------------------------------------
@@ -216,7 +229,7 @@ def test_the_round_lines_and_the_runs_table_show_the_choice(bbc: Path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("auto: ") == 2 and "on 30 gold" in run.stdout, run.stdout
     assert "*best (not clearly beaten on gold)" in run.stdout, run.stdout
-    assert "the latest no earlier round is clearly more right than on 30 gold labels" in run.stdout, run.stdout
+    assert "the latest round, no earlier one clearly more right on 30 gold labels" in run.stdout, run.stdout
     shown = cli("runs", "-p", str(bbc), "--run", "1")
     assert shown.returncode == 0 and "method auto" in shown.stdout and "auto chose" in shown.stdout, shown.stdout
 
