@@ -10,7 +10,8 @@ Searching is greedy and not done every round: once at the first round and again 
 half, so that its cost grows with the logarithm of the budget; the rounds between train the last choice.
 The run keeps its latest round unless an earlier one is clearly right more often on the trusted labels outside the
 check sample (gold validation labels), never judged on the check sample itself, whose estimate of the kept student
-would otherwise read high (`kept_on`); with none, the round with the lowest validation loss, like any run.
+would otherwise read high (`kept_on`); with the check sample the only trusted labels, the latest round; with only the
+teacher's, the round with the lowest validation loss, like any run (kdstudio.run_state.replaces_best).
 """
 
 from __future__ import annotations
@@ -203,8 +204,8 @@ def record(chosen: Judged, tried: list[Judged], referee_: Referee, n_labels: int
 
 def kept_on(metrics: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The labels a round's student competes for the run's best round on (`n`, `truth`, `accuracy`, and `right`, one
-    character a document): trusted labels outside the check sample; None where the validation loss decides. Runs
-    recorded before `kept_on` existed competed on every trusted label, and still do when resumed."""
+    character a document): trusted labels outside the check sample; None where there are none. Runs recorded before
+    `kept_on` existed competed on every trusted label, and still do when resumed."""
     auto = trusted_choice(metrics)
     return None if auto is None else auto.get("kept_on", auto)
 
