@@ -115,6 +115,12 @@ def pair(dataset: str, seed: int, base: Path, user: bool) -> dict[str, float]:
     return figures
 
 
+def mean_se(gaps: np.ndarray, width: int) -> str:
+    """Paired differences as their mean and its standard error."""
+    se = gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else float("nan")
+    return f"{gaps.mean():+{width}.2f} (se {se:4.2f})"
+
+
 def report(rows: list[dict[str, Any]], datasets: list[str]) -> None:
     policies = [p for p in POLICIES if p in rows[0]]
     print("\nauto's check-minus-test less the fixed run's, paired by corpus and seed (points; + reads high)")
@@ -123,9 +129,7 @@ def report(rows: list[dict[str, Any]], datasets: list[str]) -> None:
         chosen = [r for r in rows if name in ("all", r["dataset"])]
         cells = []
         for policy in policies:
-            gaps = 100 * np.array([r[policy] - r["fixed"] for r in chosen])
-            se = gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else float("nan")
-            cells.append(f"{gaps.mean():+8.2f} (se {se:4.2f})")
+            cells.append(mean_se(100 * np.array([r[policy] - r["fixed"] for r in chosen]), 8))
         print(f"  {name:<14}{len(chosen):>6}" + "".join(f"{c:>22}" for c in cells))
     print("\nwhat the rule costs: the auto run's gold test accuracy of each student"
           " (mean for kept now; the others as paired difference)")
@@ -135,9 +139,7 @@ def report(rows: list[dict[str, Any]], datasets: list[str]) -> None:
         now = np.array([r["test kept now"] for r in chosen])
         cells = [f"{now.mean():.3f}"]
         for policy in policies[1:]:
-            gaps = 100 * (np.array([r[f"test {policy}"] for r in chosen]) - now)
-            se = gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else float("nan")
-            cells.append(f"{gaps.mean():+6.2f} (se {se:4.2f})")
+            cells.append(mean_se(100 * (np.array([r[f"test {policy}"] for r in chosen]) - now), 6))
         print(f"  {name:<14}{len(chosen):>6}" + "".join(f"{c:>22}" for c in cells))
 
 

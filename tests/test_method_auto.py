@@ -217,9 +217,8 @@ def test_with_a_check_sample_recipes_are_judged_on_it_and_the_kept_round_on_gold
         assert all(a["n"] == 60 and a["kept_on"]["n"] == 30 for a in autos), autos  # 30 checked + 30 gold val
         best = rounds[0]
         for later in rounds[1:]:
-            older, newer = ([c == "1" for c in r.metrics["auto"]["kept_on"]["right"]] for r in (best, later))
-            ahead = method_auto.clearly_ahead(older, newer, method_auto.KEEP_EVIDENCE)
-            best = best if ahead else later
+            best = best if method_auto.keeps_older(best.metrics["auto"]["kept_on"], later.metrics["auto"]["kept_on"]) \
+                else later
         assert result.best_round == best.round and [r.round for r in rounds if r.metrics["best"]][-1] == best.round
 
 
