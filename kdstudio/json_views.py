@@ -8,6 +8,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
+from kdstudio.run_state import kept_by
 from kdstudio.terminal import UNSAFE
 from kdstudio.types import AuditReport, CheckReport, Plugins, RoundRow, RunRow, SpendRow, Status
 
@@ -58,6 +59,11 @@ def run_document(run: RunRow, rounds: list[RoundRow]) -> dict[str, Any]:
     }
 
 
+def kept_rule(r: RoundRow) -> str | None:
+    """The rule that judged a finished round; for rounds recorded before rules were, the one that would now."""
+    return (r.metrics.get("kept_by") or kept_by(r.metrics, None)) if r.phase == "done" else None
+
+
 def round_document(r: RoundRow) -> dict[str, Any]:
     m = r.metrics
     return {
@@ -65,7 +71,8 @@ def round_document(r: RoundRow) -> dict[str, Any]:
         "trained_on": r.n_labels, "spent_usd": r.cost_usd, "scored": r.scored,
         "val": _metrics(m, "val"), "test": _metrics(m, "test"), "teacher_accuracy": m.get("teacher_accuracy"),
         "check": m.get("check"), "auto": m.get("auto"),
-        "best": bool(m.get("best")), "free_labels_added": m.get("free_added"), "forecast": m.get("forecast"),
+        "best": bool(m.get("best")), "kept_by": kept_rule(r), "free_labels_added": m.get("free_added"),
+        "forecast": m.get("forecast"),
     }
 
 

@@ -11,7 +11,7 @@ half, so that its cost grows with the logarithm of the budget; the rounds betwee
 The run keeps its latest round unless an earlier one is clearly right more often on the trusted labels outside the
 check sample (gold validation labels), never judged on the check sample itself, whose estimate of the kept student
 would otherwise read high (`kept_on`); with the check sample the only trusted labels, the latest round; with only the
-teacher's, the round with the lowest validation loss, like any run (kdstudio.run_state.replaces_best).
+teacher's, the round with the lowest validation loss, like any run (kdstudio.run_state.judge_best).
 """
 
 from __future__ import annotations

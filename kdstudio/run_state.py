@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from kdstudio.interfaces import Student
 from kdstudio.method_auto import keeps_older, kept_on, trusted_choice
@@ -73,9 +73,9 @@ class RunState:
 
 
 def best_key(metrics: dict[str, Any], n_labels: int) -> float:
-    """What a run's best round is chosen on, lower is better: with method auto and trusted labels outside the check
-    sample (gold validation labels), the share of them the student gets wrong, ties going to the round with more
-    labels (`replaces_best` asks more of an older round); otherwise the validation loss against the teacher's labels
+    """What a run's best round is compared on where accuracies or losses decide (`Verdict`), lower is better: with
+    method auto and trusted labels outside the check sample (gold validation labels), the share of them the student
+    gets wrong, ties going to the round with more labels; otherwise the validation loss against the teacher's labels
     (infinite without validation labels). Never the check sample: choosing the round on it made its estimate of the
     kept student read 2.4 points high (docs/benchmarks.md, "The check sample after auto")."""
     judged = kept_on(metrics)
@@ -84,23 +84,43 @@ def best_key(metrics: dict[str, Any], n_labels: int) -> float:
     return metrics.get("val", {}).get("log_loss", math.inf)
 
 
-def replaces_best(state: RunState, metrics: dict[str, Any], n_labels: int) -> bool:
-    """Whether a new round's student is kept over the run's best so far. With method auto and gold validation
-    labels, yes unless the kept one is clearly right more often on them (a sign test): picking the round most right
-    on 50 labels picked luck and cost 0.7 point of test accuracy against keeping the last (docs/benchmarks.md).
-    With method auto judged on the check sample alone (a project without gold), always: the round with the lowest
-    validation loss against the teacher's labels cost 0.66 point against the latest there. Otherwise by `best_key`."""
-    if state.best_round is None:
-        return True
+# The rules that judge whether a round's student replaces the run's kept one; a round records the one that judged it
+# (`kept_by` in its metrics), which its line and `--json` show.
+SIGN_TEST = "sign test"  # auto, gold validation labels: kept unless the kept one is clearly right more often there
+ACCURACY = "accuracy"  # auto, gold validation labels recorded without per-document results: the more accurate
+LATEST = "latest"  # the check sample the only trusted labels, or no validation labels at all: the latest round
+VAL_LOSS = "val loss"  # the teacher's validation labels: the lowest validation loss
+
+
+def kept_by(metrics: dict[str, Any], kept: dict[str, Any] | None) -> str:
+    """Which rule judges a round (its `metrics`) against the run's kept round (`kept`, None before the first)."""
     newer = kept_on(metrics)
-    if newer is None and trusted_choice(metrics) is not None:
-        return True  # the check sample alone, which must not choose: the latest round (docs/benchmarks.md)
-    kept = next((r for r in state.reports if r.round == state.best_round), None)
-    older = kept_on(kept.metrics) if kept else None
-    verdict = keeps_older(older, newer) if newer and older else None
-    if verdict is not None:
-        return not verdict
-    return best_key(metrics, n_labels) < state.best_loss
+    if newer is None:
+        return LATEST if trusted_choice(metrics) is not None or "val" not in metrics else VAL_LOSS
+    older = newer if kept is None else kept_on(kept)  # the first round: whether it could be judged so later
+    return SIGN_TEST if older is not None and keeps_older(older, newer) is not None else ACCURACY
+
+
+class Verdict(NamedTuple):
+    replaces: bool  # whether the round's student becomes the run's kept one
+    rule: str  # the rule that said so (`kept_by`)
+
+
+def judge_best(state: RunState, metrics: dict[str, Any], n_labels: int) -> Verdict:
+    """Whether a new round's student is kept over the run's best so far, and by which rule. With method auto and gold
+    validation labels, yes unless the kept one is clearly right more often on them (a sign test): picking the round
+    most right on 50 labels picked luck and cost 0.7 point of test accuracy against keeping the last
+    (docs/benchmarks.md). With method auto judged on the check sample alone (a project without gold), always: the
+    round with the lowest validation loss against the teacher's labels cost 0.66 point against the latest there.
+    Otherwise by `best_key`."""
+    kept = next((r.metrics for r in state.reports if r.round == state.best_round), None)
+    rule = kept_by(metrics, kept)
+    if state.best_round is None or rule == LATEST:
+        return Verdict(True, rule)
+    older, newer = kept_on(kept or {}), kept_on(metrics)
+    if rule == SIGN_TEST and older and newer:
+        return Verdict(not keeps_older(older, newer), rule)
+    return Verdict(best_key(metrics, n_labels) < state.best_loss, rule)
 
 
 def count_patience(state: RunState, metrics: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ from kdstudio.interfaces import (
 )
 from kdstudio.pgkd import generation_request
 from kdstudio.pool_view import PoolView
-from kdstudio.run_state import RoundReport, RunState, Trained, best_key, count_patience, replaces_best
+from kdstudio.run_state import RoundReport, RunState, Trained, best_key, count_patience, judge_best
 from kdstudio.scale import PoolScorer
 from kdstudio.store import Ledger, RunLog, Store
 from kdstudio.store.gold_labels import GoldLabels
@@ -352,7 +352,9 @@ def keep(ctx: RunContext, state: RunState, trained: Trained, outcome: TeachOutco
         metrics["auto"] = trained.auto
     batch.timings["eval_s"] = time.perf_counter() - started
     loss = best_key(metrics, len(trained.train_ids))
-    is_best = replaces_best(state, metrics, len(trained.train_ids)) or (not ctx.val_ids and "auto" not in metrics)
+    verdict = judge_best(state, metrics, len(trained.train_ids))
+    metrics["kept_by"] = verdict.rule
+    is_best = verdict.replaces
     if is_best:
         state.best_loss, state.best_round = loss, state.round_no
         keep_student(ctx, state.round_no, trained, metrics)

@@ -14,7 +14,17 @@ from kdstudio import method_auto, render
 from kdstudio.loop import DistillConfig
 from kdstudio.method_auto import Abilities, Judged, Recipe, Referee
 from kdstudio.project import Project
-from kdstudio.run_state import RoundReport, RunState, best_key, count_patience, replaces_best
+from kdstudio.run_state import (
+    ACCURACY,
+    LATEST,
+    SIGN_TEST,
+    VAL_LOSS,
+    RoundReport,
+    RunState,
+    best_key,
+    count_patience,
+    judge_best,
+)
 from kdstudio.store import Ledger
 
 # -- the choice, on recipes whose scores are known --------------------------------------------------------------
@@ -125,26 +135,49 @@ def kept(right: str) -> dict:
                                  "right": right}}}
 
 
+def replaces(state: RunState, metrics: dict) -> bool:
+    return judge_best(state, metrics, 30).replaces
+
+
 def test_a_newer_round_is_kept_unless_the_kept_one_is_clearly_right_more_often_on_the_same_gold_labels():
     """Picking the round most right on 50 labels picked luck and cost 0.7 point against keeping the last
     (docs/benchmarks.md): the newer student, trained on more labels, wins unless a sign test says otherwise."""
     state = RunState(1, reports=[RoundReport(0, 20, 20, 0, 0.0, 0, 0, kept("1111100000"), {}, True)],
                      best_loss=0.5, best_round=0)
-    assert replaces_best(state, kept("1111000000"), 30)  # one document behind: luck explains it
-    assert replaces_best(state, kept("1110010000"), 30)  # two behind, one ahead: still luck
-    assert replaces_best(state, kept("0000011111"), 30)  # as often right, on other documents
-    assert not replaces_best(state, kept("1000000000"), 30)  # four behind, none ahead: clearly worse (4 >= 2 x 2)
-    assert not replaces_best(state, kept("11000000"), 30)  # judged on other documents: the accuracies decide
-    assert replaces_best(state, kept("11111000"), 30)
-    assert replaces_best(RunState(1), kept("0"), 30)  # the first round is always kept
+    assert replaces(state, kept("1111000000"))  # one document behind: luck explains it
+    assert replaces(state, kept("1110010000"))  # two behind, one ahead: still luck
+    assert replaces(state, kept("0000011111"))  # as often right, on other documents
+    assert judge_best(state, kept("1000000000"), 30) == (False, SIGN_TEST)  # four behind, none ahead: 4 >= 2 x 2
+    assert judge_best(state, kept("11000000"), 30) == (False, ACCURACY)  # other documents: the accuracies decide
+    assert replaces(state, kept("11111000"))
+    assert judge_best(RunState(1), kept("0"), 30) == (True, SIGN_TEST)  # the first round is always kept
     only_check = {"auto": {"truth": "people", "accuracy": 0.2, "kept_on": None}, "val": {"log_loss": 9.0}}
-    assert replaces_best(state, only_check, 30)  # no gold outside the check sample: the latest, whatever its loss
-    report = RoundReport(1, 30, 30, 0, 0.0, 0, 0, only_check, {}, True)
+    # no gold outside the check sample: the latest, whatever its loss
+    assert judge_best(state, only_check, 30) == (True, LATEST)
+    report = RoundReport(1, 30, 30, 0, 0.0, 0, 0, {**only_check, "kept_by": LATEST}, {}, True)
     assert render.best_mark(report) == "  *best (latest)" and "does not choose" in render.best_reason(only_check)
     fixed = RunState(1, reports=[RoundReport(0, 20, 20, 0, 0.0, 0, 0, {"val": {"log_loss": 0.5}}, {}, True)],
                      best_loss=0.5, best_round=0)
-    assert replaces_best(fixed, {"val": {"log_loss": 0.4}}, 30)
-    assert not replaces_best(fixed, {"val": {"log_loss": 0.6}}, 30)
+    assert judge_best(fixed, {"val": {"log_loss": 0.4}}, 30) == (True, VAL_LOSS)
+    assert not replaces(fixed, {"val": {"log_loss": 0.6}})
+    assert judge_best(fixed, {}, 30) == (True, LATEST)  # no validation labels: nothing to choose on
+
+
+def test_the_mark_names_the_rule_that_kept_the_round_even_where_the_records_differ():
+    """A run resumed from rounds recorded before per-document results were: the newer round has them, the kept one
+    does not, so the accuracies decide, and the mark says so instead of naming a sign test that never ran."""
+    older = kept("1111100000")
+    del older["auto"]["kept_on"]["right"]
+    state = RunState(1, reports=[RoundReport(0, 20, 20, 0, 0.0, 0, 0, older, {}, True)], best_loss=0.5,
+                     best_round=0)
+    newer = kept("1111110000")
+    verdict = judge_best(state, newer, 30)
+    assert verdict == (True, ACCURACY)
+    newer["kept_by"] = verdict.rule
+    report = RoundReport(1, 30, 30, 0, 0.0, 0, 0, newer, {}, True)
+    assert render.best_mark(report) == "  *best (most right on gold)"
+    assert render.best_reason(newer) == "right most often on 10 gold labels (0.600)"
+    assert render.best_mark(RoundReport(0, 20, 20, 0, 0.0, 0, 0, older, {}, True)) == "  *best (most right on gold)"
 
 
 def test_patience_counts_rounds_without_a_lower_validation_loss_whichever_round_is_kept():
@@ -220,6 +253,7 @@ def test_with_a_check_sample_recipes_are_judged_on_it_and_the_kept_round_on_gold
             best = best if method_auto.keeps_older(best.metrics["auto"]["kept_on"], later.metrics["auto"]["kept_on"]) \
                 else later
         assert result.best_round == best.round and [r.round for r in rounds if r.metrics["best"]][-1] == best.round
+        assert {r.metrics["kept_by"] for r in rounds} == {SIGN_TEST}  # the rule each round was judged by, recorded
 
 
 def test_the_round_lines_and_the_runs_table_show_the_choice(bbc: Path):
