@@ -8,9 +8,8 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from kdstudio.run_state import kept_by
 from kdstudio.terminal import UNSAFE
-from kdstudio.types import AuditReport, CheckReport, Plugins, RoundRow, RunRow, SpendRow, Status
+from kdstudio.types import AuditReport, CheckReport, Plugins, RoundRow, RunRow, SpendRow, Status, rule_of
 
 VERSION = 1
 
@@ -60,8 +59,8 @@ def run_document(run: RunRow, rounds: list[RoundRow]) -> dict[str, Any]:
 
 
 def kept_rule(r: RoundRow) -> str | None:
-    """The rule that judged a finished round; for rounds recorded before rules were, the one that would now."""
-    return (r.metrics.get("kept_by") or kept_by(r.metrics, None)) if r.phase == "done" else None
+    """The rule that judged a finished round (None for an unfinished one)."""
+    return str(rule_of(r.metrics)) if r.phase == "done" else None
 
 
 def round_document(r: RoundRow) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Group
 from rich.text import Text
 
-from kdstudio import method_auto, run_state
+from kdstudio import method_auto
 from kdstudio.fitted_table import Col, FittedTable
 from kdstudio.money import usd
 from kdstudio.types import (
@@ -17,6 +17,7 @@ from kdstudio.types import (
     CheckReport,
     Estimate,
     ExportReport,
+    KeptBy,
     Plan,
     Plugins,
     RoundReport,
@@ -28,6 +29,7 @@ from kdstudio.types import (
     Status,
     TeacherChecked,
     narrower,
+    rule_of,
 )
 
 KIND_TITLES = {
@@ -155,15 +157,15 @@ def round_line(report: RoundReport) -> str:
 def _kept_by(metrics: dict[str, Any]) -> tuple[str, str]:
     """How a round's student came to be kept, as a round line's mark and in words: the rule that judged it
     (kdstudio.run_state.judge_best), or for rounds recorded before rules were, the one that would judge it now."""
-    rule = metrics.get("kept_by") or run_state.kept_by(metrics, None)
+    rule = rule_of(metrics)
     judged = method_auto.kept_on(metrics) or {}
-    if rule == run_state.SIGN_TEST:
+    if rule == KeptBy.SIGN_TEST:
         return (f"not clearly beaten on {judged['truth']}", f"the latest round, no earlier one clearly more right on "
                 f"{judged['n']} {judged['truth']} labels ({judged['accuracy']:.3f})")
-    if rule == run_state.ACCURACY:
+    if rule == KeptBy.ACCURACY:
         return (f"most right on {judged['truth']}",
                 f"right most often on {judged['n']} {judged['truth']} labels ({judged['accuracy']:.3f})")
-    if rule == run_state.VAL_LOSS:
+    if rule == KeptBy.VAL_LOSS:
         loss = metrics.get("val", {}).get("log_loss")
         return "lowest val loss", "" if loss is None else f"the lowest validation loss ({loss:.3f})"
     if method_auto.trusted_choice(metrics):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from kdstudio.interfaces import Student
@@ -84,26 +85,35 @@ def best_key(metrics: dict[str, Any], n_labels: int) -> float:
     return metrics.get("val", {}).get("log_loss", math.inf)
 
 
-# The rules that judge whether a round's student replaces the run's kept one; a round records the one that judged it
-# (`kept_by` in its metrics), which its line and `--json` show.
-SIGN_TEST = "sign test"  # auto, gold validation labels: kept unless the kept one is clearly right more often there
-ACCURACY = "accuracy"  # auto, gold validation labels recorded without per-document results: the more accurate
-LATEST = "latest"  # the check sample the only trusted labels, or no validation labels at all: the latest round
-VAL_LOSS = "val loss"  # the teacher's validation labels: the lowest validation loss
+class KeptBy(StrEnum):
+    """The rules that judge whether a round's student replaces the run's kept one; a round records the one that
+    judged it (`kept_by` in its metrics), which its line and `--json` show."""
+
+    SIGN_TEST = "sign test"  # auto, gold validation labels: kept unless the kept one is clearly right more often there
+    ACCURACY = "accuracy"  # auto, gold validation labels recorded without per-document results: the more accurate
+    LATEST = "latest"  # the check sample the only trusted labels, or no validation labels at all: the latest round
+    VAL_LOSS = "val loss"  # the teacher's validation labels: the lowest validation loss
 
 
-def kept_by(metrics: dict[str, Any], kept: dict[str, Any] | None) -> str:
+def kept_by(metrics: dict[str, Any], kept: dict[str, Any] | None) -> KeptBy:
     """Which rule judges a round (its `metrics`) against the run's kept round (`kept`, None before the first)."""
     newer = kept_on(metrics)
     if newer is None:
-        return LATEST if trusted_choice(metrics) is not None or "val" not in metrics else VAL_LOSS
+        return KeptBy.LATEST if trusted_choice(metrics) is not None or "val" not in metrics else KeptBy.VAL_LOSS
     older = newer if kept is None else kept_on(kept)  # the first round: whether it could be judged so later
-    return SIGN_TEST if older is not None and keeps_older(older, newer) is not None else ACCURACY
+    return KeptBy.SIGN_TEST if older is not None and keeps_older(older, newer) is not None else KeptBy.ACCURACY
+
+
+def rule_of(metrics: dict[str, Any]) -> KeptBy:
+    """The rule that judged a finished round: as it recorded, or for rounds recorded before rules were, the one that
+    would judge it now."""
+    recorded = metrics.get("kept_by")
+    return KeptBy(recorded) if recorded in set(KeptBy) else kept_by(metrics, None)
 
 
 class Verdict(NamedTuple):
     replaces: bool  # whether the round's student becomes the run's kept one
-    rule: str  # the rule that said so (`kept_by`)
+    rule: KeptBy  # the rule that said so
 
 
 def judge_best(state: RunState, metrics: dict[str, Any], n_labels: int) -> Verdict:
@@ -115,10 +125,10 @@ def judge_best(state: RunState, metrics: dict[str, Any], n_labels: int) -> Verdi
     Otherwise by `best_key`."""
     kept = next((r.metrics for r in state.reports if r.round == state.best_round), None)
     rule = kept_by(metrics, kept)
-    if state.best_round is None or rule == LATEST:
+    if state.best_round is None or rule == KeptBy.LATEST:
         return Verdict(True, rule)
     older, newer = kept_on(kept or {}), kept_on(metrics)
-    if rule == SIGN_TEST and older and newer:
+    if rule == KeptBy.SIGN_TEST and older and newer:
         return Verdict(not keeps_older(older, newer), rule)
     return Verdict(best_key(metrics, n_labels) < state.best_loss, rule)
 

@@ -28,6 +28,7 @@ from kdstudio.plugins import Plugins, Registered, get_plugins
 from kdstudio.project import ProgressView, Status, TriageItem
 from kdstudio.review import FILTERS as REVIEW_FILTERS
 from kdstudio.review import Agreement, PullReport, PushReport, ReviewItem, ReviewState
+from kdstudio.run_state import KeptBy, rule_of
 from kdstudio.settings import Setting, settings_of
 from kdstudio.store import ImportOptions, ImportReport, RoundRow, RunRow, SpendRow, parse_split_option
 from kdstudio.store.browse import Filters, Page
@@ -56,6 +57,7 @@ __all__ = [
     "Grades",
     "ImportOptions",
     "ImportReport",
+    "KeptBy",
     "Label",
     "LabelFilter",
     "Labelled",
@@ -90,5 +92,6 @@ __all__ = [
     "parse_labels_option",
     "parse_split_option",
     "read_labels_file",
+    "rule_of",
     "settings_of",
 ]

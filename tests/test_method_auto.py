@@ -14,17 +14,7 @@ from kdstudio import method_auto, render
 from kdstudio.loop import DistillConfig
 from kdstudio.method_auto import Abilities, Judged, Recipe, Referee
 from kdstudio.project import Project
-from kdstudio.run_state import (
-    ACCURACY,
-    LATEST,
-    SIGN_TEST,
-    VAL_LOSS,
-    RoundReport,
-    RunState,
-    best_key,
-    count_patience,
-    judge_best,
-)
+from kdstudio.run_state import KeptBy, RoundReport, RunState, best_key, count_patience, judge_best
 from kdstudio.store import Ledger
 
 # -- the choice, on recipes whose scores are known --------------------------------------------------------------
@@ -147,20 +137,20 @@ def test_a_newer_round_is_kept_unless_the_kept_one_is_clearly_right_more_often_o
     assert replaces(state, kept("1111000000"))  # one document behind: luck explains it
     assert replaces(state, kept("1110010000"))  # two behind, one ahead: still luck
     assert replaces(state, kept("0000011111"))  # as often right, on other documents
-    assert judge_best(state, kept("1000000000"), 30) == (False, SIGN_TEST)  # four behind, none ahead: 4 >= 2 x 2
-    assert judge_best(state, kept("11000000"), 30) == (False, ACCURACY)  # other documents: the accuracies decide
+    assert judge_best(state, kept("1000000000"), 30) == (False, KeptBy.SIGN_TEST)  # four behind, none ahead: 4 >= 2 x 2
+    assert judge_best(state, kept("11000000"), 30) == (False, KeptBy.ACCURACY)  # other documents: the accuracies decide
     assert replaces(state, kept("11111000"))
-    assert judge_best(RunState(1), kept("0"), 30) == (True, SIGN_TEST)  # the first round is always kept
+    assert judge_best(RunState(1), kept("0"), 30) == (True, KeptBy.SIGN_TEST)  # the first round is always kept
     only_check = {"auto": {"truth": "people", "accuracy": 0.2, "kept_on": None}, "val": {"log_loss": 9.0}}
     # no gold outside the check sample: the latest, whatever its loss
-    assert judge_best(state, only_check, 30) == (True, LATEST)
-    report = RoundReport(1, 30, 30, 0, 0.0, 0, 0, {**only_check, "kept_by": LATEST}, {}, True)
+    assert judge_best(state, only_check, 30) == (True, KeptBy.LATEST)
+    report = RoundReport(1, 30, 30, 0, 0.0, 0, 0, {**only_check, "kept_by": KeptBy.LATEST}, {}, True)
     assert render.best_mark(report) == "  *best (latest)" and "does not choose" in render.best_reason(only_check)
     fixed = RunState(1, reports=[RoundReport(0, 20, 20, 0, 0.0, 0, 0, {"val": {"log_loss": 0.5}}, {}, True)],
                      best_loss=0.5, best_round=0)
-    assert judge_best(fixed, {"val": {"log_loss": 0.4}}, 30) == (True, VAL_LOSS)
+    assert judge_best(fixed, {"val": {"log_loss": 0.4}}, 30) == (True, KeptBy.VAL_LOSS)
     assert not replaces(fixed, {"val": {"log_loss": 0.6}})
-    assert judge_best(fixed, {}, 30) == (True, LATEST)  # no validation labels: nothing to choose on
+    assert judge_best(fixed, {}, 30) == (True, KeptBy.LATEST)  # no validation labels: nothing to choose on
 
 
 def test_the_mark_names_the_rule_that_kept_the_round_even_where_the_records_differ():
@@ -172,7 +162,7 @@ def test_the_mark_names_the_rule_that_kept_the_round_even_where_the_records_diff
                      best_round=0)
     newer = kept("1111110000")
     verdict = judge_best(state, newer, 30)
-    assert verdict == (True, ACCURACY)
+    assert verdict == (True, KeptBy.ACCURACY)
     newer["kept_by"] = verdict.rule
     report = RoundReport(1, 30, 30, 0, 0.0, 0, 0, newer, {}, True)
     assert render.best_mark(report) == "  *best (most right on gold)"
@@ -253,7 +243,7 @@ def test_with_a_check_sample_recipes_are_judged_on_it_and_the_kept_round_on_gold
             best = best if method_auto.keeps_older(best.metrics["auto"]["kept_on"], later.metrics["auto"]["kept_on"]) \
                 else later
         assert result.best_round == best.round and [r.round for r in rounds if r.metrics["best"]][-1] == best.round
-        assert {r.metrics["kept_by"] for r in rounds} == {SIGN_TEST}  # the rule each round was judged by, recorded
+        assert {r.metrics["kept_by"] for r in rounds} == {KeptBy.SIGN_TEST}  # each round records its rule
 
 
 def test_the_round_lines_and_the_runs_table_show_the_choice(bbc: Path):
