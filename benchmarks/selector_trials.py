@@ -1,15 +1,19 @@
-"""Selectors tried as auto's selection on the method matrix, and not shipped: each against margin, margin + fused
-labels, random and the best fixed setup of method_matrix.py's cells (same corpora, teachers, budgets and seeds).
+"""Selectors and training tried on the method matrix, most not shipped: each against margin, margin + fused labels,
+random and the best fixed setup of method_matrix.py's cells (same corpora, teachers, budgets and seeds).
 
     .venv/bin/python benchmarks/selector_trials.py --seeds 1                            # the screen (seed 0)
     .venv/bin/python benchmarks/selector_trials.py --setups typical-margin+fused        # 3 seeds
+    .venv/bin/python benchmarks/selector_trials.py --datasets bbc-news --setups rm-signal+fused
     .venv/bin/python benchmarks/selector_trials.py --report
 
-It needs the matrix's own results (benchmarks/out/method-matrix.jsonl) for the setups it is compared with.
-`typical-margin` is defined here, not in plugins/: half of each batch is TypiClust's picks (the most typical document
-of the largest clusters no label covers, Hacohen et al. 2022), half the smallest margins, the mix "Active learning on
-a budget" argues for when the student is weak. It loads as a plugin of this script's own ($KDSTUDIO_PLUGINS), as a
-third party's would.
+It needs the matrix's own results (benchmarks/out/method-matrix.jsonl) for the setups it is compared with. Two
+selectors are defined here, not in plugins/, and load as a plugin of this script's own ($KDSTUDIO_PLUGINS), as a third
+party's would. `typical-margin`: half of each batch is TypiClust's picks (the most typical document of the largest
+clusters no label covers, Hacohen et al. 2022), half the smallest margins, the mix "Active learning on a budget"
+argues for when the student is weak. `reliable-margin`: margin, weighed by how often the teacher is right at each
+margin where the gold validation labels clearly say its mistakes gather where the student is unsure; a selector sees
+no gold labels, so the script patches the run's referee in (`RUN`). The `/gold` setups validate the free labeller's
+threshold on the gold validation labels instead of the teacher's (what auto does since 2026-12-06).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import method_matrix as matrix
 import numpy as np
@@ -31,6 +36,21 @@ TRIALS = {
     "mraru+fused": {"selector": "mraru", "fused_labels": True},
     "typical-margin+fused": {"selector": "typical-margin", "fused_labels": True},
     "auto-tm": {"selector": "typical-margin", "method": "auto"},
+    "reliable-margin+fused": {"selector": "reliable-margin", "fused_labels": True},
+    "rm-all+fused": {"selector": "reliable-margin", "selector_options": {"candidates": 0}, "fused_labels": True},
+    "rm-50+fused": {"selector": "reliable-margin", "selector_options": {"candidates": 50}, "fused_labels": True},
+    "rm-steep+fused": {"selector": "reliable-margin", "selector_options": {"candidates": 0, "c": 100.0},
+                       "fused_labels": True},
+    "rm-signal-10+fused": {"selector": "reliable-margin",
+                           "selector_options": {"candidates": 10, "c": 100.0, "value": "signal"}, "fused_labels": True},
+    "rm-signal+fused": {"selector": "reliable-margin",
+                        "selector_options": {"candidates": 0, "c": 100.0, "value": "signal"}, "fused_labels": True},
+    "margin+fused+spread": {"selector": "margin", "fused_labels": True, "free_labels": "spread"},
+    "margin+spread": {"selector": "margin", "free_labels": "spread"},
+    # The free labeller's confidence threshold validated on the gold validation labels instead of the teacher's
+    # (TRUSTED_FREE below): a noisy teacher's labels cap the precision any threshold can show at its own accuracy.
+    "margin+fused+self-train/gold": {"selector": "margin", "fused_labels": True, "free_labels": "self-train"},
+    "margin+fused+spread/gold": {"selector": "margin", "fused_labels": True, "free_labels": "spread"},
 }
 FIXED = [s for s in matrix.SETUPS if s != "auto"]  # the matrix's fixed setups, before the trials join them
 MATRIX = matrix.results()
@@ -59,9 +79,127 @@ class TypicalMarginSelector(Selector):
         return Selection(picks, scores, context.n_pool, {"strategy": "typical-margin"})
 
 
+# The run a selection is for (steps.select's arguments), which reliable-margin reads its referee from: the trial has
+# no interface for it (a SelectionContext shows no gold labels), so the screen patches one in.
+RUN: dict[str, Any] = {}
+
+
+def referee_margins() -> tuple[np.ndarray, np.ndarray] | None:
+    """On the run's referee documents (gold validation labels) the teacher answered: the current student's margin
+    (p1 - p2) and whether the teacher was right."""
+    from kdstudio.training import run_referee
+    from kdstudio.uncertainty import margin
+
+    ctx, state = RUN["ctx"], RUN["state"]
+    if state.trained is None:
+        return None
+    labelled = state.trained.labelled
+    referee = run_referee(ctx, labelled)
+    if referee is None or not referee.trusted:
+        return None
+    known = [(i, d) for i, d in enumerate(referee.ids) if d in labelled and labelled[d].source == "teacher"]
+    if len(known) < 10:
+        return None
+    ids = [d for _, d in known]
+    probs = state.trained.student.predict_proba(ctx.features(ids))
+    right = np.array([ctx.label_index[labelled[d].label] == referee.y[i] for i, d in known])
+    return 1.0 - margin(probs), right
+
+
+def rank_z(x: np.ndarray, right: np.ndarray) -> float:
+    """Mann-Whitney's z that x is larger where the teacher was right (0 where it was always or never right)."""
+    from scipy.stats import rankdata
+
+    n1, n0 = int(right.sum()), int((~right).sum())
+    if not n1 or not n0:
+        return 0.0
+    u = rankdata(x)[right].sum() - n1 * (n1 + 1) / 2
+    return float((u - n1 * n0 / 2) / np.sqrt(n1 * n0 * (n1 + n0 + 1) / 12))
+
+
+class ReliableMarginSelector(Selector):
+    """Margin, weighed by how often the teacher is right at each margin where the referee's labels clearly say its
+    mistakes gather where the student is unsure (a rank test): among the `candidates` x k smallest margins, the k
+    with the largest uncertainty x P(teacher right | margin), the latter a logistic fit on the referee documents."""
+
+    name = "reliable-margin"
+    options = (Option("evidence", float, 2.0, "z of the rank test that turns the weighing on", low=0.0),
+               Option("candidates", int, 10, "candidates per pick, among the smallest margins (0: the whole pool)",
+                      low=0),
+               Option("c", float, 1.0, "inverse regularization of the logistic fit", low=1e-6),
+               Option("value", str, "product", "product: u x r; signal: u x (2r - 1), a label's expected signal "
+                                                "where a wrong one pulls as hard the other way", ("product", "signal")))
+
+    def select(self, context: SelectionContext, k: int) -> Selection:
+        from sklearn.linear_model import LogisticRegression
+
+        from kdstudio_plugins.selectors.uncertainty import random_selection
+
+        if not context.has_student:
+            return random_selection(context, k, "random (no student yet)")
+        evidence = referee_margins()
+        z = rank_z(*evidence) if evidence else 0.0
+        if z < self.evidence or evidence is None:
+            positions, scores = context.top_uncertain("margin", k)
+            return Selection(positions, scores, context.n_pool, {"strategy": "margin", "z": z})
+        x, right = evidence
+        fitted = LogisticRegression(C=self.c).fit(x[:, None], right)
+        positions, u = context.top_uncertain("margin", k * self.candidates or context.n_pool)
+        r = fitted.predict_proba((1.0 - u)[:, None])[:, 1]
+        score = u * (r if self.value == "product" else 2 * r - 1)
+        top = np.argsort(-score, kind="stable")[:k]
+        return Selection(positions[top], score[top], context.n_pool, {"strategy": "reliable-margin", "z": z})
+
+
 @hookimpl
 def register_selectors(register):
     register(TypicalMarginSelector)
+    register(ReliableMarginSelector)
+
+
+def validate_free_labels_on_gold() -> None:
+    """Patch the free labeller's task so that its threshold is validated on the validation documents' gold labels,
+    for the setups whose name ends in /gold (the run's config does not carry the setup's name: RUN does)."""
+    from kdstudio import training
+    from kdstudio.interfaces import FreeLabelTask
+
+    original = training.FreeLabelTask
+
+    def task(X, y, weight, n_classes, pool, pool_y, val_X, val_y, fit):
+        ctx = RUN["ctx"]
+        if RUN.get("setup", "").endswith("/gold"):
+            val = [d for d in ctx.val_ids if d in RUN["labelled"]]
+            assert len(val) == len(val_y)
+            val_y = np.array([ctx.label_index[ctx.gold[d]] for d in val], dtype=np.int64)
+        return original(X, y, weight, n_classes, pool, pool_y, val_X, val_y, fit)
+
+    with_free_labels = training._with_free_labels
+
+    def with_labelled(ctx, options, data, *rest):
+        RUN["labelled"] = data.labelled
+        return with_free_labels(ctx, options, data, *rest)
+
+    training.FreeLabelTask = task
+    training._with_free_labels = with_labelled
+    assert FreeLabelTask is original
+
+
+def remember_run() -> None:
+    """Patch steps.select to leave its run where reliable-margin can read it, and the matrix's cells to leave the
+    setup's name where the /gold setups' free labeller can."""
+    from kdstudio import steps
+
+    select, run_cell = steps.select, matrix.run_cell
+
+    def remembering_select(ctx, state):
+        RUN["ctx"], RUN["state"] = ctx, state
+        return select(ctx, state)
+
+    def named_cell(project, dataset, teacher, setup, seed):
+        RUN["setup"] = setup
+        return run_cell(project, dataset, teacher, setup, seed)
+
+    steps.select, matrix.run_cell = remembering_select, named_cell
 
 
 def report() -> None:
@@ -76,6 +214,8 @@ def report() -> None:
           f"{'- best fixed':>14}{'worst':>7}{'< random':>10}")
     for setup in TRIALS:
         seeds = max((len(v) for (d, t, s), v in by_seed.items() if s == setup), default=0)
+        if not seeds:
+            continue
 
         def at(dataset: str, teacher: str, name: str, seeds: int = seeds) -> float:
             return float(np.mean([a for seed, a in by_seed[(dataset, teacher, name)].items() if seed < seeds]))
@@ -106,6 +246,10 @@ def main() -> None:
     # kdstudio loads this module as a plugin, as it would a third party's (the script's folder is on sys.path).
     os.environ["KDSTUDIO_PLUGINS"] = Path(__file__).stem
     matrix.SETUPS.update(TRIALS)
+    import selector_trials  # the module kdstudio loads as the plugin, whose RUN its selectors read
+
+    selector_trials.remember_run()
+    selector_trials.validate_free_labels_on_gold()
     matrix.results = lambda: RESULTS
     if not args.report:
         matrix.OUT.mkdir(parents=True, exist_ok=True)

@@ -603,8 +603,9 @@ class LabelDoubt(Component):
 class FreeLabelTask:
     """A round's training data as a free labeller sees it. `pool` holds the vectors of the run's pool sample (the same
     rows every round), `pool_y` the class of each that is labelled (-1: unlabelled); `X, y, weight` are what the
-    student trains on; `val_X, val_y` the teacher-labelled validation set, on which thresholds are chosen; `fit`
-    returns a fresh student of the run's kind fitted on (X, y, weight)."""
+    student trains on; `val_X, val_y` the labelled documents thresholds are chosen on, never trained on (the
+    teacher's validation labels; with method auto, people's and gold labels where the run has them); `fit` returns a
+    fresh student of the run's kind fitted on (X, y, weight)."""
 
     X: np.ndarray
     y: np.ndarray

@@ -5,7 +5,8 @@ Each search fits a few training recipes (the student's regularization, training 
 the teacher's soft labels, fused labels) and keeps the one that is right most often on the labels the run trusts most
 (people's labels on the check sample and gold labels on the validation documents; with neither, the teacher's own
 validation labels, and then the choice only follows agreement with the teacher, said as such), where it clearly beats
-the baseline (the run's own settings on fused labels, kdstudio.label_fusion); otherwise the baseline trains the round.
+the baseline (the run's own settings on fused labels, kdstudio.label_fusion, self-trained where trusted labels validate
+the pseudo-labels); otherwise the baseline trains the round.
 Searching is greedy and not done every round: once at the first round and again each time the labels have grown by
 half, so that its cost grows with the logarithm of the budget; the rounds between train the last choice.
 The run keeps its latest round unless an earlier one is clearly right more often on the trusted labels outside the
@@ -27,8 +28,10 @@ import numpy as np
 C_SCALES = (0.1, 1.0, 10.0)
 # A new search once the training labels have grown by this factor since the last one.
 SEARCH_GROWTH = 1.5
-# How clearly a recipe must beat the run's own settings, in standard deviations of a sign test (one-sided, about 84%).
-EVIDENCE = 1.0
+# How clearly a recipe must beat the baseline, in standard deviations of a sign test: one-sided about 98% for each of
+# the up to nine challengers of a search, about 84% for the search as a whole (Bonferroni). At 1.0 a test (84% each),
+# auto's choices cost 0.46 point against training its baseline every round (docs/benchmarks.md).
+EVIDENCE = 2.0
 # How clearly an earlier round must beat a newer one, trained on more labels, to stay the kept student (one-sided,
 # about 98%, and at least two documents ahead): choosing rounds on 50 gold labels by accuracy alone picked luck.
 KEEP_EVIDENCE = 2.0
@@ -139,21 +142,26 @@ def decide(tried: list[Judged], baseline: Recipe) -> Judged:
 class Abilities:
     """What the run can try: C only for students that have it, doubt and self-training where their plugins exist and
     the round has enough labels, soft labels where the teacher gave probabilities, fused labels where out-of-fold
-    students can judge the labels."""
+    students can judge the labels; `trusted_free` where self-training's pseudo-labels are validated on people's or
+    gold labels (the referee's) rather than on the teacher's."""
 
     c: bool
     doubt: bool
     self_train: bool
     soft: bool
     fused: bool = False
+    trusted_free: bool = False
 
 
 def baseline(configured: Recipe, abilities: Abilities) -> Recipe:
     """What auto trains with unless a recipe clearly beats it: the run's own settings, on fused labels where they can
-    be made. Fusing weighs each label by the teacher's calibrated belief and a student's view of it; with a teacher
-    the trusted labels find always right it changes nothing (its calibrated belief is its label). The other recipes
-    need evidence to replace it; see docs/benchmarks.md for what fusing bought and lost across the benchmark matrix."""
-    return replace(configured, fused=True, soft=False) if abilities.fused else configured
+    be made, self-trained where the pseudo-labels are validated on trusted labels. Fusing weighs each label by the
+    teacher's calibrated belief and a student's view of it; with a teacher the trusted labels find always right it
+    changes nothing (its calibrated belief is its label). Self-training adds only pseudo-labels at a confidence that
+    is right 95% of the time on the trusted labels, and none where no confidence is. The other recipes need evidence
+    to replace it; see docs/benchmarks.md for what each bought and lost across the benchmark matrix."""
+    recipe = replace(configured, fused=True, soft=False) if abilities.fused else configured
+    return replace(recipe, self_train=True) if abilities.self_train and abilities.trusted_free else recipe
 
 
 def search(abilities: Abilities, fit_and_judge: Callable[[Recipe], Judged], baseline: Recipe = Recipe()

@@ -86,7 +86,9 @@ def replay(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int, met
     if data is None:
         return None
     recorded = metrics.get("auto")
-    return fit(ctx, data, Recipe.from_dict(recorded["recipe"]) if recorded else configured(ctx.config))
+    if not recorded:
+        return fit(ctx, data, configured(ctx.config))
+    return fit(ctx, data, Recipe.from_dict(recorded["recipe"]), run_referee(ctx, data.labelled))
 
 
 def run_referee(ctx: RunContext, labelled: dict[str, Any]) -> Referee | None:
@@ -103,12 +105,12 @@ def _auto(ctx: RunContext, data: TrainingData, previous: list[Mapping[str, Any]]
     fitted: dict[Recipe, Trained] = {}
 
     def fit_and_judge(recipe: Recipe) -> Judged:
-        fitted[recipe] = fit(ctx, data, recipe)
+        fitted[recipe] = fit(ctx, data, recipe, referee)
         return method_auto.judge(recipe, fitted[recipe].student.predict_proba(X_ref), referee.y)
 
     searched = method_auto.due(len(data.ids), previous)
     if searched:
-        abilities = _abilities(ctx, data)
+        abilities = _abilities(ctx, data, referee)
         chosen, tried = method_auto.search(abilities, fit_and_judge, method_auto.baseline(configured(ctx.config),
                                                                                            abilities))
     else:
@@ -120,13 +122,14 @@ def _auto(ctx: RunContext, data: TrainingData, previous: list[Mapping[str, Any]]
     return trained
 
 
-def _abilities(ctx: RunContext, data: TrainingData) -> Abilities:
+def _abilities(ctx: RunContext, data: TrainingData, referee: Referee) -> Abilities:
     student_cls = ctx.parts.student_cls
     return Abilities(c=any(o.name == "C" for o in student_cls.options),
                      doubt=ctx.parts.doubt is not None and _doubt_can_judge(ctx, data),
-                     self_train=ctx.parts.free_labeller is not None and bool(ctx.val_ids),
+                     self_train=ctx.parts.free_labeller is not None and (bool(ctx.val_ids) or referee.trusted),
                      soft=data.has_teacher_probs,
-                     fused=student_cls.input == "embeddings" and _doubt_can_judge(ctx, data))
+                     fused=student_cls.input == "embeddings" and _doubt_can_judge(ctx, data),
+                     trusted_free=referee.trusted)
 
 
 def _doubt_can_judge(ctx: RunContext, data: TrainingData) -> bool:
@@ -142,8 +145,9 @@ def _student_options(ctx: RunContext, recipe: Recipe) -> dict[str, Any]:
     return options
 
 
-def fit(ctx: RunContext, data: TrainingData, recipe: Recipe) -> Trained:
-    """A student trained on the round's labels by one recipe."""
+def fit(ctx: RunContext, data: TrainingData, recipe: Recipe, referee: Referee | None = None) -> Trained:
+    """A student trained on the round's labels by one recipe; with method auto, `referee` holds the labels its free
+    labeller validates its pseudo-labels on."""
     options = _student_options(ctx, recipe)
     X, y, weights = data.X, data.train_set.y, data.weights
     soft = _soft_labels(ctx, data) if recipe.soft else None
@@ -156,7 +160,7 @@ def fit(ctx: RunContext, data: TrainingData, recipe: Recipe) -> Trained:
         weights = trust if weights is None else weights * trust
     free_note, n_labelled = "", len(y)
     if recipe.self_train and ctx.parts.free_labeller is not None:
-        X, y, weights, soft, free_note = _with_free_labels(ctx, options, data, X, y, weights, soft)
+        X, y, weights, soft, free_note = _with_free_labels(ctx, options, data, X, y, weights, soft, referee)
     student = ctx.parts.student_cls(**options)
     student.fit(X, y, len(ctx.labels), sample_weight=weights, soft_labels=soft)
     # What the student learned from, by source and by label, kept with it for the model card.
@@ -169,25 +173,31 @@ def fit(ctx: RunContext, data: TrainingData, recipe: Recipe) -> Trained:
 
 
 def _with_free_labels(ctx: RunContext, options: dict[str, Any], data: TrainingData, X: np.ndarray, y: np.ndarray,
-                      weights: np.ndarray | None, soft: np.ndarray | None
+                      weights: np.ndarray | None, soft: np.ndarray | None, referee: Referee | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, str]:
     """The training set plus the free labeller's pseudo-labels on the run's pool sample (unlabelled documents only),
-    and its note for the round."""
+    and its note for the round. Their precision is validated on the referee's labels where people or gold gave them
+    (method auto), else on the teacher's validation labels: a teacher right on 80% of them caps the precision any
+    threshold can show there at about 80%, under the 95% asked, so self-training never starts however sure and right
+    the student is (docs/benchmarks.md, "Free labels validated on trusted labels")."""
     assert ctx.parts.free_labeller is not None
     labelled, trained_on = data.labelled, set(data.ids)
     weight = np.ones(len(y)) if weights is None else weights
     pool = ctx.index.vectors(ctx.free_ids)
     pool_y = np.array([ctx.label_index[labelled[d].label] if d in trained_on else -1 for d in ctx.free_ids],
                       dtype=np.int64)
-    val = [d for d in ctx.val_ids if d in labelled]
 
     def fit_one(X_: np.ndarray, y_: np.ndarray, w_: np.ndarray) -> Student:
         student = ctx.parts.student_cls(**options)
         student.fit(X_, y_, len(ctx.labels), sample_weight=w_)
         return student
 
-    task = FreeLabelTask(X, y, weight, len(ctx.labels), pool, pool_y, ctx.features(val),
-                         np.array([ctx.label_index[labelled[d].label] for d in val], dtype=np.int64), fit_one)
+    if referee is not None and referee.trusted:
+        val_X, val_y = ctx.features(referee.ids), referee.y
+    else:
+        val = [d for d in ctx.val_ids if d in labelled]
+        val_X, val_y = ctx.features(val), np.array([ctx.label_index[labelled[d].label] for d in val], dtype=np.int64)
+    task = FreeLabelTask(X, y, weight, len(ctx.labels), pool, pool_y, val_X, val_y, fit_one)
     free = ctx.parts.free_labeller.pseudo_labels(task)
     if not len(free.rows):
         return X, y, weights, soft, free.note
