@@ -158,11 +158,11 @@ def _kept_by(metrics: dict[str, Any]) -> tuple[str, str]:
     """How a round's student came to be kept, as a round line's mark and in words: the rule that judged it
     (kdstudio.run_state.judge_best), or for rounds recorded before rules were, the one that would judge it now."""
     rule = rule_of(metrics)
-    judged = method_auto.kept_on(metrics) or {}
-    if rule == KeptBy.SIGN_TEST:
+    judged = method_auto.kept_on(metrics)
+    if rule == KeptBy.SIGN_TEST and judged:
         return (f"not clearly beaten on {judged['truth']}", f"the latest round, no earlier one clearly more right on "
                 f"{judged['n']} {judged['truth']} labels ({judged['accuracy']:.3f})")
-    if rule == KeptBy.ACCURACY:
+    if rule == KeptBy.ACCURACY and judged:
         return (f"most right on {judged['truth']}",
                 f"right most often on {judged['n']} {judged['truth']} labels ({judged['accuracy']:.3f})")
     if rule == KeptBy.VAL_LOSS:
