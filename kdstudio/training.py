@@ -177,9 +177,9 @@ def _with_free_labels(ctx: RunContext, options: dict[str, Any], data: TrainingDa
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, str]:
     """The training set plus the free labeller's pseudo-labels on the run's pool sample (unlabelled documents only),
     and its note for the round. Their precision is validated on the referee's labels where people or gold gave them
-    (method auto), else on the teacher's validation labels: a teacher right on 80% of them caps the precision any
-    threshold can show there at about 80%, under the 95% asked, so self-training never starts however sure and right
-    the student is (docs/benchmarks.md, "Free labels validated on trusted labels")."""
+    (method auto), else on the teacher's validation labels: where a teacher right on 80% of them errs on easy documents
+    too, no threshold can show the 95% asked there, and nothing is added however sure and right the student is
+    (docs/benchmarks.md, "Free labels validated on trusted labels")."""
     assert ctx.parts.free_labeller is not None
     labelled, trained_on = data.labelled, set(data.ids)
     weight = np.ones(len(y)) if weights is None else weights
