@@ -36,6 +36,15 @@ class TrainingData:
         return any(self.labelled[d].probs and self.labelled[d].source == "teacher" for d in self.ids)
 
 
+@dataclass(frozen=True)
+class TrustedLabels:
+    """People's and gold labels (method auto's referee, where it is trusted) that a round's free labeller validates its
+    pseudo-labels on: their features, read once a round, and their classes."""
+
+    X: Any
+    y: np.ndarray
+
+
 def training_data(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int) -> TrainingData | None:
     """The run's labels for the selected documents, plus human-labelled pool ones and the samples the run generated up
     to `upto_round`; None when there is not a single label."""
@@ -88,7 +97,9 @@ def replay(ctx: RunContext, selected: list[dict[str, Any]], upto_round: int, met
     recorded = metrics.get("auto")
     if not recorded:
         return fit(ctx, data, configured(ctx.config))
-    return fit(ctx, data, Recipe.from_dict(recorded["recipe"]), run_referee(ctx, data.labelled))
+    referee = run_referee(ctx, data.labelled)
+    trusted = TrustedLabels(ctx.features(referee.ids), referee.y) if referee and referee.trusted else None
+    return fit(ctx, data, Recipe.from_dict(recorded["recipe"]), trusted)
 
 
 def run_referee(ctx: RunContext, labelled: dict[str, Any]) -> Referee | None:
@@ -102,10 +113,11 @@ def _auto(ctx: RunContext, data: TrainingData, previous: list[Mapping[str, Any]]
     if referee is None:  # validation documents the teacher never answered, no gold, no check labels: nothing to judge
         return fit(ctx, data, configured(ctx.config))
     X_ref = ctx.features(referee.ids)
+    trusted = TrustedLabels(X_ref, referee.y) if referee.trusted else None
     fitted: dict[Recipe, Trained] = {}
 
     def fit_and_judge(recipe: Recipe) -> Judged:
-        fitted[recipe] = fit(ctx, data, recipe, referee)
+        fitted[recipe] = fit(ctx, data, recipe, trusted)
         return method_auto.judge(recipe, fitted[recipe].student.predict_proba(X_ref), referee.y)
 
     searched = method_auto.due(len(data.ids), previous)
@@ -145,8 +157,8 @@ def _student_options(ctx: RunContext, recipe: Recipe) -> dict[str, Any]:
     return options
 
 
-def fit(ctx: RunContext, data: TrainingData, recipe: Recipe, referee: Referee | None = None) -> Trained:
-    """A student trained on the round's labels by one recipe; with method auto, `referee` holds the labels its free
+def fit(ctx: RunContext, data: TrainingData, recipe: Recipe, trusted: TrustedLabels | None = None) -> Trained:
+    """A student trained on the round's labels by one recipe; with method auto, `trusted` holds the labels its free
     labeller validates its pseudo-labels on."""
     options = _student_options(ctx, recipe)
     X, y, weights = data.X, data.train_set.y, data.weights
@@ -160,7 +172,7 @@ def fit(ctx: RunContext, data: TrainingData, recipe: Recipe, referee: Referee | 
         weights = trust if weights is None else weights * trust
     free_note, n_labelled = "", len(y)
     if recipe.self_train and ctx.parts.free_labeller is not None:
-        X, y, weights, soft, free_note = _with_free_labels(ctx, options, data, X, y, weights, soft, referee)
+        X, y, weights, soft, free_note = _with_free_labels(ctx, options, data, X, y, weights, soft, trusted)
     student = ctx.parts.student_cls(**options)
     student.fit(X, y, len(ctx.labels), sample_weight=weights, soft_labels=soft)
     # What the student learned from, by source and by label, kept with it for the model card.
@@ -173,11 +185,11 @@ def fit(ctx: RunContext, data: TrainingData, recipe: Recipe, referee: Referee | 
 
 
 def _with_free_labels(ctx: RunContext, options: dict[str, Any], data: TrainingData, X: np.ndarray, y: np.ndarray,
-                      weights: np.ndarray | None, soft: np.ndarray | None, referee: Referee | None = None
+                      weights: np.ndarray | None, soft: np.ndarray | None, trusted: TrustedLabels | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, str]:
     """The training set plus the free labeller's pseudo-labels on the run's pool sample (unlabelled documents only),
-    and its note for the round. Their precision is validated on the referee's labels where people or gold gave them
-    (method auto), else on the teacher's validation labels: where a teacher right on 80% of them errs on easy documents
+    and its note for the round. Their precision is validated on `trusted`, labels people or gold gave (method auto),
+    else on the teacher's validation labels: where a teacher right on 80% of them errs on easy documents
     too, no threshold can show the 95% asked there, and nothing is added however sure and right the student is
     (docs/benchmarks.md, "Free labels validated on trusted labels")."""
     assert ctx.parts.free_labeller is not None
@@ -192,8 +204,8 @@ def _with_free_labels(ctx: RunContext, options: dict[str, Any], data: TrainingDa
         student.fit(X_, y_, len(ctx.labels), sample_weight=w_)
         return student
 
-    if referee is not None and referee.trusted:
-        val_X, val_y = ctx.features(referee.ids), referee.y
+    if trusted is not None:
+        val_X, val_y = trusted.X, trusted.y
     else:
         val = [d for d in ctx.val_ids if d in labelled]
         val_X, val_y = ctx.features(val), np.array([ctx.label_index[labelled[d].label] for d in val], dtype=np.int64)
