@@ -7,7 +7,6 @@ from typing import Any
 from rich.console import Group
 from rich.text import Text
 
-from kdstudio import method_auto
 from kdstudio.fitted_table import Col, FittedTable
 from kdstudio.money import usd
 from kdstudio.types import (
@@ -28,6 +27,9 @@ from kdstudio.types import (
     SpendRow,
     Status,
     TeacherChecked,
+    auto_kept_on,
+    auto_text,
+    auto_trusted_choice,
     narrower,
     rule_of,
 )
@@ -150,7 +152,7 @@ def round_line(report: RoundReport) -> str:
             f"{f'  +{report.generated} generated' if report.generated else ''}"
             f"{f'  doubted {doubted}' if (doubted := m.get('doubted')) else ''}"
             f"{f'  {free}' if (free := m.get('free_labels')) else ''}{forecast_text(m.get('forecast'))}"
-            f"{method_auto.text(m.get('auto'))}"
+            f"{auto_text(m.get('auto'))}"
             f"{best_mark(report)}")
 
 
@@ -158,7 +160,7 @@ def _kept_by(metrics: dict[str, Any]) -> tuple[str, str]:
     """How a round's student came to be kept, as a round line's mark and in words: the rule that judged it
     (kdstudio.run_state.judge_best), or for rounds recorded before rules were, the one that would judge it now."""
     rule = rule_of(metrics)
-    judged = method_auto.kept_on(metrics)
+    judged = auto_kept_on(metrics)
     if rule == KeptBy.SIGN_TEST and judged:
         return (f"not clearly beaten on {judged['truth']}", f"the latest round, no earlier one clearly more right on "
                 f"{judged['n']} {judged['truth']} labels ({judged['accuracy']:.3f})")
@@ -168,7 +170,7 @@ def _kept_by(metrics: dict[str, Any]) -> tuple[str, str]:
     if rule == KeptBy.VAL_LOSS:
         loss = metrics.get("val", {}).get("log_loss")
         return "lowest val loss", "" if loss is None else f"the lowest validation loss ({loss:.3f})"
-    if method_auto.trusted_choice(metrics):
+    if auto_trusted_choice(metrics):
         return "latest", "the latest round (the check sample grades the student, so it does not choose the round)"
     return "latest", "the latest round (no validation labels to choose on)"
 
@@ -273,7 +275,7 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
         teacher = m.get("teacher_accuracy")
         extra = ([f"+{m.get('free_added', 0)}"] if free else []) + (
             [forecast_text(m.get("forecast")).split()[-2] if m.get("forecast") else "-"] if autopilot else []) + (
-            [Text(method_auto.text(m.get("auto")).removeprefix("  auto: ") or "-")] if auto else [])
+            [Text(auto_text(m.get("auto")).removeprefix("  auto: ") or "-")] if auto else [])
         rows.append([str(r.round), str(r.bought), str(r.n_labels), usd(r.cost_usd or 0), str(r.scored or 0),
                      _metric(m, "val", "accuracy"), _metric(m, "val", "macro_f1"), _metric(m, "val", "log_loss"),
                      _metric(m, "test", "accuracy"), _metric(m, "test", "macro_f1"), _metric(m, "test", "ece"),

@@ -24,6 +24,9 @@ from kdstudio.events import (
 from kdstudio.export import ExportReport
 from kdstudio.labels_export import Written as LabelsWritten
 from kdstudio.loop import TEACHER_SHORTCUTS, DistillConfig, Plan, RoundReport, RunResult, Shortcut
+from kdstudio.method_auto import kept_on as auto_kept_on
+from kdstudio.method_auto import text as auto_text
+from kdstudio.method_auto import trusted_choice as auto_trusted_choice
 from kdstudio.plugins import Plugins, Registered, get_plugins
 from kdstudio.project import ProgressView, Status, TriageItem
 from kdstudio.review import FILTERS as REVIEW_FILTERS
@@ -87,6 +90,9 @@ __all__ = [
     "TeacherChecked",
     "Teaching",
     "TriageItem",
+    "auto_kept_on",
+    "auto_text",
+    "auto_trusted_choice",
     "get_plugins",
     "narrower",
     "parse_labels_option",
