@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/check_estimates.py                               # three corpora, two teachers
     .venv/bin/python benchmarks/check_estimates.py --datasets bbc-news --draws 200   # a quick look
+    .venv/bin/python benchmarks/check_estimates.py --ceiling     # how far any proxy from these signals could go
 
 Per corpus and teacher: a student is distilled from the teacher (a real run, 200 labels, margin), then the documents it
 never saw (the rest of the pool) are its population, with gold labels standing in for people. The student's true
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from kdstudio.check import PPI_MIN_CHECKED, narrower, teacher_belief
-from kdstudio.estimates import Proxy, ppi_mean, wilson
+from kdstudio.estimates import Estimate, Proxy, ppi_mean, wilson
 from kdstudio.interfaces import Doc
 from kdstudio.loop import DistillConfig
 from kdstudio.plugins import get_plugins
@@ -79,7 +80,8 @@ def teacher_answers(project: Project, teacher: str, ids: list[str]) -> list[RunL
     return [answers.get(d) for d in ids]
 
 
-def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int) -> dict[str, Any]:
+def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int, ceiling: bool = False
+            ) -> dict[str, Any]:
     name, options = TEACHERS[teacher]
     result = project.distill(DistillConfig(teacher=name, teacher_options=options, selector="margin", seed_size=20,
                                            batch=20, budget_labels=200, val_limit=50, seed=seed))
@@ -98,6 +100,9 @@ def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int)
                                    for a, p in zip(answers, predicted, strict=True)]),
                "confidence": probs.max(axis=1)}
     true_accuracy = float(right.mean())
+    if ceiling:
+        return {"dataset": dataset, "teacher": teacher, "population": len(ids), "student_accuracy": true_accuracy,
+                "ceiling": proxy_ceiling(right, probs, proxies, seed)}
     rng = np.random.default_rng(seed)
     rows = [draw_intervals(rng, right, proxies, n, big_n, draws)
             for n in SIZES for big_n in sorted({min(b, len(ids) - n - ANSWERED) for b in BORROWED})]
@@ -105,6 +110,57 @@ def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int)
             "teacher_accuracy": float(np.mean(said == truth)), "agreement": float(proxies["agreement"].mean()),
             "correlation": {name: float(np.corrcoef(right, f)[0, 1]) for name, f in proxies.items()},
             "draws": draws, "rows": rows}
+
+
+def proxy_ceiling(right: np.ndarray, probs: np.ndarray, proxies: dict[str, np.ndarray], seed: int
+                  ) -> dict[str, dict[str, float]]:
+    """How much any proxy built from these signals could narrow PPI's interval: models of "the student is right"
+    (linear and logistic regression on the signals and their logits, and gradient-boosted trees; predictions out of
+    fold over the whole population, the best of the three kept) from the student's probabilities alone (what PPI can
+    borrow on thousands of documents), and with the teacher's answer added (as if the teacher had answered every
+    borrowed document, which a run pays for on 200). Their R² over the share's variance bounds what PPI gains: with
+    unlimited borrowed documents the interval is sqrt(1 - R²) as wide as the sample's."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-4, 1 - 1e-4)
+        return np.log(p / (1 - p))
+
+    top = np.sort(probs, axis=1)[:, ::-1]
+    student = np.column_stack([top[:, 0], logit(top[:, 0]), top[:, 0] - top[:, 1],
+                               -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)])
+    signals = {"student": student, "student + teacher": np.column_stack(
+        [student, proxies["belief"], logit(proxies["belief"]), proxies["agreement"]])}
+    models = [LinearRegression(), make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+              HistGradientBoostingClassifier(max_iter=100, learning_rate=0.05, max_depth=3, min_samples_leaf=50,
+                                             random_state=seed)]
+    folds = KFold(5, shuffle=True, random_state=seed)
+    out = {}
+    for name, features in signals.items():
+        r2 = 0.0
+        for model in models:
+            # Shuffled folds: the population is in document-id order, which sorts some corpora by class.
+            guess = (cross_val_predict(model, features, right.astype(float), cv=folds) if isinstance(
+                model, LinearRegression) else cross_val_predict(model, features, right, cv=folds,
+                                                                method="predict_proba")[:, 1])
+            r2 = max(r2, 1 - float(np.mean((right - guess) ** 2)) / float(np.var(right)))
+        out[name] = {"r2": r2, "narrower": 1 - float(np.sqrt(1 - r2))}
+    out["correlation"] = {name: float(np.corrcoef(right, f)[0, 1]) for name, f in
+                          {**proxies, "confidence": top[:, 0]}.items()}
+    return out
+
+
+def ppi_or(sample: Estimate, right: np.ndarray, proxies: list[Proxy]) -> Estimate:
+    """PPI's estimate, or where no proxy varies in this draw (a student that agrees with its teacher on every drawn
+    document), the sample's, as `kdstudio check` falls back to."""
+    try:
+        return ppi_mean(right, proxies, "gold")
+    except ValueError:
+        return sample
 
 
 def draw_intervals(rng: np.random.Generator, right: np.ndarray, proxies: dict[str, np.ndarray], n: int, big_n: int,
@@ -120,10 +176,11 @@ def draw_intervals(rng: np.random.Generator, right: np.ndarray, proxies: dict[st
         teacher = {name: Proxy.of("teacher", proxies[name][checked], proxies[name][answered])
                    for name in ("agreement", "belief")}
         student = Proxy.of("student", proxies["confidence"][checked], proxies["confidence"][others])
-        estimates = {"sample": wilson(int(right[checked].sum()), n, "gold"),
-                     "agreement": ppi_mean(right[checked], [teacher["agreement"]], "gold"),
-                     "belief": ppi_mean(right[checked], [teacher["belief"]], "gold"),
-                     "both": ppi_mean(right[checked], [teacher["belief"], student], "gold")}
+        sample = wilson(int(right[checked].sum()), n, "gold")
+        estimates = {"sample": sample,
+                     "agreement": ppi_or(sample, right[checked], [teacher["agreement"]]),
+                     "belief": ppi_or(sample, right[checked], [teacher["belief"]]),
+                     "both": ppi_or(sample, right[checked], [teacher["belief"], student])}
         # What `kdstudio check` shows: the narrower of the two, PPI's only from PPI_MIN_CHECKED checked documents.
         estimates["shown"] = (narrower(estimates["sample"], estimates["both"]) if n >= PPI_MIN_CHECKED
                               else estimates["sample"])
@@ -136,6 +193,15 @@ def draw_intervals(rng: np.random.Generator, right: np.ndarray, proxies: dict[st
 
 
 def print_result(r: dict[str, Any]) -> None:
+    if "ceiling" in r:
+        print(f"  {r['dataset']}, teacher {r['teacher']}: student accuracy {r['student_accuracy']:.3f} (gold) on "
+              f"{r['population']} documents; the best proxy's R² and PPI's ceiling (narrower than the sample alone, "
+              "unlimited borrowed documents): " + "; ".join(
+                  f"{name} {c['r2']:.2f}, {c['narrower']:.1%}" for name, c in r["ceiling"].items()
+                  if name != "correlation"))
+        print("    correlation with the student being right: " + ", ".join(
+            f"{name} {value:.2f}" for name, value in r["ceiling"]["correlation"].items()))
+        return
     print(f"\n{r['dataset']}, teacher {r['teacher']}: population {r['population']} documents the student never saw; "
           f"student accuracy {r['student_accuracy']:.3f} (gold), teacher {r['teacher_accuracy']:.3f}, "
           f"student-teacher agreement {r['agreement']:.3f}; {r['draws']} draws")
@@ -157,6 +223,8 @@ def main() -> None:
     parser.add_argument("--teachers", nargs="+", default=list(TEACHERS))
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ceiling", action="store_true",
+                        help="instead of the draws: how much any proxy from these signals could narrow PPI")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
@@ -164,7 +232,7 @@ def main() -> None:
         print(f"{dataset}:", flush=True)
         with project_for(dataset) as project:
             for teacher in args.teachers:
-                results.append(measure(project, dataset, teacher, args.draws, args.seed))
+                results.append(measure(project, dataset, teacher, args.draws, args.seed, args.ceiling))
                 print_result(results[-1])
                 sys.stdout.flush()
     path = OUT / f"check-estimates-{int(time.time())}.json"
