@@ -100,15 +100,16 @@ def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int,
                                    for a, p in zip(answers, predicted, strict=True)]),
                "confidence": probs.max(axis=1)}
     true_accuracy = float(right.mean())
+    correlation = {name: float(np.corrcoef(right, f)[0, 1]) for name, f in proxies.items()}
     if ceiling:
         return {"dataset": dataset, "teacher": teacher, "population": len(ids), "student_accuracy": true_accuracy,
-                "ceiling": proxy_ceiling(right, probs, proxies, seed)}
+                "correlation": correlation, "ceiling": proxy_ceiling(right, probs, proxies, seed)}
     rng = np.random.default_rng(seed)
     rows = [draw_intervals(rng, right, proxies, n, big_n, draws)
             for n in SIZES for big_n in sorted({min(b, len(ids) - n - ANSWERED) for b in BORROWED})]
     return {"dataset": dataset, "teacher": teacher, "population": len(ids), "student_accuracy": true_accuracy,
             "teacher_accuracy": float(np.mean(said == truth)), "agreement": float(proxies["agreement"].mean()),
-            "correlation": {name: float(np.corrcoef(right, f)[0, 1]) for name, f in proxies.items()},
+            "correlation": correlation,
             "draws": draws, "rows": rows}
 
 
@@ -149,8 +150,6 @@ def proxy_ceiling(right: np.ndarray, probs: np.ndarray, proxies: dict[str, np.nd
                                                                 method="predict_proba")[:, 1])
             r2 = max(r2, 1 - float(np.mean((right - guess) ** 2)) / float(np.var(right)))
         out[name] = {"r2": r2, "narrower": 1 - float(np.sqrt(1 - r2))}
-    out["correlation"] = {name: float(np.corrcoef(right, f)[0, 1]) for name, f in
-                          {**proxies, "confidence": top[:, 0]}.items()}
     return out
 
 
@@ -197,10 +196,9 @@ def print_result(r: dict[str, Any]) -> None:
         print(f"  {r['dataset']}, teacher {r['teacher']}: student accuracy {r['student_accuracy']:.3f} (gold) on "
               f"{r['population']} documents; the best proxy's R² and PPI's ceiling (narrower than the sample alone, "
               "unlimited borrowed documents): " + "; ".join(
-                  f"{name} {c['r2']:.2f}, {c['narrower']:.1%}" for name, c in r["ceiling"].items()
-                  if name != "correlation"))
+                  f"{name} {c['r2']:.2f}, {c['narrower']:.1%}" for name, c in r["ceiling"].items()))
         print("    correlation with the student being right: " + ", ".join(
-            f"{name} {value:.2f}" for name, value in r["ceiling"]["correlation"].items()))
+            f"{name} {value:.2f}" for name, value in r["correlation"].items()))
         return
     print(f"\n{r['dataset']}, teacher {r['teacher']}: population {r['population']} documents the student never saw; "
           f"student accuracy {r['student_accuracy']:.3f} (gold), teacher {r['teacher_accuracy']:.3f}, "
