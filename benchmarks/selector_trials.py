@@ -6,7 +6,7 @@ random and the best fixed setup of method_matrix.py's cells (same corpora, teach
     .venv/bin/python benchmarks/selector_trials.py --datasets bbc-news --setups rm-signal+fused
     .venv/bin/python benchmarks/selector_trials.py --report
 
-It needs the matrix's own results (benchmarks/out/method-matrix.jsonl) for the setups it is compared with. Two
+It needs the matrix's own results (benchmarks/out/method-matrix.jsonl) for the setups it is compared with. Three
 selectors are defined here, not in plugins/, and load as a plugin of this script's own ($KDSTUDIO_PLUGINS), as a third
 party's would. `typical-margin`: half of each batch is TypiClust's picks (the most typical document of the largest
 clusters no label covers, Hacohen et al. 2022), half the smallest margins, the mix "Active learning on a budget"
@@ -14,6 +14,9 @@ argues for when the student is weak. `reliable-margin`: margin, weighed by how o
 margin where the gold validation labels clearly say its mistakes gather where the student is unsure; a selector sees
 no gold labels, so the script patches the run's referee in (`RUN`). The `/gold` setups validate the free labeller's
 threshold on the gold validation labels instead of the teacher's (what auto does since 2026-12-06).
+`hedged-margin`: margin with a share of each batch drawn at random, fixed (`hedged-25`, `hedged-50`) or one minus the
+student's skill on the referee's labels (`hedged-skill`), so that a student barely above the commonest label picks
+mostly at random: the cold start where uncertainty sampling falls below random.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ TRIALS = {
     # (TRUSTED_FREE below): a noisy teacher's labels cap the precision any threshold can show at its own accuracy.
     "margin+fused+self-train/gold": {"selector": "margin", "fused_labels": True, "free_labels": "self-train"},
     "margin+fused+spread/gold": {"selector": "margin", "fused_labels": True, "free_labels": "spread"},
+    "hedged-25+fused": {"selector": "hedged-margin", "selector_options": {"share": 0.25}, "fused_labels": True},
+    "hedged-50+fused": {"selector": "hedged-margin", "selector_options": {"share": 0.5}, "fused_labels": True},
+    "hedged-skill+fused": {"selector": "hedged-margin", "fused_labels": True},
 }
 FIXED = [s for s in matrix.SETUPS if s != "auto"]  # the matrix's fixed setups, before the trials join them
 MATRIX = matrix.results()
@@ -151,10 +157,54 @@ class ReliableMarginSelector(Selector):
         return Selection(positions[top], score[top], context.n_pool, {"strategy": "reliable-margin", "z": z})
 
 
+def referee_skill() -> float | None:
+    """The current student's skill on the run's referee documents (gold validation labels): its accuracy above
+    always answering the referee's commonest label, as a share of the most there is to gain (0: none, 1: all right)."""
+    from kdstudio.training import run_referee
+
+    ctx, state = RUN["ctx"], RUN["state"]
+    if state.trained is None:
+        return None
+    referee = run_referee(ctx, state.trained.labelled)
+    if referee is None or not referee.trusted or not len(referee.y):
+        return None
+    right = state.trained.student.predict_proba(ctx.features(referee.ids)).argmax(axis=1) == referee.y
+    commonest = np.bincount(referee.y).max() / len(referee.y)
+    if commonest >= 1.0:
+        return None
+    return float(np.clip((right.mean() - commonest) / (1.0 - commonest), 0.0, 1.0))
+
+
+class HedgedMarginSelector(Selector):
+    """Margin with a share of each batch drawn at random: a fixed share, or (share < 0) one minus the student's skill
+    on the referee's labels, so that a student whose uncertainty says little (barely above the commonest label)
+    picks mostly at random, the cold-start case where uncertainty sampling falls below random."""
+
+    name = "hedged-margin"
+    options = (Option("share", float, -1.0, "share of each batch drawn at random (< 0: one minus the skill)",
+                      low=-1.0, high=1.0),)
+
+    def select(self, context: SelectionContext, k: int) -> Selection:
+        from kdstudio_plugins.selectors.uncertainty import random_selection
+
+        if not context.has_student:
+            return random_selection(context, k, "random (no student yet)")
+        skill = referee_skill() if self.share < 0 else None
+        share = self.share if self.share >= 0 else 1.0 - (1.0 if skill is None else skill)
+        n_margin = k - round(k * share)
+        positions, scores = context.top_uncertain("margin", n_margin) if n_margin else ([], [])
+        picks, values = [int(p) for p in positions], [float(u) for u in scores]
+        taken = set(picks)
+        extra = [int(p) for p in context.rng.permutation(context.n_pool) if int(p) not in taken][:k - len(picks)]
+        return Selection(picks + extra, values + [float("nan")] * len(extra), context.n_pool,
+                         {"strategy": "hedged-margin", "random_share": round(share, 3)})
+
+
 @hookimpl
 def register_selectors(register):
     register(TypicalMarginSelector)
     register(ReliableMarginSelector)
+    register(HedgedMarginSelector)
 
 
 def validate_free_labels_on_gold() -> None:
