@@ -25,13 +25,16 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import method_matrix as matrix
 import numpy as np
 
 from kdstudio.hookspecs import hookimpl
 from kdstudio.interfaces import Option, Selection, SelectionContext, Selector
+
+if TYPE_CHECKING:
+    from kdstudio.method_auto import Referee
 
 TRIALS = {
     "cluster-margin+fused": {"selector": "cluster-margin", "fused_labels": True},
@@ -90,19 +93,27 @@ class TypicalMarginSelector(Selector):
 RUN: dict[str, Any] = {}
 
 
-def referee_margins() -> tuple[np.ndarray, np.ndarray] | None:
-    """On the run's referee documents (gold validation labels) the teacher answered: the current student's margin
-    (p1 - p2) and whether the teacher was right."""
+def trusted_referee() -> Referee | None:
+    """The run's referee (gold validation labels) where it is trusted and a student has been trained, else None."""
     from kdstudio.training import run_referee
-    from kdstudio.uncertainty import margin
 
     ctx, state = RUN["ctx"], RUN["state"]
     if state.trained is None:
         return None
-    labelled = state.trained.labelled
-    referee = run_referee(ctx, labelled)
-    if referee is None or not referee.trusted:
+    referee = run_referee(ctx, state.trained.labelled)
+    return referee if referee is not None and referee.trusted else None
+
+
+def referee_margins() -> tuple[np.ndarray, np.ndarray] | None:
+    """On the run's referee documents (gold validation labels) the teacher answered: the current student's margin
+    (p1 - p2) and whether the teacher was right."""
+    from kdstudio.uncertainty import margin
+
+    referee = trusted_referee()
+    if referee is None:
         return None
+    ctx, state = RUN["ctx"], RUN["state"]
+    labelled = state.trained.labelled
     known = [(i, d) for i, d in enumerate(referee.ids) if d in labelled and labelled[d].source == "teacher"]
     if len(known) < 10:
         return None
@@ -160,14 +171,10 @@ class ReliableMarginSelector(Selector):
 def referee_skill() -> float | None:
     """The current student's skill on the run's referee documents (gold validation labels): its accuracy above
     always answering the referee's commonest label, as a share of the most there is to gain (0: none, 1: all right)."""
-    from kdstudio.training import run_referee
-
+    referee = trusted_referee()
+    if referee is None or not len(referee.y):
+        return None
     ctx, state = RUN["ctx"], RUN["state"]
-    if state.trained is None:
-        return None
-    referee = run_referee(ctx, state.trained.labelled)
-    if referee is None or not referee.trusted or not len(referee.y):
-        return None
     right = state.trained.student.predict_proba(ctx.features(referee.ids)).argmax(axis=1) == referee.y
     commonest = np.bincount(referee.y).max() / len(referee.y)
     if commonest >= 1.0:
