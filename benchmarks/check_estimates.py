@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/check_estimates.py --datasets bbc-news --draws 200   # a quick look
     .venv/bin/python benchmarks/check_estimates.py --ceiling     # how far any proxy from these signals could go, on
                                                                   # a random check sample and on one drawn by doubt
+    .venv/bin/python benchmarks/check_estimates.py --by-doubt    # what a check sample drawn by the student's doubt
+                                                                  # would give, with nothing fitted on gold
 
 Per corpus and teacher: a student is distilled from the teacher (a real run, 200 labels, margin), then the documents it
 never saw (the rest of the pool) are its population, with gold labels standing in for people. The student's true
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from kdstudio.check import PPI_MIN_CHECKED, narrower, teacher_belief
-from kdstudio.estimates import Estimate, Proxy, ppi_mean, wilson
+from kdstudio.estimates import Estimate, Proxy, ppi_mean, wilson, wilson_bounds
 from kdstudio.interfaces import Doc
 from kdstudio.loop import DistillConfig
 from kdstudio.plugins import get_plugins
@@ -54,6 +56,8 @@ ANSWERED = 200  # teacher-labelled validation documents PPI borrows the teacher'
 BORROWED = (200, 1000, 5000)  # unchecked documents it borrows the student's confidence from
 PROXIES = ("agreement", "belief", "both")
 ACTIVE_N = 100  # the checked labels the issue's 25% target is set at
+MIXES = (0.2, 0.5)  # the share of a drawn-by-doubt check sample drawn uniformly
+STRATA = 5  # equal-sized strata of the student's confidence, for a stratified check sample
 
 
 def project_for(dataset: str) -> Project:
@@ -82,8 +86,8 @@ def teacher_answers(project: Project, teacher: str, ids: list[str]) -> list[RunL
     return [answers.get(d) for d in ids]
 
 
-def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int, ceiling: bool = False
-            ) -> dict[str, Any]:
+def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int, ceiling: bool = False,
+            by_doubt: bool = False) -> dict[str, Any]:
     name, options = TEACHERS[teacher]
     result = project.distill(DistillConfig(teacher=name, teacher_options=options, selector="margin", seed_size=20,
                                            batch=20, budget_labels=200, val_limit=50, seed=seed))
@@ -107,6 +111,11 @@ def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int,
         return {"dataset": dataset, "teacher": teacher, "population": len(ids), "student_accuracy": true_accuracy,
                 "correlation": correlation, "ceiling": proxy_ceiling(right, probs, proxies, seed)}
     rng = np.random.default_rng(seed)
+    if by_doubt:
+        return {"dataset": dataset, "teacher": teacher, "population": len(ids), "student_accuracy": true_accuracy,
+                "draws": draws, "by_doubt": [draw_by_doubt(rng, right, proxies["confidence"], proxies["belief"], n,
+                                                           draws)
+                                             for n in SIZES]}
     rows = [draw_intervals(rng, right, proxies, n, big_n, draws)
             for n in SIZES for big_n in sorted({min(b, len(ids) - n - ANSWERED) for b in BORROWED})]
     return {"dataset": dataset, "teacher": teacher, "population": len(ids), "student_accuracy": true_accuracy,
@@ -219,7 +228,100 @@ def draw_intervals(rng: np.random.Generator, right: np.ndarray, proxies: dict[st
             "narrower": {name: 1 - mean_width[name] / mean_width["sample"] for name in PROXIES}}
 
 
+def draw_by_doubt(rng: np.random.Generator, right: np.ndarray, confidence: np.ndarray, belief: np.ndarray, n: int,
+                  draws: int) -> dict[str, Any]:
+    """What a check sample drawn where the student doubts itself would give a user, with nothing fitted on gold:
+    each population document checked with probability pi = MIX x n/N + (1 - MIX) x n x s / sum(s), s =
+    sqrt(c(1 - c)) from the student's own confidence c (its top probability, uncalibrated), the uniform share keeping
+    every weight bounded; with the student's confidence as PPI's proxy, and with the teacher's belief as well (on
+    ANSWERED random documents the teacher labelled, as a run's validation documents); and a sample stratified by that
+    confidence instead. Against the sample's own Wilson interval on a simple random sample of n, in the same run."""
+    big_n, truth = len(right), float(right.mean())
+    sample = [wilson(int(right[rng.choice(big_n, n, replace=False)].sum()), n, "gold") for _ in range(draws)]
+    sample_width = float(np.mean([e.width for e in sample]))
+    row: dict[str, Any] = {"n": n, "sample": {"coverage": float(np.mean([e.covers(truth) for e in sample])),
+                                              "width": sample_width}}
+
+    def summary(drawn: list[tuple[float, float, float]]) -> dict[str, float]:
+        width = float(np.mean([high - low for _, low, high in drawn]))
+        return {"coverage": float(np.mean([low <= truth <= high for _, low, high in drawn])), "width": width,
+                "narrower": 1 - width / sample_width}
+
+    spread = np.sqrt(np.clip(confidence * (1 - confidence), 1e-4, None))
+    for mix in MIXES:
+        pi = np.minimum(1.0, mix * n / big_n + (1 - mix) * n * spread / spread.sum())
+        row[f"mix {mix:.1f}"] = summary([estimate_by_doubt(right, confidence, pi, rng.random(big_n) < pi)
+                                         for _ in range(draws)])
+        drawn = []
+        for _ in range(draws):
+            checked = rng.random(big_n) < pi
+            answered = rng.choice(np.flatnonzero(~checked), ANSWERED, replace=False)
+            drawn.append(estimate_by_doubt(right, confidence, pi, checked, belief, answered))
+        row[f"mix {mix:.1f} + teacher"] = summary(drawn)
+    strata = np.searchsorted(np.quantile(confidence, np.linspace(0, 1, STRATA + 1)[1:-1]), confidence)
+    row["strata"] = summary([estimate_stratified(right, confidence, strata, n, rng) for _ in range(draws)])
+    return row
+
+
+def estimate_stratified(right: np.ndarray, confidence: np.ndarray, strata: np.ndarray, n: int,
+                        rng: np.random.Generator) -> tuple[float, float, float]:
+    """A sample stratified by the student's confidence (STRATA equal-sized strata), half of it allocated in proportion
+    to the strata's sizes and half in proportion to sqrt(c(1 - c)) of their mean confidence (Neyman's allocation, with
+    the student's confidence standing in for the strata's unknown accuracy), at least two a stratum; the estimate is
+    the strata's shares times their sample means, which needs nothing outside the sample (no document a later run
+    trains on enters it), with Wilson's interval at the effective sample size."""
+    sizes = np.bincount(strata, minlength=STRATA)
+    share = np.array([np.sqrt(max(m * (1 - m), 1e-4)) for m in
+                      (confidence[strata == h].mean() for h in range(STRATA))]) * sizes
+    want = np.maximum(2, np.round(n * (0.5 * sizes / sizes.sum() + 0.5 * share / share.sum()))).astype(int)
+    value = variance = 0.0
+    for h in range(STRATA):
+        members = np.flatnonzero(strata == h)
+        y = right[rng.choice(members, min(want[h], len(members)), replace=False)].astype(float)
+        weight = len(members) / len(right)
+        value += weight * y.mean()
+        variance += weight ** 2 * y.var(ddof=1) / len(y) * (1 - len(y) / len(members))
+    effective = value * (1 - value) / variance if variance > 0 else float(n)
+    low, high = wilson_bounds(value, max(effective, 1.0))
+    return value, low, high
+
+
+def estimate_by_doubt(right: np.ndarray, confidence: np.ndarray, pi: np.ndarray, checked: np.ndarray,
+                      belief: np.ndarray | None = None, answered: np.ndarray | None = None
+                      ) -> tuple[float, float, float]:
+    """PPI with known inclusion probabilities (Zrnic and Candès 2024): lambda x mean(f) + the sum over the checked
+    documents of (y - lambda x f) / pi, over N, unbiased for any lambda. f is the student's confidence, whose mean over
+    the population is known, and with `belief` also the teacher's belief in the student's answer, whose mean is
+    estimated on the `answered` documents (a random sample the teacher labelled). lambda minimises the estimated
+    variance (Poisson sampling, plus the answered mean's), and the interval is Wilson's at the effective sample size,
+    as `kdstudio check` makes PPI's."""
+    big_n = len(right)
+    proxies = [confidence] if belief is None else [confidence, belief]
+    f = np.column_stack([x[checked] for x in proxies])
+    means = np.array([confidence.mean()] + ([] if belief is None else [belief[answered].mean()]))
+    extra = np.diag([0.0] + ([] if belief is None else [float(belief[answered].var(ddof=1)) / len(answered)]))
+    y, p = right[checked].astype(float), pi[checked]
+    weight = (1 - p) / p ** 2 / big_n ** 2
+    lam = np.linalg.lstsq((f * weight[:, None]).T @ f + extra, (f * weight[:, None]).T @ y, rcond=None)[0]
+    residual = y - f @ lam
+    value = min(max(float(lam @ means) + float(np.sum(residual / p)) / big_n, 0.0), 1.0)
+    variance = float(np.sum(weight * residual ** 2) + lam @ extra @ lam)
+    effective = value * (1 - value) / variance if variance > 0 else float(len(y))
+    low, high = wilson_bounds(value, max(effective, 1.0))
+    return value, low, high
+
+
 def print_result(r: dict[str, Any]) -> None:
+    if "by_doubt" in r:
+        print(f"  {r['dataset']}, teacher {r['teacher']}: student accuracy {r['student_accuracy']:.3f} (gold) on "
+              f"{r['population']} documents; {r['draws']} draws; a random sample against one drawn by the student's "
+              "doubt (MIX: the share drawn uniformly)")
+        for row in r["by_doubt"]:
+            print(f"    n {row['n']:>3}  random sample: coverage {row['sample']['coverage']:.3f} width "
+                  f"{row['sample']['width']:.3f}  " + "  ".join(
+                      f"{key}: coverage {v['coverage']:.3f} width {v['width']:.3f} ({v['narrower']:+.1%})"
+                      for key, v in row.items() if key not in ("n", "sample")))
+        return
     if "ceiling" in r:
         print(f"  {r['dataset']}, teacher {r['teacher']}: student accuracy {r['student_accuracy']:.3f} (gold) on "
               f"{r['population']} documents; the best proxy's R² and PPI's ceiling (narrower than the sample alone, "
@@ -254,6 +356,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ceiling", action="store_true",
                         help="instead of the draws: how much any proxy from these signals could narrow PPI")
+    parser.add_argument("--by-doubt", action="store_true",
+                        help="instead: a check sample drawn where the student doubts itself, against a random one")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
@@ -261,7 +365,8 @@ def main() -> None:
         print(f"{dataset}:", flush=True)
         with project_for(dataset) as project:
             for teacher in args.teachers:
-                results.append(measure(project, dataset, teacher, args.draws, args.seed, args.ceiling))
+                results.append(measure(project, dataset, teacher, args.draws, args.seed, args.ceiling,
+                                       args.by_doubt))
                 print_result(results[-1])
                 sys.stdout.flush()
     path = OUT / f"check-estimates-{int(time.time())}.json"
