@@ -231,11 +231,12 @@ def draw_intervals(rng: np.random.Generator, right: np.ndarray, proxies: dict[st
 def draw_by_doubt(rng: np.random.Generator, right: np.ndarray, confidence: np.ndarray, belief: np.ndarray, n: int,
                   draws: int) -> dict[str, Any]:
     """What a check sample drawn where the student doubts itself would give a user, with nothing fitted on gold:
-    each population document checked with probability pi = MIX x n/N + (1 - MIX) x n x s / sum(s), s =
-    sqrt(c(1 - c)) from the student's own confidence c (its top probability, uncalibrated), the uniform share keeping
-    every weight bounded; with the student's confidence as PPI's proxy, and with the teacher's belief as well (on
-    ANSWERED random documents the teacher labelled, as a run's validation documents); and a sample stratified by that
-    confidence instead. Against the sample's own Wilson interval on a simple random sample of n, in the same run."""
+    each population document checked with probability pi = MIX x n/N + (1 - MIX) x n x s / sum(s), where
+    s = sqrt(c(1 - c)) and c is the student's own confidence (its top probability, uncalibrated); the uniform share
+    keeps every weight bounded (Poisson sampling: n checked on average). Estimated with the student's confidence as
+    PPI's proxy, then with the teacher's belief as well (on ANSWERED random documents the teacher labelled, as a
+    run's validation documents); and a sample stratified by that confidence instead. Each against the sample's own
+    Wilson interval on a simple random sample of n, in the same run."""
     big_n, truth = len(right), float(right.mean())
     sample = [wilson(int(right[rng.choice(big_n, n, replace=False)].sum()), n, "gold") for _ in range(draws)]
     sample_width = float(np.mean([e.width for e in sample]))
