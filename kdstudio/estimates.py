@@ -1,6 +1,7 @@
 """How good is a student really: estimates with 95% intervals from a few labels people checked.
 
-The sample alone gives an unbiased estimate (Wilson's interval for a share, a bootstrap for macro F1).
+The sample alone gives an unbiased estimate (Wilson's interval for a share; for macro F1, which has no closed
+form, a bias-corrected bootstrap).
 Prediction-powered inference (PPI++, Angelopoulos, Duchi and Zrnic 2023) tightens it with cheap guesses on many more
 documents (proxies: the teacher's belief that the student is right where the teacher answered, the student's own
 confidence elsewhere), measured where they are cheap and corrected by the rectifier measured where people checked, with
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -127,15 +129,44 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
+def macro_f1_resamples(y_true: np.ndarray, y_pred: np.ndarray, reps: int, seed: int = 0) -> np.ndarray:
+    """Macro F1 (as `macro_f1`) on `reps` bootstrap resamples of the checked documents, counted for all at once."""
+    labels, codes = np.unique(np.concatenate([np.asarray(y_true), np.asarray(y_pred)]), return_inverse=True)
+    n, k = len(y_true), len(labels)
+    draws = np.random.default_rng(seed).integers(0, n, size=(reps, n))
+    truth, pred = codes[:n][draws], codes[n:][draws]
+    offset = np.arange(reps)[:, None] * k
+
+    def counts(cells: np.ndarray) -> np.ndarray:
+        return np.bincount(cells.ravel(), minlength=reps * k).reshape(reps, k)
+
+    true_n, pred_n, hits = counts(offset + truth), counts(offset + pred), counts((offset + truth)[truth == pred])
+    present = (true_n + pred_n) > 0
+    # 2 tp / (2 tp + fp + fn), and true_n + pred_n is that denominator.
+    f1 = np.divide(2 * hits, true_n + pred_n, out=np.zeros((reps, k)), where=present)
+    return (f1 * present).sum(axis=1) / present.sum(axis=1)
+
+
 def bootstrap_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, truth: str, *, reps: int = 1000,
                        seed: int = 0) -> Estimate:
-    """Macro F1 on the checked sample, with a percentile bootstrap interval (F1 has no closed-form one)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    """Macro F1 on the checked sample, with a bias-corrected percentile bootstrap interval (Efron's BC; F1 has no
+    closed-form one). On a few checked documents a label, the sample's macro F1 is biased, and the plain percentile
+    interval, centred on that bias, held the true macro F1 in as few as 68% of draws with 20 labels and 50 checked
+    documents; BC shifts the percentiles by the bias the resamples show (`benchmarks/f1_interval.py`)."""
     n = len(y_true)
     if n <= 0:
         raise ValueError("an estimate needs at least one checked label")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(reps, n))
-    values = np.array([macro_f1(y_true[d], y_pred[d]) for d in draws])
-    low, high = np.quantile(values, [0.025, 0.975])
-    return Estimate(macro_f1(y_true, y_pred), float(low), float(high), n, truth, "sample (bootstrap)")
+    value = macro_f1(np.asarray(y_true), np.asarray(y_pred))
+    low, high = bias_corrected_interval(macro_f1_resamples(y_true, y_pred, reps, seed), value)
+    return Estimate(value, low, high, n, truth, "sample (bias-corrected bootstrap)")
+
+
+def bias_corrected_interval(resamples: np.ndarray, value: float, z: float = Z95) -> tuple[float, float]:
+    """Efron's bias-corrected percentile interval: the percentiles moved by z0, how far the resamples' median sits
+    from the sample's own value (ties count half)."""
+    reps = len(resamples)
+    below = (np.sum(resamples < value) + 0.5 * np.sum(resamples == value)) / reps
+    normal = NormalDist()
+    z0 = normal.inv_cdf(min(max(below, 0.5 / reps), 1 - 0.5 / reps))
+    low, high = np.quantile(resamples, [normal.cdf(2 * z0 - z), normal.cdf(2 * z0 + z)])
+    return float(low), float(high)

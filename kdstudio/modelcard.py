@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kdstudio.check import TOO_NARROW
 from kdstudio.markdown import md_code as _code
 from kdstudio.markdown import md_text as _md
 from kdstudio.money import usd
@@ -130,20 +131,22 @@ def metrics(f: dict[str, Any]) -> list[str]:
     if "test" in kept:
         lines.append(f"| in-process student, test (gold labels) | {_pct(kept['test'].get('accuracy'))} | "
                      f"{_pct(kept['test'].get('macro_f1'))} |")
-    check = kept.get("check")
+    check, caveat = kept.get("check"), ""
     if check:
         a, f1 = check["student_accuracy"], check["student_macro_f1"]
         lines.append(f"| in-process student, check sample ({TRUTHS.get(check['truth'], check['truth'])}, "
                      f"{check['n']} documents drawn at random, 95% intervals) | "
                      f"{_pct(a['value'])} [{_pct(a['low'])}, {_pct(a['high'])}] | "
                      f"{_pct(f1['value'])} [{_pct(f1['low'])}, {_pct(f1['high'])}] |")
+        if TOO_NARROW in f1["method"]:
+            caveat = f"Macro F1 on the check sample: {_md(f1['method'])}."
     if parity is not None and parity.exported_accuracy is not None:
         lines.append(f"| this model, test (gold labels, {parity.n} documents) | {_pct(parity.exported_accuracy)} | "
                      f"{_pct(parity.exported_macro_f1)} |")
         lines += ["", "| label | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {_md(x)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
                   for x, m in parity.per_class.items()]
-    return [*lines, ""]
+    return [*lines, "", *([caveat, ""] if caveat else [])]
 
 
 def parity_lines(f: dict[str, Any]) -> list[str]:
