@@ -1,7 +1,7 @@
 """How good is a student really: estimates with 95% intervals from a few labels people checked.
 
-The sample alone gives an unbiased estimate (Wilson's interval for a share; for macro F1, which has no closed
-form, a bias-corrected bootstrap).
+The sample alone gives an unbiased estimate of a share such as accuracy, with Wilson's interval; macro F1, which has
+no closed-form interval and reads low on a few documents a label, gets a bias-corrected bootstrap one.
 Prediction-powered inference (PPI++, Angelopoulos, Duchi and Zrnic 2023) tightens it with cheap guesses on many more
 documents (proxies: the teacher's belief that the student is right where the teacher answered, the student's own
 confidence elsewhere), measured where they are cheap and corrected by the rectifier measured where people checked, with
@@ -151,7 +151,7 @@ def bootstrap_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, truth: str, *, re
                        seed: int = 0) -> Estimate:
     """Macro F1 on the checked sample, with a bias-corrected percentile bootstrap interval (Efron's BC; F1 has no
     closed-form one). On a few checked documents a label, the sample's macro F1 is biased, and the plain percentile
-    interval, centred on that bias, held the true macro F1 in as few as 68% of draws with 20 labels and 50 checked
+    interval, centred on that bias, held the true macro F1 in as few as 66% of draws with 20 labels and 50 checked
     documents; BC shifts the percentiles by the bias the resamples show (`benchmarks/f1_interval.py`)."""
     n = len(y_true)
     if n <= 0:
