@@ -24,7 +24,9 @@ from kdstudio.interfaces import Encoder, Prediction, ReviewBackend, ReviewEvent,
 from kdstudio.live_round import LiveRound, model_version
 from kdstudio.secrets import redact
 
-WAIT_S = 1.0  # between tries while another process holds the project
+# Between tries while another process holds the project: a reader (a `kdstudio` command, a test polling the file)
+# holds it for tens of milliseconds, and people's labels should not wait a second behind each such glimpse.
+WAIT_S = 0.1
 
 
 @dataclass

@@ -332,7 +332,7 @@ def human_rows(directory: Path, timeout: float = 2.0, until=lambda rows: True) -
             pass
         if until(rows) or time.time() > deadline:
             return rows
-        time.sleep(0.05)
+        time.sleep(0.2)  # not so often that this reader keeps the server from the file
 
 
 def wait_for(check, timeout: float, what: str):
