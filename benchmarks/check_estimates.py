@@ -86,8 +86,10 @@ def teacher_answers(project: Project, teacher: str, ids: list[str]) -> list[RunL
     return [answers.get(d) for d in ids]
 
 
-def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int, ceiling: bool = False,
-            by_doubt: bool = False) -> dict[str, Any]:
+def student_population(project: Project, teacher: str, seed: int
+                       ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """A student distilled from the teacher for real (margin, 200 labels), and its population: the pool documents it
+    never saw, with its probabilities, its answers and their gold labels."""
     name, options = TEACHERS[teacher]
     result = project.distill(DistillConfig(teacher=name, teacher_options=options, selector="margin", seed_size=20,
                                            batch=20, budget_labels=200, val_limit=50, seed=seed))
@@ -96,8 +98,12 @@ def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int,
     gold = project.store.gold()
     ids = [d for d in project.store.ids_in_split("pool") if d not in trained and d in gold]
     probs = student.predict_proba(project.store.vectors(project.vector_key, ids))
-    predicted = np.array(project.labels)[probs.argmax(axis=1)]
-    truth = np.array([gold[d] for d in ids])
+    return ids, probs, np.array(project.labels)[probs.argmax(axis=1)], np.array([gold[d] for d in ids])
+
+
+def measure(project: Project, dataset: str, teacher: str, draws: int, seed: int, ceiling: bool = False,
+            by_doubt: bool = False) -> dict[str, Any]:
+    ids, probs, predicted, truth = student_population(project, teacher, seed)
     answers = teacher_answers(project, teacher, ids)
     said = np.array([None if a is None else a.label for a in answers], dtype=object)
     right = predicted == truth
