@@ -154,21 +154,20 @@ def test_serve_and_connect_refuse_in_one_line(tmp_path):
     non-zero exit, and the project as it was."""
     import socket
 
-    from conftest import cheap_slice, run_cli
+    from conftest import cheap_slice, cli
     from labelstudio_server import free_port
 
     directory = cheap_slice(tmp_path / "p", 30, seed=1)
-    unset = run_cli("review", "serve", "-p", str(directory), "--port", str(free_port()),
-                    env={"LABEL_STUDIO_URL": ""})
+    unset = cli("review", "serve", "-p", str(directory), "--port", str(free_port()), env={"LABEL_STUDIO_URL": ""})
     assert unset.returncode != 0 and "LABEL_STUDIO_URL is not set" in unset.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        busy = run_cli("review", "serve", "-p", str(directory), "--port", port, env={"LABEL_STUDIO_URL": LS})
+        busy = cli("review", "serve", "-p", str(directory), "--port", port, env={"LABEL_STUDIO_URL": LS})
     assert busy.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
-    unreachable = run_cli("review", "connect", "-p", str(directory), "--url", "http://127.0.0.1:9090",
-                          env={"LABEL_STUDIO_URL": LS, "LABEL_STUDIO_API_KEY": "k"})
+    unreachable = cli("review", "connect", "-p", str(directory), "--url", "http://127.0.0.1:9090",
+                      env={"LABEL_STUDIO_URL": LS, "LABEL_STUDIO_API_KEY": "k"})
     assert unreachable.returncode != 0 and "127.0.0.1:9" in unreachable.stderr
     for result in (unset, busy, unreachable):
         assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr

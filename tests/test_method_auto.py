@@ -185,7 +185,7 @@ def test_patience_counts_rounds_without_a_lower_validation_loss_whichever_round_
 
 @pytest.fixture(scope="module")
 def sliced(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cheap_slice(tmp_path_factory.mktemp("auto") / "bbc", limit=300, seed=13)
+    return cheap_slice(tmp_path_factory.mktemp("auto") / "bbc", limit=300, seed=13, dims=512)
 
 
 @pytest.fixture
@@ -294,12 +294,12 @@ def test_the_round_lines_and_the_runs_table_show_the_choice(bbc: Path):
 def test_a_resumed_auto_run_trains_what_an_unbroken_one_trains(bbc: Path, tmp_path: Path):
     other = fresh_copy(bbc, tmp_path / "other")
     with Project.open(bbc) as project:
-        whole = project.distill(NOISY)
+        whole = project.distill(DistillConfig(**{**NOISY.__dict__, "budget_labels": 60}))
         whole_rounds = [r.metrics["auto"]["name"] for r in project.rounds(whole.run_id)]
         whole_selected = [[s["id"] for s in r.selected] for r in project.rounds(whole.run_id)]
     with Project.open(other) as project:
         first = project.distill(DistillConfig(**{**NOISY.__dict__, "budget_labels": 40}))
-        resumed = project.distill(resume=first.run_id, overrides={"budget_labels": 80})
+        resumed = project.distill(resume=first.run_id, overrides={"budget_labels": 60})
         assert resumed.run_id == first.run_id
         assert [r.metrics["auto"]["name"] for r in project.rounds(first.run_id)] == whole_rounds
         assert [[s["id"] for s in r.selected] for r in project.rounds(first.run_id)] == whole_selected

@@ -75,7 +75,9 @@ class LabelStudioBackend(ReviewBackend):
             from label_studio_sdk import LabelStudio
 
             client = LabelStudio(base_url=self.url, api_key=key, timeout=30)
-            self._call(client.users.whoami)  # fail here, with one line, rather than halfway through
+            # Fail here, with one line, rather than halfway through; and at once: the SDK's retries of a refused
+            # connection (3 s of sleeping) help a request in flight, not a probe of a server that is not there.
+            self._call(client.users.whoami, request_options={"max_retries": 0})
             self._client = client
         return self._client
 
