@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kdstudio import label_fusion, method_auto
-from kdstudio.doubt import doubt_weights, judge_labels, out_of_fold
+from kdstudio.doubt import doubt_weights, out_of_fold
 from kdstudio.interfaces import FreeLabelTask, LabelledSet, Student
 from kdstudio.method_auto import Abilities, Judged, Recipe, Referee
 from kdstudio.run_state import Trained
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrainingData:
-    """What every recipe of a round trains on: the documents, their labels, and the selector's weights."""
+    """What every recipe of a round trains on: the documents, their labels, and the selector's weights; and what
+    recipes of the round share once computed: out-of-fold probabilities by student options (doubt and fused labels
+    at one regularization read the same five students) and the teacher's calibration temperature."""
 
     ids: list[str]
     labelled: dict[str, Any]
@@ -30,6 +33,8 @@ class TrainingData:
     X: Any
     train_set: LabelledSet
     weights: np.ndarray | None
+    out_of_fold: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    temperature: float | None = None
 
     @property
     def has_teacher_probs(self) -> bool:
@@ -219,12 +224,21 @@ def _with_free_labels(ctx: RunContext, options: dict[str, Any], data: TrainingDa
     return X, np.concatenate([y, free.y]), np.concatenate([weight, free.weight]), soft, free.note
 
 
+def _out_of_fold(ctx: RunContext, options: dict[str, Any], data: TrainingData) -> np.ndarray:
+    """The round's out-of-fold probabilities for students with these options, fitted once a round; a copy, so that
+    no plugin's use of them reaches another recipe's."""
+    key = json.dumps(options, sort_keys=True, default=repr)
+    if key not in data.out_of_fold:
+        data.out_of_fold[key] = out_of_fold(ctx.parts.student_cls, options, data.X, data.train_set.y,
+                                            len(ctx.labels), seed=ctx.config.seed)
+    return data.out_of_fold[key].copy()
+
+
 def _trust(ctx: RunContext, options: dict[str, Any], data: TrainingData) -> np.ndarray:
     """How much each label is believed: the doubt plugin's out-of-fold judgement made into weights."""
     assert ctx.parts.doubt is not None
     train_set = data.train_set
-    doubts, _ = judge_labels(ctx.parts.doubt, ctx.parts.student_cls, options, data.X, train_set.y,
-                             len(ctx.labels), train_set.confidence, seed=ctx.config.seed)
+    doubts = ctx.parts.doubt.judge(train_set.y, _out_of_fold(ctx, options, data), train_set.confidence)
     return doubt_weights(doubts, train_set.y, train_set.human, ctx.parts.doubt.action)
 
 
@@ -235,7 +249,7 @@ def _fused_labels(ctx: RunContext, options: dict[str, Any], data: TrainingData) 
     rows = [i for i, d in enumerate(data.ids) if data.labelled[d].source == "teacher"]
     if not rows:
         return soft
-    oof = out_of_fold(ctx.parts.student_cls, options, data.X, data.train_set.y, len(ctx.labels), seed=ctx.config.seed)
+    oof = _out_of_fold(ctx, options, data)
     beliefs = np.array([label_fusion.teacher_belief(data.labelled[data.ids[i]], ctx.labels, ctx.label_index)
                         for i in rows])
     soft[rows] = label_fusion.fuse(beliefs, oof[rows], _teacher_temperature(ctx, data))
@@ -244,7 +258,13 @@ def _fused_labels(ctx: RunContext, options: dict[str, Any], data: TrainingData) 
 
 def _teacher_temperature(ctx: RunContext, data: TrainingData) -> float:
     """The temperature that calibrates the teacher on the labels the run trusts (people's checked labels, gold on the
-    validation documents); 1 where there are none."""
+    validation documents); 1 where there are none. Measured once a round."""
+    if data.temperature is None:
+        data.temperature = _calibrated_temperature(ctx, data)
+    return data.temperature
+
+
+def _calibrated_temperature(ctx: RunContext, data: TrainingData) -> float:
     referee = run_referee(ctx, data.labelled)
     if referee is None or not referee.trusted:
         return 1.0

@@ -358,6 +358,27 @@ def test_a_fixed_run_on_fused_labels_calibrates_on_gold_and_trains_other_student
     assert not np.allclose(fused_probs, plain_probs)
 
 
+def test_doubt_and_fused_labels_of_a_round_share_one_set_of_out_of_fold_students(bbc: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch):
+    from kdstudio import doubt, training
+
+    fitted: list[int] = []
+    real = doubt.out_of_fold
+
+    def counted(*args, **kwargs):
+        fitted.append(len(args[3]))  # the round's labels
+        return real(*args, **kwargs)
+
+    for module in (doubt, training):
+        monkeypatch.setattr(module, "out_of_fold", counted)
+    both = DistillConfig(**{**NOISY.__dict__, "method": "fixed", "fused_labels": True, "doubt": "cleanlab",
+                            "budget_labels": 60})
+    with Project.open(bbc) as project:
+        result = project.distill(both)
+    # One set of five students a round, read by doubt and by fused labels alike.
+    assert fitted == [r.n_labels for r in result.rounds] == [20, 40, 60]
+
+
 def test_fused_labels_with_a_student_that_reads_text_are_refused_in_one_line(bbc: Path):
     refused = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--student", "finetune", "--fused-labels",
                   "--budget-labels", "40")
