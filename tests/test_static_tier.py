@@ -55,18 +55,16 @@ def test_the_static_encoder_is_built_once_per_machine_and_becomes_the_projects(s
     assert "Encoders (3)" in listed.stdout and "static" in listed.stdout and "minilm" in listed.stdout
 
 
-def test_vectors_of_several_encoders_coexist(static: dict, tmp_path: Path):
-    directory = fresh_copy(static["project"], tmp_path)
-    with Project.open(directory) as project:
+def test_vectors_of_several_encoders_coexist(with_minilm: dict):
+    directory = with_minilm["project"]
+    assert with_minilm["to_minilm"].embedded == 239 and with_minilm["encoder_then"] == "minilm"
+    # Switching back computed nothing: the vectors were there.
+    assert (with_minilm["back"].embedded, with_minilm["back"].already, with_minilm["key"]) == (0, 239, STATIC)
+    with Project.open(directory, read_only=True) as project:
         _, static_vectors = project.store.embedding_matrix(STATIC)
         assert static_vectors.shape == (239, 256)
         np.testing.assert_allclose(np.linalg.norm(static_vectors, axis=1), 1.0, atol=1e-5)
-        assert project.embed(encoder="minilm").embedded == 239
         assert project.store.embedding_count(STATIC) == project.store.embedding_count(MINILM) == 239
-    assert _toml(directory)["embedding"]["encoder"] == "minilm"
-    with Project.open(directory) as project:
-        back = project.embed(encoder="static")  # switching back computes nothing: the vectors are there
-        assert (back.embedded, back.already, project.vector_key) == (0, 239, STATIC)
     shown = run_cli("status", "-p", str(directory)).stdout
     assert f"{STATIC} (in use)" in shown and f"{MINILM} (in use)" not in shown and MINILM in shown
 
@@ -169,18 +167,22 @@ def test_a_folder_that_is_no_model_is_refused_in_one_line_and_leaves_no_cache(st
 
 
 @pytest.fixture(scope="module")
-def with_minilm(static: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The static slice with MiniLM's vectors beside its own, the static encoder still the project's: a switch to
-    MiniLM in a test below finds them there (embedding them is test_vectors_of_several_encoders_coexist's)."""
+def with_minilm(static: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The static slice with MiniLM's vectors beside its own, the static encoder the project's again: a switch to
+    MiniLM in a test below finds them there. Embedded once for the module (about 20 s here), with what each switch
+    reported, which test_vectors_of_several_encoders_coexist reads."""
     directory = fresh_copy(static["project"], tmp_path_factory.mktemp("with-minilm"))
     with Project.open(directory) as project:
-        project.embed(encoder="minilm")
-        project.embed(encoder="static")
-    return directory
+        to_minilm = project.embed(encoder="minilm")
+    encoder_then = _toml(directory)["embedding"]["encoder"]
+    with Project.open(directory) as project:
+        back = project.embed(encoder="static")
+        key = project.vector_key
+    return {"project": directory, "to_minilm": to_minilm, "encoder_then": encoder_then, "back": back, "key": key}
 
 
-def test_runs_and_exports_refuse_vectors_of_another_encoder(with_minilm: Path, tmp_path: Path):
-    directory = fresh_copy(with_minilm, tmp_path)
+def test_runs_and_exports_refuse_vectors_of_another_encoder(with_minilm: dict, tmp_path: Path):
+    directory = fresh_copy(with_minilm["project"], tmp_path)
     with Project.open(directory) as project:
         run = project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=40))
         project.embed(encoder="minilm")
@@ -192,10 +194,10 @@ def test_runs_and_exports_refuse_vectors_of_another_encoder(with_minilm: Path, t
 
 
 @pytest.fixture(scope="module")
-def cascade(with_minilm: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def cascade(with_minilm: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A MiniLM run on the same slice, exported as a cascade behind a static student from the command line."""
     base = tmp_path_factory.mktemp("cascade")
-    directory = fresh_copy(with_minilm, base)
+    directory = fresh_copy(with_minilm["project"], base)
     with Project.open(directory) as project:
         project.embed(encoder="minilm")
         project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=80))
