@@ -201,7 +201,7 @@ def grade(labels: list[str], truth: CheckTruth, student: Mapping[str, np.ndarray
     pred = np.array([int(np.argmax(student[d])) for d in ids])
     right = pred == y
     accuracy = wilson(int(right.sum()), len(ids), truth.kind)
-    f1 = thin_labels_said(bootstrap_macro_f1(y, pred, truth.kind, reps=F1_RESAMPLES, seed=seed), labels, y)
+    f1 = macro_f1_caveats(bootstrap_macro_f1(y, pred, truth.kind, reps=F1_RESAMPLES, seed=seed), labels, y)
     judged = [d for d in ids if d in teacher]
     teacher_accuracy = (wilson(sum(teacher[d].label == truth.labels[d] for d in judged), len(judged), truth.kind)
                         if len(judged) >= MIN_CHECKED else None)
@@ -216,15 +216,21 @@ def grade(labels: list[str], truth: CheckTruth, student: Mapping[str, np.ndarray
                   baseline(labels, [truth.labels[d] for d in ids]))
 
 
-def thin_labels_said(f1: Estimate, labels: list[str], y: np.ndarray) -> Estimate:
-    """Macro F1 with what its interval rests on: where some label has fewer than THIN checked documents the
-    interval held the truth in 78-91% of draws rather than 95% (20 or 52 labels on 50-200 checked documents,
-    benchmarks/f1_interval.py), and the figure says so rather than look as sure as the others."""
+def macro_f1_caveats(f1: Estimate, labels: list[str], y: np.ndarray) -> Estimate:
+    """Macro F1 with what its interval rests on, where it is less than a 95% interval: where some label has fewer than
+    THIN checked documents the interval held the truth in 78-91% of draws rather than 95% (20 or 52 labels on 50-200
+    checked documents, benchmarks/f1_interval.py); where every resample gives the same figure (a student right on
+    every checked document) the bootstrap has nothing to widen it with, and [1.0, 1.0] is no certainty. The figure
+    says so rather than look as sure as the others."""
+    said = []
     thin = int((np.bincount(y, minlength=len(labels)) < THIN).sum())
-    if not thin:
+    if thin:
+        said.append(f"{thin} of {len(labels)} labels have fewer than {THIN} checked documents")
+    if f1.width == 0:
+        said.append("every resample of the checked documents gives the same figure")
+    if not said:
         return f1
-    return replace(f1, method=f"{f1.method}; {thin} of {len(labels)} labels have fewer than {THIN} checked "
-                              f"documents, {TOO_NARROW}")
+    return replace(f1, method=f"{f1.method}; {' and '.join(said)}, {TOO_NARROW}")
 
 
 def ppi_proxies(labels: list[str], checked: list[str], student: Mapping[str, np.ndarray],

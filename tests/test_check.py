@@ -208,6 +208,20 @@ def test_macro_f1_says_when_some_label_has_too_few_checked_documents():
     assert enough is not None and enough.student_macro_f1.method == "sample (bias-corrected bootstrap)"
 
 
+def test_macro_f1_right_on_every_checked_document_says_its_interval_is_no_certainty():
+    labels = ["a", "b", "c"]
+    ids = [f"d{i}" for i in range(30)]
+    said = {d: "abc"[i % 3] for i, d in enumerate(ids)}
+    student = {d: np.eye(3)[labels.index(said[d])] for d in ids}
+    perfect = grade(labels, CheckTruth.of(ids, said, {}), student, {})
+    assert perfect is not None
+    f1 = perfect.student_macro_f1
+    assert (f1.value, f1.low, f1.high) == (1.0, 1.0, 1.0)
+    assert f1.method == (f"sample (bias-corrected bootstrap); every resample of the checked documents gives the same "
+                         f"figure, {TOO_NARROW}")
+    assert perfect.student_accuracy.low < 0.9  # Wilson's interval stays honest: 30 of 30 is not certainty
+
+
 def test_grades_need_ten_checked_labels_and_say_which_truth_they_rest_on():
     labels = ["a", "b"]
     truth = CheckTruth.of([f"d{i}" for i in range(12)], {"d0": "a", "d1": "b"}, {f"d{i}": "a" for i in range(12)})
