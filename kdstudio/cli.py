@@ -394,6 +394,7 @@ def distill(ctx: click.Context, project_dir: Path, plan: bool, yes: bool, resume
     from kdstudio.render import (
         best_reason,
         budget_line,
+        measured_text,
         plan_view,
         round_line,
         simulated_banner,
@@ -448,8 +449,8 @@ def distill(ctx: click.Context, project_dir: Path, plan: bool, yes: bool, resume
     if best:
         reason = best_reason(best.metrics)
         console.print(f"best student: round {best.round} (id {result.student_id}){f', {reason}' if reason else ''}, "
-                      f"test accuracy {best.metrics.get('test', {}).get('accuracy', float('nan')):.3f}, "
-                      f"{best.n_selected} labels (trained on {best.n_labels}), {usd(best.cost_usd)}")
+                      f"{measured_text(best.metrics)}, {best.n_selected} labels (trained on {best.n_labels}), "
+                      f"{usd(best.cost_usd)}")
     if result.simulated:
         console.print(simulated_banner())
 
@@ -964,6 +965,9 @@ def demo(directory: Path, dataset: str, limit: int | None, budget_labels: int, l
                              "wrong, then send those to people first:"))
         console.print(f"          {me} audit -p {directory}", soft_wrap=True)
         console.print(f"          {me} review push -p {directory} --filter suspect", soft_wrap=True)
+        console.print("          on your own data, without gold labels: a check sample people label (never trained "
+                      "on) grades every later student, with a 95% interval:")
+        console.print(f"          {me} check -p {directory} --size 100", soft_wrap=True)
 
 
 def _demo_plot(project: Project, run_id: int, path: Path) -> Path:

@@ -205,6 +205,21 @@ def check_text(check: dict[str, Any] | None) -> str:
     return f"  check acc ({_check_accuracy(check).truth}) {check_cell(check)}" if check else ""
 
 
+def measured_text(metrics: dict[str, Any]) -> str:
+    """A student's figure with the truth it rests on, as a run's summary line shows it: its test accuracy where the
+    test split has gold labels; else its accuracy on the check sample, with the interval, where people checked enough
+    of it; else its agreement with the teacher, called that, and how to measure more."""
+    test = metrics.get("test", {}).get("accuracy")
+    if test is not None:
+        return f"test accuracy {test:.3f}"
+    check = metrics.get("check")
+    if check:
+        return f"accuracy on the check sample ({_check_accuracy(check).truth}) {check_cell(check)}"
+    val = metrics.get("val", {}).get("accuracy")
+    agreement = "no validation labels" if val is None else f"agreement with the teacher (val) {val:.3f}, not accuracy"
+    return f"{agreement}: nothing gold or checked by people grades it yet (`kdstudio check -p DIR --size 100`)"
+
+
 def forecast_text(forecast: dict[str, Any] | None) -> str:
     """The autopilot's forecast, as a round line shows it: validation-accuracy points the next labels would add."""
     if not forecast:

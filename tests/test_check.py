@@ -222,6 +222,25 @@ def test_macro_f1_right_on_every_checked_document_says_its_interval_is_no_certai
     assert perfect.student_accuracy.low < 0.9  # Wilson's interval stays honest: 30 of 30 is not certainty
 
 
+def test_a_runs_summary_names_the_truth_its_figure_rests_on_and_never_prints_nan():
+    from kdstudio.render import measured_text
+
+    labels = ["a", "b"]
+    ids = [f"d{i}" for i in range(40)]
+    said = {d: "ab"[i % 2] for i, d in enumerate(ids)}
+    student = {d: np.array([0.9, 0.1]) if i % 4 else np.array([0.2, 0.8]) for i, d in enumerate(ids)}
+    check = grade(labels, CheckTruth.of(ids, said, {}), student, {})
+    assert check is not None
+    val = {"accuracy": 0.91, "macro_f1": 0.9}
+    assert measured_text({"test": {"accuracy": 0.8}, "val": val}) == "test accuracy 0.800"
+    on_check = measured_text({"check": check.as_dict(), "val": val})
+    assert on_check.startswith("accuracy on the check sample (people) 0.250 [") and "0.91" not in on_check
+    unknown = measured_text({"val": val})
+    assert unknown.startswith("agreement with the teacher (val) 0.910, not accuracy: nothing gold or checked")
+    assert "kdstudio check -p DIR --size 100" in unknown
+    assert "nan" not in measured_text({}) + unknown + on_check
+
+
 def test_grades_need_ten_checked_labels_and_say_which_truth_they_rest_on():
     labels = ["a", "b"]
     truth = CheckTruth.of([f"d{i}" for i in range(12)], {"d0": "a", "d1": "b"}, {f"d{i}": "a" for i in range(12)})

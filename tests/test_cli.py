@@ -93,6 +93,7 @@ def test_demo_runs_the_main_job_on_a_slice(tmp_path: Path):
                          r"(has passed|has not passed) its teacher", result.stdout)
     assert compared and (float(compared.group(1)) > float(compared.group(2))) == (compared.group(3) == "has passed")
     assert "audit -p" in result.stdout and "--filter suspect" in result.stdout
+    assert "check -p" in result.stdout and "--size 100" in result.stdout
     curve = tmp_path / "demo" / "learning-curve.png"
     assert f"learning curve drawn to {curve}" in result.stdout and curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Project.open(tmp_path / "demo", read_only=True) as project:
