@@ -294,12 +294,12 @@ def test_the_round_lines_and_the_runs_table_show_the_choice(bbc: Path):
 def test_a_resumed_auto_run_trains_what_an_unbroken_one_trains(bbc: Path, tmp_path: Path):
     other = fresh_copy(bbc, tmp_path / "other")
     with Project.open(bbc) as project:
-        whole = project.distill(DistillConfig(**{**NOISY.__dict__, "budget_labels": 60}))
+        whole = project.distill(NOISY)
         whole_rounds = [r.metrics["auto"]["name"] for r in project.rounds(whole.run_id)]
         whole_selected = [[s["id"] for s in r.selected] for r in project.rounds(whole.run_id)]
     with Project.open(other) as project:
         first = project.distill(DistillConfig(**{**NOISY.__dict__, "budget_labels": 40}))
-        resumed = project.distill(resume=first.run_id, overrides={"budget_labels": 60})
+        resumed = project.distill(resume=first.run_id, overrides={"budget_labels": 80})
         assert resumed.run_id == first.run_id
         assert [r.metrics["auto"]["name"] for r in project.rounds(first.run_id)] == whole_rounds
         assert [[s["id"] for s in r.selected] for r in project.rounds(first.run_id)] == whole_selected
