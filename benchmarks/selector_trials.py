@@ -60,6 +60,7 @@ TRIALS = {
     "hedged-25+fused": {"selector": "hedged-margin", "selector_options": {"share": 0.25}, "fused_labels": True},
     "hedged-50+fused": {"selector": "hedged-margin", "selector_options": {"share": 0.5}, "fused_labels": True},
     "hedged-skill+fused": {"selector": "hedged-margin", "fused_labels": True},
+    "auto-gated": {"selector": "gated-margin", "method": "auto"},
 }
 FIXED = [s for s in matrix.SETUPS if s != "auto"]  # the matrix's fixed setups, before the trials join them
 MATRIX = matrix.results()
@@ -207,11 +208,41 @@ class HedgedMarginSelector(Selector):
                          {"strategy": "hedged-margin", "random_share": round(share, 3)})
 
 
+class GatedMarginSelector(Selector):
+    """Margin where the referee's labels tell the student from a guess, random where they cannot (its accuracy's 95%
+    interval reaches chance or always answering the referee's commonest label): a student no better than a guess has
+    uncertainties that mean nothing, the cold start where uncertainty sampling falls below random."""
+
+    name = "gated-margin"
+
+    def select(self, context: SelectionContext, k: int) -> Selection:
+        from kdstudio.check import guessing
+        from kdstudio.estimates import wilson
+        from kdstudio_plugins.selectors.uncertainty import random_selection
+
+        if not context.has_student:
+            return random_selection(context, k, "random (no student yet)")
+        referee = trusted_referee()
+        if referee is not None and len(referee.y) >= 10:
+            ctx, state = RUN["ctx"], RUN["state"]
+            right = state.trained.student.predict_proba(ctx.features(referee.ids)).argmax(axis=1) == referee.y
+            base = max(1 / len(ctx.labels), np.bincount(referee.y).max() / len(referee.y))
+            accuracy = wilson(int(right.sum()), len(right), "gold")
+            fired = guessing(accuracy, base)
+            print(f"gate {RUN.get('setup')} n_pool {context.n_pool} acc {accuracy.value:.3f} low {accuracy.low:.3f} "
+                  f"base {base:.3f} -> {'random' if fired else 'margin'}", flush=True)
+            if fired:
+                return random_selection(context, k, "random (the student cannot be told from a guess)")
+        positions, scores = context.top_uncertain("margin", k)
+        return Selection(positions, scores, context.n_pool, {"strategy": "margin"})
+
+
 @hookimpl
 def register_selectors(register):
     register(TypicalMarginSelector)
     register(ReliableMarginSelector)
     register(HedgedMarginSelector)
+    register(GatedMarginSelector)
 
 
 def validate_free_labels_on_gold() -> None:

@@ -77,6 +77,9 @@ class Grades:
     student_ppi: Estimate | None
     teacher_accuracy: Estimate | None
     baseline: float  # the better of chance and always answering the commonest label, on the checked sample
+    # Checked documents the run's teacher answered: a run asks it about those checked when it starts, so a sample
+    # drawn or labelled later has none (or too few for teacher_accuracy) until the next run.
+    teacher_judged: int
 
     @property
     def best_accuracy(self) -> Estimate:
@@ -88,7 +91,8 @@ class Grades:
                 "student_accuracy": self.student_accuracy.as_dict(),
                 "student_macro_f1": self.student_macro_f1.as_dict(),
                 "student_accuracy_ppi": None if self.student_ppi is None else self.student_ppi.as_dict(),
-                "teacher_accuracy": None if self.teacher_accuracy is None else self.teacher_accuracy.as_dict()}
+                "teacher_accuracy": None if self.teacher_accuracy is None else self.teacher_accuracy.as_dict(),
+                "teacher_judged": self.teacher_judged}
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,7 @@ def grade(labels: list[str], truth: CheckTruth, student: Mapping[str, np.ndarray
         except ValueError:  # no proxy varies: nothing to borrow
             ppi = None
     return Grades(len(ids), truth.kind, accuracy, f1, ppi, teacher_accuracy,
-                  baseline(labels, [truth.labels[d] for d in ids]))
+                  baseline(labels, [truth.labels[d] for d in ids]), len(judged))
 
 
 def macro_f1_caveats(f1: Estimate, labels: list[str], y: np.ndarray) -> Estimate:

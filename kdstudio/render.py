@@ -10,12 +10,15 @@ from rich.text import Text
 from kdstudio.fitted_table import Col, FittedTable
 from kdstudio.money import usd
 from kdstudio.types import (
+    MIN_CHECKED,
+    PPI_MIN_CHECKED,
     Agreement,
     AuditReport,
     CascadeReport,
     CheckReport,
     Estimate,
     ExportReport,
+    Grades,
     KeptBy,
     Plan,
     Plugins,
@@ -508,4 +511,19 @@ def check_view(report: CheckReport) -> Group:
                              f"graded on the check sample; a guess gets {g.baseline:.3f}",
                              [Col("figure"), Col("estimate", True), Col("95% interval", True), Col("rests on")],
                              [[Text(c) for c in row] for row in rows]))
+    parts += missing_grades(g, student.get("run_id"))
     return Group(*parts)
+
+
+def missing_grades(g: Grades, run_id: Any) -> list[str]:
+    """Why a row of `kdstudio check` is absent, so that a missing figure never reads as a figure no one thought of."""
+    said = []
+    if g.student_ppi is None:
+        said.append(f"No PPI estimate: it is given from {PPI_MIN_CHECKED} checked documents ({PPI_MIN_CHECKED - g.n} "
+                    "more); with fewer its interval held the truth too rarely" if g.n < PPI_MIN_CHECKED else
+                    "No PPI estimate: no answer on the unchecked documents varied, so there was nothing to borrow")
+    if g.teacher_accuracy is None:
+        said.append(f"No teacher accuracy: run {run_id}'s teacher answered {g.teacher_judged} of the {g.n} checked "
+                    f"documents ({MIN_CHECKED} needed). A run asks its teacher about the checked documents when it "
+                    "starts, so those drawn or labelled since are graded by the next run")
+    return said

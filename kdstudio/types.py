@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from kdstudio.audit import AuditReport, Suspect
 from kdstudio.cascade import CascadeReport
-from kdstudio.check import CheckDraw, CheckReport, CheckTruth, Grades, narrower
+from kdstudio.check import MIN_CHECKED, PPI_MIN_CHECKED, CheckDraw, CheckReport, CheckTruth, Grades, narrower
 from kdstudio.config import DUCKDB_MEMORY_ENV, DUCKDB_MEMORY_RUN, Label, parse_labels_option, read_labels_file
 from kdstudio.engine import Engine
 from kdstudio.estimates import Estimate
@@ -41,6 +41,8 @@ __all__ = [
     "DUCKDB_MEMORY_ENV",
     "DUCKDB_MEMORY_RUN",
     "LABEL_SOURCES",
+    "MIN_CHECKED",
+    "PPI_MIN_CHECKED",
     "REVIEW_FILTERS",
     "SPLITS",
     "TEACHER_SHORTCUTS",

@@ -302,6 +302,23 @@ def test_a_sample_grown_after_a_run_says_how_much_of_the_pool_it_could_not_draw(
         assert len(grown) == 20 and not grown & set(Ledger(project.store).current_labels())  # untouched, as promised
 
 
+def test_a_sample_drawn_after_the_run_says_why_the_teacher_and_ppi_are_not_graded(bbc: Path):
+    """The run asked its teacher about no checked document (there were none when it started), and 30 checked
+    documents are too few for PPI: `kdstudio check` says both, with what brings them, instead of leaving rows out."""
+    with Project.open(bbc) as project:
+        run = project.distill(DistillConfig(teacher="oracle", seed_size=20, batch=20, budget_labels=40)).run_id
+    assert cli("check", "-p", str(bbc), "--size", "30").returncode == 0
+    shown = cli("check", "-p", str(bbc))
+    assert shown.returncode == 0, shown.stderr
+    said = " ".join(shown.stdout.split())
+    assert "student accuracy" in said and "teacher accuracy (" not in said
+    assert f"No teacher accuracy: run {run}'s teacher answered 0 of the 30 checked documents (10 needed)" in said
+    assert "No PPI estimate: it is given from 100 checked documents (70 more)" in said
+    grades = json.loads(cli("check", "-p", str(bbc), "--json").stdout)["grades"]
+    assert grades["teacher_accuracy"] is None and grades["teacher_judged"] == 0
+    assert grades["student_accuracy_ppi"] is None
+
+
 def test_a_check_larger_than_the_untouched_pool_is_one_line_and_draws_nothing(bbc: Path):
     result = cli("check", "-p", str(bbc), "--size", "100000")
     assert result.returncode == 1 and result.stderr.count("Error:") == 1, result.stderr
@@ -331,6 +348,7 @@ def test_a_run_grades_its_students_on_the_check_sample_and_the_command_shows_the
     grades = document["grades"]
     assert document["sample"] == {"size": 100, "checked": 100, "by_people": 0, "by_gold": 100}
     assert grades["teacher_accuracy"]["value"] == 1.0  # the simulated teacher answers from gold
+    assert grades["teacher_judged"] == 100  # the run asked it about every checked document when it started
     a = grades["student_accuracy"]
     assert a["low"] <= a["value"] <= a["high"] and a["truth"] == "gold" and a["n"] == 100
     assert grades["student_accuracy_ppi"]["n_proxy"] > 0
