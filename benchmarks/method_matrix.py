@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/method_matrix.py --encoder minilm --datasets bbc-news --teachers zeroshot \
         --setups margin noise_aware+doubt auto                                     # the demo's setting, MiniLM
     .venv/bin/python benchmarks/method_matrix.py --val 150 --setups margin margin+fused auto   # more referee labels
+    .venv/bin/python benchmarks/method_matrix.py --compare benchmarks/out/auto-before.jsonl   # another auto, per cell
 
 Corpora: two bundled ones that kdstudio's methods were tuned on (bbc-news, 5 classes; 20newsgroups, 20) and two it
 never saw until this benchmark, imported through the CSV path a user takes: Reuters R52 (52 news-wire classes, very
@@ -270,6 +271,11 @@ def print_seed_noise(rows: list[Row]) -> None:
               f"{seeds}-seed means has a standard error of about {spread * np.sqrt(2 / seeds):.2f} points")
 
 
+def points(a: float, b: float) -> str:
+    """a - b in points, or "-" where either was not measured (a partial matrix)."""
+    return "-" if np.isnan(a) or np.isnan(b) else f"{100 * (a - b):+.1f}"
+
+
 def print_per_cell(rows: list[Row]) -> None:
     """auto's mean minus the others', in points, a cell a line (a Markdown table)."""
     print("\n| corpus | teacher | auto - margin | auto - best of margin and margin + self-train | auto - random |")
@@ -278,9 +284,34 @@ def print_per_cell(rows: list[Row]) -> None:
         if not acc["auto"]:
             continue
         auto = mean(acc["auto"])
-        both = max(mean(acc[s]) for s in ("margin", "margin+self-train") if acc[s]) if acc["margin"] else float("nan")
-        print(f"| {dataset} | {teacher} | {100 * (auto - mean(acc['margin'])):+.1f} | {100 * (auto - both):+.1f} | "
-              f"{100 * (auto - mean(acc['random'])):+.1f} |")
+        both = max((mean(acc[s]) for s in ("margin", "margin+self-train") if acc[s]), default=float("nan"))
+        print(f"| {dataset} | {teacher} | {points(auto, mean(acc['margin']))} | {points(auto, both)} | "
+              f"{points(auto, mean(acc['random']))} |")
+
+
+def compare(path: Path) -> None:
+    """auto as recorded in `path` (another version of it, on the same corpora, teachers and seeds) against auto now,
+    cell by cell where both ran the same seeds, in points; and each against margin and random now."""
+    before = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    old = {(c["dataset"], c["teacher"], c["seed"]): c["test_accuracy"] for c in before
+           if c["setup"] == "auto" and "test_accuracy" in c}
+    now = {k: c for k, c in done_cells().items() if "test_accuracy" in c}
+    print(f"\nauto now against auto in {path.name}, on the seeds both ran, in points")
+    print("  corpus        teacher        seeds   before     now   now - before   before - random   now - random")
+    gaps = []
+    for dataset in BUDGET:
+        for teacher in TEACHERS:
+            seeds = sorted(s for (d, t, s) in old if (d, t) == (dataset, teacher) and (d, t, "auto", s) in now)
+            if not seeds:
+                continue
+            a = mean([old[(dataset, teacher, s)] for s in seeds])
+            b = mean([now[(dataset, teacher, "auto", s)]["test_accuracy"] for s in seeds])
+            r = mean([now[(dataset, teacher, "random", s)]["test_accuracy"] for s in seeds
+                      if (dataset, teacher, "random", s) in now])
+            gaps.append(b - a)
+            print(f"  {dataset:<14}{teacher:<15}{len(seeds):>5}{a:>9.3f}{b:>8.3f}{points(b, a):>15}"
+                  f"{points(a, r):>18}{points(b, r):>15}")
+    print(f"  mean over {len(gaps)} cells: {100 * mean(gaps):+.2f} points")
 
 
 def runner_up_table(datasets: list[str]) -> None:
@@ -320,11 +351,15 @@ def main() -> None:
                         help="validation labels each run buys (50: the matrix); others are kept apart")
     parser.add_argument("--runner-up", action="store_true",
                         help="how often each teacher's second choice is right where its answer is wrong")
+    parser.add_argument("--compare", type=Path, help="auto as recorded in this file (another version) against now")
     args = parser.parse_args()
     ENCODER, VAL = args.encoder, args.val
     OUT.mkdir(parents=True, exist_ok=True)
     if args.runner_up:
         runner_up_table(args.datasets)
+        return
+    if args.compare:
+        compare(args.compare)
         return
     if not args.report:
         measure(args.datasets, args.teachers, args.setups, args.seeds)

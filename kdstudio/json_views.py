@@ -66,7 +66,7 @@ def kept_rule(r: RoundRow) -> str | None:
 def round_document(r: RoundRow) -> dict[str, Any]:
     m = r.metrics
     return {
-        "round": r.round, "phase": r.phase, "labels": r.bought if r.phase == "done" else None,
+        "round": r.round, "phase": r.phase, "selector": r.selector, "labels": r.bought if r.phase == "done" else None,
         "trained_on": r.n_labels, "spent_usd": r.cost_usd, "scored": r.scored,
         "val": _metrics(m, "val"), "test": _metrics(m, "test"), "teacher_accuracy": m.get("teacher_accuracy"),
         "check": m.get("check"), "auto": m.get("auto"),

@@ -70,7 +70,8 @@ class DistillConfig:
                            form="student")
     student_options: dict[str, Any] = setting({}, "the student's options", flag="--student-option",
                                               metavar="KEY=VALUE")
-    seed_selector: str = setting("random", "how the first batch is chosen", plugin="selector")
+    seed_selector: str = setting("random", "how the first batch is chosen (with method auto, also each batch after a "
+                                 "student the trusted labels cannot tell from a guess)", plugin="selector")
     seed_size: int = setting(20, "documents in the first batch", low=1)
     batch: int = setting(20, "documents labelled per round", low=0, form="per round")
     budget_labels: int | None = setting(200, "training documents to buy at most", low=0, form="labels to buy")
@@ -115,7 +116,8 @@ class DistillConfig:
     method: str = setting("fixed", "fixed: train as these settings say; auto: each round's training (the student's "
                                    "regularization, doubt, self-training, soft or fused labels) chosen on the check "
                                    "sample's labels and gold validation labels, else on the teacher's validation "
-                                   "labels",
+                                   "labels; the next batch chosen as the first where the former cannot tell the "
+                                   "student from a guess",
                           choices=METHODS, form="method")
     accept_guessing_teacher: bool = setting(False, "buy labels even from a teacher that the check sample or gold "
                                                    "labels cannot tell from guessing")

@@ -1,6 +1,6 @@
 """`method = auto`: how a run trains, chosen by the data rather than by kdstudio's own benchmarks.
 
-What selection buys is never changed: every recipe trains on the same labels, so choosing costs no teacher call.
+Every recipe trains on the same labels, so choosing costs no teacher call.
 Each search fits a few training recipes (the student's regularization, training that doubts its labels, self-training,
 the teacher's soft labels, fused labels) and keeps the one that is right most often on the labels the run trusts most
 (people's labels on the check sample and gold labels on the validation documents; with neither, the teacher's own
@@ -9,6 +9,10 @@ the baseline (the run's own settings on fused labels, kdstudio.label_fusion, sel
 the pseudo-labels); otherwise the baseline trains the round.
 Searching is greedy and not done every round: once at the first round and again each time the labels have grown by
 half, so that its cost grows with the logarithm of the budget; the rounds between train the last choice.
+Selection is changed in one case only: while the trusted labels cannot tell the latest student from a guess (its
+accuracy's 95% interval reaches chance or always answering their commonest label), its uncertainty means nothing, and
+the next batch is chosen as the first was (the seed selector, random by default): the cold start where uncertainty
+sampling falls below random (docs/benchmarks.md, the Slovenian opinions).
 The run keeps its latest round unless an earlier one is clearly right more often on the trusted labels outside the
 check sample (gold validation labels), never judged on the check sample itself, whose estimate of the kept student
 would otherwise read high (`kept_on`); with the check sample the only trusted labels, the latest round; with only the
@@ -23,6 +27,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+
+from kdstudio.check import MIN_CHECKED, guessing
+from kdstudio.check import baseline as guess_rate
+from kdstudio.estimates import wilson
 
 # The student's regularization is tried at these multiples of its own C (students with a C option only).
 C_SCALES = (0.1, 1.0, 10.0)
@@ -195,10 +203,11 @@ def due(n_labels: int, previous: list[Mapping[str, Any]]) -> bool:
 
 
 def record(chosen: Judged, tried: list[Judged], referee_: Referee, n_labels: int, searched: bool,
-           checked: Collection[str] = ()) -> dict[str, Any]:
+           checked: Collection[str] = (), *, n_classes: int) -> dict[str, Any]:
     """What a round's metrics keep of the choice: the recipe, the evidence (each recipe's accuracy on the referee's
-    labels) and whose labels those are; and `kept_on`, the chosen student's accuracy on the trusted labels outside
-    the check sample (`checked`), which the run's best round is chosen on (None where there are none)."""
+    labels) and whose labels those are; `kept_on`, the chosen student's accuracy on the trusted labels outside
+    the check sample (`checked`), which the run's best round is chosen on (None where there are none); and `guess`,
+    whether those labels tell it from a guess (`cold_start`)."""
     n = len(referee_.ids)
     outside = [i for i, d in enumerate(referee_.ids) if d not in checked] if referee_.trusted else []
     kept_on = None
@@ -207,7 +216,27 @@ def record(chosen: Judged, tried: list[Judged], referee_: Referee, n_labels: int
         kept_on = {"n": len(outside), "truth": "gold", "accuracy": right.count("1") / len(outside), "right": right}
     return {"recipe": chosen.recipe.as_dict(), "name": chosen.recipe.name, "truth": referee_.truth, "n": n,
             "accuracy": chosen.correct / n, "searched": searched, "n_labels": n_labels,
-            "tried": {j.recipe.name: j.correct / n for j in tried}, "kept_on": kept_on}
+            "tried": {j.recipe.name: j.correct / n for j in tried}, "kept_on": kept_on,
+            "guess": cold_start(chosen, referee_, n_classes)}
+
+
+def cold_start(chosen: Judged, referee_: Referee, n_classes: int) -> dict[str, Any] | None:
+    """Whether the trusted labels can tell the chosen student from a guess: the lower end of its accuracy's 95%
+    interval (`low`) against the better of chance and always answering their commonest label (`rate`); `cold` where
+    they cannot, and the next batch is chosen as the first was. None where the referee is the teacher, or has fewer
+    than MIN_CHECKED labels."""
+    n = len(referee_.ids)
+    if not referee_.trusted or n < MIN_CHECKED:
+        return None
+    accuracy = wilson(chosen.correct, n, referee_.truth)
+    rate = guess_rate(list(range(n_classes)), referee_.y.tolist())
+    return {"low": accuracy.low, "rate": rate, "cold": guessing(accuracy, rate)}
+
+
+def selects_as_first(metrics: Mapping[str, Any]) -> bool:
+    """Whether the round after the one with these metrics chooses its batch as the first round did."""
+    auto = trusted_choice(metrics)
+    return bool(auto and (auto.get("guess") or {}).get("cold"))
 
 
 def kept_on(metrics: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -244,7 +273,11 @@ def text(auto: Mapping[str, Any] | None) -> str:
     shown = f"  auto: {auto['name']} ({measure} {auto['accuracy']:.3f} on {auto['n']} {auto['truth']}"
     others = sorted(((acc, name) for name, acc in auto.get("tried", {}).items() if name != auto["name"]),
                     key=lambda x: -x[0])
-    if not auto.get("searched") or not others:
-        return shown + ")"
-    more = f", {len(others) - SHOWN} more" if len(others) > SHOWN else ""
-    return shown + f"; {', '.join(f'{name} {acc:.3f}' for acc, name in others[:SHOWN])}{more})"
+    if auto.get("searched") and others:
+        more = f", {len(others) - SHOWN} more" if len(others) > SHOWN else ""
+        shown += f"; {', '.join(f'{name} {acc:.3f}' for acc, name in others[:SHOWN])}{more}"
+    guess = auto.get("guess") or {}
+    if guess.get("cold"):
+        shown += (f"; no better than a guess: its interval reaches {guess['low']:.3f}, a guess gets "
+                  f"{guess['rate']:.3f}, so the next batch is chosen as the first")
+    return shown + ")"

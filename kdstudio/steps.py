@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kdstudio import teacher_check
+from kdstudio import method_auto, teacher_check
 from kdstudio.autopilot import GainRule, forecast
 from kdstudio.check import CheckTruth, baseline, grade_run_student, guessing
 from kdstudio.errors import KdError, RunFailed, TeacherFailing, TeacherGuessing
@@ -140,9 +140,17 @@ def slice_ids(ids: list[str], limit: int | None, rng: np.random.Generator) -> li
 # -- select ----------------------------------------------------------------------------------------------------
 
 
+def chooser_of(ctx: RunContext, state: RunState) -> Selector:
+    """The seed selector chooses the first batch, and with method auto each batch after a student that the trusted
+    labels cannot tell from a guess (kdstudio.method_auto.selects_as_first); the run's selector the rest."""
+    if state.round_no == 0 or (state.reports and method_auto.selects_as_first(state.reports[-1].metrics)):
+        return ctx.parts.seed_selector
+    return ctx.parts.selector
+
+
 def select(ctx: RunContext, state: RunState) -> Batch:
     """The round's documents: a saved selection that was never finished is taken as it was; otherwise the seed
-    selector (round 0) or the selector chooses, and the choice is saved before any teacher call."""
+    selector or the selector chooses (`chooser_of`), and the choice is saved before any teacher call."""
     if state.pending is not None:
         pending, state.pending = state.pending, None
         return Batch(pending.selected, pending.scored or 0, wanted=len(pending.selected))
@@ -162,7 +170,7 @@ def select(ctx: RunContext, state: RunState) -> Batch:
                     np.random.default_rng([config.seed, round_no]), ctx.scorer, answers,
                     vectors_of=ctx.index.vectors, ids_of=ctx.index.ids_at,
                     excluded=ctx.index.rows(list(ctx.index.known(taken))))
-    chooser = ctx.parts.seed_selector if round_no == 0 else ctx.parts.selector
+    chooser = chooser_of(ctx, state)
     # A pure PGKD run (--batch 0) buys no new documents after the seed: its data is generated.
     choice: Selection = chooser.select(pool, want) if want > 0 and len(free) else Selection([], [])
     picked = ctx.index.ids_at(free[np.asarray(choice.positions, dtype=np.int64)])
@@ -179,8 +187,7 @@ def nothing_to_ask(ctx: RunContext, state: RunState, batch: Batch) -> str:
     if not batch.free:
         return (f"the pool is exhausted: {len(state.selected)} bought, nothing left to ask (the rest of the pool is "
                 "labelled by people or already bought)")
-    chooser = ctx.parts.seed_selector if state.round_no == 0 else ctx.parts.selector
-    return f"the {chooser.name} selector chose nothing from the {batch.free} pool documents left"
+    return f"the {chooser_of(ctx, state).name} selector chose nothing from the {batch.free} pool documents left"
 
 
 def keep_answered(batch: Batch, outcome: TeachOutcome) -> None:

@@ -135,7 +135,7 @@ def _auto(ctx: RunContext, data: TrainingData, previous: list[Mapping[str, Any]]
         tried = [chosen]
     trained = fitted[chosen.recipe]
     trained.auto = method_auto.record(chosen, tried, referee, len(data.ids), searched=searched,
-                                      checked=ctx.check.labels.keys())
+                                      checked=ctx.check.labels.keys(), n_classes=len(ctx.labels))
     return trained
 
 

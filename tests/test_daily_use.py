@@ -57,6 +57,7 @@ def test_every_json_document_follows_its_schema(distilled: Path):
         jsonschema.validate({k: v for k, v in run["config"].items() if k != "vectors"}, schema("distill"))
     one = _json("runs", *p, "--run", "2")
     assert one["run"]["id"] == 2 and [r["labels"] for r in one["rounds"]] == [10, 20, 30]
+    assert [r["selector"] for r in one["rounds"]] == ["random", "margin", "margin"]  # round 0: the seed selector
     assert sum(r["best"] for r in one["rounds"]) >= 1
     cost = _json("cost", *p)
     assert cost["total"]["calls"] == sum(r["calls"] for r in cost["rows"]) > 0

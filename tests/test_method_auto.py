@@ -4,6 +4,8 @@ where gold labels on the validation documents are the referee."""
 
 from __future__ import annotations
 
+import itertools
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,16 +94,42 @@ def test_the_referee_prefers_people_and_gold_and_names_whose_labels_it_holds():
 
 def test_a_round_line_says_the_recipe_the_evidence_and_whose_labels_it_rests_on():
     judged = [Judged(Recipe(), 40, 0.5, nested(40)), Judged(Recipe(doubt=True), 45, 0.4, nested(45))]
-    referee = method_auto.Referee([f"d{i}" for i in range(50)], np.zeros(50, dtype=np.int64), "gold")
-    shown = method_auto.text(method_auto.record(judged[1], judged, referee, 80, searched=True))
+    referee = method_auto.Referee([f"d{i}" for i in range(50)], np.arange(50, dtype=np.int64) % 2, "gold")
+    shown = method_auto.text(method_auto.record(judged[1], judged, referee, 80, searched=True, n_classes=2))
     assert shown == "  auto: doubt (acc 0.900 on 50 gold; plain 0.800)"
     # The best runners-up first, three at most.
     judged += [Judged(Recipe(0.1), 30, 0.5, nested(30)), Judged(Recipe(10.0), 42, 0.5, nested(42)),
                Judged(Recipe(soft=True), 41, 0.5, nested(41))]
-    shown = method_auto.text(method_auto.record(judged[1], judged, referee, 80, searched=True))
+    shown = method_auto.text(method_auto.record(judged[1], judged, referee, 80, searched=True, n_classes=2))
     assert shown == "  auto: doubt (acc 0.900 on 50 gold; C x10 0.840, soft labels 0.820, plain 0.800, 1 more)"
     teacher = method_auto.Referee(referee.ids, referee.y, "teacher")
-    assert "agree 0.900 on 50 teacher" in method_auto.text(method_auto.record(judged[1], judged, teacher, 80, False))
+    assert "agree 0.900 on 50 teacher" in method_auto.text(method_auto.record(judged[1], judged, teacher, 80, False,
+                                                                                  n_classes=2))
+
+
+def test_a_student_the_trusted_labels_cannot_tell_from_a_guess_has_the_next_batch_chosen_as_the_first():
+    """Its uncertainty means nothing yet (the cold start where margin fell below random, docs/benchmarks.md): the
+    round says so with the evidence, and the next batch is the seed selector's. A student clearly above a guess, or
+    one judged on the teacher's labels alone (agreement says nothing of a guess), leaves selection alone."""
+    y = np.array([0] * 20 + [1] * 15 + [2] * 15, dtype=np.int64)  # the commonest label: 0.40 of 50
+    referee = Referee([f"d{i}" for i in range(50)], y, "gold")
+
+    def recorded(correct: int, who: Referee = referee, n_classes: int = 3) -> dict:
+        chosen = Judged(Recipe(), correct, 0.5, nested(correct))
+        return {"auto": method_auto.record(chosen, [chosen], who, 80, searched=True, n_classes=n_classes)}
+
+    guessing = recorded(25)  # 0.50, but its 95% interval [0.37, 0.63] reaches 0.40
+    assert guessing["auto"]["guess"] == {"low": pytest.approx(0.366, abs=1e-3), "rate": 0.4, "cold": True}
+    assert method_auto.selects_as_first(guessing)
+    assert method_auto.text(guessing["auto"]) == ("  auto: plain (acc 0.500 on 50 gold; no better than a guess: its "
+                                                  "interval reaches 0.366, a guess gets 0.400, so the next batch is "
+                                                  "chosen as the first)")
+    assert not method_auto.selects_as_first(recorded(30))  # [0.46, 0.72]: above a guess
+    assert recorded(25, n_classes=2)["auto"]["guess"]["rate"] == 0.5  # chance, where it beats the commonest label
+    assert not method_auto.selects_as_first(recorded(25, Referee(referee.ids, y, "teacher")))
+    assert recorded(5, Referee(referee.ids[:9], y[:9], "gold"))["auto"]["guess"] is None  # too few to say
+    assert not method_auto.selects_as_first({"auto": {**guessing["auto"], "guess": None}})
+    assert not method_auto.selects_as_first({})  # a fixed run
 
 
 def test_the_best_round_is_chosen_on_gold_validation_labels_never_on_the_check_sample():
@@ -109,10 +137,10 @@ def test_the_best_round_is_chosen_on_gold_validation_labels_never_on_the_check_s
     (its estimate read 2.4 points high, docs/benchmarks.md). Recipes are still chosen on every trusted label."""
     referee = Referee(["c1", "c2", "v1", "v2"], np.zeros(4, dtype=np.int64), "people and gold")
     chosen = Judged(Recipe(), 3, 0.5, (True, True, True, False))
-    mixed = method_auto.record(chosen, [chosen], referee, 80, True, checked={"c1", "c2"})
+    mixed = method_auto.record(chosen, [chosen], referee, 80, True, checked={"c1", "c2"}, n_classes=2)
     assert mixed["accuracy"] == 0.75
     assert mixed["kept_on"] == {"n": 2, "truth": "gold", "accuracy": 0.5, "right": "10"}
-    only_check = method_auto.record(chosen, [chosen], referee, 80, True, checked={"c1", "c2", "v1", "v2"})
+    only_check = method_auto.record(chosen, [chosen], referee, 80, True, checked={"c1", "c2", "v1", "v2"}, n_classes=2)
     assert only_check["kept_on"] is None
     assert best_key({"auto": mixed, "val": {"log_loss": 0.3}}, 80) == pytest.approx(0.5)
     assert best_key({"auto": only_check, "val": {"log_loss": 0.3}}, 80) == 0.3  # people's check labels alone: val loss
@@ -303,6 +331,27 @@ def test_a_resumed_auto_run_trains_what_an_unbroken_one_trains(bbc: Path, tmp_pa
         assert resumed.run_id == first.run_id
         assert [r.metrics["auto"]["name"] for r in project.rounds(first.run_id)] == whole_rounds
         assert [[s["id"] for s in r.selected] for r in project.rounds(first.run_id)] == whole_selected
+
+
+def test_while_gold_cannot_tell_the_student_from_a_guess_auto_selects_as_the_first_round_did(bbc: Path):
+    """A teacher wrong on 85% of its answers trains a student no better than a guess on gold: each round after one
+    says so and the next buys its batch as the first round did (random), where margin would pick by uncertainties that
+    mean nothing; after one the gold labels tell from a guess, margin picks again."""
+    config = replace(NOISY, teacher_options={"noise": 0.85}, accept_guessing_teacher=True, budget_labels=100)
+    with Project.open(bbc) as project:
+        run_id = project.distill(config).run_id
+        rounds = [r for r in project.rounds(run_id) if r.phase == "done"]
+    cold = [r.metrics["auto"]["guess"]["cold"] for r in rounds]
+    assert cold[0] and not all(cold), [r.metrics["auto"] for r in rounds]
+    for before, after in itertools.pairwise(rounds):
+        assert after.selector == ("random" if before.metrics["auto"]["guess"]["cold"] else "margin")
+        assert all(s["score"] is None for s in after.selected) == (after.selector == "random")
+    assert {r.selector for r in rounds[1:]} == {"random", "margin"}  # this slice's student hovers at a guess
+    shown = cli("runs", "-p", str(bbc), "--run", str(run_id))
+    assert shown.returncode == 0 and "no better than a guess" in " ".join(shown.stdout.split()), shown.stdout
+    document = json.loads(cli("runs", "-p", str(bbc), "--run", str(run_id), "--json").stdout)
+    assert [r["selector"] for r in document["rounds"]] == [r.selector for r in rounds]
+    assert [r["auto"]["guess"]["cold"] for r in document["rounds"]] == cold
 
 
 def test_auto_with_nothing_to_judge_on_is_refused_before_anything_is_bought(bbc: Path):
