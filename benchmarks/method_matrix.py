@@ -289,14 +289,21 @@ def print_per_cell(rows: list[Row]) -> None:
               f"{points(auto, mean(acc['random']))} |")
 
 
-def compare(path: Path) -> None:
-    """auto as recorded in `path` (another version of it, on the same corpora, teachers and seeds) against auto now,
-    cell by cell where both ran the same seeds, in points; and each against margin and random now."""
-    before = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    old = {(c["dataset"], c["teacher"], c["seed"]): c["test_accuracy"] for c in before
-           if c["setup"] == "auto" and "test_accuracy" in c}
+def compare(path: Path, other: Path | None = None) -> None:
+    """auto as recorded in `path` (another version of it, on the same corpora, teachers and seeds) against auto now
+    (or as recorded in `other`), cell by cell where both ran the same seeds, in points; and each against random."""
+    def auto_of(file: Path) -> dict[tuple[str, str, int], float]:
+        cells = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        return {(c["dataset"], c["teacher"], c["seed"]): c["test_accuracy"] for c in cells
+                if c["setup"] == "auto" and "test_accuracy" in c}
+
+    old = auto_of(path)
     now = {k: c for k, c in done_cells().items() if "test_accuracy" in c}
-    print(f"\nauto now against auto in {path.name}, on the seeds both ran, in points")
+    if other is not None:
+        now = {k: c for k, c in now.items() if k[2] != "auto"}
+        now.update({(d, t, "auto", s): {"test_accuracy": a} for (d, t, s), a in auto_of(other).items()})
+    print(f"\nauto {'now' if other is None else f'in {other.name}'} against auto in {path.name}, on the seeds both "
+          "ran, in points")
     print("  corpus        teacher        seeds   before     now   now - before   before - random   now - random")
     gaps = []
     for dataset in BUDGET:
@@ -351,7 +358,8 @@ def main() -> None:
                         help="validation labels each run buys (50: the matrix); others are kept apart")
     parser.add_argument("--runner-up", action="store_true",
                         help="how often each teacher's second choice is right where its answer is wrong")
-    parser.add_argument("--compare", type=Path, help="auto as recorded in this file (another version) against now")
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="FILE",
+                        help="auto as recorded in FILE (another version) against now, or against a second FILE")
     args = parser.parse_args()
     ENCODER, VAL = args.encoder, args.val
     OUT.mkdir(parents=True, exist_ok=True)
@@ -359,7 +367,7 @@ def main() -> None:
         runner_up_table(args.datasets)
         return
     if args.compare:
-        compare(args.compare)
+        compare(*args.compare[:2])
         return
     if not args.report:
         measure(args.datasets, args.teachers, args.setups, args.seeds)

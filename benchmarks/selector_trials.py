@@ -17,6 +17,9 @@ threshold on the gold validation labels instead of the teacher's (what auto does
 `hedged-margin`: margin with a share of each batch drawn at random, fixed (`hedged-25`, `hedged-50`) or one minus the
 student's skill on the referee's labels (`hedged-skill`), so that a student barely above the commonest label picks
 mostly at random: the cold start where uncertainty sampling falls below random.
+`gated-margin` (`auto-gated`, with method auto): margin, or random wherever the referee's labels cannot tell the
+student from a guess, from the first round on: how auto's gate was first tried (docs/benchmarks.md, "Selection while
+the student is no better than a guess"); since 2026-12-07 auto itself buys at random there, after ten labels a class.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ the pseudo-labels); otherwise the baseline trains the round.
 Searching is greedy and not done every round: once at the first round and again each time the labels have grown by
 half, so that its cost grows with the logarithm of the budget; the rounds between train the last choice.
 Selection is changed in one case only: while the trusted labels cannot tell the latest student from a guess (its
-accuracy's 95% interval reaches chance or always answering their commonest label), its uncertainty means nothing, and
-the next batch is chosen as the first was (the seed selector, random by default): the cold start where uncertainty
-sampling falls below random (docs/benchmarks.md, the Slovenian opinions).
+accuracy's 95% interval reaches chance or always answering their commonest label) after ten training labels a class,
+its uncertainty means nothing, and the next batch is chosen as the first was (the seed selector, random by default):
+the cold start where uncertainty sampling falls below random (docs/benchmarks.md, the Slovenian opinions).
 The run keeps its latest round unless an earlier one is clearly right more often on the trusted labels outside the
 check sample (gold validation labels), never judged on the check sample itself, whose estimate of the kept student
 would otherwise read high (`kept_on`); with the check sample the only trusted labels, the latest round; with only the
@@ -43,6 +43,10 @@ EVIDENCE = 2.0
 # How clearly an earlier round must beat a newer one, trained on more labels, to stay the kept student (one-sided,
 # about 98%, and at least two documents ahead): choosing rounds on 50 gold labels by accuracy alone picked luck.
 KEEP_EVIDENCE = 2.0
+# Training labels a class the run must have bought before a student no better than a guess changes selection: before
+# that a weak student is the expected start, and its margins still find the classes it has not met (on Reuters R52 and
+# 20newsgroups random batches in the first rounds cost up to 7 points in single runs; docs/benchmarks.md).
+GUESS_AFTER_PER_CLASS = 10
 # Runners-up a round line names (`--json` and `runs --json` have them all).
 SHOWN = 3
 
@@ -217,20 +221,23 @@ def record(chosen: Judged, tried: list[Judged], referee_: Referee, n_labels: int
     return {"recipe": chosen.recipe.as_dict(), "name": chosen.recipe.name, "truth": referee_.truth, "n": n,
             "accuracy": chosen.correct / n, "searched": searched, "n_labels": n_labels,
             "tried": {j.recipe.name: j.correct / n for j in tried}, "kept_on": kept_on,
-            "guess": cold_start(chosen, referee_, n_classes)}
+            "guess": cold_start(chosen, referee_, n_classes, n_labels)}
 
 
-def cold_start(chosen: Judged, referee_: Referee, n_classes: int) -> dict[str, Any] | None:
+def cold_start(chosen: Judged, referee_: Referee, n_classes: int, n_labels: int) -> dict[str, Any] | None:
     """Whether the trusted labels can tell the chosen student from a guess: the lower end of its accuracy's 95%
-    interval (`low`) against the better of chance and always answering their commonest label (`rate`); `cold` where
-    they cannot, and the next batch is chosen as the first was. None where the referee is the teacher, or has fewer
-    than MIN_CHECKED labels."""
+    interval (`low`) against the better of chance and always answering their commonest label (`rate`); `guessing`
+    where they cannot, and `cold` where, on top of that, the run has bought GUESS_AFTER_PER_CLASS training labels a
+    class: the next batch is then chosen as the first was. None where the referee is the teacher, or has fewer than
+    MIN_CHECKED labels."""
     n = len(referee_.ids)
     if not referee_.trusted or n < MIN_CHECKED:
         return None
     accuracy = wilson(chosen.correct, n, referee_.truth)
     rate = guess_rate(list(range(n_classes)), referee_.y.tolist())
-    return {"low": accuracy.low, "rate": rate, "cold": guessing(accuracy, rate)}
+    at_guess = guessing(accuracy, rate)
+    return {"low": accuracy.low, "rate": rate, "guessing": at_guess,
+            "cold": at_guess and n_labels >= GUESS_AFTER_PER_CLASS * n_classes}
 
 
 def selects_as_first(metrics: Mapping[str, Any]) -> bool:
@@ -277,7 +284,9 @@ def text(auto: Mapping[str, Any] | None) -> str:
         more = f", {len(others) - SHOWN} more" if len(others) > SHOWN else ""
         shown += f"; {', '.join(f'{name} {acc:.3f}' for acc, name in others[:SHOWN])}{more}"
     guess = auto.get("guess") or {}
-    if guess.get("cold"):
+    if guess.get("guessing"):
         shown += (f"; no better than a guess: its interval reaches {guess['low']:.3f}, a guess gets "
-                  f"{guess['rate']:.3f}, so the next batch is chosen as the first")
+                  f"{guess['rate']:.3f}, " + ("so the next batch is chosen as the first" if guess["cold"] else
+                                              f"but under {GUESS_AFTER_PER_CLASS} labels a class the selector "
+                                              "keeps choosing"))
     return shown + ")"
