@@ -71,7 +71,8 @@ class DistillConfig:
     student_options: dict[str, Any] = setting({}, "the student's options", flag="--student-option",
                                               metavar="KEY=VALUE")
     seed_selector: str = setting("random", "how the first batch is chosen (with method auto, also each batch after a "
-                                 "student the trusted labels cannot tell from a guess)", plugin="selector")
+                                 "student the trusted labels cannot tell from a guess, from ten labels a class)",
+                                 plugin="selector")
     seed_size: int = setting(20, "documents in the first batch", low=1)
     batch: int = setting(20, "documents labelled per round", low=0, form="per round")
     budget_labels: int | None = setting(200, "training documents to buy at most", low=0, form="labels to buy")
@@ -117,7 +118,7 @@ class DistillConfig:
                                    "regularization, doubt, self-training, soft or fused labels) chosen on the check "
                                    "sample's labels and gold validation labels, else on the teacher's validation "
                                    "labels; the next batch chosen as the first where the former cannot tell the "
-                                   "student from a guess",
+                                   "student from a guess after ten labels a class",
                           choices=METHODS, form="method")
     accept_guessing_teacher: bool = setting(False, "buy labels even from a teacher that the check sample or gold "
                                                    "labels cannot tell from guessing")
