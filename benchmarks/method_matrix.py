@@ -157,11 +157,16 @@ def run_cell(project: Project, dataset: str, teacher: str, setup: str, seed: int
             "seconds": time.perf_counter() - started}
 
 
-def done_cells() -> dict[tuple[str, str, str, int], dict[str, Any]]:
-    if not results().exists():
+def cells_in(path: Path) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    """A results file's cells by (corpus, teacher, setup, seed); a cell written twice, its last record."""
+    if not path.exists():
         return {}
-    cells = [json.loads(line) for line in results().read_text().splitlines() if line.strip()]
+    cells = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {(c["dataset"], c["teacher"], c["setup"], c["seed"]): c for c in cells}
+
+
+def done_cells() -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    return cells_in(results())
 
 
 def measure(datasets: list[str], teachers: list[str], setups: list[str], seeds: int) -> None:
@@ -293,9 +298,8 @@ def compare(path: Path, other: Path | None = None) -> None:
     """auto as recorded in `path` (another version of it, on the same corpora, teachers and seeds) against auto now
     (or as recorded in `other`), cell by cell where both ran the same seeds, in points; and each against random."""
     def auto_of(file: Path) -> dict[tuple[str, str, int], float]:
-        cells = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-        return {(c["dataset"], c["teacher"], c["seed"]): c["test_accuracy"] for c in cells
-                if c["setup"] == "auto" and "test_accuracy" in c}
+        return {(d, t, seed): c["test_accuracy"] for (d, t, setup, seed), c in cells_in(file).items()
+                if setup == "auto" and "test_accuracy" in c}
 
     old = auto_of(path)
     now = {k: c for k, c in done_cells().items() if "test_accuracy" in c}
