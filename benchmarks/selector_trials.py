@@ -5,6 +5,7 @@ random and the best fixed setup of method_matrix.py's cells (same corpora, teach
     .venv/bin/python benchmarks/selector_trials.py --setups typical-margin+fused        # 3 seeds
     .venv/bin/python benchmarks/selector_trials.py --datasets bbc-news --setups rm-signal+fused
     .venv/bin/python benchmarks/selector_trials.py --report
+    .venv/bin/python benchmarks/selector_trials.py --held-out --setups margin+fused+self-train/gold   # held out
 
 It needs the matrix's own results (benchmarks/out/method-matrix.jsonl) for the setups it is compared with. Three
 selectors are defined here, not in plugins/, and load as a plugin of this script's own ($KDSTUDIO_PLUGINS), as a third
@@ -64,6 +65,12 @@ TRIALS = {
     "hedged-50+fused": {"selector": "hedged-margin", "selector_options": {"share": 0.5}, "fused_labels": True},
     "hedged-skill+fused": {"selector": "hedged-margin", "fused_labels": True},
     "auto-gated": {"selector": "gated-margin", "method": "auto"},
+    # Self-training's threshold validated for each predicted class on its own validation documents (at least 5 or
+    # 10 of them), not on all classes together, whose precision the commonest classes make.
+    "auto-cs5": {"selector": "margin", "method": "auto", "free_labels": "self-train",
+                 "free_labels_options": {"class_support": 5}},
+    "auto-cs10": {"selector": "margin", "method": "auto", "free_labels": "self-train",
+                  "free_labels_options": {"class_support": 10}},
 }
 FIXED = [s for s in matrix.SETUPS if s != "auto"]  # the matrix's fixed setups, before the trials join them
 MATRIX = matrix.results()
@@ -328,12 +335,20 @@ def report() -> None:
 
 
 def main() -> None:
+    global MATRIX, RESULTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="*", default=list(matrix.BUDGET))
+    parser.add_argument("--held-out", action="store_true",
+                        help="on method_matrix.py's held-out corpora, against its results there (own results file)")
+    parser.add_argument("--datasets", nargs="*")
     parser.add_argument("--setups", nargs="*", default=list(TRIALS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--report", action="store_true", help="print the comparison from what was measured")
     args = parser.parse_args()
+    if args.held_out:
+        matrix.BUDGET.clear()
+        matrix.BUDGET.update(matrix.HELD_OUT)
+        MATRIX, RESULTS = matrix.results(), matrix.OUT / "selector-trials-held-out.jsonl"
+    args.datasets = args.datasets or list(matrix.BUDGET)
     # kdstudio loads this module as a plugin, as it would a third party's (the script's folder is on sys.path).
     os.environ["KDSTUDIO_PLUGINS"] = Path(__file__).stem
     matrix.SETUPS.update(TRIALS)

@@ -99,6 +99,36 @@ def test_self_training_threshold_is_chosen_on_validation_and_caps_each_class():
     assert not len(none.rows) and "validation" in none.note
 
 
+class _ProbabilityRows:
+    """A student whose class probabilities are its input rows: the labeller's choice is then known exactly."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return X
+
+
+def test_each_class_s_pseudo_labels_are_validated_on_its_own_documents():
+    # Validation: 60 documents predicted as class 0, all right; 5 predicted as class 2, right on 2. Together they are
+    # right 62 times of 65 (over 95%), which the commonest class makes; class 2 alone is right 2 times of 5.
+    sure = {0: [0.9, 0.05, 0.05], 2: [0.05, 0.05, 0.9]}
+    val_X = np.array([sure[0]] * 60 + [sure[2]] * 5)
+    val_y = np.array([0] * 60 + [2, 2, 1, 1, 1])
+    pool = np.array([sure[0]] * 20 + [sure[2]] * 20)
+    task = FreeLabelTask(np.zeros((30, 3)), np.repeat(np.arange(3), 10), np.ones(30), 3, pool,
+                         np.full(len(pool), -1), val_X, val_y, lambda *_: _ProbabilityRows())
+    labeller = get_plugins().get("free_labels", "self-train").cls
+    together = labeller(class_support=0).pseudo_labels(task)
+    assert sorted(set(together.y.tolist())) == [0, 2]
+    each = labeller().pseudo_labels(task)
+    assert set(each.y.tolist()) == {0} and len(each.rows) == 20
+    assert labeller().class_support == 5
+    # Fewer validation documents than 5 a class: no class could be checked on its own, so all are checked together.
+    wide = np.hstack([pool, np.zeros((len(pool), 17))])
+    many = FreeLabelTask(np.zeros((30, 20)), np.repeat(np.arange(3), 10), np.ones(30), 20, wide,
+                         np.full(len(pool), -1), np.hstack([val_X, np.zeros((len(val_X), 17))]), val_y,
+                         lambda *_: _ProbabilityRows())
+    assert sorted(set(labeller().pseudo_labels(many).y.tolist())) == [0, 2]
+
+
 def test_free_labels_need_an_embeddings_student_and_validation(bbc: Path):
     with Project.open(bbc) as project:
         runs_before = len(project.runs())
