@@ -203,6 +203,11 @@ def measure(datasets: list[str], teachers: list[str], setups: list[str], seeds: 
                               flush=True)
 
 
+def corpus_width() -> int:
+    """The corpus column's width: the longest name and two spaces (14 for the matrix's own corpora)."""
+    return max(map(len, BUDGET)) + 2
+
+
 def mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
@@ -326,7 +331,8 @@ def compare(path: Path, other: Path | None = None) -> None:
         now.update({(d, t, "auto", s): {"test_accuracy": a} for (d, t, s), a in auto_of(other).items()})
     print(f"\nauto {'now' if other is None else f'in {other.name}'} against auto in {path.name}, on the seeds both "
           "ran, in points")
-    print("  corpus        teacher        seeds   before     now   now - before   before - random   now - random")
+    print(f"  {'corpus':<{corpus_width()}}teacher        seeds   before     now   now - before   before - random   "
+          "now - random")
     gaps = []
     for dataset in BUDGET:
         for teacher in TEACHERS:
@@ -338,7 +344,7 @@ def compare(path: Path, other: Path | None = None) -> None:
             r = mean([now[(dataset, teacher, "random", s)]["test_accuracy"] for s in seeds
                       if (dataset, teacher, "random", s) in now])
             gaps.append(b - a)
-            print(f"  {dataset:<14}{teacher:<15}{len(seeds):>5}{a:>9.3f}{b:>8.3f}{points(b, a):>15}"
+            print(f"  {dataset:<{corpus_width()}}{teacher:<15}{len(seeds):>5}{a:>9.3f}{b:>8.3f}{points(b, a):>15}"
                   f"{points(a, r):>18}{points(b, r):>15}")
     print(f"  mean over {len(gaps)} cells: {100 * mean(gaps):+.2f} points")
 
@@ -364,7 +370,7 @@ def runner_up_table(datasets: list[str]) -> None:
                         tally[0] += 1
                         tally[1] += second == gold[doc]
             for name, (wrong, right) in counts.items():
-                print(f"  {dataset:<14}{name:<15}{right / wrong:.2f} of {wrong} wrong answers")
+                print(f"  {dataset:<{corpus_width()}}{name:<15}{right / wrong:.2f} of {wrong} wrong answers")
 
 
 def main() -> None:

@@ -331,7 +331,7 @@ def report() -> None:
         for dataset in matrix.BUDGET:
             gaps = [f"{t} {100 * (row[setup] - row['margin+fused']):+.1f}" for d, t, row in rows if d == dataset]
             if gaps:
-                print(f"    {dataset:<14}- margin+fused: " + ", ".join(gaps))
+                print(f"    {dataset:<{matrix.corpus_width()}}- margin+fused: " + ", ".join(gaps))
 
 
 def main() -> None:
