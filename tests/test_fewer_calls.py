@@ -52,6 +52,8 @@ def test_free_labels_train_the_student_and_are_never_stored_or_counted(bbc: Path
                                            [result.run_id]).fetchone()[0]
     assert max(added) > 0, notes
     assert all(note.startswith(("self-training", "label spreading")) for note in notes)
+    # 40 validation labels on 5 classes: each class is validated on its own documents too, and the note says so.
+    assert all("of 5 classes validated on their own" in note for note in notes if " at confidence >= " in note), notes
     # What the run bought, and nothing more: 50 training labels and its validation labels, each one call.
     assert result.rounds[-1].n_labels == 50 == result.train_labels
     assert result.calls == 50 + result.val_labels == stored
