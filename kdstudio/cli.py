@@ -394,6 +394,7 @@ def distill(ctx: click.Context, project_dir: Path, plan: bool, yes: bool, resume
     from kdstudio.render import (
         best_reason,
         budget_line,
+        kept_warning,
         measured_text,
         plan_view,
         round_line,
@@ -451,6 +452,8 @@ def distill(ctx: click.Context, project_dir: Path, plan: bool, yes: bool, resume
         console.print(f"best student: round {best.round} (id {result.student_id}){f', {reason}' if reason else ''}, "
                       f"{measured_text(best.metrics)}, {best.n_selected} labels (trained on {best.n_labels}), "
                       f"{usd(best.cost_usd)}")
+        if warned := kept_warning(best.metrics):
+            err_console.print(styled((f"warning: {warned}", "yellow")), soft_wrap=True)
     if result.simulated:
         console.print(simulated_banner())
 

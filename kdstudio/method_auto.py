@@ -290,3 +290,17 @@ def text(auto: Mapping[str, Any] | None) -> str:
                                               f"but under {GUESS_AFTER_PER_CLASS} labels a class the selector "
                                               "keeps choosing"))
     return shown + ")"
+
+
+def warning(auto: Mapping[str, Any] | None) -> str | None:
+    """After the run, where the kept round's student could not be told from a guess on the trusted labels: a run that
+    bought labels and trained nothing useful must not read as done. None where it could, or nothing trusted judged."""
+    guess = (auto or {}).get("guess") or {}
+    if not guess.get("guessing"):
+        return None
+    assert auto is not None
+    why = ("ten labels a class have not lifted it: check that the texts carry what the labels mean, try another "
+           "encoder or student, and grade the teacher on a check sample (`kdstudio check`)" if guess["cold"] else
+           f"it has under {GUESS_AFTER_PER_CLASS} labels a class, where that is expected: a larger budget may lift it")
+    return (f"the kept student cannot be told from a guess on {auto['n']} {auto['truth']} labels: its accuracy's 95% "
+            f"interval reaches {guess['low']:.3f}, a guess gets {guess['rate']:.3f}; {why}")

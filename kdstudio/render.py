@@ -33,6 +33,7 @@ from kdstudio.types import (
     auto_kept_on,
     auto_text,
     auto_trusted_choice,
+    auto_warning,
     narrower,
     rule_of,
 )
@@ -181,6 +182,11 @@ def _kept_by(metrics: dict[str, Any]) -> tuple[str, str]:
 def best_reason(metrics: dict[str, Any]) -> str:
     """Why a round's student is the best, in words."""
     return _kept_by(metrics)[1]
+
+
+def kept_warning(metrics: dict[str, Any]) -> str | None:
+    """What a run's summary must add about its kept student: that its trusted labels cannot tell it from a guess."""
+    return auto_warning(metrics.get("auto"))
 
 
 def best_mark(report: RoundReport) -> str:

@@ -27,6 +27,7 @@ from kdstudio.loop import TEACHER_SHORTCUTS, DistillConfig, Plan, RoundReport, R
 from kdstudio.method_auto import kept_on as auto_kept_on
 from kdstudio.method_auto import text as auto_text
 from kdstudio.method_auto import trusted_choice as auto_trusted_choice
+from kdstudio.method_auto import warning as auto_warning
 from kdstudio.plugins import Plugins, Registered, get_plugins
 from kdstudio.project import ProgressView, Status, TriageItem
 from kdstudio.review import FILTERS as REVIEW_FILTERS
@@ -95,6 +96,7 @@ __all__ = [
     "auto_kept_on",
     "auto_text",
     "auto_trusted_choice",
+    "auto_warning",
     "get_plugins",
     "narrower",
     "parse_labels_option",

@@ -364,6 +364,26 @@ def test_while_gold_cannot_tell_the_student_from_a_guess_auto_selects_as_the_fir
     assert [r["auto"]["guess"]["cold"] for r in document["rounds"]] == cold
 
 
+def test_a_run_whose_kept_student_is_a_guess_says_so_after_its_summary(bbc: Path):
+    """A teacher wrong on every answer: the run ends, and its summary does not read as done: one warning line says the
+    kept student cannot be told from a guess on the gold labels, with the evidence and what to try."""
+    # Its second choice is never right either, so that its probabilities teach nothing the labels do not.
+    ran = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--teacher-option", "noise=1.0", "--teacher-option",
+              "runner_up_right=0", "--method", "auto", "--accept-guessing-teacher", "--seed-size", "20", "--batch",
+              "20", "--budget-labels", "80", "--val-size", "40", "--seed", "3")
+    assert ran.returncode == 0, ran.stderr
+    warned = [line for line in ran.stderr.splitlines() if line.startswith("warning: the kept student")]
+    assert len(warned) == 1, ran.stdout + ran.stderr
+    assert "cannot be told from a guess on 30 gold labels" in warned[0] and "a guess gets" in warned[0]
+    assert "ten labels a class have not lifted it" in warned[0] and "another encoder or student" in warned[0]
+    from kdstudio.method_auto import warning
+
+    chose = {"n": 40, "truth": "people", "guess": {"low": 0.1, "rate": 0.3, "guessing": True, "cold": False}}
+    assert "under 10 labels a class" in (warning(chose) or "")
+    assert warning({**chose, "guess": {**chose["guess"], "guessing": False}}) is None
+    assert warning(None) is None and warning({"n": 40, "truth": "gold"}) is None
+
+
 def test_auto_with_nothing_to_judge_on_is_refused_before_anything_is_bought(bbc: Path):
     refused = cli("distill", "-p", str(bbc), "--teacher", "oracle", "--method", "auto", "--val-size", "0",
                   "--budget-labels", "40")

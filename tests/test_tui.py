@@ -279,8 +279,10 @@ async def test_triage_keys_while_a_distill_worker_writes(tmp_path_factory):
 
 @pytest.mark.asyncio
 async def test_the_distill_form_starts_a_run_whose_training_the_data_chooses(tmp_path_factory):
+    # A teacher wrong on every answer, its second choice too: the run ends on a student no better than a guess.
     directory = slice_with_defaults(tmp_path_factory.mktemp("tui-auto"), 200, 8, 'teacher = "oracle"\n'
-                                    'budget_labels = 40\nteacher_options = { noise = 0.3 }\n')
+                                    'budget_labels = 80\nbatch = 20\nseed_size = 20\naccept_guessing_teacher = true\n'
+                                    'teacher_options = { noise = 1.0, runner_up_right = 0.0 }\n')
     with Project.open(directory) as project:
         app = KdStudioApp(project)
         async with app.run_test(size=(120, 40)) as pilot:
@@ -293,10 +295,11 @@ async def test_the_distill_form_starts_a_run_whose_training_the_data_chooses(tmp
             deadline = time.time() + 60
             while time.time() < deadline and (app.query_one("#distill-pane").running or not project.runs()):
                 await pilot.pause(0.1)
-            text = " ".join(line.text.strip() for line in app.query_one("#distill-log").lines)
+            text = " ".join(" ".join(line.text.split()) for line in app.query_one("#distill-log").lines)
         run = project.latest_run()
         assert run.status == "finished" and run.config["method"] == "auto", text
         assert "auto:" in text and "gold" in text, text
+        assert "warning: the kept student cannot be told from a guess on" in text, text
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

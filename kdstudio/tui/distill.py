@@ -132,7 +132,7 @@ class Distill(Pane):
 
     @work(thread=True, exclusive=True)
     def _run(self, config: Any, resume: int | None) -> None:
-        from kdstudio.render import budget_line, round_line, teacher_check_lines
+        from kdstudio.render import budget_line, kept_warning, round_line, teacher_check_lines
 
         log = self.query_one("#distill-log", RichLog)
 
@@ -154,6 +154,9 @@ class Distill(Pane):
                 result = project.distill(config, resume=resume, on_event=on_event,
                                          should_stop=lambda: self.stop_requested)
             message = Text.assemble((f"run {result.run_id} {result.status}", "bold"), f": {result.stop_reason}")
+            best = next((r for r in result.rounds if r.round == result.best_round), None)
+            if warned := best and kept_warning(best.metrics):
+                message.append(f"\nwarning: {warned}", "yellow")
         except KdError as exc:
             message = Text(exc.message, "red")
         except Exception as exc:  # the run is marked failed and resumable; the app must stay up
