@@ -86,7 +86,7 @@ def pair(dataset: str, seed: int, base: Path, user: bool) -> dict[str, float]:
     """One seed: the auto run's students and the fixed run's kept one, each as check minus test."""
     figures: dict[str, float] = {}
     for method in ("auto", "fixed"):
-        directory = OUT / "check-after-auto" / f"{dataset}-{seed}-{method}"
+        directory = OUT / "check-after-auto" / f"{dataset}-{seed}-{method}{'-user' if user else ''}"
         shutil.rmtree(directory, ignore_errors=True)
         shutil.copytree(base, directory)
         with Project.open(directory) as project, without_gold_validation(user):
