@@ -9,6 +9,7 @@
     .venv/bin/python benchmarks/method_matrix.py --val 150 --setups margin margin+fused auto   # more referee labels
     .venv/bin/python benchmarks/method_matrix.py --compare benchmarks/out/auto-before.jsonl   # another auto, per cell
     .venv/bin/python benchmarks/method_matrix.py --held-out                        # corpora auto was never tried on
+    .venv/bin/python benchmarks/method_matrix.py --report --results benchmarks/out/matrix-before.jsonl  # a kept file
 
 Corpora: two bundled ones that kdstudio's methods were tuned on (bbc-news, 5 classes; 20newsgroups, 20) and two it
 never saw until this benchmark, imported through the CSV path a user takes: Reuters R52 (52 news-wire classes, very
@@ -374,7 +375,7 @@ def runner_up_table(datasets: list[str]) -> None:
 
 
 def main() -> None:
-    global ENCODER, VAL
+    global ENCODER, VAL, results
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--held-out", action="store_true",
                         help="the corpora kdstudio's methods were never chosen on (their own results file)")
@@ -388,6 +389,8 @@ def main() -> None:
                         help="validation labels each run buys (50: the matrix); others are kept apart")
     parser.add_argument("--runner-up", action="store_true",
                         help="how often each teacher's second choice is right where its answer is wrong")
+    parser.add_argument("--results", type=Path, metavar="FILE",
+                        help="report (or compare against) the runs recorded in FILE instead of the current results")
     parser.add_argument("--compare", type=Path, nargs="+", metavar="FILE",
                         help="auto as recorded in FILE (another version) against now, or against a second FILE")
     args = parser.parse_args()
@@ -396,6 +399,11 @@ def main() -> None:
         BUDGET.clear()
         BUDGET.update(HELD_OUT)
     args.datasets = args.datasets or list(BUDGET)
+    if args.results:
+        if not (args.report or args.compare):
+            parser.error("--results reads a file kept from an earlier version: with --report or --compare")
+        kept = args.results
+        results = lambda: kept  # noqa: E731
     OUT.mkdir(parents=True, exist_ok=True)
     if args.runner_up:
         runner_up_table(args.datasets)

@@ -10,7 +10,7 @@ at most `ratio` pseudo-labels per label it has, so that an easy class cannot swa
 
 The per-class check exists because of that cap: validated together, the precision is the commonest classes', while
 the cap gives the rarer ones most of the pseudo-labels (on Reuters R8 with a teacher that swaps neighbouring classes,
-pseudo-labels validated at 95% were right on 0.70-0.87 of them, and on 0.31-0.79 in four classes of eight;
+pseudo-labels validated at 95% were right on 0.74-0.96 of them a round, and on 0.31-0.79 in four classes of eight;
 docs/benchmarks.md). With fewer validation documents than that (50 on 20 classes) no class could be checked on its
 own, and demanding it would end self-training where it helps; there the classes are validated together only.
 """
