@@ -269,6 +269,9 @@ REAL_COMMANDS = ("fake_llm_server.py", "label-studio", "raylet", "gcs_server", "
 HEAVY_FIRST = ("test_static_tier.py", "test_export.py", "test_ray.py", "test_review.py", "test_llm_loop.py",
                "test_streams.py", "test_cli.py", "test_trust.py", "test_budget_cuts.py", "test_embeddings.py",
                "test_fewer_calls.py", "test_tui.py")
+# The fast tier's own heaviest files (`-m "not slow"`), first for the same reason.
+FAST_HEAVY_FIRST = ("test_tui.py", "test_method_auto.py", "test_loop.py", "test_attacks.py", "test_check.py",
+                    "test_trust.py", "test_streaming_pool.py", "test_budget_cuts.py")
 LAUNCHED: list[str] = []
 _popen_init = subprocess.Popen.__init__
 
@@ -308,7 +311,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    order = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    fast = "not slow" in (config.getoption("markexpr", "") or "")
+    order = {name: i for i, name in enumerate(FAST_HEAVY_FIRST if fast else HEAVY_FIRST)}
     items.sort(key=lambda item: order.get(Path(str(item.fspath)).name, len(order)))  # stable: in-file order kept
 
 
