@@ -444,7 +444,7 @@ def distill(ctx: click.Context, project_dir: Path, plan: bool, yes: bool, resume
             if not yes and stdin_is_terminal() and console.is_terminal:
                 _confirm_paid(project, config)
             result = project.distill(config, on_event=on_event, engine=engine)
-    best = next((r for r in result.rounds if r.round == result.best_round), None)
+    best = result.best
     console.print(styled((f"run {result.run_id} {result.status}", "bold"), f": {result.stop_reason}"))
     console.print(spent_line(result))
     if best:

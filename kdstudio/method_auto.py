@@ -285,10 +285,9 @@ def text(auto: Mapping[str, Any] | None) -> str:
         shown += f"; {', '.join(f'{name} {acc:.3f}' for acc, name in others[:SHOWN])}{more}"
     guess = auto.get("guess") or {}
     if guess.get("guessing"):
-        shown += (f"; no better than a guess: its interval reaches {guess['low']:.3f}, a guess gets "
-                  f"{guess['rate']:.3f}, " + ("so the next batch is chosen as the first" if guess["cold"] else
-                                              f"but under {GUESS_AFTER_PER_CLASS} labels a class the selector "
-                                              "keeps choosing"))
+        then = ("so the next batch is chosen as the first" if guess["cold"] else
+                f"but under {GUESS_AFTER_PER_CLASS} labels a class the selector keeps choosing")
+        shown += f"; no better than a guess: its {guess_evidence(guess)}, {then}"
     return shown + ")"
 
 
@@ -303,4 +302,9 @@ def warning(auto: Mapping[str, Any] | None) -> str | None:
            "encoder or student, and grade the teacher on a check sample (`kdstudio check`)" if guess["cold"] else
            f"it has under {GUESS_AFTER_PER_CLASS} labels a class, where that is expected: a larger budget may lift it")
     return (f"the kept student cannot be told from a guess on {auto['n']} {auto['truth']} labels: its accuracy's 95% "
-            f"interval reaches {guess['low']:.3f}, a guess gets {guess['rate']:.3f}; {why}")
+            f"{guess_evidence(guess)}; {why}")
+
+
+def guess_evidence(guess: Mapping[str, Any]) -> str:
+    """The evidence of a `cold_start` record, as a round line and a run's warning say it."""
+    return f"interval reaches {guess['low']:.3f}, a guess gets {guess['rate']:.3f}"

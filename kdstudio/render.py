@@ -354,7 +354,7 @@ def _unusable(n: int, cost: float) -> str:
 def teacher_line(result: RunResult, teacher_on_test: float | None) -> Text:
     """The student beside its teacher: on the test split when the teacher's own accuracy there is known, else beside
     the teacher's accuracy on the labels it sold."""
-    best = next((r for r in result.rounds if r.round == result.best_round), None)
+    best = result.best
     student = best.metrics.get("test", {}).get("accuracy") if best else None
     if student is None:
         return Text("          no gold test split: the student cannot be compared with its teacher")

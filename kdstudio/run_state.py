@@ -180,3 +180,8 @@ class RunResult:
     cost_usd: float = 0.0
     train_labels: int = 0
     val_labels: int = 0
+
+    @property
+    def best(self) -> RoundReport | None:
+        """The round whose student the run kept."""
+        return next((r for r in self.rounds if r.round == self.best_round), None)

@@ -290,13 +290,17 @@ def _real_parts() -> tuple[set[str], list[str]]:
     return loaded, [c for c in LAUNCHED if any(part in c for part in REAL_COMMANDS)]
 
 
+def _fast_tier(config: pytest.Config) -> bool:
+    return "not slow" in (config.getoption("markexpr", "") or "")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """A run that includes the slow tier starts building Label Studio's virtualenv at once, in the background (pip
     spends most of its two minutes waiting on downloads): the test that needs it waits on the same lock
     (tests/labelstudio_server.py) and usually finds it built."""
     from labelstudio_server import VENV, VERSION
 
-    if "PYTEST_XDIST_WORKER" in os.environ or "not slow" in (config.getoption("markexpr", "") or ""):
+    if "PYTEST_XDIST_WORKER" in os.environ or _fast_tier(config):
         return
     if (VENV / "kdstudio-stamp").is_file() and (VENV / "kdstudio-stamp").read_text().strip() == VERSION:
         return
@@ -311,8 +315,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    fast = "not slow" in (config.getoption("markexpr", "") or "")
-    order = {name: i for i, name in enumerate(FAST_HEAVY_FIRST if fast else HEAVY_FIRST)}
+    order = {name: i for i, name in enumerate(FAST_HEAVY_FIRST if _fast_tier(config) else HEAVY_FIRST)}
     items.sort(key=lambda item: order.get(Path(str(item.fspath)).name, len(order)))  # stable: in-file order kept
 
 

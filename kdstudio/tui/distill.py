@@ -154,8 +154,7 @@ class Distill(Pane):
                 result = project.distill(config, resume=resume, on_event=on_event,
                                          should_stop=lambda: self.stop_requested)
             message = Text.assemble((f"run {result.run_id} {result.status}", "bold"), f": {result.stop_reason}")
-            best = next((r for r in result.rounds if r.round == result.best_round), None)
-            if warned := best and kept_warning(best.metrics):
+            if warned := result.best and kept_warning(result.best.metrics):
                 message.append(f"\nwarning: {warned}", "yellow")
         except KdError as exc:
             message = Text(exc.message, "red")

@@ -66,14 +66,15 @@ class _Thresholded(FreeLabeller):
         if not len(task.val_y):
             return FreeLabels.none(f"{method}: no validation labels to choose a threshold on")
         val_conf, val_predicted = val_probs.max(axis=1), val_probs.argmax(axis=1)
-        threshold = validated_threshold(val_conf, val_predicted == task.val_y, self.precision)
+        val_right = val_predicted == task.val_y
+        threshold = validated_threshold(val_conf, val_right, self.precision)
         if threshold is None:
             return FreeLabels.none(f"{method}: no confidence reaches {self.precision:.0%} on validation")
         conf, predicted = pool_probs.max(axis=1), pool_probs.argmax(axis=1)
         floor, validated = np.full(task.n_classes, threshold), ""
         if self.class_support and len(task.val_y) >= self.class_support * task.n_classes:
-            per_class = class_thresholds(val_conf, val_predicted, val_predicted == task.val_y, task.n_classes,
-                                         self.precision, self.class_support)
+            per_class = class_thresholds(val_conf, val_predicted, val_right, task.n_classes, self.precision,
+                                         self.class_support)
             floor = np.maximum(per_class, threshold)
             validated = f", {int(np.isfinite(per_class).sum())} of {task.n_classes} classes validated on their own"
         sure = np.nonzero(conf >= floor[predicted])[0]
