@@ -113,8 +113,8 @@ def people_table(datasets: list[str], encoder: str, counts: list[int]) -> None:
 def distilled(project: Project, teacher: str, budget: int) -> dict[str, float]:
     result = project.distill(DistillConfig(teacher=teacher, selector="margin", student="logreg",
                                            budget_labels=budget, seed=0))
-    best = next(r for r in result.rounds if r.round == result.best_round)
-    last = result.rounds[-1]
+    best, last = result.best, result.rounds[-1]
+    assert best is not None, "a finished run keeps a round"
     return {"test accuracy (best round)": best.metrics["test"]["accuracy"],
             "test accuracy (last round)": last.metrics["test"]["accuracy"],
             "teacher accuracy on what it labelled": last.metrics.get("teacher_accuracy", float("nan"))}

@@ -9,7 +9,17 @@ from importlib import resources
 from typing import Any
 
 from kdstudio.terminal import UNSAFE
-from kdstudio.types import AuditReport, CheckReport, Plugins, RoundRow, RunRow, SpendRow, Status, rule_of
+from kdstudio.types import (
+    AuditReport,
+    CheckReport,
+    Plugins,
+    RoundRow,
+    RunRow,
+    SpendRow,
+    Status,
+    auto_warning,
+    rule_of,
+)
 
 VERSION = 1
 
@@ -53,6 +63,7 @@ def run_document(run: RunRow, rounds: list[RoundRow]) -> dict[str, Any]:
         "spent_usd": float(done[-1].cost_usd or 0.0) if done else 0.0,
         "best_round": run.best_round if best else None,
         "best": {"val": _metrics(best.metrics, "val"), "test": _metrics(best.metrics, "test")} if best else None,
+        "warning": auto_warning(best.metrics.get("auto")) if best else None,
         "stop_reason": run.stop_reason, "created_at": run.created_at, "finished_at": run.finished_at,
         "config": config,
     }

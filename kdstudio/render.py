@@ -308,6 +308,9 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
                      *extra, "*" if m.get("best") else ""])
     table = FittedTable(title, columns, rows)
     parts: list = [table, MEASURED]
+    kept = next((r for r in rounds if r.phase == "done" and r.round == run.best_round), None)
+    if kept and (warned := kept_warning(kept.metrics)):
+        parts.append(Text(f"warning: {warned}", style="yellow"))
     if run.simulated:
         parts.insert(0, simulated_banner())
     return Group(*parts)

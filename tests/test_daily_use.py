@@ -53,6 +53,7 @@ def test_every_json_document_follows_its_schema(distilled: Path):
     runs = _json("runs", *p)["runs"]
     assert [r["selector"] for r in runs] == ["random", "margin"]
     assert all(r["labels"] == 30 and r["best"]["test"]["accuracy"] > 0 for r in runs)
+    assert all(r["warning"] is None for r in runs)  # fixed runs record no judgement of a guess
     for run in runs:  # a run's settings follow the schema derived from their declarations
         jsonschema.validate({k: v for k, v in run["config"].items() if k != "vectors"}, schema("distill"))
     one = _json("runs", *p, "--run", "2")

@@ -376,6 +376,12 @@ def test_a_run_whose_kept_student_is_a_guess_says_so_after_its_summary(bbc: Path
     assert len(warned) == 1, ran.stdout + ran.stderr
     assert "cannot be told from a guess on 30 gold labels" in warned[0] and "a guess gets" in warned[0]
     assert "ten labels a class have not lifted it" in warned[0] and "another encoder or student" in warned[0]
+    # Read back later, the run says the same: under its table, and in its JSON.
+    run_id = json.loads(cli("runs", "-p", str(bbc), "--json").stdout)["runs"][-1]["id"]
+    shown = " ".join(cli("runs", "-p", str(bbc), "--run", str(run_id)).stdout.split())
+    assert shown.count("warning: the kept student") == 1 and " ".join(warned[0].split()) in shown
+    document = json.loads(cli("runs", "-p", str(bbc), "--run", str(run_id), "--json").stdout)
+    assert "warning: " + document["run"]["warning"] == warned[0]
     from kdstudio.method_auto import warning
 
     chose = {"n": 40, "truth": "people", "guess": {"low": 0.1, "rate": 0.3, "guessing": True, "cold": False}}

@@ -296,10 +296,14 @@ async def test_the_distill_form_starts_a_run_whose_training_the_data_chooses(tmp
             while time.time() < deadline and (app.query_one("#distill-pane").running or not project.runs()):
                 await pilot.pause(0.1)
             text = " ".join(" ".join(line.text.split()) for line in app.query_one("#distill-log").lines)
+            await pilot.press("f2")  # the Dashboard's figures say it too
+            await pilot.pause()
+            stats = " ".join(str(app.query_one("#dashboard-stats").render()).split())
         run = project.latest_run()
         assert run.status == "finished" and run.config["method"] == "auto", text
         assert "auto:" in text and "gold" in text, text
         assert "warning: the kept student cannot be told from a guess on" in text, text
+        assert f"warning: run {run.id}: the kept student cannot be told from a guess on" in stats, stats
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

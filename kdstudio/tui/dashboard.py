@@ -9,8 +9,10 @@ from textual_plotext import PlotextPlot
 
 from kdstudio.errors import KdError
 from kdstudio.money import usd
+from kdstudio.render import kept_warning
 from kdstudio.terminal import shown
 from kdstudio.tui.pane import Pane
+from kdstudio.types import RoundRow, RunRow
 
 
 class Dashboard(Pane):
@@ -23,17 +25,17 @@ class Dashboard(Pane):
         docs = ", ".join(f"{split}/{source} {n}" for split, source, n in status.documents) or "none"
         labels = ", ".join(f"{label} {n}" for label, n in status.label_distribution) or "none yet"
         by_source = ", ".join(f"{source} {n}" for source, n in status.labels_by_source) or "none yet"
+        run = status.runs[-1] if status.runs else None
+        rounds = [r for r in self.project.rounds(run.id) if r.phase == "done"] if run else []
         self.query_one("#dashboard-stats", Static).update(Text.assemble(
             (shown(status.name), "bold"), f"  {status.total_documents} documents: {docs}\n"
             f"labels: {shown(labels)}  (by source: {by_source})\n"
             f"spent {usd(status.spend_usd)} on {status.teacher_calls} teacher calls ({status.teacher_errors} failed);"
-            f" {len(status.runs)} runs", *self._checked(status.check["size"])))
+            f" {len(status.runs)} runs", *self._checked(status.check["size"]), *self._warned(run, rounds)))
         plot = self.query_one("#curve", PlotextPlot)
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        run = status.runs[-1] if status.runs else None
-        rounds = [r for r in self.project.rounds(run.id) if r.phase == "done"] if run else []
         if rounds:
             x = [r.bought for r in rounds]
             for split, what in (("test", "test accuracy (gold)"), ("val", "val agreement with the teacher")):
@@ -51,6 +53,14 @@ class Dashboard(Pane):
         else:
             plt.title("no run yet: start one in Distill (F5), or label in Triage (F4)")
         plot.refresh()
+
+    @staticmethod
+    def _warned(run: RunRow | None, rounds: list[RoundRow]) -> tuple[tuple[str, str], ...]:
+        """The latest run's kept student, where its trusted labels cannot tell it from a guess: said here too, so
+        that a figure on this tab never reads as a result it is not."""
+        kept = next((r for r in rounds if run and r.round == run.best_round), None)
+        warned = kept and kept_warning(kept.metrics)
+        return ((f"\nwarning: run {run.id}: {warned}", "yellow"),) if run and warned else ()
 
     def _checked(self, size: int) -> tuple[str, ...]:
         """The student's accuracy on the check sample with its interval: the figure that does not rest on the
