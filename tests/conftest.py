@@ -23,6 +23,12 @@ from kdstudio.loop import DistillConfig
 from kdstudio.project import Project
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A machine that says not to write bytecode (PYTHONDONTWRITEBYTECODE) makes every worker rewrite every test module's
+# asserts again, and every kdstudio process a test starts compile kdstudio again (together about 8% of the fast
+# tier's CPU, measured): the suite writes its caches, beside the sources, ignored by git. Set before the test modules
+# are imported; the children inherit it.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 if "PYTEST_XDIST_WORKER" in os.environ:
     # One worker per core: torch's own threads (one per core by default, in every worker and every CLI child) would
     # oversubscribe the cores, and spinning OpenMP threads cost more CPU than they save. Set before torch loads.
@@ -257,9 +263,10 @@ def exported(minilm_slice: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 SLOW_FIXTURES = {"minilm_slice", "exported", "static_build", "llm", "server", "cluster", "static", "cascade",
                  "with_minilm"}
 HEAVY_MODULES = ("torch", "transformers", "sentence_transformers", "ray", "onnxruntime", "model2vec", "skl2onnx")
-# What a test loading one of these uses: a real model (MiniLM, static), the runtime, an export, Ray. (torch alone is
-# no sign: skops imports it when a student is saved, through scikit-learn's list of estimators.)
-REAL_MODULES = ("sentence_transformers", "ray", "onnxruntime", "model2vec", "skl2onnx")
+# What a test loading one of these uses: a real model (MiniLM, static), the runtime, an export, Ray, the LLM client
+# (litellm: its provider rules and price table are real, and it takes each process 4 s of CPU to import). (torch
+# alone is no sign: skops imports it when a student is saved, through scikit-learn's list of estimators.)
+REAL_MODULES = ("sentence_transformers", "ray", "onnxruntime", "model2vec", "skl2onnx", "litellm")
 # A real part, by the command line of a process a test starts.
 REAL_COMMANDS = ("fake_llm_server.py", "label-studio", "raylet", "gcs_server", "-m kdstudio export",
                  "-m kdstudio predict", "-m kdstudio demo")

@@ -148,6 +148,7 @@ def llm(bbc: Path, *extra: str) -> list[str]:
             "--price-in", "1", "--price-out", "2", *extra]
 
 
+@pytest.mark.slow  # litellm
 def test_a_usd_cap_that_cannot_buy_one_call_is_refused_before_the_run(bbc: Path):
     before = _dump(bbc)
     one_error(cli(*llm(bbc, "--budget-usd", "0.0001")), "budget_usd $0.0001 cannot buy a single teacher call",
@@ -155,6 +156,7 @@ def test_a_usd_cap_that_cannot_buy_one_call_is_refused_before_the_run(bbc: Path)
     assert _dump(bbc) == before  # no run was even created
 
 
+@pytest.mark.slow  # litellm
 def test_a_plan_says_estimate_and_bound_and_where_the_key_comes_from(bbc: Path):
     result = cli(*llm(bbc, "--plan"))
     assert result.returncode == 0, (result.stdout, result.stderr)

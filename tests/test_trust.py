@@ -140,6 +140,7 @@ async def test_the_tui_shows_bracketed_labels_and_texts_literally(tmp_path: Path
 # -- a run that cannot pay does not succeed ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # litellm
 def test_a_missing_key_stops_before_anything_is_sent(bbc: Path, monkeypatch: pytest.MonkeyPatch):
     before = dump(bbc)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -148,6 +149,7 @@ def test_a_missing_key_stops_before_anything_is_sent(bbc: Path, monkeypatch: pyt
     assert dump(bbc) == before
 
 
+@pytest.mark.slow  # litellm
 def test_an_unknown_model_and_an_unreachable_server_stop_at_once(bbc: Path):
     unknown = cli("distill", "-p", str(bbc), "--model", "nonsense-model-x", *SMALL)
     one_error_line(unknown, "cannot tell which provider")
@@ -238,6 +240,7 @@ def test_budgets_say_what_they_buy_and_bound_validation_calls(bbc: Path, llm: Fa
     assert "calls    20" in out  # each round line counts the calls so far, validation included
 
 
+@pytest.mark.slow  # litellm
 def test_the_validation_size_is_proportionate_to_the_budget():
     sizes = [DistillConfig(budget_labels=b).val_size() for b in (10, 100, 1000, None)]
     assert sizes == [20, 50, 200, 200]
