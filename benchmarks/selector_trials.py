@@ -71,6 +71,11 @@ TRIALS = {
                  "free_labels_options": {"class_support": 5}},
     "auto-cs10": {"selector": "margin", "method": "auto", "free_labels": "self-train",
                   "free_labels_options": {"class_support": 10}},
+    # Where noise_aware + doubt beats auto (bbc-news with the difficulty and zero-shot teachers): doubt on margin's
+    # labels, noise_aware's selection without doubt, and auto choosing its training on noise_aware's selection.
+    "margin+doubt": {"selector": "margin", "doubt": "cleanlab"},
+    "noise_aware": {"selector": "noise_aware"},
+    "auto-na": {"selector": "noise_aware", "method": "auto"},
 }
 FIXED = [s for s in matrix.SETUPS if s != "auto"]  # the matrix's fixed setups, before the trials join them
 MATRIX = matrix.results()

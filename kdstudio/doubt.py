@@ -41,14 +41,17 @@ def judge_labels(doubt: LabelDoubt, student_cls: type[Student], options: dict[st
     return doubt.judge(y, oof, confidence), oof
 
 
-def doubt_weights(doubts: Doubts, y: np.ndarray, human: np.ndarray, action: str) -> np.ndarray:
+def doubt_weights(doubts: Doubts, y: np.ndarray, human: np.ndarray, action: str,
+                  before: np.ndarray | None = None) -> np.ndarray:
     """Training weights from a judgement: `drop` holds flagged labels out, `weight` scales each by 1 - suspicion.
-    People are never doubted, and no class is ever emptied by doubt."""
+    People are never doubted, and no class is ever emptied by doubt: counting what `before` (the selector's own
+    training weights) already holds out, a class doubt would leave with nothing keeps its labels."""
     dropped = np.where(doubts.flagged, 0.0, 1.0)
     weight = dropped if action == "drop" else np.maximum(1.0 - doubts.suspicion, MIN_WEIGHT)
     weight[human] = 1.0
+    kept = weight if before is None else weight * before
     for label in np.unique(y):
         members = y == label
-        if not weight[members].any():
+        if not kept[members].any():
             weight[members] = 1.0
     return weight

@@ -239,7 +239,7 @@ def _trust(ctx: RunContext, options: dict[str, Any], data: TrainingData) -> np.n
     assert ctx.parts.doubt is not None
     train_set = data.train_set
     doubts = ctx.parts.doubt.judge(train_set.y, _out_of_fold(ctx, options, data), train_set.confidence)
-    return doubt_weights(doubts, train_set.y, train_set.human, ctx.parts.doubt.action)
+    return doubt_weights(doubts, train_set.y, train_set.human, ctx.parts.doubt.action, data.weights)
 
 
 def _fused_labels(ctx: RunContext, options: dict[str, Any], data: TrainingData) -> np.ndarray:
