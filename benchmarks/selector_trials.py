@@ -76,6 +76,9 @@ TRIALS = {
     "margin+doubt": {"selector": "margin", "doubt": "cleanlab"},
     "noise_aware": {"selector": "noise_aware"},
     "auto-na": {"selector": "noise_aware", "method": "auto"},
+    # The matrix's noise_aware + doubt again, after doubt began to hold out nothing where it and the selector's own
+    # weights together would leave no label at all (2026-12-08): every other run is the same to the digit.
+    "noise_aware+doubt/again": {"selector": "noise_aware", "doubt": "cleanlab"},
 }
 FIXED = [s for s in matrix.SETUPS if s != "auto"]  # the matrix's fixed setups, before the trials join them
 MATRIX = matrix.results()

@@ -44,14 +44,17 @@ def judge_labels(doubt: LabelDoubt, student_cls: type[Student], options: dict[st
 def doubt_weights(doubts: Doubts, y: np.ndarray, human: np.ndarray, action: str,
                   before: np.ndarray | None = None) -> np.ndarray:
     """Training weights from a judgement: `drop` holds flagged labels out, `weight` scales each by 1 - suspicion.
-    People are never doubted, and no class is ever emptied by doubt: counting what `before` (the selector's own
-    training weights) already holds out, a class doubt would leave with nothing keeps its labels."""
+    People are never doubted, and no class is ever emptied by doubt alone. Where the labels doubt leaves are all ones
+    that `before` (the selector's own training weights, noise_aware's) holds out, doubt holds out nothing: it would
+    leave nothing to learn from. (A class the two empty together stays empty, as it always has: keeping its doubted
+    labels instead was measured, and cost noise_aware + doubt up to 4 points on bbc-news.)"""
     dropped = np.where(doubts.flagged, 0.0, 1.0)
     weight = dropped if action == "drop" else np.maximum(1.0 - doubts.suspicion, MIN_WEIGHT)
     weight[human] = 1.0
-    kept = weight if before is None else weight * before
     for label in np.unique(y):
         members = y == label
-        if not kept[members].any():
+        if not weight[members].any():
             weight[members] = 1.0
+    if before is not None and not (weight * before).any():
+        return np.ones(len(y))
     return weight
