@@ -47,7 +47,7 @@ def doubt_weights(doubts: Doubts, y: np.ndarray, human: np.ndarray, action: str,
     People are never doubted, and no class is ever emptied by doubt alone. Where the labels doubt leaves are all ones
     that `before` (the selector's own training weights, noise_aware's) holds out, doubt holds out nothing: it would
     leave nothing to learn from. (A class the two empty together stays empty, as it always has: keeping its doubted
-    labels instead changed 17 of 38 of noise_aware + doubt's matrix runs, by -4.2 to +3.8 points, 2.8 points down on
+    labels instead changed 17 of 38 of noise_aware + doubt's matrix runs, by -4.4 to +3.8 points, 2.8 points down on
     bbc-news with the zero-shot teacher, where that setup is the best; docs/benchmarks.md.)"""
     dropped = np.where(doubts.flagged, 0.0, 1.0)
     weight = dropped if action == "drop" else np.maximum(1.0 - doubts.suspicion, MIN_WEIGHT)
