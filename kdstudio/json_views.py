@@ -52,7 +52,7 @@ def _metrics(metrics: dict[str, Any], split: str) -> dict[str, float]:
 
 def run_document(run: RunRow, rounds: list[RoundRow]) -> dict[str, Any]:
     done = [r for r in rounds if r.phase == "done"]
-    best = next((r for r in done if r.round == run.best_round), None)
+    best = run.kept(rounds)
     config = run.config
     return {
         "id": run.id, "status": run.status, "simulated": run.simulated,

@@ -248,7 +248,7 @@ def runs_view(runs: list[RunRow], rounds_of: dict[int, list[RoundRow]]) -> Group
     for run in runs:
         rounds = [r for r in rounds_of.get(run.id, []) if r.phase == "done"]
         config = run.config
-        best = next((r for r in rounds if r.round == run.best_round), None)
+        best = run.kept(rounds)
         curve = [r.metrics.get("test", r.metrics.get("val", {})).get("accuracy", 0.0) for r in rounds]
         model = config.get("teacher_options", {}).get("model")
         teacher = Text.assemble(config.get("teacher", "?") + (f" {model}" if model else ""),
@@ -308,8 +308,7 @@ def run_curve_view(run: RunRow, rounds: list[RoundRow]) -> Group:
                      *extra, "*" if m.get("best") else ""])
     table = FittedTable(title, columns, rows)
     parts: list = [table, MEASURED]
-    kept = next((r for r in rounds if r.phase == "done" and r.round == run.best_round), None)
-    if kept and (warned := kept_warning(kept.metrics)):
+    if (kept := run.kept(rounds)) and (warned := kept_warning(kept.metrics)):
         parts.append(Text(f"warning: {warned}", style="yellow"))
     if run.simulated:
         parts.insert(0, simulated_banner())

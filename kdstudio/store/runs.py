@@ -21,6 +21,10 @@ class RunRow:
     created_at: Any
     finished_at: Any
 
+    def kept(self, rounds: list[RoundRow]) -> RoundRow | None:
+        """Of this run's `rounds`, the finished one whose student the run kept."""
+        return next((r for r in rounds if r.phase == "done" and r.round == self.best_round), None)
+
 
 @dataclass
 class RoundRow:

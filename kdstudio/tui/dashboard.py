@@ -58,7 +58,7 @@ class Dashboard(Pane):
     def _warned(run: RunRow | None, rounds: list[RoundRow]) -> tuple[tuple[str, str], ...]:
         """The latest run's kept student, where its trusted labels cannot tell it from a guess: said here too, so
         that a figure on this tab never reads as a result it is not."""
-        kept = next((r for r in rounds if run and r.round == run.best_round), None)
+        kept = run.kept(rounds) if run else None
         warned = kept and kept_warning(kept.metrics)
         return ((f"\nwarning: run {run.id}: {warned}", "yellow"),) if run and warned else ()
 
